@@ -1,0 +1,42 @@
+# fieldlens: two commands on a fresh clone.
+#   make demo   sets up .venv and runs the whole edge path on embedded defaults
+#   make test   sets up .venv, installs and starts what the tests need, runs lint, types and tests
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo test test-fast lint bench system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned to the CPU build: a bare `torch` requirement makes pip fetch a multi-GB CUDA build
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[train,demo,dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/fieldlens demo
+
+system-deps:
+	bash tests/system-deps.sh
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy components field_data tests
+
+test: setup system-deps lint
+	$(BIN)/pytest
+
+test-fast: setup
+	$(BIN)/pytest -m "not slow"
+
+bench: setup system-deps
+	$(BIN)/fieldlens bench
+
+clean:
+	rm -rf $(VENV) fieldlens-data .pytest_cache .mypy_cache .ruff_cache

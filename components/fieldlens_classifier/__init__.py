@@ -1,0 +1,1 @@
+"""The classifier component: answers classify requests from MQTT with structured predictions."""

@@ -1,0 +1,116 @@
+"""Configuration of the classifier component."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from fieldlens_core import topics
+from fieldlens_core.config import CameraConfig, InferenceClientConfig, StrictModel
+from fieldlens_core.messages import DEFAULT_MAX_PAYLOAD_BYTES
+
+
+def default_thing_name() -> str:
+    """The nucleus sets AWS_IOT_THING_NAME for every component; off a device, the host name."""
+    return os.environ.get("AWS_IOT_THING_NAME") or socket.gethostname()
+
+
+class ClassifierConfig(StrictModel):
+    name: str = Field(
+        default=topics.DEFAULT_NAME,
+        title="Name",
+        description="Last level of the topics: /request/classify/<name> and /response/prediction/<name>.",
+    )
+    request_topic: str | None = Field(
+        default=None, title="Request topic", description="Overrides /request/classify/<name>."
+    )
+    response_topic: str | None = Field(
+        default=None, title="Response topic", description="Overrides /response/prediction/<name>."
+    )
+    reply_topic_prefix: str = Field(
+        default="/response/",
+        title="Reply topic prefix",
+        description="A request's reply_topic must start with this; stops requests steering output anywhere.",
+    )
+    thing_name: str = Field(
+        default_factory=default_thing_name, title="Thing name", description="Reported in responses and S3 keys."
+    )
+    camera: CameraConfig = Field(default_factory=CameraConfig, title="Camera", description="Image source.")
+    inference: InferenceClientConfig = Field(
+        default_factory=InferenceClientConfig, title="Inference", description="The local inference service."
+    )
+    field_data_dir: Path = Field(
+        default=Path("fieldlens-data/field-images"),
+        title="Field-data directory",
+        description="Where kept images and their sidecars are written.",
+    )
+    sync_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        title="Field-data sync interval",
+        description="Kept images are fsynced in a group this often, off the request path; 0 fsyncs each one "
+        "inline (slower, and much slower on SD cards). A power cut can lose at most this interval.",
+    )
+    s3_prefix: str = Field(
+        default="field-data", title="S3 prefix", description="Key prefix the images will have in the bucket."
+    )
+    keep_images: bool = Field(
+        default=True,
+        title="Keep images",
+        description="Keep every classified image (a request's save: true always does).",
+    )
+    default_top_k: int = Field(default=5, ge=1, le=100, title="Top k", description="Predictions per response.")
+    max_payload_bytes: int = Field(
+        default=DEFAULT_MAX_PAYLOAD_BYTES,
+        ge=64,
+        le=1 << 20,
+        title="Max payload",
+        description="Larger requests get PAYLOAD_TOO_LARGE.",
+    )
+    queue_size: int = Field(
+        default=8, ge=1, le=1000, title="Queue size", description="Requests waiting beyond this get BUSY."
+    )
+    workers: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        title="Workers",
+        description="Requests processed at once; more than one lets capture, keeping and inference overlap.",
+    )
+    bus_scope: Literal["iot_core", "local"] = Field(
+        default="iot_core",
+        title="Bus scope",
+        description="On Greengrass: IoT Core topics (the console's MQTT test page) or local pub/sub.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", title="Log level", description="Python logging level."
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return topics.validate_name(value)
+
+    @model_validator(mode="after")
+    def _topics(self) -> ClassifierConfig:
+        for topic in (self.request_topic, self.response_topic):
+            if topic is not None:
+                topics.validate_publish_topic(topic)
+        return self
+
+    @property
+    def effective_request_topic(self) -> str:
+        return self.request_topic or topics.request_topic(self.name)
+
+    @property
+    def effective_response_topic(self) -> str:
+        return self.response_topic or topics.response_topic(self.name)
+
+
+# Fields that a live configuration update may change without a restart.
+HOT_FIELDS = ("keep_images", "default_top_k", "max_payload_bytes", "reply_topic_prefix", "log_level", "s3_prefix")

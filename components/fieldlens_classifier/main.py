@@ -1,0 +1,118 @@
+"""Entry point of the classifier component; the only place its adapters are built.
+
+On a Greengrass core: IPC for MQTT (IoT Core or local pub/sub) and for configuration,
+with proposals validated before they are accepted. Elsewhere: paho-mqtt to ``--broker``
+and configuration from ``--config`` and flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from fieldlens_classifier.config import ClassifierConfig
+from fieldlens_classifier.service import Classifier
+from fieldlens_core.bus import Bus
+from fieldlens_core.camera.registry import build_camera, parse_camera_flag
+from fieldlens_core.component_config import given_flags, on_greengrass, resolve_config
+from fieldlens_core.config import DEFAULT_BROKER_URL, BrokerConfig, validate_config
+from fieldlens_core.errors import ConfigurationError
+from fieldlens_core.field_store import FieldStore
+from fieldlens_core.inference.client import InferenceClient
+from fieldlens_core.lifecycle import announce_ready, configure_logging, wait_for_termination
+
+log = logging.getLogger("fieldlens_classifier")
+COMPONENT = "fieldlens-classifier"
+BROKER_FLAGS = ("broker", "client_id", "ca_file", "cert_file", "key_file")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=COMPONENT, description="fieldlens classifier component")
+    parser.add_argument("--config", help="JSON configuration file (off a Greengrass core)")
+    parser.add_argument("--broker", help=f"MQTT broker URL off a Greengrass core (default {DEFAULT_BROKER_URL})")
+    parser.add_argument("--client-id", dest="client_id")
+    parser.add_argument("--ca", dest="ca_file")
+    parser.add_argument("--cert", dest="cert_file")
+    parser.add_argument("--key", dest="key_file")
+    parser.add_argument("--name")
+    parser.add_argument("--thing-name", dest="thing_name")
+    parser.add_argument("--camera", help="folder:DIR | test-pattern | picamera2")
+    parser.add_argument("--field-data", dest="field_data_dir")
+    parser.add_argument("--socket", help="inference service socket")
+    parser.add_argument("--service-name", dest="service_name")
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--queue-size", dest="queue_size", type=int)
+    parser.add_argument("--log-level", dest="log_level")
+    return parser.parse_args(argv)
+
+
+def config_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """Flags shaped like ClassifierConfig: nested camera and inference sections."""
+    flags = given_flags(args, skip=("config", "camera", "socket", "service_name", *BROKER_FLAGS))
+    if args.camera:
+        flags["camera"] = parse_camera_flag(args.camera)
+    inference = {k: v for k, v in (("socket_path", args.socket), ("service_name", args.service_name)) if v}
+    if inference:
+        flags["inference"] = inference
+    return flags
+
+
+def build_mqtt_bus(args: argparse.Namespace, client_id: str) -> Bus:
+    from fieldlens_core.bus.mqtt import MqttBus
+
+    raw = {k: getattr(args, k) for k in BROKER_FLAGS if getattr(args, k) is not None}
+    raw["url"] = raw.pop("broker", DEFAULT_BROKER_URL)
+    return MqttBus(validate_config(BrokerConfig, raw), client_id).connect()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    flags = config_flags(args)
+    configure_logging(flags.get("log_level", "INFO"))
+    greengrass = None
+    bus: Bus
+    try:
+        if on_greengrass():
+            from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+
+            from fieldlens_core.bus.ipc import IpcBus
+            from fieldlens_core.greengrass_config import GreengrassConfiguration
+
+            ipc = GreengrassCoreIPCClientV2()
+            greengrass = GreengrassConfiguration(ipc, ClassifierConfig, flags)
+            config = resolve_config(ClassifierConfig, flags, greengrass=greengrass)
+            bus = IpcBus(ipc, config.bus_scope)
+        else:
+            config = resolve_config(ClassifierConfig, flags, args.config)
+            bus = build_mqtt_bus(args, f"fieldlens-classifier-{config.thing_name}-{config.name}")
+    except ConfigurationError as exc:
+        log.error("%s", exc)
+        return 2
+    except ConnectionError as exc:
+        log.error("%s", exc)
+        return 1
+    logging.getLogger().setLevel(config.log_level)
+    camera = build_camera(config.camera)
+    inference = InferenceClient(config.inference, pool_size=config.workers)
+    store = FieldStore(config.field_data_dir, config.thing_name, config.s3_prefix, config.sync_interval_s)
+    classifier = Classifier(config, bus, camera, inference, store)
+    classifier.start()
+    if greengrass is not None:
+        greengrass.watch(classifier.update_config)
+    announce_ready(COMPONENT)
+    signum = wait_for_termination()
+    log.info("stopping on signal %d", signum)
+    classifier.stop()  # answers what is queued; anything arriving now gets BUSY
+    bus.stop()
+    inference.close()
+    camera.close()
+    store.close()
+    if greengrass is not None:
+        greengrass.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

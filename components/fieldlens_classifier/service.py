@@ -1,0 +1,220 @@
+"""The classifier: request in, capture -> infer -> keep, structured response out.
+
+The bus handler only validates and enqueues (it runs on the transport's thread); a bounded
+queue and a few workers do the work, and a full queue answers BUSY at once instead of
+letting requests pile up on a small device. Every request gets exactly one response.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from fieldlens_classifier.config import HOT_FIELDS, ClassifierConfig
+from fieldlens_core.bus import Bus
+from fieldlens_core.camera import Camera
+from fieldlens_core.errors import BadRequestError, BusyError, ErrorCode, FieldlensError
+from fieldlens_core.field_store import FieldStore, new_image_id
+from fieldlens_core.inference.client import InferenceResult
+from fieldlens_core.messages import (
+    ClassifyRequest,
+    ClassifyResponse,
+    ImageInfo,
+    ModelInfo,
+    Prediction,
+    Timing,
+    new_request_id,
+    parse_request,
+    salvage_request_id,
+    utc_timestamp,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Inference(Protocol):
+    def classify(self, body: bytes, content_type: str = "image/jpeg", top_k: int = 5) -> InferenceResult: ...
+
+
+@dataclass(frozen=True)
+class _Job:
+    request: ClassifyRequest
+    received: float  # perf_counter() when the message arrived
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 3)
+
+
+class Classifier:
+    def __init__(
+        self, config: ClassifierConfig, bus: Bus, camera: Camera, inference: Inference, store: FieldStore
+    ) -> None:
+        self._config = config
+        self._bus = bus
+        self._camera = camera
+        self._inference = inference
+        self._store = store
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=config.queue_size)
+        self._workers: list[threading.Thread] = []
+        self._stopping = False
+
+    @property
+    def config(self) -> ClassifierConfig:
+        return self._config
+
+    def start(self) -> None:
+        for index in range(self._config.workers):
+            worker = threading.Thread(target=self._work, name=f"classify-{index}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        self._bus.subscribe(self._config.effective_request_topic, self.on_message)
+        log.info(
+            "listening on %s, answering on %s",
+            self._config.effective_request_topic,
+            self._config.effective_response_topic,
+        )
+
+    def stop(self) -> None:
+        """Finish the requests already queued, then stop the workers; later requests get BUSY."""
+        self._stopping = True
+        for _ in self._workers:
+            self._queue.put(None)
+        for worker in self._workers:
+            worker.join(timeout=30)
+        self._workers.clear()
+
+    def update_config(self, new: ClassifierConfig) -> None:
+        """Apply a live configuration update: hot fields now, the rest after a restart."""
+        old = self._config
+        changed = {k for k in type(new).model_fields if getattr(new, k) != getattr(old, k)}
+        later = sorted(changed - set(HOT_FIELDS))
+        if later:
+            log.warning("configuration of %s takes effect after a restart", ", ".join(later))
+        self._config = old.model_copy(update={k: getattr(new, k) for k in changed & set(HOT_FIELDS)})
+        logging.getLogger().setLevel(self._config.log_level)
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        received = time.perf_counter()
+        try:
+            request = parse_request(payload, self._config.max_payload_bytes)
+        except FieldlensError as exc:
+            request_id = salvage_request_id(payload) if exc.code == ErrorCode.BAD_REQUEST else None
+            self._reject(request_id, exc)
+            return
+        try:
+            self._check_reply_topic(request)
+        except BadRequestError as exc:
+            self._reject(request.request_id, exc)  # never to the refused topic
+            return
+        try:
+            if self._stopping:
+                raise BusyError("the classifier is shutting down")
+            self._queue.put_nowait(_Job(request, received))
+        except queue.Full:
+            busy = BusyError(f"{self._config.queue_size} requests are already waiting")
+            self._reject(request.request_id, busy, request.reply_topic)
+        except BusyError as exc:
+            self._reject(request.request_id, exc, request.reply_topic)
+
+    def process(self, request: ClassifyRequest, received: float | None = None) -> ClassifyResponse:
+        """Capture, classify and keep one image; never raises: failures become error responses."""
+        started = received if received is not None else time.perf_counter()
+        config = self._config
+        try:
+            frame = self._camera.capture()
+            captured = time.perf_counter()
+            top_k = request.top_k or config.default_top_k
+            result = self._inference.classify(frame.jpeg, "image/jpeg", top_k)
+            inferred = time.perf_counter()
+        except FieldlensError as exc:
+            log.warning("request %s failed: %s", request.request_id, exc)
+            return ClassifyResponse.failure(request.request_id, config.thing_name, exc.code, exc.message)
+        except Exception as exc:
+            log.exception("request %s failed unexpectedly", request.request_id)
+            return ClassifyResponse.failure(
+                request.request_id, config.thing_name, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
+            )
+        now = datetime.now(UTC)
+        timestamp = utc_timestamp(now)
+        predictions = [Prediction.model_validate(p) for p in result.predictions]
+        model = ModelInfo.model_validate(result.model)
+        image = self._keep(request, now, timestamp, frame.jpeg, frame.metadata, predictions, model)
+        finished = time.perf_counter()
+        return ClassifyResponse(
+            request_id=request.request_id,
+            thing=config.thing_name,
+            timestamp=timestamp,
+            predictions=predictions,
+            model=model,
+            image=image,
+            timing_ms=Timing(
+                capture=_ms(captured - started), inference=_ms(inferred - captured), total=_ms(finished - started)
+            ),
+        )
+
+    def _keep(
+        self,
+        request: ClassifyRequest,
+        now: datetime,
+        timestamp: str,
+        jpeg: bytes,
+        metadata: dict[str, object],
+        predictions: list[Prediction],
+        model: ModelInfo,
+    ) -> ImageInfo:
+        image_id = new_image_id(now)
+        if request.save:
+            reason = "request: save"
+        elif self._config.keep_images:
+            reason = "policy: keep_images"
+        else:
+            return ImageInfo(id=image_id, kept=False, reason="policy: keep_images is off")
+        sidecar = {
+            "request_id": request.request_id,
+            "timestamp": timestamp,
+            "prediction": predictions[0].label,
+            "confidence": predictions[0].confidence,
+            "predictions": [p.model_dump() for p in predictions],
+            "model": model.model_dump(),
+            "capture": metadata,
+            "reason": reason,
+        }
+        try:
+            kept = self._store.keep(image_id, now, jpeg, sidecar)
+        except OSError as exc:  # disk full, read-only card: the prediction still goes out
+            log.error("could not keep image %s: %s", image_id, exc)
+            return ImageInfo(id=image_id, kept=False, reason=f"storage failed: {exc.strerror or exc}")
+        return ImageInfo(id=image_id, kept=True, reason=reason, path=str(kept.image_path), s3_key=kept.s3_key)
+
+    def _check_reply_topic(self, request: ClassifyRequest) -> None:
+        prefix = self._config.reply_topic_prefix
+        if request.reply_topic is not None and not request.reply_topic.startswith(prefix):
+            raise BadRequestError(f"reply_topic must start with {prefix!r}")
+
+    def _reject(self, request_id: str | None, error: FieldlensError, reply_topic: str | None = None) -> None:
+        log.info("rejected request %s: %s %s", request_id, error.code, error.message)
+        response = ClassifyResponse.failure(
+            request_id or new_request_id(), self._config.thing_name, error.code, error.message
+        )
+        self._publish(response, reply_topic)
+
+    def _publish(self, response: ClassifyResponse, reply_topic: str | None) -> None:
+        topic = reply_topic or self._config.effective_response_topic
+        try:
+            self._bus.publish(topic, response.to_payload())
+        except Exception:  # the bus logs its own reason; a lost response must not kill a worker
+            log.exception("could not publish the response to %s", response.request_id)
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            response = self.process(job.request, job.received)
+            self._publish(response, job.request.reply_topic)

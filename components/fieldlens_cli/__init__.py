@@ -1,0 +1,1 @@
+"""The `fieldlens` command line: serve, classify, watch, demo, bench, model."""

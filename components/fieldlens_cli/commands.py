@@ -1,0 +1,102 @@
+"""`fieldlens serve`, `classify` and `watch`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+import uuid
+from pathlib import Path
+
+from fieldlens_cli.output import emit
+from fieldlens_cli.requester import Requester
+from fieldlens_cli.supervisor import (
+    ChildFailedError,
+    ServeOptions,
+    start_components,
+    stop_children,
+    wait_until_signal_or_exit,
+)
+from fieldlens_core import topics
+from fieldlens_core.bus.mqtt import BusConnectionError, MqttBus
+from fieldlens_core.config import BrokerConfig
+from fieldlens_core.errors import ConfigurationError
+from fieldlens_core.model_package import CARD_FILE, resolve_package_dir
+
+log = logging.getLogger(__name__)
+
+EXIT_PREDICTION, EXIT_ERROR_RESPONSE, EXIT_TIMEOUT, EXIT_NO_BROKER = 0, 1, 2, 3
+
+
+def connect(broker_url: str, role: str) -> MqttBus:
+    return MqttBus(BrokerConfig(url=broker_url), f"fieldlens-{role}-{uuid.uuid4().hex[:8]}").connect()
+
+
+def serve(args: argparse.Namespace, socket_path: Path) -> int:
+    if not (resolve_package_dir(args.model) / CARD_FILE).exists():
+        log.error(
+            "no model package at %s; build one with `fieldlens model build-default --out %s`", args.model, args.model
+        )
+        return 1
+    options = ServeOptions(
+        broker=args.broker, name=args.name, camera=args.camera, field_data=args.field_data, model_dir=args.model,
+        socket_path=socket_path, service_name=args.service_name, variant=args.variant, thing_name=args.thing_name,
+        log_level=args.log_level,
+    )  # fmt: skip
+    try:
+        children = start_components(options)
+    except (ChildFailedError, ConfigurationError) as exc:
+        log.error("could not start: %s", exc)
+        return 1
+    emit(
+        f"fieldlens ready: requests on {topics.request_topic(args.name)}, responses on "
+        f"{topics.response_topic(args.name)} via {args.broker} (pids {', '.join(str(c.pid) for c in children)})"
+    )
+    reason = wait_until_signal_or_exit(children)
+    log.info("stopping: %s", reason)
+    stop_children(children)
+    return 0 if reason in ("SIGINT", "SIGTERM") else 1
+
+
+def classify(args: argparse.Namespace) -> int:
+    try:
+        bus = connect(args.broker, "classify")
+    except BusConnectionError as exc:
+        log.error("%s", exc)
+        return EXIT_NO_BROKER
+    try:
+        requester = Requester(bus, topics.request_topic(args.name), topics.response_topic(args.name))
+        response = requester.request(args.payload.encode(), args.timeout)
+    finally:
+        bus.stop()
+    if response is None:
+        log.error("no response on %s within %ss", topics.response_topic(args.name), args.timeout)
+        return EXIT_TIMEOUT
+    emit(json.dumps(response, indent=2))
+    return EXIT_ERROR_RESPONSE if "error" in response else EXIT_PREDICTION
+
+
+def watch(args: argparse.Namespace) -> int:
+    try:
+        bus = connect(args.broker, "watch")
+    except BusConnectionError as exc:
+        log.error("%s", exc)
+        return EXIT_NO_BROKER
+    done = threading.Event()
+    seen = [0]
+
+    def on_response(topic: str, payload: bytes) -> None:
+        emit(payload.decode(errors="replace"))
+        seen[0] += 1
+        if args.count is not None and seen[0] >= args.count:
+            done.set()
+
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    bus.subscribe(topics.response_topic(args.name), on_response)
+    log.info("watching %s (Ctrl-C to stop)", topics.response_topic(args.name))
+    done.wait()
+    bus.stop()
+    return 0

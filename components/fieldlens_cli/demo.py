@@ -1,0 +1,123 @@
+"""`fieldlens demo`: the whole edge path on embedded defaults, no AWS account, nothing to configure.
+
+An embedded MQTT broker, the default model (built on first run), a folder camera over the
+scikit-image sample photos, the two real component processes, and a few classify requests
+whose answers are printed as a table.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fieldlens_cli.commands import connect
+from fieldlens_cli.embedded_broker import EmbeddedBroker, free_port
+from fieldlens_cli.output import emit
+from fieldlens_cli.requester import Requester
+from fieldlens_cli.supervisor import ServeOptions, start_components, stop_children, wait_until_signal_or_exit
+from fieldlens_core import topics
+from fieldlens_core.config import DEFAULT_SERVICE_NAME
+from fieldlens_core.model_package import CARD_FILE, read_card, resolve_package_dir
+
+log = logging.getLogger(__name__)
+
+THING = "demo-device"
+REQUEST_TIMEOUT_S = 30.0
+
+
+def ensure_default_model(model_dir: Path) -> None:
+    if (resolve_package_dir(model_dir) / CARD_FILE).exists():
+        return
+    from fieldlens_retrain.default_model import build_default_model
+
+    emit(f"Building the default model into {model_dir} (EfficientNet-Lite0, ImageNet; once, ~15 s) ...")
+    card = build_default_model(model_dir)
+    emit(f"  done: {card.name} {card.version}; coffee photo check: {card.metrics['coffee_photo_top1']}")
+
+
+def preferred_port() -> int:
+    """1883 (the CLI's default broker address) when it is free, else any free port."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", 1883))
+            return 1883
+        except OSError:
+            return free_port()
+
+
+def _photo_of(response: dict[str, Any]) -> str:
+    path = response.get("image", {}).get("path")
+    if not path:
+        return "?"
+    try:
+        return str(json.loads(Path(path).with_suffix(".json").read_text())["capture"].get("file", "?"))
+    except (OSError, ValueError, KeyError):
+        return "?"
+
+
+def print_table(responses: list[tuple[dict[str, Any], float]]) -> None:
+    emit(f"{'photo':<16} {'prediction':<24} {'conf':>6}  {'runner-up':<22} {'ms':>6}  kept as")
+    emit("-" * 110)
+    for response, latency in responses:
+        if "error" in response:
+            emit(f"{'-':<16} {response['error']['code']:<24} {'':>6}  {response['error']['message'][:60]}")
+            continue
+        first, second = response["predictions"][0], response["predictions"][1]
+        emit(
+            f"{_photo_of(response):<16} {first['label'][:24]:<24} {first['confidence']:>6.3f}  "
+            f"{second['label'][:22]:<22} {latency:>6.1f}  {response['image'].get('s3_key', '-')}"
+        )
+
+
+def run_demo(data_dir: Path, port: int | None, keep_running: bool) -> int:
+    from fieldlens_retrain.photos import write_sample_photos
+
+    data_dir = data_dir.absolute()
+    model_dir, photos, field = data_dir / "model", data_dir / "photos", data_dir / "field-images"
+    ensure_default_model(model_dir)
+    photo_paths = write_sample_photos(photos)
+    card = read_card(resolve_package_dir(model_dir))
+    with EmbeddedBroker(port=port or preferred_port()) as broker:
+        emit(f"Embedded MQTT broker on {broker.url}")
+        options = ServeOptions(
+            broker=broker.url, name=topics.DEFAULT_NAME, camera=f"folder:{photos}", field_data=field,
+            model_dir=model_dir, socket_path=Path(tempfile.gettempdir()) / f"fieldlens-demo-{broker.port}.sock",
+            service_name=DEFAULT_SERVICE_NAME, thing_name=THING, log_level="WARNING",
+        )  # fmt: skip
+        children = start_components(options)
+        bus = connect(broker.url, "demo")
+        try:
+            emit(f"Serving {card.name} {card.version}: camera = {len(photo_paths)} photos in {photos}")
+            request_topic, response_topic = (
+                topics.request_topic(topics.DEFAULT_NAME),
+                topics.response_topic(topics.DEFAULT_NAME),
+            )
+            emit(f"Publishing classify requests to {request_topic}, reading {response_topic}\n")
+            requester = Requester(bus, request_topic, response_topic)
+            answered: list[tuple[dict[str, Any], float]] = []
+            for payload in [b'{"top_k": 3}'] * len(photo_paths) + [b'{"top_k": "three"}']:
+                pending = requester.send(payload)
+                response = pending.wait(REQUEST_TIMEOUT_S)
+                if response is None:
+                    log.error("no response within %ss", REQUEST_TIMEOUT_S)
+                    return 1
+                answered.append((response, pending.latency_ms))
+            print_table(answered)
+            emit(f"\nField images and their JSON sidecars were kept under {field}")
+            emit("The last row is a deliberately malformed request: errors come back as structured responses.")
+            own_request = f"fieldlens classify --broker {broker.url} --payload '{{\"top_k\": 3}}'"
+            if keep_running:
+                emit(f"\nStill serving. In another terminal:\n  {own_request}\n  fieldlens watch --broker {broker.url}")
+                emit("Ctrl-C to stop.")
+                wait_until_signal_or_exit(children)
+            else:
+                emit("\nTo send your own requests: run `fieldlens demo --keep-running`, then from another terminal")
+                emit(f"  {own_request}\n(or publish to {request_topic} from any MQTT client).")
+        finally:
+            bus.stop()
+            stop_children(children)
+    return 0

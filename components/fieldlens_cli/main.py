@@ -1,0 +1,117 @@
+"""`fieldlens`: one command for the whole suite.
+
+fieldlens serve     run the inference service and the classifier (foreground)
+fieldlens classify  send one request, print the response (exit 0 prediction, 1 error, 2 timeout)
+fieldlens watch     print responses as they arrive
+fieldlens demo      everything on embedded defaults: broker, model, photos, requests
+fieldlens bench     measure latency, throughput, memory, cold start
+fieldlens model build-default   export the default EfficientNet-Lite0 package
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from fieldlens_core import topics
+from fieldlens_core.config import DEFAULT_BROKER_URL, DEFAULT_SERVICE_NAME
+from fieldlens_core.lifecycle import configure_logging
+
+log = logging.getLogger("fieldlens")
+
+DATA_DIR = Path("fieldlens-data")
+
+
+def _broker_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", default=DEFAULT_BROKER_URL, help="mqtt://HOST:PORT (default %(default)s)")
+    parser.add_argument("--name", default=topics.DEFAULT_NAME, help="topic name (default %(default)s)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fieldlens", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the inference service and the classifier")
+    _broker_args(serve)
+    serve.add_argument("--camera", default="test-pattern", help="folder:DIR | test-pattern | picamera2")
+    serve.add_argument("--field-data", type=Path, default=DATA_DIR / "field-images")
+    serve.add_argument("--model", type=Path, default=DATA_DIR / "model", help="model package directory")
+    serve.add_argument("--variant", default="fp32", choices=["fp32", "int8"])
+    serve.add_argument("--socket", type=Path, help="inference socket (default: a fresh one in the temp dir)")
+    serve.add_argument("--service-name", default=DEFAULT_SERVICE_NAME)
+    serve.add_argument("--thing-name")
+
+    classify = commands.add_parser("classify", help="send one classify request and print the response")
+    _broker_args(classify)
+    classify.add_argument("--payload", default="{}", help="request JSON (default: {})")
+    classify.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default %(default)s)")
+
+    watch = commands.add_parser("watch", help="print each response as it arrives")
+    _broker_args(watch)
+    watch.add_argument("--count", type=int, help="exit after this many responses")
+
+    demo = commands.add_parser("demo", help="the whole edge path on embedded defaults")
+    demo.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    demo.add_argument("--port", type=int, help="embedded broker port (default: 1883 if free, else any free port)")
+    demo.add_argument("--keep-running", action="store_true", help="keep serving after the demo requests")
+
+    bench = commands.add_parser("bench", help="measure latency, throughput, memory and cold start")
+    bench.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    bench.add_argument("--requests", type=int, default=200, help="sequential end-to-end requests")
+    bench.add_argument("--burst", type=int, default=200, help="requests in the concurrent burst")
+    bench.add_argument("--variant", default="fp32", choices=["fp32", "int8"])
+    bench.add_argument("--workers", type=int, help="classifier workers (default: the component's)")
+    bench.add_argument("--repeat", type=int, default=3, help="edge runs; each figure is their median")
+    bench.add_argument("--json", type=Path, help="also write the figures here")
+
+    model = commands.add_parser("model", help="model packages")
+    model_commands = model.add_subparsers(dest="model_command", required=True)
+    build = model_commands.add_parser("build-default", help="export EfficientNet-Lite0 (ImageNet) as a package")
+    build.add_argument("--out", type=Path, default=DATA_DIR / "model")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.log_level)
+    if args.command == "serve":
+        from fieldlens_cli.commands import serve
+
+        socket_path = args.socket or Path(tempfile.gettempdir()) / f"fieldlens-{os.getpid()}.sock"
+        return serve(args, socket_path)
+    if args.command == "classify":
+        from fieldlens_cli.commands import classify
+
+        return classify(args)
+    if args.command == "watch":
+        from fieldlens_cli.commands import watch
+
+        return watch(args)
+    if args.command == "demo":
+        from fieldlens_cli.demo import run_demo
+
+        return run_demo(args.data_dir, args.port, args.keep_running)
+    if args.command == "bench":
+        from fieldlens_cli.bench import run_bench
+
+        return run_bench(args)
+    if args.command == "model":
+        from fieldlens_cli.output import emit
+        from fieldlens_retrain.default_model import build_default_model
+
+        card = build_default_model(args.out)
+        emit(f"model {card.name} {card.version} written to {args.out}")
+        emit(f"coffee photo check: {card.metrics['coffee_photo_top1']}")
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,163 @@
+"""`fieldlens serve`: runs the inference service and the classifier as two child processes.
+
+They are the same entry points Greengrass runs (``python -m fieldlens_inference.main`` and
+``python -m fieldlens_classifier.main``), so what is tested here is what runs on a core.
+Each child writes one ``<component> ready`` line on stdout when it serves; we start the
+classifier only once the inference service is ready, and stop both if either dies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fieldlens_core.lifecycle import READY_WORD
+
+log = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 15.0
+
+
+class ChildFailedError(RuntimeError):
+    """A component process exited, or did not become ready in time."""
+
+
+@dataclass
+class Child:
+    name: str
+    process: subprocess.Popen[str]
+    ready: threading.Event = field(default_factory=threading.Event)
+    exited: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def _pump(child: Child) -> None:
+    """Watch a child's stdout for its ready line; forward everything else to our stderr."""
+    assert child.process.stdout is not None
+    for line in child.process.stdout:
+        if line.strip().endswith(READY_WORD):
+            child.ready.set()
+        else:
+            sys.stderr.write(f"[{child.name}] {line}")
+    child.process.wait()
+    child.exited.set()
+
+
+def spawn(name: str, module: str, arguments: Sequence[str], env: dict[str, str] | None = None) -> Child:
+    process = subprocess.Popen(
+        [sys.executable, "-m", module, *arguments],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    child = Child(name, process)
+    threading.Thread(target=_pump, args=(child,), name=f"pump-{name}", daemon=True).start()
+    return child
+
+
+def wait_ready(child: Child, timeout_s: float = READY_TIMEOUT_S) -> None:
+    """Block until ``child`` says ready; raise ChildFailedError if it exits or times out first."""
+    deadline = time.monotonic() + timeout_s
+    while not child.ready.wait(0.05):
+        if child.exited.is_set():
+            raise ChildFailedError(f"{child.name} exited with code {child.process.returncode} before it was ready")
+        if time.monotonic() > deadline:
+            raise ChildFailedError(f"{child.name} was not ready within {timeout_s:.0f}s")
+
+
+def stop_children(children: Sequence[Child]) -> None:
+    """SIGTERM in reverse start order (classifier first, so it drains against a live service)."""
+    for child in reversed(children):
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+            try:
+                child.process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in %ss; killing it", child.name, STOP_TIMEOUT_S)
+                child.process.kill()
+                child.process.wait()
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    broker: str
+    name: str
+    camera: str
+    field_data: Path
+    model_dir: Path
+    socket_path: Path
+    service_name: str
+    variant: str = "fp32"
+    thing_name: str | None = None
+    workers: int | None = None
+    queue_size: int | None = None
+    log_level: str = "INFO"
+
+
+def inference_arguments(options: ServeOptions) -> list[str]:
+    return [
+        "--model-dir", str(options.model_dir), "--socket", str(options.socket_path),
+        "--service-name", options.service_name, "--variant", options.variant, "--log-level", options.log_level,
+    ]  # fmt: skip
+
+
+def classifier_arguments(options: ServeOptions) -> list[str]:
+    arguments = [
+        "--broker", options.broker, "--name", options.name, "--camera", options.camera,
+        "--field-data", str(options.field_data), "--socket", str(options.socket_path),
+        "--service-name", options.service_name, "--log-level", options.log_level,
+    ]  # fmt: skip
+    for flag, value in (("--thing-name", options.thing_name), ("--workers", options.workers),
+                        ("--queue-size", options.queue_size)):  # fmt: skip
+        if value is not None:
+            arguments += [flag, str(value)]
+    return arguments
+
+
+def start_components(options: ServeOptions) -> list[Child]:
+    """Start both components and wait until both are ready; on failure nothing is left running."""
+    children: list[Child] = []
+    try:
+        children.append(spawn("inference", "fieldlens_inference.main", inference_arguments(options)))
+        wait_ready(children[-1])
+        children.append(spawn("classifier", "fieldlens_classifier.main", classifier_arguments(options)))
+        wait_ready(children[-1])
+    except BaseException:
+        stop_children(children)
+        raise
+    return children
+
+
+def wait_until_signal_or_exit(children: Sequence[Child]) -> str:
+    """Block until SIGINT/SIGTERM or until a child exits; returns what happened."""
+    done = threading.Event()
+    reason = ["signal"]
+
+    def on_signal(signum: int, frame: object) -> None:
+        reason[0] = signal.Signals(signum).name
+        done.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    for child in children:
+
+        def watch(c: Child = child) -> None:
+            c.exited.wait()
+            reason[0] = f"{c.name} exited with code {c.process.returncode}"
+            done.set()
+
+        threading.Thread(target=watch, daemon=True).start()
+    done.wait()
+    return reason[0]

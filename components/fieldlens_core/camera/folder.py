@@ -1,0 +1,63 @@
+"""A camera that cycles through the images in a folder, in name order.
+
+JPEG files pass through untouched (no re-encoding, so what is kept is what was classified);
+PNG and other formats Pillow reads are converted to JPEG.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from fieldlens_core.camera import JPEG_MAGIC, Frame
+from fieldlens_core.errors import CameraUnavailableError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+
+
+class FolderCamera:
+    def __init__(self, folder: Path, jpeg_quality: int = 90) -> None:
+        self._folder = folder
+        self._quality = jpeg_quality
+        self._next = 0
+        self._lock = threading.Lock()
+        self._listing: tuple[int, list[Path]] = (-1, [])
+
+    def _images(self) -> list[Path]:
+        """The folder's images, listed again only when the folder changed (a user may drop photos in)."""
+        try:
+            modified = self._folder.stat().st_mtime_ns
+            if modified != self._listing[0]:
+                images = sorted(p for p in self._folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+                self._listing = (modified, images)
+        except OSError as exc:
+            raise CameraUnavailableError(f"image folder {self._folder} cannot be read: {exc}") from None
+        return self._listing[1]
+
+    def capture(self) -> Frame:
+        images = self._images()
+        if not images:
+            raise CameraUnavailableError(f"image folder {self._folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
+        with self._lock:
+            path = images[self._next % len(images)]
+            self._next += 1
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CameraUnavailableError(f"cannot read {path}: {exc}") from None
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                if not data.startswith(JPEG_MAGIC):
+                    buffer = io.BytesIO()
+                    image.convert("RGB").save(buffer, format="JPEG", quality=self._quality)
+                    data = buffer.getvalue()
+        except (UnidentifiedImageError, OSError) as exc:
+            raise CameraUnavailableError(f"{path} is not a readable image: {exc}") from None
+        return Frame(data, {"source": "folder", "file": path.name, "width": width, "height": height})
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,35 @@
+"""The explicit registry of camera sources: configuration name -> implementation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fieldlens_core.camera import Camera
+from fieldlens_core.camera.folder import FolderCamera
+from fieldlens_core.camera.picamera2_source import Picamera2Camera
+from fieldlens_core.camera.test_pattern import TestPatternCamera
+from fieldlens_core.config import CameraConfig
+
+
+def _folder(config: CameraConfig) -> Camera:
+    assert config.folder is not None  # CameraConfig guarantees it for source=folder
+    return FolderCamera(config.folder, config.jpeg_quality)
+
+
+CAMERA_SOURCES: dict[str, Callable[[CameraConfig], Camera]] = {
+    "picamera2": lambda c: Picamera2Camera(c.width, c.height, c.jpeg_quality),
+    "folder": _folder,
+    "test-pattern": lambda c: TestPatternCamera(c.width, c.height, c.jpeg_quality),
+}
+
+
+def build_camera(config: CameraConfig) -> Camera:
+    return CAMERA_SOURCES[config.source](config)
+
+
+def parse_camera_flag(flag: str) -> dict[str, str]:
+    """``folder:DIR`` | ``test-pattern`` | ``picamera2`` -> CameraConfig fields."""
+    source, _, argument = flag.partition(":")
+    if source not in CAMERA_SOURCES:
+        raise ValueError(f"camera {flag!r}: expected one of folder:DIR, test-pattern, picamera2")
+    return {"source": source, "folder": argument} if argument else {"source": source}

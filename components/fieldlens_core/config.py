@@ -1,0 +1,155 @@
+"""Configuration pieces shared by the components, and how raw configuration is validated.
+
+Every model forbids unknown keys and documents each field, so that a typo in a Greengrass
+deployment's configuration merge is REJECTED with a message naming the key, instead of
+being ignored on a device nobody is looking at. Keys are accepted in snake_case (flags,
+files) and camelCase (Greengrass recipes, which by convention use camelCase).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+from fieldlens_core.errors import ConfigurationError
+
+DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
+DEFAULT_INFERENCE_SOCKET = "/tmp/fieldlens-inference.sock"
+DEFAULT_SERVICE_NAME = "beverage-classifier"  # the seed's v1 connector service name
+
+
+class StrictModel(BaseModel):
+    """Base of every configuration model: unknown keys are errors, both key spellings accepted."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True, validate_default=True
+    )
+
+
+class BrokerConfig(StrictModel):
+    """Where an off-device component finds MQTT: a local broker or AWS IoT Core with X.509."""
+
+    url: str = Field(
+        default=DEFAULT_BROKER_URL,
+        title="Broker URL",
+        description="mqtt://HOST:PORT for plain TCP, mqtts://HOST:PORT for TLS (AWS IoT Core: port 8883).",
+    )
+    client_id: str | None = Field(
+        default=None, title="Client id", description="MQTT client id; AWS IoT policies often pin it to the thing name."
+    )
+    ca_file: Path | None = Field(default=None, title="CA file", description="CA bundle for TLS (AmazonRootCA1.pem).")
+    cert_file: Path | None = Field(default=None, title="Certificate", description="Device X.509 certificate (PEM).")
+    key_file: Path | None = Field(default=None, title="Private key", description="Device private key (PEM).")
+    keepalive_s: int = Field(default=30, ge=5, le=1200, title="Keep-alive", description="MQTT keep-alive, seconds.")
+    connect_timeout_s: float = Field(
+        default=10.0, gt=0, title="Connect timeout", description="How long to wait for CONNACK."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> BrokerConfig:
+        parsed = urlparse(self.url)
+        if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
+            raise ValueError(f"url {self.url!r} must look like mqtt://HOST:PORT or mqtts://HOST:PORT")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+    @property
+    def host(self) -> str:
+        return urlparse(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parsed = urlparse(self.url)
+        return parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlparse(self.url).scheme == "mqtts"
+
+
+class CameraConfig(StrictModel):
+    """Which image source the classifier captures from."""
+
+    source: Literal["picamera2", "folder", "test-pattern"] = Field(
+        default="test-pattern",
+        title="Source",
+        description="picamera2 on a Raspberry Pi; folder cycles through images in `folder`; test-pattern draws one.",
+    )
+    folder: Path | None = Field(default=None, title="Folder", description="Images to cycle through (source=folder).")
+    width: int = Field(default=400, ge=32, le=4056, title="Width", description="Capture width in pixels.")
+    height: int = Field(default=400, ge=32, le=3040, title="Height", description="Capture height in pixels.")
+    jpeg_quality: int = Field(default=90, ge=10, le=100, title="JPEG quality", description="Encoder quality.")
+
+    @model_validator(mode="after")
+    def _folder_needed(self) -> CameraConfig:
+        if self.source == "folder" and self.folder is None:
+            raise ValueError("source 'folder' needs `folder`")
+        return self
+
+
+class InferenceClientConfig(StrictModel):
+    """How a component reaches the local inference service."""
+
+    service_name: str = Field(
+        default=DEFAULT_SERVICE_NAME, title="Service name", description="Name the inference service serves."
+    )
+    socket_path: Path = Field(
+        default=Path(DEFAULT_INFERENCE_SOCKET), title="Socket", description="Unix socket of the inference service."
+    )
+    timeout_s: float = Field(
+        default=5.0, gt=0, le=120, title="Timeout", description="Give up on one inference call after this long."
+    )
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_config(model: type[M], raw: dict[str, Any]) -> M:
+    """Validate raw configuration, or raise ConfigurationError listing every problem by key."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors())
+        raise ConfigurationError(f"invalid {model.__name__}: {problems}") from None
+
+
+def snake_case(key: str) -> str:
+    """``defaultTopK`` -> ``default_top_k``, ``s3Prefix`` -> ``s3_prefix`` (digits stay with their word)."""
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).lower()
+
+
+def merge_config(*layers: dict[str, Any]) -> dict[str, Any]:
+    """Merge configuration layers, later ones winning, with keys in snake_case at every depth.
+
+    Greengrass configuration is camelCase and flags are snake_case; without normalising, the
+    same setting spelled both ways would be two keys and one of them an "unknown" key.
+    """
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            name = snake_case(key)
+            if isinstance(value, dict) and isinstance(merged.get(name), dict):
+                merged[name] = merge_config(merged[name], value)
+            elif isinstance(value, dict):
+                merged[name] = merge_config(value)
+            else:
+                merged[name] = value
+    return merged
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a JSON configuration file (the off-device equivalent of a component's configuration)."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError(f"cannot read configuration {path}: {exc}") from None
+    if not isinstance(document, dict):
+        raise ConfigurationError(f"configuration {path} must be a JSON object")
+    return document

@@ -1,0 +1,1 @@
+"""The local inference service's wire protocol and its client (``invoke_inference``)."""

@@ -1,0 +1,133 @@
+"""Client of the local inference service.
+
+:class:`InferenceClient` keeps a small pool of open connections (one round trip per call,
+no connect per request); :func:`invoke_inference` is the one-shot form, shaped like the
+Greengrass v1 connector's ``invoke_inference_service(ServiceName=, ContentType=, Body=)``.
+Every failure becomes one of InferenceUnavailableError, InferenceTimeoutError or
+InferenceFailedError.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fieldlens_core.config import DEFAULT_INFERENCE_SOCKET, InferenceClientConfig
+from fieldlens_core.errors import InferenceFailedError, InferenceTimeoutError, InferenceUnavailableError
+from fieldlens_core.inference.protocol import ProtocolError, recv_frame, send_frame
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    predictions: list[dict[str, Any]]
+    model: dict[str, str]
+    timing_ms: dict[str, float]
+
+
+class InferenceClient:
+    def __init__(self, config: InferenceClientConfig, pool_size: int = 4) -> None:
+        self._config = config
+        self._pool: list[socket.socket] = []
+        self._pool_size = pool_size
+        self._lock = threading.Lock()
+
+    def classify(self, body: bytes, content_type: str = "image/jpeg", top_k: int = 5) -> InferenceResult:
+        header = {"op": "classify", "service": self._config.service_name, "content_type": content_type, "top_k": top_k}
+        reply = self._call(header, body)
+        return InferenceResult(reply["predictions"], reply["model"], reply.get("timing_ms", {}))
+
+    def ping(self) -> dict[str, Any]:
+        return self._call({"op": "ping"}, b"")
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, []
+        for sock in pool:
+            sock.close()
+
+    def _call(self, header: dict[str, Any], body: bytes) -> dict[str, Any]:
+        sock, reused = self._checkout()
+        try:
+            reply = self._round_trip(sock, header, body)
+        except (ProtocolError, ConnectionError) as exc:
+            sock.close()
+            if not reused:
+                raise InferenceUnavailableError(f"inference service closed the connection: {exc}") from None
+            # A pooled connection may have gone stale (the service restarted); classify is
+            # idempotent, so one retry on a fresh connection is safe.
+            sock = self._connect()
+            try:
+                reply = self._round_trip(sock, header, body)
+            except (ProtocolError, ConnectionError) as exc2:
+                sock.close()
+                raise InferenceUnavailableError(f"inference service closed the connection: {exc2}") from None
+            except BaseException:
+                sock.close()
+                raise
+        except BaseException:
+            sock.close()  # a timed-out connection may still deliver a late reply: never reuse it
+            raise
+        self._checkin(sock)
+        if not reply.get("ok"):
+            error = reply.get("error") or {}
+            raise InferenceFailedError(f"{error.get('code', 'UNKNOWN')}: {error.get('message', 'no message')}")
+        return reply
+
+    def _round_trip(self, sock: socket.socket, header: dict[str, Any], body: bytes) -> dict[str, Any]:
+        try:
+            send_frame(sock, header, body)
+            frame = recv_frame(sock)
+        except TimeoutError:
+            raise InferenceTimeoutError(f"inference service did not answer within {self._config.timeout_s}s") from None
+        if frame is None:
+            raise ProtocolError("connection closed before a reply")
+        return frame[0]
+
+    def _checkout(self) -> tuple[socket.socket, bool]:
+        with self._lock:
+            if self._pool:
+                return self._pool.pop(), True
+        return self._connect(), False
+
+    def _checkin(self, sock: socket.socket) -> None:
+        with self._lock:
+            if len(self._pool) < self._pool_size:
+                self._pool.append(sock)
+                return
+        sock.close()
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self._config.timeout_s)
+        try:
+            sock.connect(str(self._config.socket_path))
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            sock.close()
+            raise InferenceUnavailableError(
+                f"inference service is not running at {self._config.socket_path} ({exc.strerror})"
+            ) from None
+        except TimeoutError:
+            sock.close()
+            raise InferenceTimeoutError(f"connecting to {self._config.socket_path} timed out") from None
+        return sock
+
+
+def invoke_inference(
+    service_name: str,
+    content_type: str,
+    body: bytes,
+    *,
+    socket_path: Path | str = DEFAULT_INFERENCE_SOCKET,
+    timeout_s: float = 5.0,
+    top_k: int = 5,
+) -> InferenceResult:
+    """Classify one image with the local inference service (one connection, one call)."""
+    config = InferenceClientConfig(service_name=service_name, socket_path=Path(socket_path), timeout_s=timeout_s)
+    client = InferenceClient(config, pool_size=0)
+    try:
+        return client.classify(body, content_type=content_type, top_k=top_k)
+    finally:
+        client.close()

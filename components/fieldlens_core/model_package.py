@@ -1,0 +1,140 @@
+"""The model package: ``model.onnx`` (+ variants), ``labels.json`` and ``model_card.json``.
+
+The card says how to feed the model (input size, resize, normalisation), what it is
+(name, semantic version, parent, training-data manifest hash, metrics) and the sha256 of
+every file. :func:`load_package` refuses a package whose files do not match their hashes,
+so a half-copied or tampered model never reaches ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fieldlens_core.errors import ModelPackageError
+
+CARD_FILE = "model_card.json"
+LABELS_FILE = "labels.json"
+CURRENT_LINK = "current"
+Variant = Literal["fp32", "int8"]
+
+
+class InputSpec(BaseModel):
+    """How an image becomes the model's input tensor."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    size: int = Field(ge=16, le=1024, description="Square input side in pixels (the center crop).")
+    resize: int = Field(ge=16, le=2048, description="The shorter image side is resized to this before the crop.")
+    mean: tuple[float, float, float] = Field(description="Per-channel mean subtracted from 0-255 RGB values.")
+    std: tuple[float, float, float] = Field(description="Per-channel divisor after the mean.")
+    layout: Literal["NCHW"] = "NCHW"
+    input_name: str = "input"
+
+    @model_validator(mode="after")
+    def _crop_fits(self) -> InputSpec:
+        if self.resize < self.size:
+            raise ValueError("resize must be at least size")
+        return self
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    name: str
+    version: str = Field(pattern=r"^\d+\.\d+\.\d+$", description="Semantic version of this model.")
+    parent_version: str | None = None
+    architecture: str
+    input: InputSpec
+    num_classes: int = Field(ge=2)
+    variants: dict[str, str] = Field(description="Variant name (fp32, int8) -> ONNX file in the package.")
+    files: dict[str, str] = Field(description="File name -> sha256 hex digest, for every file but the card.")
+    dataset_manifest_sha256: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    created: str | None = None
+
+    @model_validator(mode="after")
+    def _variants_are_files(self) -> ModelCard:
+        missing = [f for f in [*self.variants.values(), LABELS_FILE] if f not in self.files]
+        if missing:
+            raise ValueError(f"files lists no hash for {missing}")
+        return self
+
+
+@dataclass(frozen=True)
+class ModelPackage:
+    directory: Path
+    card: ModelCard
+    labels: list[str]
+    model_path: Path
+    sha256: str  # of the ONNX file being served
+    variant: str
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def resolve_package_dir(model_dir: Path) -> Path:
+    """A model directory is a package itself, or holds a ``current`` link to one (atomic installs)."""
+    link = model_dir / CURRENT_LINK
+    return link.resolve() if link.exists() else model_dir
+
+
+def read_card(package_dir: Path) -> ModelCard:
+    path = package_dir / CARD_FILE
+    try:
+        return ModelCard.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise ModelPackageError(f"no model card at {path}: {exc.strerror}") from None
+    except ValidationError as exc:
+        raise ModelPackageError(f"model card {path} is invalid: {exc.errors()[0]['msg']}") from None
+
+
+def load_package(model_dir: Path, variant: str = "fp32") -> ModelPackage:
+    """Read and verify a package; raise ModelPackageError with the reason when it is not usable."""
+    package_dir = resolve_package_dir(model_dir)
+    card = read_card(package_dir)
+    if variant not in card.variants:
+        raise ModelPackageError(
+            f"model {card.name} {card.version} has no {variant!r} variant ({sorted(card.variants)})"
+        )
+    needed = {card.variants[variant], LABELS_FILE}
+    for name in sorted(needed):
+        path = package_dir / name
+        if not path.is_file():
+            raise ModelPackageError(f"model package {package_dir} is missing {name}")
+        actual = sha256_file(path)
+        if actual != card.files[name]:
+            raise ModelPackageError(f"{path} fails its sha256 check (card {card.files[name][:12]}, file {actual[:12]})")
+    try:
+        labels = json.loads((package_dir / LABELS_FILE).read_text())
+    except ValueError as exc:
+        raise ModelPackageError(f"labels.json is not JSON: {exc}") from None
+    if not isinstance(labels, list) or len(labels) != card.num_classes or not all(isinstance(x, str) for x in labels):
+        raise ModelPackageError(f"labels.json must be a list of {card.num_classes} strings")
+    model_file = card.variants[variant]
+    return ModelPackage(package_dir, card, labels, package_dir / model_file, card.files[model_file], variant)
+
+
+def write_card(package_dir: Path, card_fields: dict[str, Any]) -> ModelCard:
+    """Hash every file in ``package_dir`` into the card and write it atomically (the card goes last)."""
+    files = {p.name: sha256_file(p) for p in sorted(package_dir.iterdir()) if p.is_file() and p.name != CARD_FILE}
+    card = ModelCard.model_validate({**card_fields, "files": files})
+    temporary = package_dir / f".{CARD_FILE}.tmp"
+    temporary.write_text(card.model_dump_json(indent=2))
+    with temporary.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, package_dir / CARD_FILE)
+    return card

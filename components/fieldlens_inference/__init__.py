@@ -1,0 +1,1 @@
+"""The local inference service component: one model, loaded once, served over a Unix socket."""

@@ -1,0 +1,56 @@
+"""Configuration of the inference service component."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from fieldlens_core.config import DEFAULT_INFERENCE_SOCKET, DEFAULT_SERVICE_NAME, StrictModel
+from fieldlens_core.inference.protocol import DEFAULT_MAX_BODY_BYTES
+
+
+class InferenceServiceConfig(StrictModel):
+    service_name: str = Field(
+        default=DEFAULT_SERVICE_NAME,
+        title="Service name",
+        description="Name callers pass as `service`; the seed's v1 connector used beverage-classifier.",
+    )
+    socket_path: Path = Field(
+        default=Path(DEFAULT_INFERENCE_SOCKET), title="Socket", description="Unix socket to listen on."
+    )
+    model_dir: Path = Field(
+        title="Model directory",
+        description="A model package, or a directory whose `current` link points at one. "
+        "On Greengrass: {fieldlens.Model:artifacts:decompressedPath}/fieldlens-model.",
+    )
+    model_variant: Literal["fp32", "int8"] = Field(
+        default="fp32", title="Model variant", description="Which ONNX file of the package to serve."
+    )
+    intra_op_threads: int = Field(
+        default=0, ge=0, le=64, title="Threads", description="ONNX Runtime intra-op threads; 0 = one per core."
+    )
+    allow_spinning: bool = Field(
+        default=False,
+        title="Spin-wait",
+        description="Let idle ONNX Runtime threads spin: lower latency for back-to-back requests, but they burn "
+        "the CPU that decoding and the classifier share on a small device.",
+    )
+    max_batch: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        title="Max batch",
+        description="Requests waiting at the same moment run as one batch of up to this many; 1 turns batching "
+        "off. Each image in a batch holds its activations: fp32 RSS is ~160 MB at 2, ~200 MB at 8.",
+    )
+    reload_interval_s: float = Field(
+        default=2.0, gt=0, le=3600, title="Reload check", description="How often to look for a new model version."
+    )
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES, ge=1024, title="Max image", description="Largest image accepted, bytes."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", title="Log level", description="Python logging level."
+    )

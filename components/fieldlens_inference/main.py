@@ -1,0 +1,83 @@
+"""Entry point of the inference service component; the only place its adapters are built.
+
+On a Greengrass core (the nucleus sets AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH_FOR_COMPONENT)
+configuration comes from IPC and live updates are validated there; elsewhere from
+``--config FILE`` and flags. Flags win over either source: a recipe's Run step passes the
+model path that only the nucleus can interpolate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from fieldlens_core.component_config import given_flags, on_greengrass, resolve_config
+from fieldlens_core.errors import ConfigurationError, ModelPackageError
+from fieldlens_core.lifecycle import announce_ready, configure_logging, wait_for_termination
+from fieldlens_inference.batcher import BatchRunner
+from fieldlens_inference.config import InferenceServiceConfig
+from fieldlens_inference.model_manager import ModelManager
+from fieldlens_inference.server import InferenceSocketServer, SocketInUseError
+from fieldlens_inference.service import InferenceService
+
+log = logging.getLogger("fieldlens_inference")
+COMPONENT = "fieldlens-inference"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=COMPONENT, description="fieldlens local inference service")
+    parser.add_argument("--config", type=str, help="JSON configuration file (off a Greengrass core)")
+    parser.add_argument("--model-dir", dest="model_dir")
+    parser.add_argument("--socket", dest="socket_path")
+    parser.add_argument("--service-name", dest="service_name")
+    parser.add_argument("--variant", dest="model_variant", choices=["fp32", "int8"])
+    parser.add_argument("--threads", dest="intra_op_threads", type=int)
+    parser.add_argument("--max-batch", dest="max_batch", type=int)
+    parser.add_argument("--log-level", dest="log_level")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    flags = given_flags(args)
+    configure_logging(flags.get("log_level", "INFO"))
+    greengrass = None
+    try:
+        if on_greengrass():
+            from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+
+            from fieldlens_core.greengrass_config import GreengrassConfiguration
+
+            greengrass = GreengrassConfiguration(GreengrassCoreIPCClientV2(), InferenceServiceConfig, flags)
+        config = resolve_config(InferenceServiceConfig, flags, args.config, greengrass)
+    except ConfigurationError as exc:
+        log.error("%s", exc)
+        return 2
+
+    manager = ModelManager(config.model_dir, config.model_variant, config.intra_op_threads, config.allow_spinning)
+    try:
+        manager.load_initial()
+        runner = BatchRunner(config.max_batch)
+        service = InferenceService(manager, {config.service_name}, runner)
+        server = InferenceSocketServer(config.socket_path, service, config.max_body_bytes)
+    except (ModelPackageError, SocketInUseError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    server.start()
+    manager.start_watching(config.reload_interval_s)
+    if greengrass is not None:
+        greengrass.watch(lambda new: manager.reconfigure(new.model_variant, new.intra_op_threads))
+    log.info("serving %r on %s", config.service_name, config.socket_path)
+    announce_ready(COMPONENT)
+    signum = wait_for_termination()
+    log.info("stopping on signal %d", signum)
+    manager.stop()
+    server.stop()
+    if greengrass is not None:
+        greengrass.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Loads the model package into ONNX Runtime and swaps in new versions atomically.
+
+Requests take a reference to the current :class:`LoadedModel` when they start, so a swap
+never changes the model under a request in flight: the old session lives until its last
+request finishes. A package that fails verification or does not load is logged and the
+current model keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from fieldlens_core.errors import ModelPackageError
+from fieldlens_core.model_package import CARD_FILE, ModelPackage, load_package, resolve_package_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    package: ModelPackage
+    session: ort.InferenceSession
+    input_name: str
+
+    @property
+    def info(self) -> dict[str, str]:
+        return {"name": self.package.card.name, "version": self.package.card.version, "sha256": self.package.sha256}
+
+    max_batch: int = 64  # 1 when the graph's batch axis is fixed
+
+    def predict(self, tensor: np.ndarray) -> np.ndarray:
+        """Logits of one image."""
+        logits: np.ndarray = self.predict_batch(tensor)[0]
+        return logits
+
+    def predict_batch(self, tensor: np.ndarray) -> np.ndarray:
+        outputs = self.session.run(None, {self.input_name: tensor})
+        logits: np.ndarray = outputs[0]
+        return logits
+
+
+def load_model(model_dir: Path, variant: str, threads: int = 0, spinning: bool = False) -> LoadedModel:
+    package = load_package(model_dir, variant)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:  # idle ORT threads otherwise spin, taking the cores the decoder and the classifier need
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        session = ort.InferenceSession(str(package.model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own exception types for corrupt graphs
+        raise ModelPackageError(f"ONNX Runtime cannot load {package.model_path}: {exc}") from None
+    input_name = session.get_inputs()[0].name
+    spec = package.card.input
+    probe = np.zeros((1, 3, spec.size, spec.size), dtype=np.float32)
+    try:
+        classes = session.run(None, {input_name: probe})[0].shape[-1]  # also warms the session up
+    except Exception as exc:
+        raise ModelPackageError(f"model {package.model_path} does not run on a {spec.size}px input: {exc}") from None
+    if classes != len(package.labels):
+        raise ModelPackageError(f"model outputs {classes} classes but labels.json has {len(package.labels)}")
+    batch_axis = session.get_inputs()[0].shape[0]
+    return LoadedModel(package, session, input_name, max_batch=batch_axis if isinstance(batch_axis, int) else 64)
+
+
+def _fingerprint(model_dir: Path) -> tuple[str, int, int] | None:
+    """What changes when a new package lands: where `current` points and the card's identity."""
+    package_dir = resolve_package_dir(model_dir)
+    try:
+        stat = (package_dir / CARD_FILE).stat()
+    except OSError:
+        return None
+    return (str(package_dir), stat.st_ino, stat.st_mtime_ns)
+
+
+class ModelManager:
+    def __init__(self, model_dir: Path, variant: str = "fp32", threads: int = 0, spinning: bool = False) -> None:
+        self._model_dir = model_dir
+        self._variant = variant
+        self._threads = threads
+        self._spinning = spinning
+        self._model: LoadedModel | None = None
+        self._fingerprint: tuple[str, int, int] | None = None
+        self._reload_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    @property
+    def current(self) -> LoadedModel | None:
+        return self._model  # one attribute read: atomic under the GIL
+
+    def load_initial(self) -> LoadedModel:
+        """Load at start-up; raises ModelPackageError so the component fails loudly without a model."""
+        with self._reload_lock:
+            self._fingerprint = _fingerprint(self._model_dir)
+            self._model = load_model(self._model_dir, self._variant, self._threads, self._spinning)
+        log.info("serving model %s", self._model.info)
+        return self._model
+
+    def reconfigure(self, variant: str, threads: int) -> None:
+        """Serve another variant or thread count (a live configuration update)."""
+        with self._reload_lock:
+            if (variant, threads) == (self._variant, self._threads):
+                return
+            self._variant, self._threads = variant, threads
+            self._fingerprint = None
+        self.check_for_update()
+
+    def check_for_update(self) -> bool:
+        """Load and swap in the package if it changed since the last look; True when swapped."""
+        with self._reload_lock:
+            fingerprint = _fingerprint(self._model_dir)
+            if fingerprint is None or fingerprint == self._fingerprint:
+                return False
+            self._fingerprint = fingerprint  # also on failure: retry only when it changes again
+            try:
+                candidate = load_model(self._model_dir, self._variant, self._threads, self._spinning)
+            except ModelPackageError as exc:
+                log.error("new model package not loaded, still serving %s: %s", self._info(), exc)
+                return False
+            previous, self._model = self._model, candidate
+        log.info("model reloaded: %s -> %s", previous.info if previous else None, candidate.info)
+        return True
+
+    def start_watching(self, interval_s: float) -> None:
+        def watch() -> None:
+            while not self._stop.wait(interval_s):
+                try:
+                    self.check_for_update()
+                except Exception:  # the watcher must outlive any one bad package
+                    log.exception("model update check failed")
+
+        self._watcher = threading.Thread(target=watch, name="model-watcher", daemon=True)
+        self._watcher.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=5)
+
+    def _info(self) -> dict[str, str] | None:
+        return self._model.info if self._model else None

@@ -1,0 +1,73 @@
+"""Answers one protocol request: preprocess -> predict -> postprocess, each timed.
+
+Kept apart from the socket server so that its behaviour is tested without a socket.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from fieldlens_core.inference.protocol import CONTENT_TYPES
+from fieldlens_inference.batcher import BatchRunner
+from fieldlens_inference.model_manager import ModelManager
+from fieldlens_inference.postprocess import top_k
+from fieldlens_inference.preprocess import BadImageError, preprocess
+
+log = logging.getLogger(__name__)
+
+MAX_TOP_K = 100
+
+
+def failure(code: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+class InferenceService:
+    def __init__(self, manager: ModelManager, service_names: set[str], runner: BatchRunner | None = None) -> None:
+        self._manager = manager
+        self._services = service_names
+        self._runner = runner or BatchRunner(max_batch=1)
+
+    def handle(self, header: dict[str, Any], body: bytes) -> dict[str, Any]:
+        op = header.get("op")
+        model = self._manager.current  # this request's model, whatever reloads meanwhile
+        if model is None:
+            return failure("NO_MODEL", "no model is loaded")
+        if op == "ping":
+            return {"ok": True, "model": model.info, "services": sorted(self._services)}
+        if op != "classify":
+            return failure("UNKNOWN_OP", f"unknown op {op!r}; expected classify or ping")
+        service = header.get("service")
+        if service not in self._services:
+            return failure("UNKNOWN_SERVICE", f"service {service!r} is not served here ({sorted(self._services)})")
+        content_type = header.get("content_type", "image/jpeg")
+        if content_type not in CONTENT_TYPES:
+            return failure(
+                "UNSUPPORTED_CONTENT_TYPE", f"content_type {content_type!r}; expected one of {CONTENT_TYPES}"
+            )
+        k = header.get("top_k", 5)
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_TOP_K:
+            return failure("BAD_FRAME", f"top_k must be an integer from 1 to {MAX_TOP_K}")
+
+        started = time.perf_counter()
+        try:
+            tensor = preprocess(body, model.package.card.input)
+        except BadImageError as exc:
+            return failure("BAD_IMAGE", str(exc))
+        preprocessed = time.perf_counter()
+        logits = self._runner.predict(model, tensor)
+        predicted = time.perf_counter()
+        predictions = top_k(logits, model.package.labels, k)
+        finished = time.perf_counter()
+        return {
+            "ok": True,
+            "predictions": predictions,
+            "model": model.info,
+            "timing_ms": {
+                "preprocess": round((preprocessed - started) * 1000, 3),
+                "inference": round((predicted - preprocessed) * 1000, 3),
+                "postprocess": round((finished - predicted) * 1000, 3),
+            },
+        }

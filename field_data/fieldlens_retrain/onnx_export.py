@@ -1,0 +1,91 @@
+"""PyTorch -> ONNX (fp32) -> static int8, with checks that the exported graphs agree with torch."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+OPSET = 17
+
+
+def export_onnx(model: Any, path: Path, size: int) -> None:
+    """One self-contained .onnx file with a dynamic batch axis (the legacy exporter, dynamo=False)."""
+    import torch
+
+    example = torch.zeros(1, 3, size, size)
+    with torch.no_grad():
+        torch.onnx.export(
+            model,
+            (example,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def onnx_logits(path: Path, tensors: Sequence[np.ndarray]) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {INPUT_NAME: t})[0] for t in tensors])
+
+
+def torch_logits(model: Any, tensors: Sequence[np.ndarray]) -> np.ndarray:
+    import torch
+
+    with torch.no_grad():
+        return np.concatenate([model(torch.from_numpy(t)).numpy() for t in tensors])
+
+
+class _Calibration:
+    """Feeds calibration tensors to ONNX Runtime's static quantizer, one at a time."""
+
+    def __init__(self, tensors: Sequence[np.ndarray]) -> None:
+        self._items: Iterator[np.ndarray] = iter(tensors)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        item = next(self._items, None)
+        return None if item is None else {INPUT_NAME: item}
+
+    def rewind(self) -> None:  # part of CalibrationDataReader's interface in newer ORT
+        return None
+
+
+def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Sequence[np.ndarray]) -> None:
+    """Static int8 (QDQ, per-channel weights) calibrated on real images: scales are measured, not guessed."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(_Calibration, CalibrationDataReader):  # type: ignore[misc]
+        pass
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)  # the quantizer logs one INFO line per rescaled bias to the root logger
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            prepared = Path(scratch) / "prepared.onnx"
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+            quantize_static(
+                str(prepared),
+                str(int8_path),
+                Reader(calibration),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
+    finally:
+        root.setLevel(level)

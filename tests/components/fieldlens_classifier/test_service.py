@@ -1,0 +1,237 @@
+"""The classifier over the in-memory bus, with real cameras and the real inference server (tiny model)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fieldlens_classifier.config import ClassifierConfig
+from fieldlens_classifier.service import Classifier
+from fieldlens_core.bus.memory import InMemoryBus
+from fieldlens_core.camera.folder import FolderCamera
+from fieldlens_core.camera.test_pattern import TestPatternCamera
+from fieldlens_core.field_store import FieldStore
+from fieldlens_core.inference.client import InferenceClient, InferenceResult
+from tests.helpers.collector import ResponseCollector
+from tests.helpers.images import solid_jpeg
+
+REQUESTS = "/request/classify/beverage_container"
+RESPONSES = "/response/prediction/beverage_container"
+
+
+def make_config(tmp_path: Path, socket_path: Path, **overrides: Any) -> ClassifierConfig:
+    raw: dict[str, Any] = {
+        "thing_name": "coop-7",
+        "field_data_dir": tmp_path / "field",
+        "inference": {"service_name": "tiny", "socket_path": socket_path, "timeout_s": 2},
+        **overrides,
+    }
+    return ClassifierConfig.model_validate(raw)
+
+
+class Rig:
+    """A started classifier, its bus, and the responses it publishes."""
+
+    def __init__(self, config: ClassifierConfig, camera: Any, inference: Any = None) -> None:
+        self.bus = InMemoryBus()
+        self.responses = ResponseCollector()
+        self.bus.subscribe("/response/#", self.responses)
+        self.classifier = Classifier(
+            config, self.bus, camera, inference or InferenceClient(config.inference),
+            FieldStore(config.field_data_dir, config.thing_name, config.s3_prefix),
+        )  # fmt: skip
+        self.classifier.start()
+
+    def ask(self, payload: bytes | dict[str, Any] = b"", count: int = 1) -> dict[str, Any]:
+        before = len(self.responses.responses)
+        self.bus.publish(REQUESTS, json.dumps(payload).encode() if isinstance(payload, dict) else payload)
+        return self.responses.wait_for(before + count)[before]
+
+
+@pytest.fixture
+def red_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "red.jpg").write_bytes(solid_jpeg((240, 10, 10)))
+    return folder
+
+
+@pytest.fixture
+def rig(tmp_path: Path, tiny_server: Path, red_folder: Path) -> Iterator[Rig]:
+    rig = Rig(make_config(tmp_path, tiny_server), FolderCamera(red_folder))
+    yield rig
+    rig.classifier.stop()
+
+
+def test_a_request_gets_a_full_structured_prediction_and_the_image_is_kept(rig: Rig, red_folder: Path) -> None:
+    response = rig.ask({"request_id": "abc", "top_k": 2})
+    assert response["request_id"] == "abc" and response["thing"] == "coop-7"
+    assert response["predictions"][0]["label"] == "red" and len(response["predictions"]) == 2
+    assert response["predictions"][0]["confidence"] >= response["predictions"][1]["confidence"]
+    assert response["model"]["name"] == "tiny-colour" and response["model"]["version"] == "1.0.0"
+    assert set(response["timing_ms"]) == {"capture", "inference", "total"}
+    assert response["timestamp"].endswith("Z") and "error" not in response
+
+    image = response["image"]
+    assert image["kept"] and image["reason"] == "policy: keep_images"
+    kept = Path(image["path"])
+    assert kept.read_bytes() == (red_folder / "red.jpg").read_bytes()
+    assert image["s3_key"].startswith("field-data/coop-7/") and image["s3_key"].endswith(f"{image['id']}.jpg")
+    sidecar = json.loads(kept.with_suffix(".json").read_text())
+    assert sidecar["request_id"] == "abc" and sidecar["prediction"] == "red"
+    assert sidecar["model"]["sha256"] == response["model"]["sha256"] and sidecar["capture"]["file"] == "red.jpg"
+    assert rig.responses.topics == [RESPONSES]
+
+
+def test_an_empty_payload_is_a_request(rig: Rig) -> None:
+    response = rig.ask(b"")
+    assert len(response["request_id"]) == 32 and len(response["predictions"]) == 5 - 2  # 3 labels only
+
+
+@pytest.mark.parametrize(
+    ("payload", "code", "fragment"),
+    [
+        (b"{oops", "BAD_REQUEST", "not valid JSON"),
+        (b'{"request_id": "r9", "top_k": "five"}', "BAD_REQUEST", "top_k"),
+        (b'{"request_id": "r9", "colour": 1}', "BAD_REQUEST", "unknown field(s): colour"),
+        (b"[]", "BAD_REQUEST", "JSON object"),
+        (b'{"pad": "' + b"x" * 70_000 + b'"}', "PAYLOAD_TOO_LARGE", "limit is 65536"),
+        (b'{"reply_topic": "/elsewhere/x"}', "BAD_REQUEST", "reply_topic must start with '/response/'"),
+    ],
+)
+def test_bad_requests_get_an_error_envelope(rig: Rig, payload: bytes, code: str, fragment: str) -> None:
+    response = rig.ask(payload)
+    assert response["error"]["code"] == code and fragment in response["error"]["message"]
+    assert "predictions" not in response and response["thing"] == "coop-7"
+    if b'"r9"' in payload:
+        assert response["request_id"] == "r9"
+
+
+def test_the_classifier_survives_bad_input_and_keeps_answering(rig: Rig) -> None:
+    rig.ask(b"\x00\xff garbage")
+    assert rig.ask({"top_k": 1})["predictions"][0]["label"] == "red"
+
+
+def test_a_reply_topic_is_honoured(rig: Rig) -> None:
+    rig.ask({"reply_topic": "/response/mine"})
+    assert rig.responses.topics == ["/response/mine"]
+
+
+def test_save_keeps_an_image_even_when_keeping_is_off(tmp_path: Path, tiny_server: Path, red_folder: Path) -> None:
+    rig = Rig(make_config(tmp_path, tiny_server, keep_images=False), FolderCamera(red_folder))
+    try:
+        assert rig.ask({})["image"] == {"id": rig.responses.responses[0]["image"]["id"], "kept": False,
+                                        "reason": "policy: keep_images is off"}  # fmt: skip
+        saved = rig.ask({"save": True})["image"]
+        assert saved["kept"] and saved["reason"] == "request: save" and Path(saved["path"]).exists()
+    finally:
+        rig.classifier.stop()
+
+
+def test_no_camera_image_is_camera_unavailable(tmp_path: Path, tiny_server: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rig = Rig(make_config(tmp_path, tiny_server), FolderCamera(empty))
+    try:
+        response = rig.ask({"request_id": "c1"})
+        assert response["error"]["code"] == "CAMERA_UNAVAILABLE" and response["request_id"] == "c1"
+    finally:
+        rig.classifier.stop()
+
+
+def test_no_inference_service_is_inference_unavailable(tmp_path: Path, socket_dir: Path) -> None:
+    rig = Rig(make_config(tmp_path, socket_dir / "none.sock"), TestPatternCamera(64, 64))
+    try:
+        assert rig.ask({})["error"]["code"] == "INFERENCE_UNAVAILABLE"
+    finally:
+        rig.classifier.stop()
+
+
+def test_a_silent_inference_service_is_inference_timeout(tmp_path: Path, socket_dir: Path) -> None:
+    path = socket_dir / "silent.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen()
+    rig = Rig(make_config(tmp_path, path, inference={"socket_path": path, "timeout_s": 0.3}), TestPatternCamera(64, 64))
+    try:
+        response = rig.ask({})
+        assert response["error"]["code"] == "INFERENCE_TIMEOUT" and "0.3s" in response["error"]["message"]
+    finally:
+        rig.classifier.stop()
+        listener.close()
+
+
+class GatedInference:
+    """Holds every call until released, so a test can fill the queue deterministically."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def classify(self, body: bytes, content_type: str = "image/jpeg", top_k: int = 5) -> InferenceResult:
+        self.entered.set()
+        assert self.release.wait(10)
+        return InferenceResult(
+            [{"label": "x", "confidence": 0.9}], {"name": "m", "version": "1.0.0", "sha256": "0" * 64}, {}
+        )
+
+
+def test_a_full_queue_answers_busy_at_once_and_loses_no_queued_request(tmp_path: Path, socket_dir: Path) -> None:
+    gate = GatedInference()
+    rig = Rig(
+        make_config(tmp_path, socket_dir / "unused.sock", workers=1, queue_size=1), TestPatternCamera(32, 32), gate
+    )
+    try:
+        rig.bus.publish(REQUESTS, b'{"request_id": "first"}')
+        assert gate.entered.wait(5)  # the worker holds "first"
+        rig.bus.publish(REQUESTS, b'{"request_id": "queued"}')  # fills the queue
+        rig.bus.publish(REQUESTS, b'{"request_id": "third"}')
+        busy = rig.responses.wait_for(1)[0]
+        assert (busy["request_id"], busy["error"]["code"]) == ("third", "BUSY")
+        gate.release.set()
+        answered = {r["request_id"]: r for r in rig.responses.wait_for(3)}
+        assert "predictions" in answered["first"] and "predictions" in answered["queued"]
+    finally:
+        gate.release.set()
+        rig.classifier.stop()
+
+
+class FullDisk(FieldStore):
+    def keep(self, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_full_disk_still_answers_with_the_prediction(tmp_path: Path, tiny_server: Path, red_folder: Path) -> None:
+    config = make_config(tmp_path, tiny_server)
+    bus, responses = InMemoryBus(), ResponseCollector()
+    bus.subscribe(RESPONSES, responses)
+    classifier = Classifier(
+        config, bus, FolderCamera(red_folder), InferenceClient(config.inference), FullDisk(tmp_path, "t")
+    )
+    classifier.start()
+    try:
+        bus.publish(REQUESTS, b"{}")
+        response = responses.wait_for(1)[0]
+        assert response["predictions"][0]["label"] == "red"
+        assert response["image"]["kept"] is False and "No space left" in response["image"]["reason"]
+    finally:
+        classifier.stop()
+
+
+def test_live_updates_apply_hot_fields_and_defer_the_rest(rig: Rig) -> None:
+    current = rig.classifier.config
+    rig.classifier.update_config(current.model_copy(update={"default_top_k": 1, "name": "other"}))
+    assert rig.classifier.config.default_top_k == 1 and rig.classifier.config.name == "beverage_container"
+    assert len(rig.ask({})["predictions"]) == 1
+
+
+def test_after_stop_requests_get_busy(rig: Rig) -> None:
+    rig.classifier.stop()
+    response = rig.ask({"request_id": "late"})
+    assert (response["request_id"], response["error"]["code"]) == ("late", "BUSY")

@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import threading
+
+from fieldlens_cli.embedded_broker import EmbeddedBroker
+from fieldlens_cli.requester import Requester
+from fieldlens_core.bus.mqtt import MqttBus
+from fieldlens_core.config import BrokerConfig
+
+
+def test_the_embedded_broker_carries_mqtt_311_traffic() -> None:
+    with EmbeddedBroker() as broker:
+        a = MqttBus(BrokerConfig(url=broker.url), "a").connect()
+        b = MqttBus(BrokerConfig(url=broker.url), "b").connect()
+        try:
+            got = threading.Event()
+            a.subscribe("/x/#", lambda topic, payload: got.set() if payload == b"hi" else None)
+            b.publish("/x/y", b"hi")
+            assert got.wait(5)
+        finally:
+            a.stop()
+            b.stop()
+
+
+def test_requester_matches_by_id_and_gives_anonymous_requests_the_first_unclaimed_response() -> None:
+    from fieldlens_core.bus.memory import InMemoryBus
+
+    bus = InMemoryBus()
+    requester = Requester(bus, "/req", "/resp")
+    sent: list[bytes] = []
+    bus.subscribe("/req", lambda topic, payload: sent.append(payload))
+    named = requester.send(b'{"request_id": "n1"}')
+    anonymous = requester.send(b"{broken")
+    bus.publish("/resp", b'{"request_id": "generated-by-device"}')
+    bus.publish("/resp", b'{"request_id": "n1", "predictions": []}')
+    assert named.wait(1) == {"request_id": "n1", "predictions": []}
+    assert anonymous.wait(1) == {"request_id": "generated-by-device"}
+    assert sent[1] == b"{broken"  # sent untouched

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fieldlens_core.camera import JPEG_MAGIC
+from fieldlens_core.camera.folder import FolderCamera
+from fieldlens_core.camera.registry import build_camera, parse_camera_flag
+from fieldlens_core.camera.test_pattern import TestPatternCamera
+from fieldlens_core.config import CameraConfig
+from fieldlens_core.errors import CameraUnavailableError
+from tests.helpers.images import solid_jpeg, solid_png
+
+
+def test_test_pattern_gives_real_changing_jpegs_of_the_configured_size() -> None:
+    camera = TestPatternCamera(120, 80)
+    first, second = camera.capture(), camera.capture()
+    assert first.jpeg.startswith(JPEG_MAGIC) and first.jpeg != second.jpeg
+    assert Image.open(io.BytesIO(first.jpeg)).size == (120, 80)
+    assert (first.metadata["frame"], second.metadata["frame"]) == (1, 2)
+
+
+def test_folder_cycles_in_name_order_and_passes_jpegs_through(tmp_path: Path) -> None:
+    (tmp_path / "b.jpg").write_bytes(solid_jpeg((0, 255, 0)))
+    (tmp_path / "a.jpg").write_bytes(solid_jpeg((255, 0, 0)))
+    (tmp_path / "notes.txt").write_text("not an image")
+    camera = FolderCamera(tmp_path)
+    names = [camera.capture().metadata["file"] for _ in range(3)]
+    assert names == ["a.jpg", "b.jpg", "a.jpg"]
+    assert FolderCamera(tmp_path).capture().jpeg == (tmp_path / "a.jpg").read_bytes()
+
+
+def test_folder_converts_other_formats_to_jpeg(tmp_path: Path) -> None:
+    (tmp_path / "p.png").write_bytes(solid_png((0, 0, 255)))
+    frame = FolderCamera(tmp_path).capture()
+    assert frame.jpeg.startswith(JPEG_MAGIC)
+    assert (frame.metadata["width"], frame.metadata["height"]) == (40, 40)
+
+
+@pytest.mark.parametrize("setup", ["empty", "missing", "corrupt"])
+def test_folder_problems_are_camera_unavailable(tmp_path: Path, setup: str) -> None:
+    folder = tmp_path / "images"
+    if setup != "missing":
+        folder.mkdir()
+    if setup == "corrupt":
+        (folder / "broken.jpg").write_bytes(JPEG_MAGIC + b"garbage")
+    with pytest.raises(CameraUnavailableError):
+        FolderCamera(folder).capture()
+
+
+def test_registry_builds_each_source(tmp_path: Path) -> None:
+    assert isinstance(build_camera(CameraConfig(source="test-pattern")), TestPatternCamera)
+    assert isinstance(build_camera(CameraConfig(source="folder", folder=tmp_path)), FolderCamera)
+    assert parse_camera_flag("folder:/x/y") == {"source": "folder", "folder": "/x/y"}
+    assert parse_camera_flag("picamera2") == {"source": "picamera2"}
+    with pytest.raises(ValueError):
+        parse_camera_flag("webcam")

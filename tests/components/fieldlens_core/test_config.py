@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fieldlens_core.config import BrokerConfig, CameraConfig, load_config_file, validate_config
+from fieldlens_core.errors import ConfigurationError
+
+
+def test_unknown_keys_are_rejected_by_name() -> None:
+    with pytest.raises(ConfigurationError, match="sorce"):
+        validate_config(CameraConfig, {"sorce": "folder"})
+
+
+def test_camel_case_and_snake_case_keys_are_both_accepted() -> None:
+    assert validate_config(CameraConfig, {"jpegQuality": 50}).jpeg_quality == 50
+    assert validate_config(CameraConfig, {"jpeg_quality": 60}).jpeg_quality == 60
+
+
+def test_folder_source_needs_a_folder() -> None:
+    with pytest.raises(ConfigurationError, match="needs `folder`"):
+        validate_config(CameraConfig, {"source": "folder"})
+
+
+def test_every_field_is_documented() -> None:
+    for model in (BrokerConfig, CameraConfig):
+        undocumented = [name for name, field in model.model_fields.items() if not field.description]
+        assert undocumented == [], f"{model.__name__} fields without a description: {undocumented}"
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "tls"),
+    [
+        ("mqtt://127.0.0.1:1884", "127.0.0.1", 1884, False),
+        ("mqtts://abc.iot.eu-west-1.amazonaws.com", "abc.iot.eu-west-1.amazonaws.com", 8883, True),
+    ],
+)
+def test_broker_urls(url: str, host: str, port: int, tls: bool) -> None:
+    config = BrokerConfig(url=url)
+    assert (config.host, config.port, config.tls) == (host, port, tls)
+
+
+@pytest.mark.parametrize("raw", [{"url": "http://x"}, {"url": "mqtt://"}, {"cert_file": "c.pem"}])
+def test_bad_broker_configuration_is_refused(raw: dict[str, str]) -> None:
+    with pytest.raises(ConfigurationError):
+        validate_config(BrokerConfig, raw)
+
+
+def test_config_files_must_be_json_objects(tmp_path: Path) -> None:
+    good, bad, broken = tmp_path / "good.json", tmp_path / "bad.json", tmp_path / "broken.json"
+    good.write_text('{"a": 1}')
+    bad.write_text("[1]")
+    broken.write_text("{")
+    assert load_config_file(good) == {"a": 1}
+    for path in (bad, broken, tmp_path / "missing.json"):
+        with pytest.raises(ConfigurationError):
+            load_config_file(path)
+
+
+def test_merge_normalises_camel_case_and_merges_nested_sections() -> None:
+    from fieldlens_core.config import merge_config, snake_case
+
+    assert [snake_case(k) for k in ("defaultTopK", "s3Prefix", "timeoutS", "already_snake")] == [
+        "default_top_k",
+        "s3_prefix",
+        "timeout_s",
+        "already_snake",
+    ]
+    merged = merge_config(
+        {"camera": {"width": 640, "source": "picamera2"}, "defaultTopK": 3}, {"camera": {"source": "folder"}}
+    )
+    assert merged == {"camera": {"width": 640, "source": "folder"}, "default_top_k": 3}

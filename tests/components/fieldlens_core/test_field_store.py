@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from fieldlens_core import atomic, field_store
+from fieldlens_core.field_store import FieldStore, new_image_id, s3_image_key
+
+WHEN = datetime(2026, 3, 4, 5, 6, 7, 890_000, tzinfo=UTC)
+
+
+def test_image_and_sidecar_land_in_the_dated_layout(tmp_path: Path) -> None:
+    store = FieldStore(tmp_path / "fd", thing="coop-1", s3_prefix="field-data")
+    kept = store.keep("img-1", WHEN, b"\xff\xd8jpeg", {"prediction": "hen"})
+    assert kept.image_path == (tmp_path / "fd/2026/03/04/img-1.jpg").absolute()
+    assert kept.image_path.read_bytes() == b"\xff\xd8jpeg"
+    sidecar = json.loads(kept.sidecar_path.read_text())
+    assert sidecar == {"prediction": "hen", "image_id": "img-1", "s3_key": kept.s3_key, "thing": "coop-1"}
+    assert kept.s3_key == "field-data/coop-1/2026/03/04/img-1.jpg"
+
+
+def test_no_temporary_files_are_left_behind(tmp_path: Path) -> None:
+    FieldStore(tmp_path, "t").keep("a", WHEN, b"x", {})
+    names = sorted(p.name for p in (tmp_path / "2026/03/04").iterdir())
+    assert names == ["a.jpg", "a.json"]
+
+
+def test_a_failed_sidecar_write_leaves_no_orphan_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = atomic.atomic_write
+
+    def disk_full_on_sidecar(path: Path, data: bytes, **kwargs: bool) -> None:  # same signature as atomic_write
+        if path.suffix == ".json":
+            raise OSError(28, "No space left on device")
+        real_write(path, data, **kwargs)
+
+    monkeypatch.setattr(field_store, "atomic_write", disk_full_on_sidecar)
+    with pytest.raises(OSError, match="No space left"):
+        FieldStore(tmp_path, "t").keep("a", WHEN, b"x", {})
+    assert list((tmp_path / "2026/03/04").iterdir()) == []
+
+
+def test_image_ids_sort_by_time_and_are_unique() -> None:
+    later = WHEN.replace(second=8)
+    assert new_image_id(WHEN) < new_image_id(later)
+    assert new_image_id(WHEN).startswith("20260304T050607890Z-")
+    assert len({new_image_id(WHEN) for _ in range(100)}) == 100
+
+
+def test_s3_keys_drop_empty_prefixes() -> None:
+    assert s3_image_key("", "t", WHEN, "i") == "t/2026/03/04/i.jpg"
+    assert s3_image_key("/a/b/", "t", WHEN, "i") == "a/b/t/2026/03/04/i.jpg"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_a_read_only_store_raises(tmp_path: Path) -> None:
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(OSError):
+            FieldStore(tmp_path / "x", "t").keep("a", WHEN, b"x", {})
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_group_commit_fsyncs_later_and_on_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+    store = FieldStore(tmp_path, "t", sync_interval_s=3600)  # never on its own during the test
+    kept = store.keep("a", WHEN, b"x", {})
+    gone = store.keep("b", WHEN, b"y", {})
+    assert synced == []  # nothing in the request path
+    gone.image_path.unlink()  # removed before the flush: skipped, not an error
+    store.close()
+    assert str(kept.image_path) in synced and str(kept.sidecar_path) in synced
+    assert str(kept.image_path.parent) in synced and str(gone.image_path) not in synced
+
+
+def test_inline_durability_fsyncs_before_returning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd)))
+    FieldStore(tmp_path, "t", sync_interval_s=0).keep("a", WHEN, b"x", {})
+    assert len(calls) == 3  # image, sidecar, directory

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from fieldlens_core.errors import ModelPackageError
+from fieldlens_core.model_package import sha256_file
+from fieldlens_inference.model_manager import ModelManager, load_model
+from fieldlens_inference.preprocess import preprocess
+from tests.helpers.images import solid_jpeg
+from tests.helpers.tiny_model import make_tiny_package
+
+RED = solid_jpeg((240, 10, 10))
+
+
+def label_of(manager: ModelManager) -> str:
+    model = manager.current
+    assert model is not None
+    logits = model.predict(preprocess(RED, model.package.card.input))
+    return model.package.labels[int(logits.argmax())]
+
+
+def switch_current(root: Path, version: str) -> None:
+    """An atomic install: point a new link at the new version, rename it over `current`."""
+    os.symlink(f"versions/{version}", root / "current.new")
+    os.replace(root / "current.new", root / "current")
+
+
+def test_a_new_version_is_swapped_in_and_in_flight_requests_keep_theirs(tmp_path: Path) -> None:
+    make_tiny_package(tmp_path / "versions/1.0.0")
+    make_tiny_package(tmp_path / "versions/2.0.0", version="2.0.0", swap=True)
+    switch_current(tmp_path, "1.0.0")
+    manager = ModelManager(tmp_path)
+    manager.load_initial()
+    in_flight = manager.current
+    assert label_of(manager) == "red" and not manager.check_for_update()
+
+    switch_current(tmp_path, "2.0.0")
+    assert manager.check_for_update()
+    assert manager.current is not None and manager.current.info["version"] == "2.0.0"
+    assert label_of(manager) == "blue"  # the new weights answer
+    assert in_flight is not None and in_flight.info["version"] == "1.0.0"  # still usable by its request
+    assert in_flight.predict(preprocess(RED, in_flight.package.card.input)).argmax() == 0
+
+
+def test_a_broken_new_package_is_refused_and_the_old_one_keeps_serving(tmp_path: Path) -> None:
+    make_tiny_package(tmp_path / "versions/1.0.0")
+    make_tiny_package(tmp_path / "versions/1.0.1", version="1.0.1")
+    (tmp_path / "versions/1.0.1/model.onnx").write_bytes(b"half a copy")
+    switch_current(tmp_path, "1.0.0")
+    manager = ModelManager(tmp_path)
+    manager.load_initial()
+    switch_current(tmp_path, "1.0.1")
+    assert not manager.check_for_update()
+    assert manager.current is not None and manager.current.info["version"] == "1.0.0"
+
+
+def test_a_model_whose_outputs_do_not_match_its_labels_is_refused(tmp_path: Path) -> None:
+    make_tiny_package(tmp_path)
+    card = tmp_path / "model_card.json"
+    document = json.loads(card.read_text())
+    document["num_classes"] = 4
+    (tmp_path / "labels.json").write_text(json.dumps(["a", "b", "c", "d"]))
+    document["files"]["labels.json"] = sha256_file(tmp_path / "labels.json")
+    card.write_text(json.dumps(document))
+    with pytest.raises(ModelPackageError, match="outputs 3 classes but labels.json has 4"):
+        load_model(tmp_path, "fp32")
+
+
+def test_reconfigure_switches_variant_only_when_it_exists(tiny_package: Path) -> None:
+    manager = ModelManager(tiny_package)
+    manager.load_initial()
+    manager.reconfigure("int8", 0)  # the tiny package has no int8: logged, old model kept
+    assert manager.current is not None and manager.current.package.variant == "fp32"

@@ -1,0 +1,26 @@
+"""Collects classify responses from a bus and lets a test wait for them without sleeping."""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+
+class ResponseCollector:
+    def __init__(self) -> None:
+        self.responses: list[dict[str, Any]] = []
+        self.topics: list[str] = []
+        self._condition = threading.Condition()
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        with self._condition:
+            self.responses.append(json.loads(payload))
+            self.topics.append(topic)
+            self._condition.notify_all()
+
+    def wait_for(self, count: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+        with self._condition:
+            if not self._condition.wait_for(lambda: len(self.responses) >= count, timeout_s):
+                raise AssertionError(f"expected {count} responses, got {len(self.responses)}: {self.responses}")
+            return list(self.responses)

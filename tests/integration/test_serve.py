@@ -1,0 +1,188 @@
+"""The real `fieldlens serve` processes over the real mosquitto broker, classifying real photos."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fieldlens_cli.embedded_broker import free_port
+from fieldlens_retrain.photos import write_sample_photos
+from tests.helpers.broker import Mosquitto
+
+pytestmark = [pytest.mark.slow, pytest.mark.broker]
+
+CLI = [sys.executable, "-m", "fieldlens_cli.main"]
+
+
+class Serve:
+    """`fieldlens serve` in a child process; waits for its ready line."""
+
+    def __init__(self, arguments: list[str], log_path: Path) -> None:
+        self._log = log_path.open("w")
+        self.process = subprocess.Popen(
+            [*CLI, "serve", *arguments], stdout=subprocess.PIPE, stderr=self._log, text=True
+        )
+        self.ready_line = ""
+        ready = threading.Event()
+
+        def read() -> None:
+            assert self.process.stdout is not None
+            for line in self.process.stdout:
+                if "ready" in line:
+                    self.ready_line = line
+                    ready.set()
+            ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not ready.wait(120) or not self.ready_line:
+            self.stop()
+            raise AssertionError(f"serve did not become ready: {log_path.read_text()[-3000:]}")
+
+    @property
+    def child_pids(self) -> list[int]:
+        match = re.search(r"pids ([\d, ]+)", self.ready_line)
+        assert match, self.ready_line
+        return [int(p) for p in match.group(1).split(",")]
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(30)
+        self._log.close()
+        return code
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie still answers kill(0); it is gone for our purposes
+    return "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0]
+
+
+def classify(broker: str, *extra: str, name: str = "beverage_container") -> tuple[int, dict[str, object] | None]:
+    result = subprocess.run([*CLI, "classify", "--broker", broker, "--name", name, *extra],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    return result.returncode, json.loads(result.stdout) if result.stdout.strip() else None
+
+
+@pytest.fixture
+def coffee_folder(tmp_path: Path) -> Path:
+    photos = tmp_path / "all"
+    write_sample_photos(photos)
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    shutil.copy(photos / "coffee.jpg", folder / "coffee.jpg")
+    return folder
+
+
+@pytest.fixture
+def serve(mosquitto: Mosquitto, default_model: Path, coffee_folder: Path, tmp_path: Path) -> Iterator[Serve]:
+    process = Serve(
+        ["--broker", mosquitto.url, "--camera", f"folder:{coffee_folder}", "--field-data", str(tmp_path / "field"),
+         "--model", str(default_model), "--thing-name", "itest", "--socket", str(tmp_path / "inference.sock")],
+        tmp_path / "serve.log",
+    )  # fmt: skip
+    yield process
+    process.stop()
+
+
+def test_classify_a_real_photo_end_to_end(serve: Serve, mosquitto: Mosquitto, tmp_path: Path) -> None:
+    code, response = classify(mosquitto.url, "--payload", '{"request_id": "it-1", "top_k": 3}')
+    assert code == 0 and response is not None
+    assert response["request_id"] == "it-1" and response["thing"] == "itest"
+    predictions = response["predictions"]
+    assert isinstance(predictions, list) and predictions[0]["label"] == "espresso"
+    image = response["image"]
+    assert isinstance(image, dict) and Path(str(image["path"])).is_file()
+    assert str(image["path"]).startswith(str(tmp_path / "field"))
+
+
+def test_bad_requests_and_timeouts_through_the_cli(serve: Serve, mosquitto: Mosquitto) -> None:
+    code, response = classify(mosquitto.url, "--payload", '{"top_k": "x"}')
+    assert code == 1 and response is not None and response["error"]["code"] == "BAD_REQUEST"  # type: ignore[index]
+    code, response = classify(mosquitto.url, "--payload", "{not json")
+    assert code == 1 and response is not None and response["error"]["code"] == "BAD_REQUEST"  # type: ignore[index]
+    code, response = classify(mosquitto.url, "--timeout", "1", name="nobody_listens")
+    assert code == 2 and response is None
+
+
+def test_watch_prints_responses(serve: Serve, mosquitto: Mosquitto) -> None:
+    watcher = subprocess.Popen([*CLI, "watch", "--broker", mosquitto.url, "--count", "1"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    assert watcher.stderr is not None
+    for line in watcher.stderr:  # the watcher logs once it is subscribed
+        if "watching" in line:
+            break
+    classify(mosquitto.url, "--payload", '{"request_id": "watched"}')
+    out, _ = watcher.communicate(timeout=30)
+    assert watcher.returncode == 0 and json.loads(out.strip())["request_id"] == "watched"
+
+
+def test_sigterm_stops_both_components_cleanly(serve: Serve, tmp_path: Path) -> None:
+    pids = serve.child_pids
+    assert serve.stop() == 0
+    assert not any(alive(pid) for pid in pids)
+    assert not (tmp_path / "inference.sock").exists()
+
+
+def test_a_killed_component_brings_serve_down_with_no_orphans(serve: Serve) -> None:
+    inference_pid, classifier_pid = serve.child_pids
+    os.kill(inference_pid, signal.SIGKILL)
+    assert serve.process.wait(30) == 1
+    assert not alive(classifier_pid)
+
+
+def test_serve_without_a_model_says_how_to_build_one(tmp_path: Path) -> None:
+    result = subprocess.run([*CLI, "serve", "--model", str(tmp_path / "none"), "--broker", f"mqtt://127.0.0.1:{free_port()}"],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 1 and "fieldlens model build-default" in result.stderr
+
+
+def test_the_demo_runs_on_embedded_defaults(default_model: Path, tmp_path: Path) -> None:
+    data = tmp_path / "demo"
+    shutil.copytree(default_model, data / "model")
+    result = subprocess.run([*CLI, "demo", "--data-dir", str(data), "--port", str(free_port())],
+                            capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"coffee\.jpg\s+espresso", result.stdout)
+    assert "BAD_REQUEST" in result.stdout
+    assert len(list((data / "field-images").rglob("*.jpg"))) == 6
+
+
+def test_kill_9_of_the_classifier_mid_burst_leaves_only_complete_pairs(
+    serve: Serve, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    from fieldlens_cli.commands import connect
+    from fieldlens_cli.requester import Requester
+
+    bus = connect(mosquitto.url, "kill-test")
+    try:
+        requester = Requester(bus, "/request/classify/beverage_container", "/response/prediction/beverage_container")
+        requester.listen()
+        pending = [requester.send(b"{}") for _ in range(40)]
+        assert all(p.wait(30) is not None for p in pending[:3])  # three kept; it is busy with the rest
+        os.kill(serve.child_pids[1], signal.SIGKILL)
+    finally:
+        bus.stop()
+    serve.process.wait(30)
+    field = tmp_path / "field"
+    images = {p.stem for p in field.rglob("*.jpg")}
+    sidecars = {p.stem for p in field.rglob("*.json")}
+    assert len(sidecars) >= 3
+    assert sidecars <= images  # a sidecar never points at a missing image
+    for sidecar in field.rglob("*.json"):
+        document = json.loads(sidecar.read_text())  # every sidecar is whole
+        assert document["prediction"] == "espresso"
+        assert sidecar.with_suffix(".jpg").read_bytes()[:3] == b"\xff\xd8\xff"
