@@ -10,9 +10,9 @@ received by the requester.
 from __future__ import annotations
 
 import argparse
-import os
 import json
 import logging
+import os
 import platform
 import shutil
 import statistics
@@ -140,10 +140,20 @@ def wait_all(pending: list[Pending], timeout_s: float) -> list[dict[str, Any]]:
 def run_edge(args: argparse.Namespace, model_dir: Path, work: Path, url: str) -> dict[str, Any]:
     photos = camera_photos(work / "photos")
     options = ServeOptions(
-        broker=url, name="bench", camera=f"folder:{photos}", field_data=work / "field", model_dir=model_dir,
-        socket_path=Path(tempfile.gettempdir()) / f"fieldlens-bench-{os.getpid()}.sock", service_name="bench", variant=args.variant, thing_name="bench",
-        queue_size=max(8, args.burst), workers=args.workers, log_level="WARNING",
-    )  # fmt: skip
+        broker=url,
+        name="bench",
+        camera=f"folder:{photos}",
+        field_data=work / "field",
+        model_dir=model_dir,
+        socket_path=Path(tempfile.gettempdir()) / f"fieldlens-bench-{os.getpid()}.sock",
+        service_name="bench",
+        variant=args.variant,
+        thing_name="bench",
+        queue_size=max(8, args.burst),
+        workers=args.workers,
+        allow_spinning=args.spinning,
+        log_level="WARNING",
+    )
     requester_bus = connect(url, "bench")
     requester = Requester(requester_bus, topics.request_topic("bench"), topics.response_topic("bench"))
     requester.listen()
@@ -211,8 +221,10 @@ def run_bench(args: argparse.Namespace) -> int:
     model_dir = args.data_dir.absolute() / "model"
     ensure_default_model(model_dir)
     package = load_package(model_dir, args.variant)
-    emit(f"fieldlens bench: {package.card.name} {package.card.version} ({args.variant}) on {platform.machine()}, "
-         f"{_cpu_count()} CPUs")  # fmt: skip
+    emit(
+        f"fieldlens bench: {package.card.name} {package.card.version} ({args.variant}) on {platform.machine()}, "
+        f"{_cpu_count()} CPUs"
+    )
     runs = max(100, args.requests)
     before = pure_inference(model_dir, args.variant, runs)
     # field images go where a device keeps them (the data directory), not to the temp directory
@@ -253,22 +265,36 @@ def report(r: dict[str, Any]) -> None:
         ("pure inference p50 / p99 (floor)", f"{r['floor']['p50_ms']:.2f} / {r['floor']['p99_ms']:.2f} ms", ""),
         ("pure inference throughput", f"{r['floor']['throughput_per_s']:.1f} /s", ""),
         ("end-to-end p50 / p99", f"{r['e2e_p50_ms']:.2f} / {r['e2e_p99_ms']:.2f} ms", ""),
-        ("end-to-end p50 over the floor", f"{r['e2e_p50_over_floor_ms']:.2f} ms",
-         f"<= {TARGETS['e2e_p50_over_floor_ms']} ms"),
-        (f"burst of {r['burst_requests']} concurrent requests", f"{r['burst_throughput_per_s']:.1f} /s "
-         f"({r['burst_errors']} errors)", ""),
+        (
+            "end-to-end p50 over the floor",
+            f"{r['e2e_p50_over_floor_ms']:.2f} ms",
+            f"<= {TARGETS['e2e_p50_over_floor_ms']} ms",
+        ),
+        (
+            f"burst of {r['burst_requests']} concurrent requests",
+            f"{r['burst_throughput_per_s']:.1f} /s ({r['burst_errors']} errors)",
+            "",
+        ),
         ("burst throughput / pure inference", f"{r['throughput_ratio']:.0%}", f">= {TARGETS['throughput_ratio']:.0%}"),
-        ("classifier RSS (peak)", f"{memory['classifier']['rss_mb']:.0f} MB "
-         f"({memory['classifier']['peak_rss_mb']:.0f})", f"<= {TARGETS['classifier_rss_mb']:.0f} MB"),
-        ("inference service RSS (peak)", f"{memory['inference']['rss_mb']:.0f} MB "
-         f"({memory['inference']['peak_rss_mb']:.0f})", f"<= {TARGETS['inference_rss_mb']:.0f} MB"),
+        (
+            "classifier RSS (peak)",
+            f"{memory['classifier']['rss_mb']:.0f} MB ({memory['classifier']['peak_rss_mb']:.0f})",
+            f"<= {TARGETS['classifier_rss_mb']:.0f} MB",
+        ),
+        (
+            "inference service RSS (peak)",
+            f"{memory['inference']['rss_mb']:.0f} MB ({memory['inference']['peak_rss_mb']:.0f})",
+            f"<= {TARGETS['inference_rss_mb']:.0f} MB",
+        ),
         ("cold start: spawn -> first answer", f"{r['cold_start_s']:.2f} s", f"<= {TARGETS['cold_start_s']} s"),
-    ]  # fmt: skip
+    ]
     emit("")
     emit("| measure | result | target |")
     emit("| --- | --- | --- |")
     for name, value, target in rows:
         emit(f"| {name} | {value} | {target} |")
     emit("")
-    emit("CPU time per request during the burst: " + ", ".join(
-        f"{name} {ms:.2f} ms" for name, ms in r["burst_cpu_ms_per_request"].items()))  # fmt: skip
+    emit(
+        "CPU time per request during the burst: "
+        + ", ".join(f"{name} {ms:.2f} ms" for name, ms in r["burst_cpu_ms_per_request"].items())
+    )

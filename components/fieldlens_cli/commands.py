@@ -41,10 +41,17 @@ def serve(args: argparse.Namespace, socket_path: Path) -> int:
         )
         return 1
     options = ServeOptions(
-        broker=args.broker, name=args.name, camera=args.camera, field_data=args.field_data, model_dir=args.model,
-        socket_path=socket_path, service_name=args.service_name, variant=args.variant, thing_name=args.thing_name,
+        broker=args.broker,
+        name=args.name,
+        camera=args.camera,
+        field_data=args.field_data,
+        model_dir=args.model,
+        socket_path=socket_path,
+        service_name=args.service_name,
+        variant=args.variant,
+        thing_name=args.thing_name,
         log_level=args.log_level,
-    )  # fmt: skip
+    )
     try:
         children = start_components(options)
     except (ChildFailedError, ConfigurationError) as exc:

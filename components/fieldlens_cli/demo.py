@@ -84,10 +84,16 @@ def run_demo(data_dir: Path, port: int | None, keep_running: bool) -> int:
     with EmbeddedBroker(port=port or preferred_port()) as broker:
         emit(f"Embedded MQTT broker on {broker.url}")
         options = ServeOptions(
-            broker=broker.url, name=topics.DEFAULT_NAME, camera=f"folder:{photos}", field_data=field,
-            model_dir=model_dir, socket_path=Path(tempfile.gettempdir()) / f"fieldlens-demo-{broker.port}.sock",
-            service_name=DEFAULT_SERVICE_NAME, thing_name=THING, log_level="WARNING",
-        )  # fmt: skip
+            broker=broker.url,
+            name=topics.DEFAULT_NAME,
+            camera=f"folder:{photos}",
+            field_data=field,
+            model_dir=model_dir,
+            socket_path=Path(tempfile.gettempdir()) / f"fieldlens-demo-{broker.port}.sock",
+            service_name=DEFAULT_SERVICE_NAME,
+            thing_name=THING,
+            log_level="WARNING",
+        )
         children = start_components(options)
         bus = connect(broker.url, "demo")
         try:

@@ -68,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--burst", type=int, default=200, help="requests in the concurrent burst")
     bench.add_argument("--variant", default="fp32", choices=["fp32", "int8"])
     bench.add_argument("--workers", type=int, help="classifier workers (default: the component's)")
+    bench.add_argument("--spinning", action="store_true", help="let the inference service's ORT threads spin")
     bench.add_argument("--repeat", type=int, default=3, help="edge runs; each figure is their median")
     bench.add_argument("--json", type=Path, help="also write the figures here")
 

@@ -103,24 +103,49 @@ class ServeOptions:
     thing_name: str | None = None
     workers: int | None = None
     queue_size: int | None = None
+    allow_spinning: bool = False
     log_level: str = "INFO"
 
 
 def inference_arguments(options: ServeOptions) -> list[str]:
+    spinning = ["--allow-spinning"] if options.allow_spinning else []
     return [
-        "--model-dir", str(options.model_dir), "--socket", str(options.socket_path),
-        "--service-name", options.service_name, "--variant", options.variant, "--log-level", options.log_level,
-    ]  # fmt: skip
+        *spinning,
+        "--model-dir",
+        str(options.model_dir),
+        "--socket",
+        str(options.socket_path),
+        "--service-name",
+        options.service_name,
+        "--variant",
+        options.variant,
+        "--log-level",
+        options.log_level,
+    ]
 
 
 def classifier_arguments(options: ServeOptions) -> list[str]:
     arguments = [
-        "--broker", options.broker, "--name", options.name, "--camera", options.camera,
-        "--field-data", str(options.field_data), "--socket", str(options.socket_path),
-        "--service-name", options.service_name, "--log-level", options.log_level,
-    ]  # fmt: skip
-    for flag, value in (("--thing-name", options.thing_name), ("--workers", options.workers),
-                        ("--queue-size", options.queue_size)):  # fmt: skip
+        "--broker",
+        options.broker,
+        "--name",
+        options.name,
+        "--camera",
+        options.camera,
+        "--field-data",
+        str(options.field_data),
+        "--socket",
+        str(options.socket_path),
+        "--service-name",
+        options.service_name,
+        "--log-level",
+        options.log_level,
+    ]
+    for flag, value in (
+        ("--thing-name", options.thing_name),
+        ("--workers", options.workers),
+        ("--queue-size", options.queue_size),
+    ):
         if value is not None:
             arguments += [flag, str(value)]
     return arguments

@@ -72,8 +72,9 @@ def alive(pid: int) -> bool:
 
 
 def classify(broker: str, *extra: str, name: str = "beverage_container") -> tuple[int, dict[str, object] | None]:
-    result = subprocess.run([*CLI, "classify", "--broker", broker, "--name", name, *extra],
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [*CLI, "classify", "--broker", broker, "--name", name, *extra], capture_output=True, text=True, timeout=60
+    )
     return result.returncode, json.loads(result.stdout) if result.stdout.strip() else None
 
 
@@ -90,10 +91,22 @@ def coffee_folder(tmp_path: Path) -> Path:
 @pytest.fixture
 def serve(mosquitto: Mosquitto, default_model: Path, coffee_folder: Path, tmp_path: Path) -> Iterator[Serve]:
     process = Serve(
-        ["--broker", mosquitto.url, "--camera", f"folder:{coffee_folder}", "--field-data", str(tmp_path / "field"),
-         "--model", str(default_model), "--thing-name", "itest", "--socket", str(tmp_path / "inference.sock")],
+        [
+            "--broker",
+            mosquitto.url,
+            "--camera",
+            f"folder:{coffee_folder}",
+            "--field-data",
+            str(tmp_path / "field"),
+            "--model",
+            str(default_model),
+            "--thing-name",
+            "itest",
+            "--socket",
+            str(tmp_path / "inference.sock"),
+        ],
         tmp_path / "serve.log",
-    )  # fmt: skip
+    )
     yield process
     process.stop()
 
@@ -119,8 +132,12 @@ def test_bad_requests_and_timeouts_through_the_cli(serve: Serve, mosquitto: Mosq
 
 
 def test_watch_prints_responses(serve: Serve, mosquitto: Mosquitto) -> None:
-    watcher = subprocess.Popen([*CLI, "watch", "--broker", mosquitto.url, "--count", "1"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    watcher = subprocess.Popen(
+        [*CLI, "watch", "--broker", mosquitto.url, "--count", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert watcher.stderr is not None
     for line in watcher.stderr:  # the watcher logs once it is subscribed
         if "watching" in line:
@@ -145,16 +162,21 @@ def test_a_killed_component_brings_serve_down_with_no_orphans(serve: Serve) -> N
 
 
 def test_serve_without_a_model_says_how_to_build_one(tmp_path: Path) -> None:
-    result = subprocess.run([*CLI, "serve", "--model", str(tmp_path / "none"), "--broker", f"mqtt://127.0.0.1:{free_port()}"],
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [*CLI, "serve", "--model", str(tmp_path / "none"), "--broker", f"mqtt://127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1 and "fieldlens model build-default" in result.stderr
 
 
 def test_the_demo_runs_on_embedded_defaults(default_model: Path, tmp_path: Path) -> None:
     data = tmp_path / "demo"
     shutil.copytree(default_model, data / "model")
-    result = subprocess.run([*CLI, "demo", "--data-dir", str(data), "--port", str(free_port())],
-                            capture_output=True, text=True, timeout=180)  # fmt: skip
+    result = subprocess.run(
+        [*CLI, "demo", "--data-dir", str(data), "--port", str(free_port())], capture_output=True, text=True, timeout=180
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"coffee\.jpg\s+espresso", result.stdout)
     assert "BAD_REQUEST" in result.stdout

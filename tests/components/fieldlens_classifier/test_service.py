@@ -43,9 +43,12 @@ class Rig:
         self.responses = ResponseCollector()
         self.bus.subscribe("/response/#", self.responses)
         self.classifier = Classifier(
-            config, self.bus, camera, inference or InferenceClient(config.inference),
+            config,
+            self.bus,
+            camera,
+            inference or InferenceClient(config.inference),
             FieldStore(config.field_data_dir, config.thing_name, config.s3_prefix),
-        )  # fmt: skip
+        )
         self.classifier.start()
 
     def ask(self, payload: bytes | dict[str, Any] = b"", count: int = 1) -> dict[str, Any]:
@@ -126,8 +129,11 @@ def test_a_reply_topic_is_honoured(rig: Rig) -> None:
 def test_save_keeps_an_image_even_when_keeping_is_off(tmp_path: Path, tiny_server: Path, red_folder: Path) -> None:
     rig = Rig(make_config(tmp_path, tiny_server, keep_images=False), FolderCamera(red_folder))
     try:
-        assert rig.ask({})["image"] == {"id": rig.responses.responses[0]["image"]["id"], "kept": False,
-                                        "reason": "policy: keep_images is off"}  # fmt: skip
+        assert rig.ask({})["image"] == {
+            "id": rig.responses.responses[0]["image"]["id"],
+            "kept": False,
+            "reason": "policy: keep_images is off",
+        }
         saved = rig.ask({"save": True})["image"]
         assert saved["kept"] and saved["reason"] == "request: save" and Path(saved["path"]).exists()
     finally:

@@ -68,7 +68,12 @@ def test_a_read_only_store_raises(tmp_path: Path) -> None:
 def test_group_commit_fsyncs_later_and_on_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     synced: list[str] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), real_fsync(fd)))
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
     store = FieldStore(tmp_path, "t", sync_interval_s=3600)  # never on its own during the test
     kept = store.keep("a", WHEN, b"x", {})
     gone = store.keep("b", WHEN, b"y", {})
@@ -82,6 +87,11 @@ def test_group_commit_fsyncs_later_and_on_close(tmp_path: Path, monkeypatch: pyt
 def test_inline_durability_fsyncs_before_returning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     real_fsync = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real_fsync(fd)))
+
+    def counting_fsync(fd: int) -> None:
+        calls.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
     FieldStore(tmp_path, "t", sync_interval_s=0).keep("a", WHEN, b"x", {})
     assert len(calls) == 3  # image, sidecar, directory

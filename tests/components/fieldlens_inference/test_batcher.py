@@ -25,7 +25,8 @@ class CountingModel:
         self.first_run_entered, self.release_first_run = threading.Event(), threading.Event()
 
     def predict(self, tensor: np.ndarray) -> np.ndarray:
-        return self.predict_batch(tensor)[0]
+        logits: np.ndarray = self.predict_batch(tensor)[0]
+        return logits
 
     def predict_batch(self, tensor: np.ndarray) -> np.ndarray:
         if not self.batch_sizes:

@@ -80,8 +80,14 @@ def test_captures_a_jpeg_with_numeric_metadata(stand_in: types.ModuleType) -> No
     device = StandInPicamera2.instances[0]
     assert device.started and device.options["quality"] == 80 and device.released == 1
     assert Image.open(io.BytesIO(frame.jpeg)).size == (320, 240)
-    assert frame.metadata == {"source": "picamera2", "width": 320, "height": 240, "ExposureTime": 10000,
-                              "AnalogueGain": 1.5, "Lux": 321.0}  # fmt: skip
+    assert frame.metadata == {
+        "source": "picamera2",
+        "width": 320,
+        "height": 240,
+        "ExposureTime": 10000,
+        "AnalogueGain": 1.5,
+        "Lux": 321.0,
+    }
     camera.capture()
     assert len(StandInPicamera2.instances) == 1  # opened once
 
