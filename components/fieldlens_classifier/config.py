@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
+from fieldlens_fielddata.sampling.config import SamplingConfig
 from pydantic import Field, field_validator, model_validator
 
 from fieldlens_core import topics
@@ -59,10 +60,19 @@ class ClassifierConfig(StrictModel):
     s3_prefix: str = Field(
         default="field-data", title="S3 prefix", description="Key prefix the images will have in the bucket."
     )
-    keep_images: bool = Field(
-        default=True,
-        title="Keep images",
-        description="Keep every classified image (a request's save: true always does).",
+    sampling: SamplingConfig = Field(
+        default_factory=SamplingConfig,
+        title="Sampling policy",
+        description="Which images to keep: strategies, per-class quota, caps (a request's save: true always keeps).",
+    )
+    max_field_bytes: int | None = Field(
+        default=1 << 30,
+        ge=1 << 20,
+        title="Field-data byte cap",
+        description="Kept images and sidecars never take more than this; null for no cap.",
+    )
+    max_field_images: int | None = Field(
+        default=20_000, ge=1, title="Field-data image cap", description="Most images kept; null for no cap."
     )
     default_top_k: int = Field(default=5, ge=1, le=100, title="Top k", description="Predictions per response.")
     max_payload_bytes: int = Field(
@@ -113,4 +123,4 @@ class ClassifierConfig(StrictModel):
 
 
 # Fields that a live configuration update may change without a restart.
-HOT_FIELDS = ("keep_images", "default_top_k", "max_payload_bytes", "reply_topic_prefix", "log_level", "s3_prefix")
+HOT_FIELDS = ("sampling", "default_top_k", "max_payload_bytes", "reply_topic_prefix", "log_level")

@@ -12,6 +12,8 @@ import logging
 import sys
 from typing import Any
 
+from fieldlens_fielddata.store import FieldStore
+
 from fieldlens_classifier.config import ClassifierConfig
 from fieldlens_classifier.service import Classifier
 from fieldlens_core.bus import Bus
@@ -19,7 +21,6 @@ from fieldlens_core.camera.registry import build_camera, parse_camera_flag
 from fieldlens_core.component_config import given_flags, on_greengrass, resolve_config
 from fieldlens_core.config import DEFAULT_BROKER_URL, BrokerConfig, validate_config
 from fieldlens_core.errors import ConfigurationError
-from fieldlens_core.field_store import FieldStore
 from fieldlens_core.inference.client import InferenceClient
 from fieldlens_core.lifecycle import announce_ready, configure_logging, wait_for_termination
 
@@ -96,7 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(config.log_level)
     camera = build_camera(config.camera)
     inference = InferenceClient(config.inference, pool_size=config.workers)
-    store = FieldStore(config.field_data_dir, config.thing_name, config.s3_prefix, config.sync_interval_s)
+    store = FieldStore(
+        config.field_data_dir,
+        config.thing_name,
+        config.s3_prefix,
+        config.sync_interval_s,
+        max_bytes=config.max_field_bytes,
+        max_images=config.max_field_images,
+    )
     classifier = Classifier(config, bus, camera, inference, store)
     classifier.start()
     if greengrass is not None:

@@ -15,11 +15,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from fieldlens_fielddata.layout import new_image_id
+from fieldlens_fielddata.sampling.policy import SamplingPolicy
+from fieldlens_fielddata.store import FieldStore, StoreFullError
+
 from fieldlens_classifier.config import HOT_FIELDS, ClassifierConfig
 from fieldlens_core.bus import Bus
 from fieldlens_core.camera import Camera
 from fieldlens_core.errors import BadRequestError, BusyError, ErrorCode, FieldlensError
-from fieldlens_core.field_store import FieldStore, new_image_id
 from fieldlens_core.inference.client import InferenceResult
 from fieldlens_core.messages import (
     ClassifyRequest,
@@ -35,6 +38,8 @@ from fieldlens_core.messages import (
 )
 
 log = logging.getLogger(__name__)
+
+SAMPLING_TOP_K = 10  # the sampling strategies see at least this many classes (entropy needs the spread)
 
 
 class Inference(Protocol):
@@ -53,9 +58,16 @@ def _ms(seconds: float) -> float:
 
 class Classifier:
     def __init__(
-        self, config: ClassifierConfig, bus: Bus, camera: Camera, inference: Inference, store: FieldStore
+        self,
+        config: ClassifierConfig,
+        bus: Bus,
+        camera: Camera,
+        inference: Inference,
+        store: FieldStore,
+        policy: SamplingPolicy | None = None,
     ) -> None:
         self._config = config
+        self._policy = policy or self._new_policy(config, store)
         self._bus = bus
         self._camera = camera
         self._inference = inference
@@ -97,6 +109,8 @@ class Classifier:
         if later:
             log.warning("configuration of %s takes effect after a restart", ", ".join(later))
         self._config = old.model_copy(update={k: getattr(new, k) for k in changed & set(HOT_FIELDS)})
+        if "sampling" in changed:
+            self._policy = self._new_policy(self._config, self._store)
         logging.getLogger().setLevel(self._config.log_level)
 
     def on_message(self, topic: str, payload: bytes) -> None:
@@ -130,7 +144,7 @@ class Classifier:
             frame = self._camera.capture()
             captured = time.perf_counter()
             top_k = request.top_k or config.default_top_k
-            result = self._inference.classify(frame.jpeg, "image/jpeg", top_k)
+            result = self._inference.classify(frame.jpeg, "image/jpeg", max(top_k, SAMPLING_TOP_K))
             inferred = time.perf_counter()
         except FieldlensError as exc:
             log.warning("request %s failed: %s", request.request_id, exc)
@@ -142,9 +156,10 @@ class Classifier:
             )
         now = datetime.now(UTC)
         timestamp = utc_timestamp(now)
-        predictions = [Prediction.model_validate(p) for p in result.predictions]
+        ranked = [Prediction.model_validate(p) for p in result.predictions]
         model = ModelInfo.model_validate(result.model)
-        image = self._keep(request, now, timestamp, frame.jpeg, frame.metadata, predictions, model)
+        image = self._keep(request, now, timestamp, frame.jpeg, frame.metadata, ranked, model)
+        predictions = ranked[:top_k]
         finished = time.perf_counter()
         return ClassifyResponse(
             request_id=request.request_id,
@@ -169,12 +184,9 @@ class Classifier:
         model: ModelInfo,
     ) -> ImageInfo:
         image_id = new_image_id(now)
-        if request.save:
-            reason = "request: save"
-        elif self._config.keep_images:
-            reason = "policy: keep_images"
-        else:
-            return ImageInfo(id=image_id, kept=False, reason="policy: keep_images is off")
+        verdict = self._policy.decide([(p.label, p.confidence) for p in predictions], saved=request.save)
+        if not verdict.keep:
+            return ImageInfo(id=image_id, kept=False, reason=verdict.reason)
         sidecar = {
             "request_id": request.request_id,
             "timestamp": timestamp,
@@ -183,14 +195,22 @@ class Classifier:
             "predictions": [p.model_dump() for p in predictions],
             "model": model.model_dump(),
             "capture": metadata,
-            "reason": reason,
+            "reason": verdict.reason,
         }
         try:
-            kept = self._store.keep(image_id, now, jpeg, sidecar)
+            kept = self._store.keep(image_id, now, jpeg, sidecar, verdict.score)
+        except StoreFullError as exc:
+            log.warning("not keeping image %s: %s", image_id, exc)
+            return ImageInfo(id=image_id, kept=False, reason=f"disk cap: {exc}")
         except OSError as exc:  # disk full, read-only card: the prediction still goes out
             log.error("could not keep image %s: %s", image_id, exc)
             return ImageInfo(id=image_id, kept=False, reason=f"storage failed: {exc.strerror or exc}")
-        return ImageInfo(id=image_id, kept=True, reason=reason, path=str(kept.image_path), s3_key=kept.s3_key)
+        return ImageInfo(id=image_id, kept=True, reason=verdict.reason, path=str(kept.image_path), s3_key=kept.s3_key)
+
+    @staticmethod
+    def _new_policy(config: ClassifierConfig, store: FieldStore) -> SamplingPolicy:
+        kept = [when.timestamp() for when in store.kept_times()]
+        return SamplingPolicy(config.sampling, already_kept=kept)
 
     def _check_reply_topic(self, request: ClassifyRequest) -> None:
         prefix = self._config.reply_topic_prefix

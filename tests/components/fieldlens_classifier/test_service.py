@@ -16,7 +16,7 @@ from fieldlens_classifier.service import Classifier
 from fieldlens_core.bus.memory import InMemoryBus
 from fieldlens_core.camera.folder import FolderCamera
 from fieldlens_core.camera.test_pattern import TestPatternCamera
-from fieldlens_core.field_store import FieldStore
+from fieldlens_fielddata.store import FieldStore
 from fieldlens_core.inference.client import InferenceClient, InferenceResult
 from tests.helpers.collector import ResponseCollector
 from tests.helpers.images import solid_jpeg
@@ -82,7 +82,7 @@ def test_a_request_gets_a_full_structured_prediction_and_the_image_is_kept(rig: 
     assert response["timestamp"].endswith("Z") and "error" not in response
 
     image = response["image"]
-    assert image["kept"] and image["reason"] == "policy: keep_images"
+    assert image["kept"] and image["reason"] == "policy: always"
     kept = Path(image["path"])
     assert kept.read_bytes() == (red_folder / "red.jpg").read_bytes()
     assert image["s3_key"].startswith("field-data/coop-7/") and image["s3_key"].endswith(f"{image['id']}.jpg")
@@ -126,13 +126,13 @@ def test_a_reply_topic_is_honoured(rig: Rig) -> None:
     assert rig.responses.topics == ["/response/mine"]
 
 
-def test_save_keeps_an_image_even_when_keeping_is_off(tmp_path: Path, tiny_server: Path, red_folder: Path) -> None:
-    rig = Rig(make_config(tmp_path, tiny_server, keep_images=False), FolderCamera(red_folder))
+def test_save_keeps_an_image_the_policy_would_not(tmp_path: Path, tiny_server: Path, red_folder: Path) -> None:
+    rig = Rig(make_config(tmp_path, tiny_server, sampling={"strategies": []}), FolderCamera(red_folder))
     try:
         assert rig.ask({})["image"] == {
             "id": rig.responses.responses[0]["image"]["id"],
             "kept": False,
-            "reason": "policy: keep_images is off",
+            "reason": "policy: no strategy wanted it",
         }
         saved = rig.ask({"save": True})["image"]
         assert saved["kept"] and saved["reason"] == "request: save" and Path(saved["path"]).exists()
@@ -241,3 +241,38 @@ def test_after_stop_requests_get_busy(rig: Rig) -> None:
     rig.classifier.stop()
     response = rig.ask({"request_id": "late"})
     assert (response["request_id"], response["error"]["code"]) == ("late", "BUSY")
+
+
+def test_the_sampling_policy_and_the_disk_cap_decide_what_is_kept(
+    tmp_path: Path, tiny_server: Path, red_folder: Path
+) -> None:
+    sampling = {"strategies": [{"type": "least_confidence", "threshold": 1.0}], "caps": {"perMinute": 1}}
+    rig = Rig(make_config(tmp_path, tiny_server, sampling=sampling), FolderCamera(red_folder))
+    try:
+        first = rig.ask({})["image"]
+        assert first["kept"] and first["reason"].startswith("policy: least_confidence (")
+        assert rig.ask({})["image"]["reason"] == "cap: per_minute (1) reached"
+        sidecar = json.loads(Path(first["path"]).with_suffix(".json").read_text())
+        assert sidecar["reason"] == first["reason"] and 0 < sidecar["score"] < 1
+    finally:
+        rig.classifier.stop()
+
+
+def test_a_full_store_answers_with_the_prediction_and_says_why_nothing_was_kept(
+    tmp_path: Path, tiny_server: Path, red_folder: Path
+) -> None:
+    config = make_config(tmp_path, tiny_server)
+    bus, responses = InMemoryBus(), ResponseCollector()
+    bus.subscribe(RESPONSES, responses)
+    store = FieldStore(tmp_path / "capped", "t", max_images=1)
+    classifier = Classifier(config, bus, FolderCamera(red_folder), InferenceClient(config.inference), store)
+    classifier.start()
+    try:
+        bus.publish(REQUESTS, b"{}")
+        bus.publish(REQUESTS, b"{}")
+        first, second = responses.wait_for(2)
+        assert first["image"]["kept"] != second["image"]["kept"]
+        refused = second if first["image"]["kept"] else first
+        assert refused["image"]["reason"].startswith("disk cap:") and refused["predictions"][0]["label"] == "red"
+    finally:
+        classifier.stop()

@@ -1,0 +1,90 @@
+"""The sampling policy: strategies in order, then the per-class quota, then the rate caps.
+
+``decide`` returns whether to keep an image, why (the reason goes into the response and
+the sidecar), and a usefulness score the store evicts by (1 - top-1 confidence; an image a
+request asked to save scores above every sampled one). Counts survive restarts: the caps
+are seeded from the capture times of the images already kept.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from fieldlens_fielddata.sampling import Scores
+from fieldlens_fielddata.sampling.config import SamplingConfig
+from fieldlens_fielddata.sampling.limits import DAY, HOUR, MINUTE, SlidingWindow
+from fieldlens_fielddata.sampling.registry import build_sampler
+
+SAVED_SCORE_BONUS = 1.0
+
+
+@dataclass(frozen=True)
+class Verdict:
+    keep: bool
+    reason: str
+    score: float
+
+
+class SamplingPolicy:
+    def __init__(
+        self,
+        config: SamplingConfig,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        already_kept: Iterable[float] = (),
+    ) -> None:
+        self.config = config
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._samplers = [build_sampler(strategy, self._rng) for strategy in config.strategies]
+        caps = config.caps
+        self._caps = {
+            name: SlidingWindow(span, limit)
+            for name, span, limit in (
+                ("per_minute", MINUTE, caps.per_minute),
+                ("per_hour", HOUR, caps.per_hour),
+                ("per_day", DAY, caps.per_day),
+            )
+            if limit is not None
+        }
+        now = clock()
+        kept = list(already_kept)
+        for window in self._caps.values():
+            window.seed(kept, now)
+        self._class_windows: dict[str, SlidingWindow] = {}
+        self._lock = threading.Lock()
+
+    def decide(self, scores: Scores, saved: bool = False) -> Verdict:
+        uncertainty = round(1.0 - scores[0][1], 6) if scores else 1.0
+        if saved:
+            return Verdict(True, "request: save", SAVED_SCORE_BONUS + uncertainty)
+        reason = next((r for r in (s.wants(scores) for s in self._samplers) if r is not None), None)
+        if reason is None:
+            return Verdict(False, "policy: no strategy wanted it", uncertainty)
+        label = scores[0][0] if scores else ""
+        with self._lock:
+            now = self._clock()
+            quota = self._class_window(label)
+            if quota is not None and quota.full(now):
+                return Verdict(False, f"quota: {quota.limit} '{label}' images per day reached", uncertainty)
+            for name, window in self._caps.items():
+                if window.full(now):
+                    return Verdict(False, f"cap: {name} ({window.limit}) reached", uncertainty)
+            for window in self._caps.values():
+                window.add(now)
+            if quota is not None:
+                quota.add(now)
+        return Verdict(True, f"policy: {reason}", uncertainty)
+
+    def _class_window(self, label: str) -> SlidingWindow | None:
+        quota = self.config.class_quota
+        limit = quota.classes.get(label, quota.per_day)
+        if limit is None:
+            return None
+        if label not in self._class_windows:
+            self._class_windows[label] = SlidingWindow(DAY, limit)
+        return self._class_windows[label]

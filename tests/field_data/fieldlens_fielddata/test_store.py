@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from fieldlens_core import atomic
+from fieldlens_fielddata import store as field_store
+from fieldlens_fielddata.layout import new_image_id, s3_key
+from fieldlens_fielddata.store import FieldStore, StoreFullError
+
+WHEN = datetime(2026, 3, 4, 5, 6, 7, 890_000, tzinfo=UTC)
+
+
+def test_image_and_sidecar_land_in_the_dated_layout(tmp_path: Path) -> None:
+    store = FieldStore(tmp_path / "fd", thing="coop-1", s3_prefix="field-data")
+    kept = store.keep("img-1", WHEN, b"\xff\xd8jpeg", {"prediction": "hen"})
+    assert kept.image_path == (tmp_path / "fd/2026/03/04/img-1.jpg").absolute()
+    assert kept.image_path.read_bytes() == b"\xff\xd8jpeg"
+    sidecar = json.loads(kept.sidecar_path.read_text())
+    assert sidecar == {"prediction": "hen", "image_id": "img-1", "s3_key": kept.s3_key, "thing": "coop-1", "score": 0.0}
+    assert kept.s3_key == "field-data/coop-1/2026/03/04/img-1.jpg"
+
+
+def test_no_temporary_files_are_left_behind(tmp_path: Path) -> None:
+    FieldStore(tmp_path, "t").keep("a", WHEN, b"x", {})
+    names = sorted(p.name for p in (tmp_path / "2026/03/04").iterdir())
+    assert names == ["a.jpg", "a.json"]
+
+
+def test_a_failed_sidecar_write_leaves_no_orphan_image(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = atomic.atomic_write
+
+    def disk_full_on_sidecar(path: Path, data: bytes, **kwargs: bool) -> None:  # same signature as atomic_write
+        if path.suffix == ".json":
+            raise OSError(28, "No space left on device")
+        real_write(path, data, **kwargs)
+
+    monkeypatch.setattr(field_store, "atomic_write", disk_full_on_sidecar)
+    with pytest.raises(OSError, match="No space left"):
+        FieldStore(tmp_path, "t").keep("a", WHEN, b"x", {})
+    assert list((tmp_path / "2026/03/04").iterdir()) == []
+
+
+def test_image_ids_sort_by_time_and_are_unique() -> None:
+    later = WHEN.replace(second=8)
+    assert new_image_id(WHEN) < new_image_id(later)
+    assert new_image_id(WHEN).startswith("20260304T050607890Z-")
+    assert len({new_image_id(WHEN) for _ in range(100)}) == 100
+
+
+def test_s3_keys_drop_empty_prefixes() -> None:
+    assert s3_key("", "t", WHEN, "i") == "t/2026/03/04/i.jpg"
+    assert s3_key("/a/b/", "t", WHEN, "i") == "a/b/t/2026/03/04/i.jpg"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_a_read_only_store_raises(tmp_path: Path) -> None:
+    tmp_path.chmod(0o500)
+    try:
+        with pytest.raises(OSError):
+            FieldStore(tmp_path / "x", "t").keep("a", WHEN, b"x", {})
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_group_commit_fsyncs_later_and_on_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    store = FieldStore(tmp_path, "t", sync_interval_s=3600)  # never on its own during the test
+    kept = store.keep("a", WHEN, b"x", {})
+    gone = store.keep("b", WHEN, b"y", {})
+    assert synced == []  # nothing in the request path
+    gone.image_path.unlink()  # removed before the flush: skipped, not an error
+    store.close()
+    assert str(kept.image_path) in synced and str(kept.sidecar_path) in synced
+    assert str(kept.image_path.parent) in synced and str(gone.image_path) not in synced
+
+
+def test_inline_durability_fsyncs_before_returning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        calls.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    FieldStore(tmp_path, "t", sync_interval_s=0).keep("a", WHEN, b"x", {})
+    assert len(calls) == 3  # image, sidecar, directory
+
+
+def ids(count: int, start: datetime = WHEN) -> list[tuple[str, datetime]]:
+    """Real, time-ordered image ids a second apart."""
+    from datetime import timedelta
+
+    return [(new_image_id(start + timedelta(seconds=i)), start + timedelta(seconds=i)) for i in range(count)]
+
+
+def mark_uploaded(store: FieldStore, image_id: str, when: datetime) -> None:
+    store.plan(image_id, when).image_path.with_suffix(".uploaded").write_text("{}")
+
+
+def test_the_image_cap_is_never_exceeded_under_a_flood(tmp_path: Path) -> None:
+    store = FieldStore(tmp_path, "t", max_images=20)
+    for image_id, when in ids(100):
+        try:
+            store.keep(image_id, when, b"x" * 100, {}, score=0.5)
+        except StoreFullError:
+            pass
+        assert store.image_count <= 20
+        assert len(list(tmp_path.rglob("*.json"))) <= 20
+
+
+def test_uploaded_images_go_first_then_the_least_useful(tmp_path: Path) -> None:
+    store = FieldStore(tmp_path, "t", max_images=4)
+    (a, ta), (b, tb), (c, tc), (d, td), (e, te), (f, tf) = ids(6)
+    store.keep(a, ta, b"x", {}, score=0.9)
+    store.keep(b, tb, b"x", {}, score=0.1)  # the least useful
+    store.keep(c, tc, b"x", {}, score=0.5)
+    store.keep(d, td, b"x", {}, score=0.7)
+    mark_uploaded(store, c, tc)
+    store.keep(e, te, b"x", {}, score=0.3)  # full: the uploaded one goes
+    assert not store.plan(c, tc).image_path.exists() and store.image_count == 4
+    store.keep(f, tf, b"x", {}, score=0.3)  # full, nothing uploaded: the least useful (b) goes
+    assert not store.plan(b, tb).sidecar_path.exists()
+    assert all(store.plan(i, t).sidecar_path.exists() for i, t in [(a, ta), (d, td), (e, te), (f, tf)])
+
+
+def test_a_newcomer_less_useful_than_everything_kept_is_refused(tmp_path: Path) -> None:
+    store = FieldStore(tmp_path, "t", max_images=2)
+    (a, ta), (b, tb), (c, tc) = ids(3)
+    store.keep(a, ta, b"x", {}, score=0.5)
+    store.keep(b, tb, b"x", {}, score=0.5)
+    with pytest.raises(StoreFullError, match="at least as useful"):
+        store.keep(c, tc, b"x", {}, score=0.2)
+    assert store.image_count == 2 and not store.plan(c, tc).image_path.exists()
+
+
+def test_the_byte_cap_counts_image_and_sidecar(tmp_path: Path) -> None:
+    store = FieldStore(tmp_path, "t", max_bytes=3000)
+    for image_id, when in ids(10):
+        store.keep(image_id, when, b"x" * 900, {}, score=float(when.second))  # newer = more useful
+        assert sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()) <= 3000
+    with pytest.raises(StoreFullError, match="larger than the whole cap"):
+        store.keep(*ids(1)[0], b"x" * 4000, {}, score=99)
+
+
+def test_the_index_survives_a_restart_and_a_crash_leaves_nothing_half_done(tmp_path: Path) -> None:
+    store = FieldStore(tmp_path, "t", max_images=3)
+    (a, ta), (b, tb), (c, tc) = ids(3)
+    store.keep(a, ta, b"x", {}, score=0.4)
+    store.keep(b, tb, b"x", {}, score=0.6)
+    orphan = store.plan(c, tc).image_path  # what a kill -9 between the two renames leaves
+    orphan.write_bytes(b"half")
+    leftover = orphan.with_name(f".{c}.json.123.456.tmp")
+    leftover.write_bytes(b"{")
+    restarted = FieldStore(tmp_path, "t", max_images=3)
+    assert restarted.image_count == 2 and restarted.byte_count == store.byte_count
+    assert not orphan.exists() and not leftover.exists()
+    assert restarted.kept_times() == [ta, tb]
