@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 from typing import Literal
 
@@ -11,13 +9,8 @@ from fieldlens_fielddata.sampling.config import SamplingConfig
 from pydantic import Field, field_validator, model_validator
 
 from fieldlens_core import topics
-from fieldlens_core.config import CameraConfig, InferenceClientConfig, StrictModel
+from fieldlens_core.config import CameraConfig, InferenceClientConfig, StrictModel, default_thing_name
 from fieldlens_core.messages import DEFAULT_MAX_PAYLOAD_BYTES
-
-
-def default_thing_name() -> str:
-    """The nucleus sets AWS_IOT_THING_NAME for every component; off a device, the host name."""
-    return os.environ.get("AWS_IOT_THING_NAME") or socket.gethostname()
 
 
 class ClassifierConfig(StrictModel):

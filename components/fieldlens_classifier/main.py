@@ -16,27 +16,22 @@ from fieldlens_fielddata.store import FieldStore
 
 from fieldlens_classifier.config import ClassifierConfig
 from fieldlens_classifier.service import Classifier
+from fieldlens_core.broker_args import BROKER_FLAGS, add_broker_arguments, connect_broker
 from fieldlens_core.bus import Bus
 from fieldlens_core.camera.registry import build_camera, parse_camera_flag
 from fieldlens_core.component_config import given_flags, on_greengrass, resolve_config
-from fieldlens_core.config import DEFAULT_BROKER_URL, BrokerConfig, validate_config
 from fieldlens_core.errors import ConfigurationError
 from fieldlens_core.inference.client import InferenceClient
 from fieldlens_core.lifecycle import announce_ready, configure_logging, wait_for_termination
 
 log = logging.getLogger("fieldlens_classifier")
 COMPONENT = "fieldlens-classifier"
-BROKER_FLAGS = ("broker", "client_id", "ca_file", "cert_file", "key_file")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=COMPONENT, description="fieldlens classifier component")
     parser.add_argument("--config", help="JSON configuration file (off a Greengrass core)")
-    parser.add_argument("--broker", help=f"MQTT broker URL off a Greengrass core (default {DEFAULT_BROKER_URL})")
-    parser.add_argument("--client-id", dest="client_id")
-    parser.add_argument("--ca", dest="ca_file")
-    parser.add_argument("--cert", dest="cert_file")
-    parser.add_argument("--key", dest="key_file")
+    add_broker_arguments(parser)
     parser.add_argument("--name")
     parser.add_argument("--thing-name", dest="thing_name")
     parser.add_argument("--camera", help="folder:DIR | test-pattern | picamera2")
@@ -60,14 +55,6 @@ def config_flags(args: argparse.Namespace) -> dict[str, Any]:
     return flags
 
 
-def build_mqtt_bus(args: argparse.Namespace, client_id: str) -> Bus:
-    from fieldlens_core.bus.mqtt import MqttBus
-
-    raw = {k: getattr(args, k) for k in BROKER_FLAGS if getattr(args, k) is not None}
-    raw["url"] = raw.pop("broker", DEFAULT_BROKER_URL)
-    return MqttBus(validate_config(BrokerConfig, raw), client_id).connect()
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     flags = config_flags(args)
@@ -87,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             bus = IpcBus(ipc, config.bus_scope)
         else:
             config = resolve_config(ClassifierConfig, flags, args.config)
-            bus = build_mqtt_bus(args, f"fieldlens-classifier-{config.thing_name}-{config.name}")
+            bus = connect_broker(args, f"fieldlens-classifier-{config.thing_name}-{config.name}")
     except ConfigurationError as exc:
         log.error("%s", exc)
         return 2

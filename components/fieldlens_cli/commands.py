@@ -15,6 +15,7 @@ from fieldlens_cli.requester import Requester
 from fieldlens_cli.supervisor import (
     ChildFailedError,
     ServeOptions,
+    UploadOptions,
     start_components,
     stop_children,
     wait_until_signal_or_exit,
@@ -51,6 +52,7 @@ def serve(args: argparse.Namespace, socket_path: Path) -> int:
         variant=args.variant,
         thing_name=args.thing_name,
         log_level=args.log_level,
+        upload=None if args.no_upload else upload_options(args),
     )
     try:
         children = start_components(options)
@@ -65,6 +67,16 @@ def serve(args: argparse.Namespace, socket_path: Path) -> int:
     log.info("stopping: %s", reason)
     stop_children(children)
     return 0 if reason in ("SIGINT", "SIGTERM") else 1
+
+
+def upload_options(args: argparse.Namespace) -> UploadOptions:
+    return UploadOptions(
+        bucket=args.bucket,
+        prefix=args.prefix,
+        endpoint_url=args.endpoint_url,
+        region=args.region,
+        local_bucket_dir=args.local_bucket_dir.absolute(),
+    )
 
 
 def classify(args: argparse.Namespace) -> int:

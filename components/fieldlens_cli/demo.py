@@ -11,14 +11,24 @@ import json
 import logging
 import socket
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
+
+from fieldlens_fielddata.queue import queue_stats
 
 from fieldlens_cli.commands import connect
 from fieldlens_cli.embedded_broker import EmbeddedBroker, free_port
 from fieldlens_cli.output import emit
 from fieldlens_cli.requester import Requester
-from fieldlens_cli.supervisor import ServeOptions, start_components, stop_children, wait_until_signal_or_exit
+from fieldlens_cli.supervisor import (
+    ServeOptions,
+    UploadOptions,
+    start_components,
+    stop_children,
+    wait_until_signal_or_exit,
+)
 from fieldlens_core import topics
 from fieldlens_core.config import DEFAULT_SERVICE_NAME
 from fieldlens_core.model_package import CARD_FILE, read_card, resolve_package_dir
@@ -27,6 +37,7 @@ log = logging.getLogger(__name__)
 
 THING = "demo-device"
 REQUEST_TIMEOUT_S = 30.0
+UPLOAD_WAIT_S = 15.0
 
 
 def ensure_default_model(model_dir: Path) -> None:
@@ -37,6 +48,15 @@ def ensure_default_model(model_dir: Path) -> None:
     emit(f"Building the default model into {model_dir} (EfficientNet-Lite0, ImageNet; once, ~15 s) ...")
     card = build_default_model(model_dir)
     emit(f"  done: {card.name} {card.version}; coffee photo check: {card.metrics['coffee_photo_top1']}")
+
+
+def wait_for_upload(field: Path, timeout_s: float) -> int:
+    """Give the uploader (it polls every 2 s) a moment to ship what the demo kept; returns how many it did."""
+    deadline = time.monotonic() + timeout_s
+    pause = threading.Event()
+    while queue_stats(field).queued and time.monotonic() < deadline:
+        pause.wait(0.2)
+    return sum(1 for _ in field.rglob("*.uploaded"))
 
 
 def preferred_port() -> int:
@@ -78,6 +98,7 @@ def run_demo(data_dir: Path, port: int | None, keep_running: bool) -> int:
 
     data_dir = data_dir.absolute()
     model_dir, photos, field = data_dir / "model", data_dir / "photos", data_dir / "field-images"
+    bucket = data_dir / "bucket"
     ensure_default_model(model_dir)
     photo_paths = write_sample_photos(photos)
     card = read_card(resolve_package_dir(model_dir))
@@ -93,6 +114,7 @@ def run_demo(data_dir: Path, port: int | None, keep_running: bool) -> int:
             service_name=DEFAULT_SERVICE_NAME,
             thing_name=THING,
             log_level="WARNING",
+            upload=UploadOptions(local_bucket_dir=bucket),
         )
         children = start_components(options)
         bus = connect(broker.url, "demo")
@@ -114,6 +136,8 @@ def run_demo(data_dir: Path, port: int | None, keep_running: bool) -> int:
                 answered.append((response, pending.latency_ms))
             print_table(answered)
             emit(f"\nField images and their JSON sidecars were kept under {field}")
+            shipped = wait_for_upload(field, UPLOAD_WAIT_S)
+            emit(f"The uploader shipped {shipped} of them to {bucket} (it stands in for an S3 bucket: pass --bucket)")
             emit("The last row is a deliberately malformed request: errors come back as structured responses.")
             own_request = f"fieldlens classify --broker {broker.url} --payload '{{\"top_k\": 3}}'"
             if keep_running:

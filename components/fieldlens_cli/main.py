@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -31,6 +32,14 @@ def _broker_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=topics.DEFAULT_NAME, help="topic name (default %(default)s)")
 
 
+def _upload_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bucket", help="S3 bucket for field data (default: a local stand-in directory)")
+    parser.add_argument("--prefix", help="S3 key prefix (default field-data)")
+    parser.add_argument("--endpoint-url", help="S3-compatible endpoint")
+    parser.add_argument("--region", help="AWS region")
+    parser.add_argument("--local-bucket-dir", type=Path, default=DATA_DIR / "bucket", help="stand-in for a bucket")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fieldlens", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -47,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--socket", type=Path, help="inference socket (default: a fresh one in the temp dir)")
     serve.add_argument("--service-name", default=DEFAULT_SERVICE_NAME)
     serve.add_argument("--thing-name")
+    _upload_args(serve)
+    serve.add_argument("--no-upload", action="store_true", help="do not run the field-data uploader")
 
     classify = commands.add_parser("classify", help="send one classify request and print the response")
     _broker_args(classify)
@@ -72,6 +83,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, default=3, help="edge runs; each figure is their median")
     bench.add_argument("--json", type=Path, help="also write the figures here")
 
+    field_data = commands.add_parser("field-data", help="field images kept locally and in the bucket")
+    field_commands = field_data.add_subparsers(dest="field_command", required=True)
+    for name, text in (
+        ("ls", "list kept images and their upload state"),
+        ("stats", "counts per predicted label and confidence band"),
+        ("sync", "upload the queue now, with a progress bar"),
+    ):
+        sub = field_commands.add_parser(name, help=text)
+        sub.add_argument("--field-data", type=Path, default=DATA_DIR / "field-images")
+        sub.add_argument("--thing-name", help="the <thing> level of S3 keys (default: host name)")
+        _upload_args(sub)
+        if name == "ls":
+            sub.add_argument("--remote", action="store_true", help="list the bucket's keys instead")
+
     model = commands.add_parser("model", help="model packages")
     model_commands = model.add_subparsers(dest="model_command", required=True)
     build = model_commands.add_parser("build-default", help="export EfficientNet-Lite0 (ImageNet) as a package")
@@ -82,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `fieldlens field-data ls | head` ends quietly
     if args.command == "serve":
         from fieldlens_cli.commands import serve
 
@@ -99,6 +125,10 @@ def main(argv: list[str] | None = None) -> int:
         from fieldlens_cli.demo import run_demo
 
         return run_demo(args.data_dir, args.port, args.keep_running)
+    if args.command == "field-data":
+        from fieldlens_cli.field_data import run_field_data
+
+        return run_field_data(args)
     if args.command == "bench":
         from fieldlens_cli.bench import run_bench
 

@@ -91,6 +91,18 @@ def stop_children(children: Sequence[Child]) -> None:
 
 
 @dataclass(frozen=True)
+class UploadOptions:
+    """Where the uploader ships field data: a bucket, or the local stand-in directory."""
+
+    bucket: str | None = None
+    prefix: str | None = None
+    endpoint_url: str | None = None
+    region: str | None = None
+    local_bucket_dir: Path | None = None
+    retry_initial_s: float | None = None
+
+
+@dataclass(frozen=True)
 class ServeOptions:
     broker: str
     name: str
@@ -105,6 +117,7 @@ class ServeOptions:
     queue_size: int | None = None
     allow_spinning: bool = False
     log_level: str = "INFO"
+    upload: UploadOptions | None = None  # None: no uploader process
 
 
 def inference_arguments(options: ServeOptions) -> list[str]:
@@ -151,14 +164,34 @@ def classifier_arguments(options: ServeOptions) -> list[str]:
     return arguments
 
 
+def uploader_arguments(options: ServeOptions, upload: UploadOptions) -> list[str]:
+    arguments = ["--broker", options.broker, "--field-data", str(options.field_data), "--log-level", options.log_level]
+    flags = {
+        "--thing-name": options.thing_name,
+        "--bucket": upload.bucket,
+        "--prefix": upload.prefix,
+        "--endpoint-url": upload.endpoint_url,
+        "--region": upload.region,
+        "--local-bucket-dir": upload.local_bucket_dir,
+        "--retry-initial": upload.retry_initial_s,
+    }
+    for flag, value in flags.items():
+        if value is not None:
+            arguments += [flag, str(value)]
+    return arguments
+
+
 def start_components(options: ServeOptions) -> list[Child]:
-    """Start both components and wait until both are ready; on failure nothing is left running."""
+    """Start the components and wait until each is ready; on failure nothing is left running."""
     children: list[Child] = []
     try:
         children.append(spawn("inference", "fieldlens_inference.main", inference_arguments(options)))
         wait_ready(children[-1])
         children.append(spawn("classifier", "fieldlens_classifier.main", classifier_arguments(options)))
         wait_ready(children[-1])
+        if options.upload is not None:
+            children.append(spawn("uploader", "fieldlens_uploader.main", uploader_arguments(options, options.upload)))
+            wait_ready(children[-1])
     except BaseException:
         stop_children(children)
         raise

@@ -9,7 +9,9 @@ files) and camelCase (Greengrass recipes, which by convention use camelCase).
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlparse
@@ -22,6 +24,11 @@ from fieldlens_core.errors import ConfigurationError
 DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
 DEFAULT_INFERENCE_SOCKET = "/tmp/fieldlens-inference.sock"
 DEFAULT_SERVICE_NAME = "beverage-classifier"  # the seed's v1 connector service name
+
+
+def default_thing_name() -> str:
+    """The nucleus sets AWS_IOT_THING_NAME for every component; off a device, the host name."""
+    return os.environ.get("AWS_IOT_THING_NAME") or socket.gethostname()
 
 
 class StrictModel(BaseModel):

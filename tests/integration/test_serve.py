@@ -18,6 +18,7 @@ import pytest
 from fieldlens_cli.embedded_broker import free_port
 from fieldlens_retrain.photos import write_sample_photos
 from tests.helpers.broker import Mosquitto
+from tests.helpers.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]
 
@@ -104,6 +105,8 @@ def serve(mosquitto: Mosquitto, default_model: Path, coffee_folder: Path, tmp_pa
             "itest",
             "--socket",
             str(tmp_path / "inference.sock"),
+            "--local-bucket-dir",
+            str(tmp_path / "bucket"),
         ],
         tmp_path / "serve.log",
     )
@@ -120,6 +123,9 @@ def test_classify_a_real_photo_end_to_end(serve: Serve, mosquitto: Mosquitto, tm
     image = response["image"]
     assert isinstance(image, dict) and Path(str(image["path"])).is_file()
     assert str(image["path"]).startswith(str(tmp_path / "field"))
+    shipped = tmp_path / "bucket" / str(image["s3_key"])  # the uploader ships it to the stand-in bucket
+    wait_until(shipped.exists, what=f"{shipped} uploaded")
+    assert shipped.read_bytes() == Path(str(image["path"])).read_bytes()
 
 
 def test_bad_requests_and_timeouts_through_the_cli(serve: Serve, mosquitto: Mosquitto) -> None:
@@ -147,7 +153,7 @@ def test_watch_prints_responses(serve: Serve, mosquitto: Mosquitto) -> None:
     assert watcher.returncode == 0 and json.loads(out.strip())["request_id"] == "watched"
 
 
-def test_sigterm_stops_both_components_cleanly(serve: Serve, tmp_path: Path) -> None:
+def test_sigterm_stops_every_component_cleanly(serve: Serve, tmp_path: Path) -> None:
     pids = serve.child_pids
     assert serve.stop() == 0
     assert not any(alive(pid) for pid in pids)
@@ -155,10 +161,10 @@ def test_sigterm_stops_both_components_cleanly(serve: Serve, tmp_path: Path) -> 
 
 
 def test_a_killed_component_brings_serve_down_with_no_orphans(serve: Serve) -> None:
-    inference_pid, classifier_pid = serve.child_pids
+    inference_pid, classifier_pid, uploader_pid = serve.child_pids
     os.kill(inference_pid, signal.SIGKILL)
     assert serve.process.wait(30) == 1
-    assert not alive(classifier_pid)
+    assert not alive(classifier_pid) and not alive(uploader_pid)
 
 
 def test_serve_without_a_model_says_how_to_build_one(tmp_path: Path) -> None:
@@ -179,7 +185,7 @@ def test_the_demo_runs_on_embedded_defaults(default_model: Path, tmp_path: Path)
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"coffee\.jpg\s+espresso", result.stdout)
-    assert "BAD_REQUEST" in result.stdout
+    assert "BAD_REQUEST" in result.stdout and "The uploader shipped 6 of them" in result.stdout
     assert len(list((data / "field-images").rglob("*.jpg"))) == 6
 
 

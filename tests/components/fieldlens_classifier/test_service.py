@@ -10,13 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fieldlens_fielddata.store import FieldStore
 
 from fieldlens_classifier.config import ClassifierConfig
 from fieldlens_classifier.service import Classifier
 from fieldlens_core.bus.memory import InMemoryBus
 from fieldlens_core.camera.folder import FolderCamera
 from fieldlens_core.camera.test_pattern import TestPatternCamera
-from fieldlens_fielddata.store import FieldStore
 from fieldlens_core.inference.client import InferenceClient, InferenceResult
 from tests.helpers.collector import ResponseCollector
 from tests.helpers.images import solid_jpeg

@@ -1,16 +1,17 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
-from fieldlens_core import atomic
 from fieldlens_fielddata import store as field_store
 from fieldlens_fielddata.layout import new_image_id, s3_key
 from fieldlens_fielddata.store import FieldStore, StoreFullError
+
+from fieldlens_core import atomic
 
 WHEN = datetime(2026, 3, 4, 5, 6, 7, 890_000, tzinfo=UTC)
 
@@ -113,10 +114,8 @@ def mark_uploaded(store: FieldStore, image_id: str, when: datetime) -> None:
 def test_the_image_cap_is_never_exceeded_under_a_flood(tmp_path: Path) -> None:
     store = FieldStore(tmp_path, "t", max_images=20)
     for image_id, when in ids(100):
-        try:
+        with contextlib.suppress(StoreFullError):
             store.keep(image_id, when, b"x" * 100, {}, score=0.5)
-        except StoreFullError:
-            pass
         assert store.image_count <= 20
         assert len(list(tmp_path.rglob("*.json"))) <= 20
 

@@ -1,0 +1,121 @@
+"""Entry point of the field-data uploader component; the only place its adapters are built.
+
+Credentials come from boto3's default chain: on a Greengrass core that is the token exchange
+service (the recipe depends on aws.greengrass.TokenExchangeService), elsewhere the usual
+environment, profile or instance role.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from fieldlens_fielddata.destination import Destination, LocalDirectoryDestination, S3Destination
+from fieldlens_fielddata.retry import Backoff
+from fieldlens_fielddata.uploader import Uploader
+
+from fieldlens_core.broker_args import BROKER_FLAGS, add_broker_arguments, connect_broker
+from fieldlens_core.bus import Bus
+from fieldlens_core.component_config import given_flags, on_greengrass, resolve_config
+from fieldlens_core.errors import ConfigurationError
+from fieldlens_core.lifecycle import announce_ready, configure_logging, wait_for_termination
+from fieldlens_uploader.config import UploaderConfig
+from fieldlens_uploader.service import UploaderService
+
+log = logging.getLogger("fieldlens_uploader")
+COMPONENT = "fieldlens-uploader"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=COMPONENT, description="fieldlens field-data uploader component")
+    parser.add_argument("--config", help="JSON configuration file (off a Greengrass core)")
+    add_broker_arguments(parser)
+    parser.add_argument("--field-data", dest="field_data_dir")
+    parser.add_argument("--thing-name", dest="thing_name")
+    parser.add_argument("--bucket")
+    parser.add_argument("--prefix")
+    parser.add_argument("--region")
+    parser.add_argument("--endpoint-url", dest="endpoint_url")
+    parser.add_argument("--local-bucket-dir", dest="local_bucket_dir")
+    parser.add_argument("--poll-interval", dest="poll_interval_s", type=float)
+    parser.add_argument("--retry-initial", dest="retry_initial_s", type=float)
+    parser.add_argument("--retry-max", dest="retry_max_s", type=float)
+    parser.add_argument("--status-interval", dest="status_interval_s", type=float)
+    parser.add_argument("--log-level", dest="log_level")
+    return parser.parse_args(argv)
+
+
+def s3_client(config: UploaderConfig) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    # botocore retries quick blips itself; a longer outage is the drain loop's backoff
+    settings = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
+    return boto3.client("s3", region_name=config.region, endpoint_url=config.endpoint_url, config=settings)
+
+
+def build_destination(config: UploaderConfig) -> Destination:
+    if config.bucket is None:
+        destination = LocalDirectoryDestination(config.local_bucket_dir)
+        log.warning("no bucket configured: uploads go to %s, which stands in for one", destination.root)
+        return destination
+    return S3Destination(s3_client(config), config.bucket, config.encryption, config.kms_key_id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    flags = given_flags(args, skip=("config", *BROKER_FLAGS))
+    configure_logging(flags.get("log_level", "INFO"))
+    greengrass = None
+    bus: Bus
+    try:
+        if on_greengrass():
+            from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+
+            from fieldlens_core.bus.ipc import IpcBus
+            from fieldlens_core.greengrass_config import GreengrassConfiguration
+
+            ipc = GreengrassCoreIPCClientV2()
+            greengrass = GreengrassConfiguration(ipc, UploaderConfig, flags)
+            config = resolve_config(UploaderConfig, flags, greengrass=greengrass)
+            bus = IpcBus(ipc, config.bus_scope)
+        else:
+            config = resolve_config(UploaderConfig, flags, args.config)
+            bus = connect_broker(args, f"fieldlens-uploader-{config.thing_name}")
+    except ConfigurationError as exc:
+        log.error("%s", exc)
+        return 2
+    except ConnectionError as exc:
+        log.error("%s", exc)
+        return 1
+    logging.getLogger().setLevel(config.log_level)
+    destination = build_destination(config)
+    uploader = Uploader(
+        config.field_data_dir,
+        destination,
+        config.thing_name,
+        config.prefix,
+        config.delete_after_upload,
+        config.concurrency,
+    )
+    service = UploaderService(
+        uploader,
+        Backoff(config.retry_initial_s, config.retry_max_s),
+        bus,
+        config.effective_status_topic,
+        config.poll_interval_s,
+        config.status_interval_s,
+    )
+    service.start()
+    announce_ready(COMPONENT)
+    signum = wait_for_termination()
+    log.info("stopping on signal %d", signum)
+    service.stop()
+    bus.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,208 @@
+"""Ships queued field images to the bucket: at least once per attempt, exactly one object per key.
+
+Per pair: the image, then the sidecar (so a sidecar in the bucket means its image is there
+too), then the local receipt (or, by configuration, the local pair is deleted). Keys come
+from the image id, so a pair re-sent after a crash between upload and receipt overwrites
+the same two keys with the same bytes: never a duplicate object.
+
+A pair whose sidecar cannot be read, or whose image is missing, is moved to
+``<root>/quarantine/`` with a log line that says why; it is not retried and never blocks
+the queue. A transient failure (throttling, 5xx, no network) ends the drain: everything
+not uploaded stays queued for the next attempt, after a backoff.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fieldlens_core.atomic import atomic_write
+from fieldlens_fielddata.destination import Destination
+from fieldlens_fielddata.layout import QUARANTINE_DIR, SIDECAR_SUFFIX, s3_key
+from fieldlens_fielddata.queue import PendingPair, queue_stats, take
+from fieldlens_fielddata.retry import is_transient
+from fieldlens_fielddata.store import read_sidecar
+
+log = logging.getLogger(__name__)
+
+
+class Outcome(Enum):
+    UPLOADED = "uploaded"
+    QUARANTINED = "quarantined"
+    FAILED = "failed"
+
+
+@dataclass
+class DrainReport:
+    uploaded: int = 0
+    quarantined: int = 0
+    failed: int = 0
+    bytes: int = 0
+    error: str | None = None  # set when a failure ended the drain early
+
+    @property
+    def outage(self) -> bool:
+        return self.error is not None
+
+
+@dataclass
+class UploaderTotals:
+    """Counters since start, for the status topic."""
+
+    uploaded: int = 0
+    quarantined: int = 0
+    failed: int = 0
+    bytes: int = 0
+    last_error: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _metadata(sidecar: dict[str, Any], sha256_hex: str) -> dict[str, str]:
+    """S3 user metadata is ASCII: labels and ids are percent-encoded."""
+    model = sidecar.get("model") if isinstance(sidecar.get("model"), dict) else {}
+    values = {
+        "thing": sidecar.get("thing"),
+        "prediction": sidecar.get("prediction"),
+        "confidence": sidecar.get("confidence"),
+        "model-version": model.get("version") if model else None,
+        "request-id": sidecar.get("request_id"),
+        "sha256": sha256_hex,
+    }
+    return {k: quote(str(v), safe="") for k, v in values.items() if v is not None}
+
+
+class Uploader:
+    def __init__(
+        self,
+        root: Path,
+        destination: Destination,
+        thing: str,
+        prefix: str = "field-data",
+        delete_after_upload: bool = False,
+        concurrency: int = 8,
+        chunk: int = 64,
+    ) -> None:
+        self.root = root.absolute()
+        self.destination = destination
+        self.thing = thing
+        self.prefix = prefix
+        self.delete_after_upload = delete_after_upload
+        self.chunk = max(chunk, concurrency)
+        self.totals = UploaderTotals()
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def drain(self, progress: Callable[[DrainReport], None] | None = None) -> DrainReport:
+        """Upload everything queued, oldest first; stop early at the first transient failure."""
+        report = DrainReport()
+        while True:
+            chunk = take(self.root, self.chunk)
+            if not chunk:
+                return report
+            done = DrainReport()
+            for pair, (outcome, size, error) in zip(chunk, self._pool.map(self._ship, chunk), strict=True):
+                if outcome is Outcome.UPLOADED:
+                    done.uploaded += 1
+                    done.bytes += size
+                elif outcome is Outcome.QUARANTINED:
+                    done.quarantined += 1
+                else:
+                    done.failed += 1
+                    done.error = done.error or f"{pair.image_id}: {error}"
+            self._add(report, done)
+            with self.totals.lock:
+                self._add(self.totals, done)
+            if progress is not None:
+                progress(report)
+            if report.outage:
+                return report
+
+    @staticmethod
+    def _add(into: DrainReport | UploaderTotals, done: DrainReport) -> None:
+        into.uploaded += done.uploaded
+        into.quarantined += done.quarantined
+        into.failed += done.failed
+        into.bytes += done.bytes
+        if isinstance(into, DrainReport):
+            into.error = into.error or done.error
+        else:
+            into.last_error = done.error or into.last_error
+
+    def _ship(self, pair: PendingPair) -> tuple[Outcome, int, str | None]:
+        try:
+            sidecar_bytes = pair.sidecar_path.read_bytes()
+            sidecar = read_sidecar(pair.sidecar_path)
+            image = pair.image_path.read_bytes()
+        except FileNotFoundError as exc:
+            if not pair.sidecar_path.exists():
+                return Outcome.UPLOADED, 0, None  # evicted or deleted meanwhile: nothing to ship
+            self._quarantine(pair, f"its image is missing ({exc.filename})")
+            return Outcome.QUARANTINED, 0, None
+        except (ValueError, OSError) as exc:
+            self._quarantine(pair, str(exc))
+            return Outcome.QUARANTINED, 0, None
+        image_key = s3_key(self.prefix, self.thing, pair.when, pair.image_id)
+        sidecar_key = s3_key(self.prefix, self.thing, pair.when, pair.image_id, SIDECAR_SUFFIX)
+        metadata = _metadata(sidecar, hashlib.sha256(image).hexdigest())
+        try:
+            self.destination.put(image_key, image, "image/jpeg", metadata)
+            self.destination.put(sidecar_key, sidecar_bytes, "application/json", metadata)
+        except Exception as exc:
+            kind = "transient" if is_transient(exc) else "permanent"
+            log.debug("upload of %s failed (%s): %s", pair.image_id, kind, exc)
+            return Outcome.FAILED, 0, f"{type(exc).__name__}: {exc}"
+        self._settle(pair, image_key)
+        return Outcome.UPLOADED, len(image) + len(sidecar_bytes), None
+
+    def _settle(self, pair: PendingPair, image_key: str) -> None:
+        if self.delete_after_upload:
+            pair.sidecar_path.unlink(missing_ok=True)  # sidecar first: it leaves the queue
+            pair.image_path.unlink(missing_ok=True)
+            return
+        receipt = {
+            "destination": self.destination.description,
+            "key": image_key,
+            "uploaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        atomic_write(pair.receipt_path, json.dumps(receipt).encode(), durable=False)
+
+    def _quarantine(self, pair: PendingPair, reason: str) -> None:
+        target = self.root / QUARANTINE_DIR
+        target.mkdir(exist_ok=True)
+        log.error("quarantining %s: %s; moved to %s", pair.image_id, reason, target)
+        for path in (pair.sidecar_path, pair.image_path):
+            if path.exists():
+                os.replace(path, target / path.name)
+
+    def status(self, now: float | None = None) -> dict[str, Any]:
+        """What the status topic carries: queue length and age, totals, destination."""
+        stats = queue_stats(self.root)
+        moment = now if now is not None else time.time()
+        with self.totals.lock:
+            return {
+                "thing": self.thing,
+                "destination": self.destination.description,
+                "queued": stats.queued,
+                "queued_bytes": stats.queued_bytes,
+                "oldest_age_s": round(moment - stats.oldest.timestamp(), 1) if stats.oldest else None,
+                "uploaded": self.totals.uploaded,
+                "uploaded_bytes": self.totals.bytes,
+                "quarantined": self.totals.quarantined,
+                "failed": self.totals.failed,
+                "last_error": self.totals.last_error,
+                "timestamp": datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds"),
+            }

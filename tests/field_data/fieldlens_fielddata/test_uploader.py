@@ -1,0 +1,164 @@
+"""The uploader against moto's S3 (in process), with faults injected through a wrapping destination."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError, EndpointConnectionError
+from fieldlens_fielddata.destination import LocalDirectoryDestination, S3Destination, sha256_b64
+from fieldlens_fielddata.uploader import Uploader
+
+from tests.helpers.field_data import keep_images
+
+BUCKET = "fieldlens-test-bucket"
+
+
+@pytest.fixture
+def s3(aws: None) -> Any:
+    client = boto3.client("s3", region_name="eu-west-1", config=Config(retries={"max_attempts": 1}))
+    client.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    return client
+
+
+class FlakyDestination:
+    """Delegates to a real destination; fails while `down`, counting every put it was asked for."""
+
+    def __init__(self, inner: Any, error: Exception, down_after: int | None = None) -> None:
+        self.inner, self.error = inner, error
+        self.description = inner.description
+        self.down = False
+        self.down_after = down_after  # goes down by itself after this many puts
+        self.puts: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def put(self, key: str, body: bytes, content_type: str, metadata: dict[str, str]) -> None:
+        with self._lock:
+            if self.down_after is not None and sum(self.puts.values()) >= self.down_after:
+                self.down = True
+            if self.down:
+                raise self.error
+            self.puts[key] += 1
+        self.inner.put(key, body, content_type, metadata)
+
+    def keys(self, prefix: str) -> Any:
+        return self.inner.keys(prefix)
+
+
+def bucket_keys(s3: Any) -> list[str]:
+    return sorted(item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET).get("Contents", []))
+
+
+def test_keys_metadata_encryption_and_checksums(s3: Any, tmp_path: Path) -> None:
+    kept = keep_images(tmp_path, 2, thing="coop-1")
+    headers: list[dict[str, str]] = []
+
+    def record(request: Any, **_: Any) -> None:
+        headers.append({k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()})
+
+    s3.meta.events.register("before-send.s3.PutObject", record)
+    uploader = Uploader(tmp_path, S3Destination(s3, BUCKET), "coop-1", "field-data")
+    report = uploader.drain()
+    assert (report.uploaded, report.failed, report.error) == (2, 0, None)
+
+    first = kept[0]
+    image_key = f"field-data/coop-1/2026/11/20/{first.image_id}.jpg"
+    assert bucket_keys(s3) == sorted(
+        [
+            image_key,
+            image_key[:-4] + ".json",
+            *[f"field-data/coop-1/2026/11/20/{kept[1].image_id}.{s}" for s in ("jpg", "json")],
+        ]
+    )
+    head = s3.head_object(Bucket=BUCKET, Key=image_key)
+    assert head["ServerSideEncryption"] == "AES256" and head["ContentType"] == "image/jpeg"
+    assert head["Metadata"]["thing"] == "coop-1" and head["Metadata"]["prediction"] == "hen"
+    assert head["Metadata"]["model-version"] == "1.0.0" and head["Metadata"]["request-id"] == "r0"
+    body = s3.get_object(Bucket=BUCKET, Key=image_key)["Body"].read()
+    assert body == first.image_path.read_bytes()
+    sent = [h for h in headers if h.get("x-amz-checksum-sha256") == sha256_b64(body)]
+    assert len(sent) == 1  # S3 itself refuses the object if the bytes it got do not match
+    receipt = json.loads(first.image_path.with_suffix(".uploaded").read_text())
+    assert receipt["key"] == image_key and receipt["destination"] == f"s3://{BUCKET}"
+    assert uploader.drain().uploaded == 0  # receipts take pairs out of the queue
+
+
+def test_kms_encryption_names_the_key(s3: Any, tmp_path: Path) -> None:
+    keep_images(tmp_path, 1)
+    kms = boto3.client("kms", region_name="eu-west-1").create_key()["KeyMetadata"]["KeyId"]
+    Uploader(tmp_path, S3Destination(s3, BUCKET, "aws:kms", kms), "coop-1").drain()
+    head = s3.head_object(Bucket=BUCKET, Key=bucket_keys(s3)[0])
+    assert head["ServerSideEncryption"] == "aws:kms" and kms in head["SSEKMSKeyId"]
+
+
+def test_delete_after_upload_removes_the_local_pair(s3: Any, tmp_path: Path) -> None:
+    kept = keep_images(tmp_path, 3)
+    Uploader(tmp_path, S3Destination(s3, BUCKET), "coop-1", delete_after_upload=True).drain()
+    assert len(bucket_keys(s3)) == 6
+    assert not any(k.image_path.exists() or k.sidecar_path.exists() for k in kept)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        EndpointConnectionError(endpoint_url="https://s3.eu-west-1.amazonaws.com"),
+        ClientError({"Error": {"Code": "SlowDown"}, "ResponseMetadata": {"HTTPStatusCode": 503}}, "PutObject"),
+    ],
+)
+def test_an_outage_keeps_everything_queued_and_every_image_arrives_once_after(
+    s3: Any, tmp_path: Path, error: Exception
+) -> None:
+    kept = keep_images(tmp_path, 40)
+    flaky = FlakyDestination(S3Destination(s3, BUCKET), error, down_after=16)
+    uploader = Uploader(tmp_path, flaky, "coop-1", concurrency=1, chunk=8)
+    first = uploader.drain()
+    assert first.uploaded == 8 and first.outage  # S3 went away after one chunk
+    for _ in range(3):  # S3 down for a stretch: each attempt fails, nothing is lost
+        report = uploader.drain()
+        assert report.outage and report.uploaded == 0 and type(error).__name__ in (report.error or "")
+        assert all(k.image_path.exists() and k.sidecar_path.exists() for k in kept)
+    flaky.down, flaky.down_after = False, None
+    assert uploader.drain().uploaded == 32
+    keys = bucket_keys(s3)
+    assert len(keys) == 80 and len(set(keys)) == 80
+    assert max(flaky.puts.values()) == 1  # no key was ever sent twice
+    assert all(k.image_path.with_suffix(".uploaded").exists() for k in kept)
+    status = uploader.status()
+    assert (status["queued"], status["uploaded"], status["failed"]) == (0, 40, 8 + 3 * 8)
+
+
+def test_unreadable_pairs_are_quarantined_with_a_clear_log_line(
+    s3: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    corrupt, missing, good = keep_images(tmp_path, 3)
+    corrupt.sidecar_path.write_text("{half a sidecar")
+    missing.image_path.unlink()
+    report = Uploader(tmp_path, S3Destination(s3, BUCKET), "coop-1").drain()
+    assert (report.uploaded, report.quarantined) == (1, 2)
+    assert bucket_keys(s3) == sorted(
+        [f"field-data/coop-1/2026/11/20/{good.image_id}.jpg", f"field-data/coop-1/2026/11/20/{good.image_id}.json"]
+    )
+    quarantine = sorted(p.name for p in (tmp_path / "quarantine").iterdir())
+    assert quarantine == sorted([corrupt.image_path.name, corrupt.sidecar_path.name, missing.sidecar_path.name])
+    messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any(corrupt.image_id in m and "not JSON" in m for m in messages)
+    assert any(missing.image_id in m and "image is missing" in m for m in messages)
+
+
+def test_without_a_bucket_a_local_directory_stands_in(tmp_path: Path) -> None:
+    kept = keep_images(tmp_path / "field", 2)
+    destination = LocalDirectoryDestination(tmp_path / "bucket")
+    uploader = Uploader(tmp_path / "field", destination, "coop-1")
+    assert uploader.drain().uploaded == 2
+    assert (tmp_path / "bucket/field-data/coop-1/2026/11/20" / kept[0].image_path.name).read_bytes() == kept[
+        0
+    ].image_path.read_bytes()
+    assert "no bucket configured" in uploader.status()["destination"]
+    assert next(k for k, _ in destination.keys("field-data")).startswith("field-data/coop-1/2026/11/20/")

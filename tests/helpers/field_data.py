@@ -1,0 +1,23 @@
+"""Field-data pairs for tests, written by the real FieldStore."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from fieldlens_fielddata.layout import new_image_id
+from fieldlens_fielddata.store import FieldStore, KeptImage
+
+from tests.helpers.images import solid_jpeg
+
+START = datetime(2026, 11, 20, 8, 0, 0, tzinfo=UTC)
+
+
+def keep_images(root: Path, count: int, thing: str = "coop-1", start: datetime = START) -> list[KeptImage]:
+    store = FieldStore(root, thing)
+    kept = []
+    for index in range(count):
+        when = start + timedelta(minutes=index)
+        sidecar = {"prediction": "hen", "confidence": 0.8, "request_id": f"r{index}", "model": {"version": "1.0.0"}}
+        kept.append(store.keep(new_image_id(when), when, solid_jpeg((index % 256, 80, 40)), sidecar, 0.2))
+    return kept
