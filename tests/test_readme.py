@@ -12,6 +12,7 @@ from fieldlens_classifier.config import ClassifierConfig
 from fieldlens_core.config import CameraConfig, InferenceClientConfig
 from fieldlens_core.errors import ErrorCode
 from fieldlens_inference.config import InferenceServiceConfig
+from fieldlens_uploader.config import UploaderConfig
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 
@@ -23,6 +24,7 @@ README = (Path(__file__).parents[1] / "README.md").read_text()
         (CameraConfig, "camera."),
         (InferenceClientConfig, "inference."),
         (InferenceServiceConfig, ""),
+        (UploaderConfig, ""),
     ],
 )
 def test_every_configuration_key_is_documented(model: type[BaseModel], prefix: str) -> None:

@@ -216,15 +216,26 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    emit(f"fieldlens bench on {platform.machine()}, {_cpu_count()} CPUs")
+    results: dict[str, Any] = {}
+    if args.only in (None, "edge"):
+        results["edge"] = run_edge_bench(args)
+        report(results["edge"])
+    if args.only in (None, "upload"):
+        results["upload"] = run_upload_bench()
+        report_upload(results["upload"])
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def run_edge_bench(args: argparse.Namespace) -> dict[str, Any]:
     from fieldlens_cli.demo import ensure_default_model
 
     model_dir = args.data_dir.absolute() / "model"
     ensure_default_model(model_dir)
     package = load_package(model_dir, args.variant)
-    emit(
-        f"fieldlens bench: {package.card.name} {package.card.version} ({args.variant}) on {platform.machine()}, "
-        f"{_cpu_count()} CPUs"
-    )
+    emit(f"edge path: {package.card.name} {package.card.version} ({args.variant})")
     runs = max(100, args.requests)
     before = pure_inference(model_dir, args.variant, runs)
     # field images go where a device keeps them (the data directory), not to the temp directory
@@ -241,7 +252,7 @@ def run_bench(args: argparse.Namespace) -> int:
     # faster of the two is the baseline, so the ratios are never flattered by a slow floor.
     floor = min(before, after, key=lambda f: f["p50_ms"])
     emit(f"pure ONNX Runtime p50: {before['p50_ms']:.2f} ms before, {after['p50_ms']:.2f} ms after the edge run")
-    results = {
+    return {
         "model": f"{package.card.name} {package.card.version} {args.variant}",
         "broker": broker_name,
         "floor": floor,
@@ -249,10 +260,29 @@ def run_bench(args: argparse.Namespace) -> int:
         "e2e_p50_over_floor_ms": edge["e2e_p50_ms"] - floor["p50_ms"],
         "throughput_ratio": edge["burst_throughput_per_s"] / floor["throughput_per_s"],
     }
-    report(results)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0
+
+
+def run_upload_bench() -> dict[str, Any]:
+    from fieldlens_cli import bench_upload
+
+    emit("\nfield-data upload: moto's S3 server on 127.0.0.1 (its own process), 400x400 photos")
+    photos = [
+        path.read_bytes() for path in sorted(camera_photos(Path(tempfile.mkdtemp(prefix="fl-photos-"))).iterdir())
+    ]
+    return bench_upload.run(photos)
+
+
+def report_upload(r: dict[str, Any]) -> None:
+    emit("")
+    emit("| network round trip (simulated) | sequential put_object loop | uploader (8 in flight) | ratio | target |")
+    emit("| --- | --- | --- | --- | --- |")
+    for row in r["throughput"]:
+        emit(
+            f"| {row['rtt_ms']:.0f} ms | {row['sequential_pairs_per_s']:.1f} pairs/s | "
+            f"{row['uploader_pairs_per_s']:.1f} pairs/s | {row['ratio']:.1f}x | >= 3x |"
+        )
+    memory = r["memory_mb"]
+    emit(f"\nuploader peak RSS: {memory['100']:.1f} MB with 100 queued, {memory['10000']:.1f} MB with 10,000 queued")
 
 
 def _cpu_count() -> int:

@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--spinning", action="store_true", help="let the inference service's ORT threads spin")
     bench.add_argument("--repeat", type=int, default=3, help="edge runs; each figure is their median")
     bench.add_argument("--json", type=Path, help="also write the figures here")
+    bench.add_argument("--only", choices=["edge", "upload"], help="run one half only")
 
     field_data = commands.add_parser("field-data", help="field images kept locally and in the bucket")
     field_commands = field_data.add_subparsers(dest="field_command", required=True)
