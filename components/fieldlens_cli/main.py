@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -108,7 +107,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `fieldlens field-data ls | head` ends quietly
     if args.command == "serve":
         from fieldlens_cli.commands import serve
 
@@ -143,6 +141,20 @@ def main(argv: list[str] | None = None) -> int:
         emit(f"coffee photo check: {card.metrics['coffee_photo_top1']}")
         return 0
     return 2
+
+
+def console_main() -> int:
+    """The `fieldlens` script: like main(), and quiet when its output is cut short (`| head`).
+
+    SIGPIPE stays ignored (Python's default): restoring it would let a write to a closed MQTT
+    or inference socket kill the process, instead of raising an error it handles.
+    """
+    try:
+        return main()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # nothing more can reach the reader; flush silently at exit
+        return 0
 
 
 if __name__ == "__main__":

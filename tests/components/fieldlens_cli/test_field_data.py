@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,8 @@ def test_stats_sync_and_ls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 
     code, out = run(capsys, "ls", "--remote", *where)
     assert code == 0 and "6 objects" in out and f"field-data/coop-1/2026/11/20/{kept[1].image_id}.jpg" in out
+    # the CLI must leave SIGPIPE ignored: a write to a closed socket is an error to handle, not a kill
+    assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN
 
 
 def test_sync_against_an_unreachable_s3_keeps_everything_and_exits_1(

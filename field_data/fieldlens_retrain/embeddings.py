@@ -1,0 +1,154 @@
+"""Backbone embeddings, computed once per image and cached by the image's sha256.
+
+The backbone (EfficientNet-Lite0 without its classifier) is exported to ONNX once and run
+with ONNX Runtime, which is several times faster than eager PyTorch on a CPU. Each image is
+embedded in a few fixed augmented views (the image, its mirror, two crops, a darker and a
+brighter copy), so a small dataset still trains a head that tolerates framing and lighting;
+the views are deterministic, so the cache stays valid. A retrain with 50 new images embeds
+only those 50.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageOps
+
+from fieldlens_core.atomic import atomic_write
+from fieldlens_inference.preprocess import resize_and_crop, to_tensor
+from fieldlens_retrain.backbone import FEATURE_DIM, INPUT_SPEC, load_backbone, weights_path
+
+log = logging.getLogger(__name__)
+
+VIEWS = ("image", "mirror", "crop-left", "crop-right", "darker", "brighter")
+BATCH = 32
+
+
+def views_of(image: Image.Image) -> list[Image.Image]:
+    width, height = image.size
+    return [
+        image,
+        ImageOps.mirror(image),
+        image.crop((0, 0, int(width * 0.85), int(height * 0.85))),
+        image.crop((int(width * 0.15), int(height * 0.15), width, height)),
+        ImageEnhance.Brightness(image).enhance(0.6),
+        ImageEnhance.Brightness(image).enhance(1.4),
+    ]
+
+
+def tensor_of(image: Image.Image) -> np.ndarray:
+    return to_tensor(resize_and_crop(image.convert("RGB"), INPUT_SPEC), INPUT_SPEC)
+
+
+class FeatureBackbone:
+    """The pretrained network up to global pooling, as an ONNX Runtime session."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        import onnxruntime as ort
+
+        self.identity = hashlib.sha256(Path(weights_path()).read_bytes()).hexdigest()[:16]
+        path = cache_dir / f"backbone-{self.identity}.onnx"
+        if not path.exists():
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(export_features())
+        self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        features: np.ndarray = self._session.run(None, {"input": batch})[0]
+        return features
+
+
+def export_features() -> bytes:
+    import torch
+
+    model = load_backbone()
+
+    class Features(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            pooled: torch.Tensor = self.net._avg_pooling(self.net.extract_features(x))
+            return pooled.flatten(1)
+
+    with tempfile.TemporaryDirectory() as scratch, torch.no_grad():
+        path = Path(scratch) / "features.onnx"
+        torch.onnx.export(
+            Features().eval(),
+            (torch.zeros(1, 3, INPUT_SPEC.size, INPUT_SPEC.size),),
+            str(path),
+            input_names=["input"],
+            output_names=["features"],
+            dynamic_axes={"input": {0: "batch"}, "features": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+        return path.read_bytes()
+
+
+class EmbeddingCache:
+    """sha256 -> (views, 1280) float16 array, one .npy file each under ``cache_dir``."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self._backbone: FeatureBackbone | None = None
+        self._cache_dir = cache_dir
+        self.computed = 0
+        self.reused = 0
+
+    def _path(self, sha256: str) -> Path:
+        backbone = self._ensure_backbone()
+        return self._cache_dir / backbone.identity / sha256[:2] / f"{sha256}.npy"
+
+    def _ensure_backbone(self) -> FeatureBackbone:
+        if self._backbone is None:
+            self._backbone = FeatureBackbone(self._cache_dir)
+        return self._backbone
+
+    def embed(self, items: Sequence[tuple[str, Path]], progress: bool = True) -> dict[str, np.ndarray]:
+        """Embeddings of (sha256, image path) items; computes only the ones not cached yet."""
+        result: dict[str, np.ndarray] = {}
+        missing: list[tuple[str, Path]] = []
+        for sha256, path in items:
+            cached = self._path(sha256)
+            if cached.exists():
+                result[sha256] = np.load(cached)
+                self.reused += 1
+            else:
+                missing.append((sha256, path))
+        backbone = self._ensure_backbone()
+        per_batch = max(1, BATCH // len(VIEWS))
+        for start in range(0, len(missing), per_batch):
+            chunk = missing[start : start + per_batch]
+            tensors = [tensor_of(view) for _, path in chunk for view in views_of(Image.open(path).convert("RGB"))]
+            features = backbone(np.concatenate(tensors)).reshape(len(chunk), len(VIEWS), FEATURE_DIM)
+            for (sha256, _), vectors in zip(chunk, features, strict=True):
+                stored = vectors.astype(np.float16)
+                target = self._path(sha256)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                buffer = io.BytesIO()
+                np.save(buffer, stored)
+                atomic_write(target, buffer.getvalue(), durable=False)
+                result[sha256] = stored
+                self.computed += 1
+            if progress:
+                done = min(start + per_batch, len(missing))
+                sys.stderr.write(f"\rembedding {done}/{len(missing)} new images ({self.reused} cached)")
+        if progress and missing:
+            sys.stderr.write("\n")
+        return result
+
+
+def stack(embeddings: dict[str, Any], shas: Sequence[str], views: bool) -> np.ndarray:
+    """(n * views or n, 1280) float32: every view for training, the plain image for evaluation."""
+    if views:
+        return np.concatenate([embeddings[s] for s in shas]).astype(np.float32)
+    return np.stack([embeddings[s][0] for s in shas]).astype(np.float32)

@@ -1,0 +1,121 @@
+"""Labels for field images: a CSV (key, label) or a COCO-style classification JSON, in and out.
+
+A key may be an image id, a local path or an S3 key: all name the same image id (the file
+stem). Imported labels are written into the sidecars (``label``, ``label_source``), so the
+labelled dataset travels with the images. A label outside the current model's label set is
+an error unless new labels are allowed (a retrain into a new set of classes).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from fieldlens_fielddata.layout import SIDECAR_SUFFIX, image_time
+from fieldlens_fielddata.store import read_sidecar
+
+from fieldlens_core.atomic import atomic_write
+
+
+class LabelError(ValueError):
+    """A labels file that cannot be read, or labels the model does not know."""
+
+
+def image_id_of(key: str) -> str:
+    """``2026/11/20/<id>.jpg``, ``field-data/t/2026/11/20/<id>.json`` and ``<id>`` all give ``<id>``."""
+    name = PurePosixPath(key.replace("\\", "/")).name
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
+def read_labels(path: Path) -> dict[str, str]:
+    """image id -> label, from a CSV with a header (key,label) or a COCO classification JSON."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise LabelError(f"cannot read {path}: {exc}") from None
+    if path.suffix.lower() == ".json":
+        return _read_coco(text, path)
+    rows = list(csv.DictReader(text.splitlines()))
+    if rows and not {"key", "label"} <= set(rows[0]):
+        raise LabelError(f"{path}: the header must name the columns key and label")
+    labels = {}
+    for number, row in enumerate(rows, start=2):
+        key, label = (row.get("key") or "").strip(), (row.get("label") or "").strip()
+        if not key or not label:
+            raise LabelError(f"{path}:{number}: a key and a label are both needed")
+        labels[image_id_of(key)] = label
+    return labels
+
+
+def _read_coco(text: str, path: Path) -> dict[str, str]:
+    try:
+        document = json.loads(text)
+        categories = {c["id"]: c["name"] for c in document["categories"]}
+        files = {i["id"]: i["file_name"] for i in document["images"]}
+        return {image_id_of(files[a["image_id"]]): categories[a["category_id"]] for a in document["annotations"]}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LabelError(f"{path} is not a COCO classification file: {exc}") from None
+
+
+def check_known(labels: Iterable[str], known: list[str] | None, allow_new: bool) -> None:
+    if known is None or allow_new:
+        return
+    unknown = sorted(set(labels) - set(known))
+    if unknown:
+        raise LabelError(
+            f"labels not in the current model's {len(known)} classes: {', '.join(unknown[:10])}"
+            f"{' …' if len(unknown) > 10 else ''}; pass --new-labels to train a model with a new label set"
+        )
+
+
+def sidecars(root: Path) -> Iterable[Path]:
+    for path in sorted(root.rglob(f"*{SIDECAR_SUFFIX}")):
+        if image_time(path.stem) is not None and "quarantine" not in path.parts:
+            yield path
+
+
+def import_labels(root: Path, labels: dict[str, str], known: list[str] | None, allow_new: bool) -> int:
+    """Write labels into the matching sidecars; returns how many were labelled."""
+    check_known(labels.values(), known, allow_new)
+    count = 0
+    for path in sidecars(root):
+        label = labels.get(path.stem)
+        if label is None:
+            continue
+        document = read_sidecar(path)
+        document.update(label=label, label_source="import")
+        atomic_write(path, json.dumps(document, separators=(",", ":")).encode(), durable=False)
+        count += 1
+    return count
+
+
+def labelled(root: Path) -> dict[str, str]:
+    result = {}
+    for path in sidecars(root):
+        try:
+            label = read_sidecar(path).get("label")
+        except (ValueError, OSError):
+            continue
+        if isinstance(label, str) and label:
+            result[path.stem] = label
+    return result
+
+
+def export_labels(labels: dict[str, str], out: Path, form: str) -> None:
+    if form == "csv":
+        lines = ["key,label", *(f"{image_id},{label}" for image_id, label in sorted(labels.items()))]
+        out.write_text("\n".join(lines) + "\n")
+        return
+    names = sorted(set(labels.values()))
+    category = {name: number for number, name in enumerate(names, start=1)}
+    document: dict[str, Any] = {
+        "images": [{"id": n, "file_name": f"{i}.jpg"} for n, i in enumerate(sorted(labels), start=1)],
+        "categories": [{"id": category[name], "name": name} for name in names],
+        "annotations": [
+            {"id": n, "image_id": n, "category_id": category[labels[i]]} for n, i in enumerate(sorted(labels), start=1)
+        ],
+    }
+    out.write_text(json.dumps(document, indent=1))

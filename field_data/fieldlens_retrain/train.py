@@ -1,0 +1,169 @@
+"""Transfer learning: a new classification head on EfficientNet-Lite0's cached embeddings.
+
+The backbone stays frozen (small field datasets overfit a fine-tuned backbone, and frozen
+features make a retrain a matter of seconds); the head is a linear layer trained full-batch
+on every augmented view of every training image, with weight decay and label smoothing,
+deterministically from a seed. The head is then put on the real network, exported to ONNX
+(fp32 and static int8 calibrated on training images), and the exported graph is checked
+against PyTorch before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from fieldlens_core.messages import utc_timestamp
+from fieldlens_core.model_package import LABELS_FILE, ModelCard, ModelPackage, write_card
+from fieldlens_retrain.backbone import ARCHITECTURE, FEATURE_DIM, INPUT_SPEC, load_backbone
+from fieldlens_retrain.dataset import Manifest
+from fieldlens_retrain.embeddings import VIEWS, EmbeddingCache, stack, tensor_of
+from fieldlens_retrain.onnx_export import export_onnx, onnx_logits, quantize_int8, torch_logits
+
+log = logging.getLogger(__name__)
+
+FP32_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
+EXPORT_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: int = 300
+    learning_rate: float = 0.01
+    weight_decay: float = 1e-3
+    label_smoothing: float = 0.1
+    seed: int = 0
+
+
+@dataclass
+class TrainResult:
+    package_dir: Path
+    card: ModelCard
+    timings_s: dict[str, float]
+    embedded: int
+    reused: int
+
+
+def pick_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def train_head(features: np.ndarray, targets: np.ndarray, classes: int, settings: TrainSettings) -> tuple[Any, Any]:
+    """(weight, bias) of a linear head trained full-batch with AdamW; deterministic for a seed."""
+    import torch
+
+    torch.manual_seed(settings.seed)
+    device = pick_device()
+    x = torch.from_numpy(features).to(device)
+    y = torch.from_numpy(targets).long().to(device)
+    mean, std = x.mean(0, keepdim=True), x.std(0, keepdim=True) + 1e-6
+    head = torch.nn.Linear(features.shape[1], classes).to(device)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
+    for epoch in range(settings.epochs):
+        optimizer.zero_grad()
+        loss = loss_fn(head((x - mean) / std), y)
+        loss.backward()
+        optimizer.step()
+        if epoch % 50 == 0 or epoch == settings.epochs - 1:
+            sys.stderr.write(f"\rtraining head: epoch {epoch + 1}/{settings.epochs}, loss {loss.item():.4f}")
+    sys.stderr.write("\n")
+    with torch.no_grad():  # fold the feature standardisation into the head: the network needs none
+        weight = head.weight / std
+        bias = head.bias - (head.weight * mean / std).sum(1)
+    return weight.cpu(), bias.cpu()
+
+
+def next_version(parent: ModelCard | None, labels: list[str], parent_labels: list[str] | None) -> str:
+    """1.0.0 for a first model; a new label set bumps the major version, a retrain the minor."""
+    if parent is None:
+        return "1.0.0"
+    major, minor, _ = (int(part) for part in parent.version.split("."))
+    return f"{major + 1}.0.0" if labels != parent_labels else f"{major}.{minor + 1}.0"
+
+
+def retrain(
+    manifest: Manifest,
+    work_dir: Path,
+    cache: EmbeddingCache,
+    parent: ModelPackage | None,
+    name: str,
+    settings: TrainSettings = TrainSettings(),
+) -> TrainResult:
+    """Train and package a candidate into a fresh directory under ``work_dir``; nothing is published."""
+    import torch
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    computed_before, reused_before = cache.computed, cache.reused
+    train = manifest.select("train")
+    if not train:
+        raise ValueError("the dataset has no training images")
+    index = {label: i for i, label in enumerate(manifest.labels)}
+    embeddings = cache.embed([(e.sha256, Path(e.path)) for e in manifest.entries])
+    timings["embed"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    features = stack(embeddings, [e.sha256 for e in train], views=True)
+    targets = np.repeat(np.array([index[e.label] for e in train]), len(VIEWS))
+    weight, bias = train_head(features, targets, len(manifest.labels), settings)
+    timings["train"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    model = load_backbone(num_classes=len(manifest.labels))
+    with torch.no_grad():
+        model._fc.weight.copy_(weight)
+        model._fc.bias.copy_(bias)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="candidate-", dir=work_dir))
+    staging.chmod(0o755)
+    try:
+        calibration = [tensor_of(Image.open(e.path)) for e in train[:: max(1, len(train) // 48)][:48]]
+        export_onnx(model, staging / FP32_FILE, INPUT_SPEC.size)
+        quantize_int8(staging / FP32_FILE, staging / INT8_FILE, calibration)
+        (staging / LABELS_FILE).write_text(json.dumps(manifest.labels))
+        reference, exported = torch_logits(model, calibration[:8]), onnx_logits(staging / FP32_FILE, calibration[:8])
+        difference = float(np.abs(reference - exported).max())
+        if difference > EXPORT_TOLERANCE:
+            raise RuntimeError(f"ONNX export disagrees with torch by {difference}")
+        timings["export"] = time.perf_counter() - started
+        parent_card = parent.card if parent else None
+        card = write_card(
+            staging,
+            {
+                "name": name,
+                "version": next_version(parent_card, manifest.labels, parent.labels if parent else None),
+                "parent_version": parent_card.version if parent_card else None,
+                "architecture": ARCHITECTURE,
+                "input": INPUT_SPEC.model_dump(),
+                "num_classes": len(manifest.labels),
+                "variants": {"fp32": FP32_FILE, "int8": INT8_FILE},
+                "dataset_manifest_sha256": manifest.sha256,
+                "created": utc_timestamp(),
+                "metrics": {"fp32_max_abs_logit_diff_vs_torch": difference},
+                "training": {
+                    **asdict(settings),
+                    "method": "linear head on frozen backbone embeddings",
+                    "feature_dim": FEATURE_DIM,
+                    "views_per_image": list(VIEWS),
+                    "train_images": len(train),
+                    "device": pick_device(),
+                },
+            },
+        )
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return TrainResult(staging, card, timings, cache.computed - computed_before, cache.reused - reused_before)
