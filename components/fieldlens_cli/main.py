@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", type=Path, default=DATA_DIR)
     demo.add_argument("--port", type=int, help="embedded broker port (default: 1883 if free, else any free port)")
     demo.add_argument("--keep-running", action="store_true", help="keep serving after the demo requests")
+    demo.add_argument("--loop", action="store_true", help="the retrain loop: collect, label, retrain, reload")
 
     bench = commands.add_parser("bench", help="measure latency, throughput, memory and cold start")
     bench.add_argument("--data-dir", type=Path, default=DATA_DIR)
@@ -101,6 +102,60 @@ def build_parser() -> argparse.ArgumentParser:
     model_commands = model.add_subparsers(dest="model_command", required=True)
     build = model_commands.add_parser("build-default", help="export EfficientNet-Lite0 (ImageNet) as a package")
     build.add_argument("--out", type=Path, default=DATA_DIR / "model")
+    install = model_commands.add_parser("install", help="install a package and make it current (atomically)")
+    install.add_argument("package", type=Path)
+    install.add_argument("--model-dir", type=Path, default=DATA_DIR / "model")
+
+    label = commands.add_parser("label", help="labels of field images")
+    label_commands = label.add_subparsers(dest="label_command", required=True)
+    label_in = label_commands.add_parser(
+        "import", help="write labels from a CSV (key,label) or COCO JSON into sidecars"
+    )
+    label_in.add_argument("file", type=Path)
+    label_out = label_commands.add_parser("export", help="labels from the sidecars to a CSV or COCO JSON")
+    label_out.add_argument("--format", choices=["csv", "coco"], default="csv")
+    label_out.add_argument("--out", type=Path, required=True)
+    for sub in (label_in, label_out):
+        sub.add_argument("--field-data", type=Path, default=DATA_DIR / "field-images")
+    label_in.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model (its labels)")
+    label_in.add_argument("--new-labels", action="store_true", help="allow labels the current model does not know")
+
+    dataset = commands.add_parser("dataset", help="dataset manifests")
+    dataset_commands = dataset.add_subparsers(dest="dataset_command", required=True)
+    dataset_build = dataset_commands.add_parser("build", help="build a manifest from field images (and a base set)")
+    dataset_build.add_argument(
+        "--from",
+        dest="source",
+        default=str(DATA_DIR / "field-images"),
+        help="a field-data directory or s3://bucket/prefix",
+    )
+    dataset_build.add_argument("--labels", type=Path, help="a labels CSV or COCO JSON (besides sidecar labels)")
+    dataset_build.add_argument("--base", type=Path, help="a folder of class folders to train on as well")
+    dataset_build.add_argument("--new-labels", action="store_true", help="a new label set (else: the model's)")
+    dataset_build.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model")
+    dataset_build.add_argument("--pseudo-threshold", type=float, help="pseudo-label unlabelled images this confident")
+    dataset_build.add_argument("--val-percent", type=int, default=20)
+    dataset_build.add_argument("--cache", type=Path, default=DATA_DIR / "cache")
+    dataset_build.add_argument("--endpoint-url")
+    dataset_build.add_argument("--region")
+    dataset_build.add_argument("--out", type=Path, required=True)
+
+    retrain = commands.add_parser("retrain", help="train a candidate, evaluate it against the current model, gate it")
+    retrain.add_argument("--dataset", type=Path, required=True, help="a manifest from `fieldlens dataset build`")
+    retrain.add_argument("--out", type=Path, default=DATA_DIR / "models")
+    retrain.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model")
+    retrain.add_argument("--force", action="store_true", help="publish even if it does not beat the current model")
+    retrain.add_argument("--margin", type=float, default=0.02, help="accuracy it must gain to be published")
+    retrain.add_argument("--epochs", type=int, default=300)
+    retrain.add_argument("--seed", type=int, default=0)
+    retrain.add_argument("--name", help="model name (default: the current model's, or fieldlens-classifier)")
+    retrain.add_argument("--cache", type=Path, default=DATA_DIR / "cache")
+    retrain.add_argument("--backend", choices=["local", "sagemaker"], default="local")
+    retrain.add_argument("--role-arn", help="SageMaker execution role (--backend sagemaker)")
+    retrain.add_argument("--bucket", help="S3 bucket for SageMaker input and output")
+    retrain.add_argument("--region")
+    retrain.add_argument("--endpoint-url", help="S3/SageMaker endpoint (tests)")
+    retrain.add_argument("--instance-type", default="ml.m5.large")
     return parser
 
 
@@ -121,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return watch(args)
     if args.command == "demo":
+        if args.loop:
+            from fieldlens_cli.loop_demo import run_loop_demo
+
+            return run_loop_demo(args.data_dir, args.port)
         from fieldlens_cli.demo import run_demo
 
         return run_demo(args.data_dir, args.port, args.keep_running)
@@ -132,6 +191,16 @@ def main(argv: list[str] | None = None) -> int:
         from fieldlens_cli.bench import run_bench
 
         return run_bench(args)
+    if args.command in ("label", "dataset", "retrain") or (args.command == "model" and args.model_command == "install"):
+        from fieldlens_cli import retrain_commands
+
+        handler = {
+            "label": retrain_commands.label,
+            "dataset": retrain_commands.dataset,
+            "retrain": retrain_commands.retrain,
+            "model": retrain_commands.install,
+        }[args.command]
+        return handler(args)
     if args.command == "model":
         from fieldlens_cli.output import emit
         from fieldlens_retrain.default_model import build_default_model

@@ -15,6 +15,7 @@ import io
 import logging
 import sys
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,8 @@ def export_features() -> bytes:
             pooled: torch.Tensor = self.net._avg_pooling(self.net.extract_features(x))
             return pooled.flatten(1)
 
-    with tempfile.TemporaryDirectory() as scratch, torch.no_grad():
+    with tempfile.TemporaryDirectory() as scratch, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's notes on constant folding and deprecation
         path = Path(scratch) / "features.onnx"
         torch.onnx.export(
             Features().eval(),
@@ -139,8 +141,8 @@ class EmbeddingCache:
                 atomic_write(target, buffer.getvalue(), durable=False)
                 result[sha256] = stored
                 self.computed += 1
-            if progress:
-                done = min(start + per_batch, len(missing))
+            done = min(start + per_batch, len(missing))
+            if progress and (done == len(missing) or done % (per_batch * 20) == 0):
                 sys.stderr.write(f"\rembedding {done}/{len(missing)} new images ({self.reused} cached)")
         if progress and missing:
             sys.stderr.write("\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ def export_onnx(model: Any, path: Path, size: int) -> None:
     import torch
 
     example = torch.zeros(1, 3, size, size)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy exporter's notes on constant folding and deprecation
         torch.onnx.export(
             model,
             (example,),

@@ -45,6 +45,9 @@ class TrainSettings:
     seed: int = 0
 
 
+DEFAULT_SETTINGS = TrainSettings()
+
+
 @dataclass
 class TrainResult:
     package_dir: Path
@@ -77,7 +80,7 @@ def train_head(features: np.ndarray, targets: np.ndarray, classes: int, settings
         loss = loss_fn(head((x - mean) / std), y)
         loss.backward()
         optimizer.step()
-        if epoch % 50 == 0 or epoch == settings.epochs - 1:
+        if epoch % 100 == 0 or epoch == settings.epochs - 1:
             sys.stderr.write(f"\rtraining head: epoch {epoch + 1}/{settings.epochs}, loss {loss.item():.4f}")
     sys.stderr.write("\n")
     with torch.no_grad():  # fold the feature standardisation into the head: the network needs none
@@ -100,7 +103,7 @@ def retrain(
     cache: EmbeddingCache,
     parent: ModelPackage | None,
     name: str,
-    settings: TrainSettings = TrainSettings(),
+    settings: TrainSettings = DEFAULT_SETTINGS,
 ) -> TrainResult:
     """Train and package a candidate into a fresh directory under ``work_dir``; nothing is published."""
     import torch

@@ -1,0 +1,45 @@
+"""The training job's entry point inside AWS's PyTorch framework image (`sagemaker_program`).
+
+SageMaker puts the dataset channel at /opt/ml/input/data/training (images by sha256 and a
+manifest whose paths are relative to it) and uploads whatever is in /opt/ml/model as
+model.tar.gz when the script exits: here, a complete model package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from fieldlens_retrain.dataset import Manifest
+from fieldlens_retrain.embeddings import EmbeddingCache
+from fieldlens_retrain.train import TrainSettings, retrain
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO)  # the job's log in CloudWatch
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", default="fieldlens-classifier")
+    args, _ = parser.parse_known_args()
+    channel = Path(os.environ.get("SM_CHANNEL_TRAINING", "/opt/ml/input/data/training"))
+    model_dir = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
+    manifest = Manifest.model_validate_json((channel / "manifest.json").read_bytes())
+    manifest = manifest.model_copy(
+        update={"entries": [e.model_copy(update={"path": str(channel / e.path)}) for e in manifest.entries]}
+    )
+    work = Path("/tmp/fieldlens-work")
+    result = retrain(
+        manifest, work, EmbeddingCache(work / "cache"), None, args.name, TrainSettings(args.epochs, seed=args.seed)
+    )
+    for path in result.package_dir.iterdir():
+        shutil.copy2(path, model_dir / path.name)
+    logging.info("package written: %s", json.dumps({"version": result.card.version, "timings_s": result.timings_s}))
+
+
+if __name__ == "__main__":
+    main()
