@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint bench system-deps clean
+.PHONY: setup demo demo-loop test test-fast lint bench system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ setup: $(STAMP)
 
 demo: setup
 	$(BIN)/fieldlens demo
+
+demo-loop: setup system-deps
+	$(BIN)/fieldlens demo --loop
 
 system-deps:
 	bash tests/system-deps.sh

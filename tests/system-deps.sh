@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Installs the system packages the tests use (Debian): the mosquitto broker.
+# Installs the system packages the tests and the retrain demo use (Debian): the mosquitto broker,
+# and Fashion-MNIST's labelled product photos (dataset-fashion-mnist).
 # The tests start their own mosquitto on 127.0.0.1 and a free port (tests/helpers/broker.py).
 set -euo pipefail
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+missing=""
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then missing="$missing mosquitto"; fi
+if [ ! -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then missing="$missing dataset-fashion-mnist"; fi
+if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 # mosquitto started as root drops to the mosquitto user and dies silently when it cannot write here.
 if id mosquitto >/dev/null 2>&1; then

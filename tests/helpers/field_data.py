@@ -19,5 +19,7 @@ def keep_images(root: Path, count: int, thing: str = "coop-1", start: datetime =
     for index in range(count):
         when = start + timedelta(minutes=index)
         sidecar = {"prediction": "hen", "confidence": 0.8, "request_id": f"r{index}", "model": {"version": "1.0.0"}}
-        kept.append(store.keep(new_image_id(when), when, solid_jpeg((index % 256, 80, 40)), sidecar, 0.2))
+        kept.append(
+            store.keep(new_image_id(when), when, solid_jpeg(((index * 37) % 256, (index * 11) % 256, 40)), sidecar, 0.2)
+        )
     return kept

@@ -214,3 +214,20 @@ def test_kill_9_of_the_classifier_mid_burst_leaves_only_complete_pairs(
         document = json.loads(sidecar.read_text())  # every sidecar is whole
         assert document["prediction"] == "espresso"
         assert sidecar.with_suffix(".jpg").read_bytes()[:3] == b"\xff\xd8\xff"
+
+
+def test_the_retrain_loop_demo_improves_field_accuracy(tmp_path: Path) -> None:
+    from fieldlens_retrain.fashion import DATASET_DIR
+
+    if not DATASET_DIR.exists() and not os.environ.get("CI"):
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (make system-deps installs it)")
+    result = subprocess.run(
+        [*CLI, "demo", "--loop", "--data-dir", str(tmp_path), "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    change = re.search(r"change: ([+-][\d.]+) points", result.stdout)
+    assert change and float(change.group(1)) >= 20, result.stdout
+    assert "reloaded it with no restart" in result.stdout and "the dataset's ground truth stands in" in result.stdout

@@ -1,0 +1,113 @@
+"""The retrain loop through the `fieldlens` command line (slow: real training)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fieldlens_cli.main import main
+from fieldlens_core.model_package import resolve_package_dir
+from tests.helpers.colour_photos import write_class_folders
+from tests.helpers.field_data import keep_images
+
+pytestmark = pytest.mark.slow
+
+
+def test_label_dataset_retrain_install(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_class_folders(tmp_path / "base", 6)
+    kept = keep_images(tmp_path / "field", 3)
+    (tmp_path / "labels.csv").write_text("key,label\n" + "".join(f"{k.image_id}.jpg,red\n" for k in kept))
+    nothing = str(tmp_path / "no-model")
+
+    assert (
+        main(
+            [
+                "label",
+                "import",
+                str(tmp_path / "labels.csv"),
+                "--field-data",
+                str(tmp_path / "field"),
+                "--model",
+                nothing,
+                "--new-labels",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "dataset",
+                "build",
+                "--from",
+                str(tmp_path / "field"),
+                "--base",
+                str(tmp_path / "base"),
+                "--new-labels",
+                "--model",
+                nothing,
+                "--out",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "21 images (18 base, 3 field)" in out
+    assert (
+        main(
+            [
+                "retrain",
+                "--dataset",
+                str(tmp_path / "m.json"),
+                "--out",
+                str(tmp_path / "models"),
+                "--model",
+                nothing,
+                "--epochs",
+                "60",
+                "--cache",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
+    assert "no current model to compare with" in capsys.readouterr().out
+    assert main(["model", "install", str(tmp_path / "models/1.0.0"), "--model-dir", str(tmp_path / "model")]) == 0
+    assert resolve_package_dir(tmp_path / "model").name == "1.0.0"
+
+    # a label the installed model does not know is refused without --new-labels
+    (tmp_path / "more.csv").write_text(f"key,label\n{kept[0].image_id},purple\n")
+    assert (
+        main(
+            [
+                "label",
+                "import",
+                str(tmp_path / "more.csv"),
+                "--field-data",
+                str(tmp_path / "field"),
+                "--model",
+                str(tmp_path / "model"),
+            ]
+        )
+        == 2
+    )
+    assert json.loads(kept[0].sidecar_path.read_text())["label"] == "red"
+    assert (
+        main(
+            [
+                "label",
+                "export",
+                "--field-data",
+                str(tmp_path / "field"),
+                "--format",
+                "coco",
+                "--out",
+                str(tmp_path / "labels.json"),
+            ]
+        )
+        == 0
+    )
+    assert len(json.loads((tmp_path / "labels.json").read_text())["annotations"]) == 3

@@ -1,0 +1,78 @@
+"""Installing packages under a running inference service: atomic, verified, no failed request."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from fieldlens_core.errors import ModelPackageError
+from fieldlens_core.model_install import install_package
+from fieldlens_core.model_package import resolve_package_dir
+from fieldlens_inference.model_manager import ModelManager
+from fieldlens_inference.service import InferenceService
+from tests.helpers.images import solid_jpeg
+from tests.helpers.tiny_model import make_tiny_package
+
+RED = solid_jpeg((240, 10, 10))
+
+
+def test_a_plain_package_is_adopted_and_new_versions_switch_current(tmp_path: Path) -> None:
+    make_tiny_package(tmp_path / "model")  # what build-default writes: a plain package
+    make_tiny_package(tmp_path / "new", version="1.1.0", swap=True)
+    install_package(tmp_path / "new", tmp_path / "model")
+    assert os.readlink(tmp_path / "model" / "current") == "versions/1.1.0"
+    assert (tmp_path / "model/versions/1.0.0/model_card.json").exists()
+    assert not (tmp_path / "model/model_card.json").exists()
+    install_package(tmp_path / "model/versions/1.0.0", tmp_path / "model")  # roll back
+    assert resolve_package_dir(tmp_path / "model").name == "1.0.0"
+
+
+def test_a_broken_package_is_refused_and_nothing_changes(tmp_path: Path) -> None:
+    make_tiny_package(tmp_path / "good")
+    install_package(tmp_path / "good", tmp_path / "model")
+    make_tiny_package(tmp_path / "bad", version="2.0.0")
+    (tmp_path / "bad/model.onnx").write_bytes(b"truncated")
+    with pytest.raises(ModelPackageError, match="sha256"):
+        install_package(tmp_path / "bad", tmp_path / "model")
+    assert resolve_package_dir(tmp_path / "model").name == "1.0.0"
+    assert not (tmp_path / "model/versions/2.0.0").exists()
+
+
+def test_the_same_version_with_other_files_is_refused(tmp_path: Path) -> None:
+    make_tiny_package(tmp_path / "a")
+    make_tiny_package(tmp_path / "b", swap=True)
+    install_package(tmp_path / "a", tmp_path / "model")
+    with pytest.raises(ModelPackageError, match="different files"):
+        install_package(tmp_path / "b", tmp_path / "model")
+
+
+def test_a_running_service_picks_up_the_install_with_no_failed_request(tmp_path: Path) -> None:
+    make_tiny_package(tmp_path / "v1")
+    install_package(tmp_path / "v1", tmp_path / "model")
+    manager = ModelManager(tmp_path / "model")
+    manager.load_initial()
+    service = InferenceService(manager, {"s"})
+    replies: list[dict[str, object]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        while not stop.is_set():
+            replies.append(service.handle({"op": "classify", "service": "s", "top_k": 1}, RED))
+
+    workers = [threading.Thread(target=hammer) for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    make_tiny_package(tmp_path / "v2", version="2.0.0", swap=True)
+    install_package(tmp_path / "v2", tmp_path / "model")
+    assert manager.check_for_update()  # what the watcher does every reloadIntervalS
+    after = service.handle({"op": "classify", "service": "s", "top_k": 1}, RED)
+    stop.set()
+    for worker in workers:
+        worker.join()
+    assert replies and all(r["ok"] for r in replies)
+    versions = {r["model"]["version"] for r in replies}  # type: ignore[index]
+    assert versions <= {"1.0.0", "2.0.0"}
+    assert after["model"]["version"] == "2.0.0" and after["predictions"][0]["label"] == "blue"  # type: ignore[index]

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from fieldlens_retrain.dataset import build_manifest, download_field_data, read_manifest, write_manifest
+from fieldlens_retrain.labels import LabelError, import_labels
+from tests.helpers.colour_photos import write_class_folders
+from tests.helpers.field_data import keep_images
+
+
+def test_base_and_field_images_with_sources_splits_and_a_stable_hash(tmp_path: Path) -> None:
+    write_class_folders(tmp_path / "base", 10)
+    kept = keep_images(tmp_path / "field", 4)
+    import_labels(tmp_path / "field", {k.image_id: "red" for k in kept[:3]}, None, True)
+    manifest = build_manifest(tmp_path / "field", {}, tmp_path / "base", None, new_labels=True)
+    assert manifest.labels == ["blue", "green", "red"]
+    assert sum(e.source == "base" for e in manifest.entries) == 30
+    assert sum(e.source == "field" for e in manifest.entries) == 3  # the unlabelled one is left out
+    assert {e.split for e in manifest.entries} == {"train", "val"}
+    write_manifest(manifest, tmp_path / "m.json")
+    assert read_manifest(tmp_path / "m.json").sha256 == manifest.sha256 == manifest.digest()
+
+
+def test_adding_images_never_moves_old_ones_between_splits(tmp_path: Path) -> None:
+    write_class_folders(tmp_path / "base", 10)
+    before = {e.sha256: e.split for e in build_manifest(None, {}, tmp_path / "base", None, True).entries}
+    write_class_folders(tmp_path / "base", 10, seed=1)
+    after = build_manifest(None, {}, tmp_path / "base", None, True)
+    assert len(after.entries) == 60
+    assert all(
+        after_entry.split == before[after_entry.sha256] for after_entry in after.entries if after_entry.sha256 in before
+    )
+
+
+def test_a_changed_label_changes_the_dataset_hash_and_an_edit_is_detected(tmp_path: Path) -> None:
+    kept = keep_images(tmp_path / "field", 2)
+    import_labels(tmp_path / "field", {kept[0].image_id: "hen", kept[1].image_id: "hen"}, None, True)
+    first = build_manifest(tmp_path / "field", {}, None, None, True)
+    second = build_manifest(tmp_path / "field", {kept[1].image_id: "duck"}, None, None, True)
+    assert first.sha256 != second.sha256
+    write_manifest(first, tmp_path / "m.json")
+    document = json.loads((tmp_path / "m.json").read_text())
+    document["entries"][0]["label"] = "duck"
+    (tmp_path / "m.json").write_text(json.dumps(document))
+    with pytest.raises(ValueError, match="does not match"):
+        read_manifest(tmp_path / "m.json")
+
+
+def test_pseudo_labels_are_off_by_default_and_marked(tmp_path: Path) -> None:
+    keep_images(tmp_path / "field", 3)  # predicted "hen" at 0.8, unlabelled
+    with pytest.raises(LabelError, match="no labelled images"):
+        build_manifest(tmp_path / "field", {}, None, None, True)
+    manifest = build_manifest(tmp_path / "field", {}, None, None, True, pseudo_threshold=0.75)
+    assert [(e.label, e.source) for e in manifest.entries] == [("hen", "pseudo")] * 3
+    with pytest.raises(LabelError):
+        build_manifest(tmp_path / "field", {}, None, None, True, pseudo_threshold=0.9)
+
+
+def test_labels_outside_the_model_are_refused(tmp_path: Path) -> None:
+    write_class_folders(tmp_path / "base", 2)
+    with pytest.raises(LabelError, match="not in the current model"):
+        build_manifest(None, {}, tmp_path / "base", ["red", "green"], new_labels=False)
+
+
+def test_field_data_from_s3(aws: None, tmp_path: Path) -> None:
+    s3: Any = boto3.client("s3", region_name="eu-west-1")
+    s3.create_bucket(Bucket="fl-data", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    kept = keep_images(tmp_path / "device", 2)
+    for item in kept:
+        for path in (item.image_path, item.sidecar_path):
+            s3.put_object(Bucket="fl-data", Key=f"field-data/coop-1/2026/11/20/{path.name}", Body=path.read_bytes())
+    local = download_field_data("s3://fl-data/field-data", tmp_path / "cache", s3)
+    manifest = build_manifest(local, {kept[0].image_id: "hen", kept[1].image_id: "egg"}, None, None, True)
+    assert sorted(e.label for e in manifest.entries) == ["egg", "hen"]
+    assert all(Path(e.path).is_file() for e in manifest.entries)

