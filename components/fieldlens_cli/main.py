@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--spinning", action="store_true", help="let the inference service's ORT threads spin")
     bench.add_argument("--repeat", type=int, default=3, help="edge runs; each figure is their median")
     bench.add_argument("--json", type=Path, help="also write the figures here")
-    bench.add_argument("--only", choices=["edge", "upload"], help="run one half only")
+    bench.add_argument("--only", choices=["edge", "upload", "retrain"], help="run one part only")
 
     field_data = commands.add_parser("field-data", help="field images kept locally and in the bucket")
     field_commands = field_data.add_subparsers(dest="field_command", required=True)
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model")
     retrain.add_argument("--force", action="store_true", help="publish even if it does not beat the current model")
     retrain.add_argument("--margin", type=float, default=0.02, help="accuracy it must gain to be published")
-    retrain.add_argument("--epochs", type=int, default=300)
+    retrain.add_argument("--epochs", type=int, default=200)
     retrain.add_argument("--seed", type=int, default=0)
     retrain.add_argument("--name", help="model name (default: the current model's, or fieldlens-classifier)")
     retrain.add_argument("--cache", type=Path, default=DATA_DIR / "cache")

@@ -38,7 +38,7 @@ EXPORT_TOLERANCE = 1e-3
 
 @dataclass(frozen=True)
 class TrainSettings:
-    epochs: int = 300
+    epochs: int = 200
     learning_rate: float = 0.01
     weight_decay: float = 1e-3
     label_smoothing: float = 0.1

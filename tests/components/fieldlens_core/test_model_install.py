@@ -75,4 +75,4 @@ def test_a_running_service_picks_up_the_install_with_no_failed_request(tmp_path:
     assert replies and all(r["ok"] for r in replies)
     versions = {r["model"]["version"] for r in replies}  # type: ignore[index]
     assert versions <= {"1.0.0", "2.0.0"}
-    assert after["model"]["version"] == "2.0.0" and after["predictions"][0]["label"] == "blue"  # type: ignore[index]
+    assert after["model"]["version"] == "2.0.0" and after["predictions"][0]["label"] == "blue"
