@@ -30,7 +30,7 @@ system-deps:
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy components field_data tests
+	$(BIN)/mypy components field_data infra tests
 
 test: setup system-deps lint
 	$(BIN)/pytest

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fieldlens_uploader.config import UploaderConfig
 from pydantic import BaseModel
 from pydantic.alias_generators import to_camel
 
@@ -13,6 +12,7 @@ from fieldlens_classifier.config import ClassifierConfig
 from fieldlens_core.config import CameraConfig, InferenceClientConfig
 from fieldlens_core.errors import ErrorCode
 from fieldlens_inference.config import InferenceServiceConfig
+from fieldlens_uploader.config import UploaderConfig
 
 README = (Path(__file__).parents[1] / "README.md").read_text()
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from fieldlens_fielddata.sampling.config import SamplingConfig
 from pydantic import Field, field_validator, model_validator
 
 from fieldlens_core import topics
 from fieldlens_core.config import CameraConfig, InferenceClientConfig, StrictModel, default_thing_name
 from fieldlens_core.messages import DEFAULT_MAX_PAYLOAD_BYTES
+from fieldlens_fielddata.sampling.config import SamplingConfig
 
 
 class ClassifierConfig(StrictModel):

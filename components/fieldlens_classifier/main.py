@@ -12,8 +12,6 @@ import logging
 import sys
 from typing import Any
 
-from fieldlens_fielddata.store import FieldStore
-
 from fieldlens_classifier.config import ClassifierConfig
 from fieldlens_classifier.service import Classifier
 from fieldlens_core.broker_args import BROKER_FLAGS, add_broker_arguments, connect_broker
@@ -23,6 +21,7 @@ from fieldlens_core.component_config import given_flags, on_greengrass, resolve_
 from fieldlens_core.errors import ConfigurationError
 from fieldlens_core.inference.client import InferenceClient
 from fieldlens_core.lifecycle import announce_ready, configure_logging, wait_for_termination
+from fieldlens_fielddata.store import FieldStore
 
 log = logging.getLogger("fieldlens_classifier")
 COMPONENT = "fieldlens-classifier"

@@ -15,10 +15,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
-from fieldlens_fielddata.layout import new_image_id
-from fieldlens_fielddata.sampling.policy import SamplingPolicy
-from fieldlens_fielddata.store import FieldStore, StoreFullError
-
 from fieldlens_classifier.config import HOT_FIELDS, ClassifierConfig
 from fieldlens_core.bus import Bus
 from fieldlens_core.camera import Camera
@@ -36,6 +32,9 @@ from fieldlens_core.messages import (
     salvage_request_id,
     utc_timestamp,
 )
+from fieldlens_fielddata.layout import new_image_id
+from fieldlens_fielddata.sampling.policy import SamplingPolicy
+from fieldlens_fielddata.store import FieldStore, StoreFullError
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +134,21 @@ class Classifier:
             self._reject(request.request_id, busy, request.reply_topic)
         except BusyError as exc:
             self._reject(request.request_id, exc, request.reply_topic)
+
+    def answer(self, payload: bytes) -> ClassifyResponse:
+        """Handle one request on the caller's thread and publish its response (the v1 Lambda path)."""
+        received = time.perf_counter()
+        reply_topic = None
+        try:
+            request = parse_request(payload, self._config.max_payload_bytes)
+            self._check_reply_topic(request)
+        except FieldlensError as exc:
+            request_id = salvage_request_id(payload) if exc.code == ErrorCode.BAD_REQUEST else new_request_id()
+            response = ClassifyResponse.failure(request_id, self._config.thing_name, exc.code, exc.message)
+        else:
+            response, reply_topic = self.process(request, received), request.reply_topic
+        self._publish(response, reply_topic)
+        return response
 
     def process(self, request: ClassifyRequest, received: float | None = None) -> ClassifyResponse:
         """Capture, classify and keep one image; never raises: failures become error responses."""

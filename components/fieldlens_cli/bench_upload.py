@@ -22,12 +22,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from fieldlens_cli.embedded_broker import free_port
 from fieldlens_fielddata.destination import S3Destination
 from fieldlens_fielddata.layout import new_image_id
 from fieldlens_fielddata.store import FieldStore
 from fieldlens_fielddata.uploader import Uploader
-
-from fieldlens_cli.embedded_broker import free_port
 
 FAKE_AWS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "eu-west-1"}
 BUCKET = "fieldlens-bench"

@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fieldlens_fielddata.queue import queue_stats
-
 from fieldlens_cli.commands import connect
 from fieldlens_cli.embedded_broker import EmbeddedBroker, free_port
 from fieldlens_cli.output import emit
@@ -32,6 +30,7 @@ from fieldlens_cli.supervisor import (
 from fieldlens_core import topics
 from fieldlens_core.config import DEFAULT_SERVICE_NAME
 from fieldlens_core.model_package import CARD_FILE, read_card, resolve_package_dir
+from fieldlens_fielddata.queue import queue_stats
 
 log = logging.getLogger(__name__)
 

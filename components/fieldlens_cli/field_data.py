@@ -10,15 +10,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from fieldlens_cli.output import emit
+from fieldlens_core.errors import ConfigurationError
 from fieldlens_fielddata.layout import QUARANTINE_DIR, RECEIPT_SUFFIX, SIDECAR_SUFFIX, image_time
 from fieldlens_fielddata.queue import queue_stats
 from fieldlens_fielddata.store import read_sidecar
 from fieldlens_fielddata.uploader import DrainReport, Uploader
 from fieldlens_uploader.config import UploaderConfig
 from fieldlens_uploader.main import build_destination
-
-from fieldlens_cli.output import emit
-from fieldlens_core.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 

@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model")
     retrain.add_argument("--force", action="store_true", help="publish even if it does not beat the current model")
     retrain.add_argument("--margin", type=float, default=0.02, help="accuracy it must gain to be published")
-    retrain.add_argument("--epochs", type=int, default=200)
+    retrain.add_argument("--epochs", type=int, default=100)
     retrain.add_argument("--seed", type=int, default=0)
     retrain.add_argument("--name", help="model name (default: the current model's, or fieldlens-classifier)")
     retrain.add_argument("--cache", type=Path, default=DATA_DIR / "cache")
@@ -156,6 +156,25 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--region")
     retrain.add_argument("--endpoint-url", help="S3/SageMaker endpoint (tests)")
     retrain.add_argument("--instance-type", default="ml.m5.large")
+    gg_build = commands.add_parser("build", help="zip component artifacts and render recipes (GDK layout)")
+    gg_build.add_argument("--version", default="0.1.0", help="component version of the three components")
+    gg_build.add_argument("--bucket", default="BUCKET_NAME", help="artifacts bucket the recipes point at")
+    gg_build.add_argument("--model", type=Path, default=DATA_DIR / "model", help="model package for fieldlens.Model")
+    gg_build.add_argument("--no-model", action="store_true", help="build without the model component")
+    gg_build.add_argument("--out", type=Path, default=Path("greengrass-build"))
+    for verb, text in (
+        ("publish", "upload artifacts and create component versions"),
+        ("deploy", "deploy the built component versions to a thing group"),
+    ):
+        sub = commands.add_parser(verb, help=text)
+        sub.add_argument("--build", type=Path, default=Path("greengrass-build"))
+        sub.add_argument("--region")
+        sub.add_argument("--endpoint-url", help="S3 endpoint (tests)")
+        if verb == "publish":
+            sub.add_argument("--bucket", required=True)
+        else:
+            sub.add_argument("--thing-group", required=True, help="thing group ARN")
+            sub.add_argument("--merge", action="append", help="COMPONENT=JSON configuration to merge")
     return parser
 
 
@@ -201,6 +220,15 @@ def main(argv: list[str] | None = None) -> int:
             "model": retrain_commands.install,
         }[args.command]
         return handler(args)
+    if args.command in ("build", "publish", "deploy"):
+        from fieldlens_cli import greengrass_commands
+
+        command = {
+            "build": greengrass_commands.build_command,
+            "publish": greengrass_commands.publish_command,
+            "deploy": greengrass_commands.deploy_command,
+        }[args.command]
+        return command(args)
     if args.command == "model":
         from fieldlens_cli.output import emit
         from fieldlens_retrain.default_model import build_default_model

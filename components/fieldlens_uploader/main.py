@@ -12,15 +12,14 @@ import logging
 import sys
 from typing import Any
 
-from fieldlens_fielddata.destination import Destination, LocalDirectoryDestination, S3Destination
-from fieldlens_fielddata.retry import Backoff
-from fieldlens_fielddata.uploader import Uploader
-
 from fieldlens_core.broker_args import BROKER_FLAGS, add_broker_arguments, connect_broker
 from fieldlens_core.bus import Bus
 from fieldlens_core.component_config import given_flags, on_greengrass, resolve_config
 from fieldlens_core.errors import ConfigurationError
 from fieldlens_core.lifecycle import announce_ready, configure_logging, wait_for_termination
+from fieldlens_fielddata.destination import Destination, LocalDirectoryDestination, S3Destination
+from fieldlens_fielddata.retry import Backoff
+from fieldlens_fielddata.uploader import Uploader
 from fieldlens_uploader.config import UploaderConfig
 from fieldlens_uploader.service import UploaderService
 

@@ -6,10 +6,9 @@ import json
 import logging
 import threading
 
+from fieldlens_core.bus import Bus
 from fieldlens_fielddata.retry import Backoff
 from fieldlens_fielddata.uploader import Uploader
-
-from fieldlens_core.bus import Bus
 
 log = logging.getLogger(__name__)
 

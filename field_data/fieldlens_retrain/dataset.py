@@ -22,12 +22,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from fieldlens_fielddata.store import read_sidecar
 from pydantic import BaseModel, ConfigDict, Field
 
 from fieldlens_core.atomic import atomic_write
 from fieldlens_core.messages import utc_timestamp
 from fieldlens_core.model_package import sha256_file
+from fieldlens_fielddata.store import read_sidecar
 from fieldlens_retrain.labels import LabelError, check_known, sidecars
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

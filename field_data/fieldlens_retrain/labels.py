@@ -14,10 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from fieldlens_core.atomic import atomic_write
 from fieldlens_fielddata.layout import SIDECAR_SUFFIX, image_time
 from fieldlens_fielddata.store import read_sidecar
-
-from fieldlens_core.atomic import atomic_write
 
 
 class LabelError(ValueError):

@@ -22,7 +22,7 @@ from fieldlens_retrain.train import TrainSettings, retrain
 def main() -> None:
     logging.basicConfig(level=logging.INFO)  # the job's log in CloudWatch
     parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="fieldlens-classifier")
     args, _ = parser.parse_known_args()

@@ -38,8 +38,8 @@ EXPORT_TOLERANCE = 1e-3
 
 @dataclass(frozen=True)
 class TrainSettings:
-    epochs: int = 200
-    learning_rate: float = 0.01
+    epochs: int = 100
+    learning_rate: float = 0.03
     weight_decay: float = 1e-3
     label_smoothing: float = 0.1
     seed: int = 0

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from fieldlens_fielddata.layout import new_image_id
 from fieldlens_fielddata.store import FieldStore, KeptImage
-
 from tests.helpers.images import solid_jpeg
 
 START = datetime(2026, 11, 20, 8, 0, 0, tzinfo=UTC)

@@ -13,10 +13,10 @@ from typing import Any
 
 import boto3
 import pytest
-from fieldlens_fielddata.queue import queue_stats
 from moto.server import ThreadedMotoServer
 
 from fieldlens_cli.embedded_broker import free_port
+from fieldlens_fielddata.queue import queue_stats
 from tests.helpers.broker import Mosquitto
 from tests.helpers.field_data import keep_images
 from tests.helpers.waiting import wait_until

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fieldlens_fielddata.store import FieldStore
 
 from fieldlens_classifier.config import ClassifierConfig
 from fieldlens_classifier.service import Classifier
@@ -18,6 +17,7 @@ from fieldlens_core.bus.memory import InMemoryBus
 from fieldlens_core.camera.folder import FolderCamera
 from fieldlens_core.camera.test_pattern import TestPatternCamera
 from fieldlens_core.inference.client import InferenceClient, InferenceResult
+from fieldlens_fielddata.store import FieldStore
 from tests.helpers.collector import ResponseCollector
 from tests.helpers.images import solid_jpeg
 

@@ -6,15 +6,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from fieldlens_core.bus.memory import InMemoryBus
+from fieldlens_core.config import validate_config
+from fieldlens_core.errors import ConfigurationError
 from fieldlens_fielddata.destination import LocalDirectoryDestination
 from fieldlens_fielddata.retry import Backoff
 from fieldlens_fielddata.uploader import Uploader
 from fieldlens_uploader.config import UploaderConfig
 from fieldlens_uploader.service import UploaderService
-
-from fieldlens_core.bus.memory import InMemoryBus
-from fieldlens_core.config import validate_config
-from fieldlens_core.errors import ConfigurationError
 from tests.helpers.field_data import keep_images
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from fieldlens_fielddata.queue import pending, queue_stats, take
-
 from tests.helpers.field_data import START, keep_images
 
 

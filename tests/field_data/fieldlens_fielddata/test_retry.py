@@ -4,6 +4,7 @@ import random
 
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
+
 from fieldlens_fielddata.retry import Backoff, is_transient
 
 

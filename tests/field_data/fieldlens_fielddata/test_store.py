@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
+from fieldlens_core import atomic
 from fieldlens_fielddata import store as field_store
 from fieldlens_fielddata.layout import new_image_id, s3_key
 from fieldlens_fielddata.store import FieldStore, StoreFullError
-
-from fieldlens_core import atomic
 
 WHEN = datetime(2026, 3, 4, 5, 6, 7, 890_000, tzinfo=UTC)
 

@@ -13,9 +13,9 @@ import boto3
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError
+
 from fieldlens_fielddata.destination import LocalDirectoryDestination, S3Destination, sha256_b64
 from fieldlens_fielddata.uploader import Uploader
-
 from tests.helpers.field_data import keep_images
 
 BUCKET = "fieldlens-test-bucket"

@@ -2,10 +2,9 @@ from __future__ import annotations
 
 import random
 
+from fieldlens_core.config import validate_config
 from fieldlens_fielddata.sampling.config import SamplingConfig
 from fieldlens_fielddata.sampling.policy import SamplingPolicy
-
-from fieldlens_core.config import validate_config
 
 UNSURE = [("hen", 0.45), ("duck", 0.40)]
 SURE = [("hen", 0.97), ("duck", 0.02)]

@@ -3,12 +3,12 @@ from __future__ import annotations
 import random
 
 import pytest
-from fieldlens_fielddata.sampling.config import SamplingConfig
-from fieldlens_fielddata.sampling.entropy import normalised_entropy
-from fieldlens_fielddata.sampling.registry import SAMPLERS, build_sampler
 
 from fieldlens_core.config import validate_config
 from fieldlens_core.errors import ConfigurationError
+from fieldlens_fielddata.sampling.config import SamplingConfig
+from fieldlens_fielddata.sampling.entropy import normalised_entropy
+from fieldlens_fielddata.sampling.registry import SAMPLERS, build_sampler
 
 SURE = [("hen", 0.97), ("duck", 0.02), ("egg", 0.01)]
 UNSURE = [("hen", 0.45), ("duck", 0.40), ("egg", 0.15)]

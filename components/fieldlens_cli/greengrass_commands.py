@@ -1,0 +1,68 @@
+"""`fieldlens build`, `publish` and `deploy`: components to a fleet of Greengrass core devices."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fieldlens_cli.output import emit
+from fieldlens_core.errors import ModelPackageError
+
+log = logging.getLogger(__name__)
+
+
+def build_command(args: argparse.Namespace) -> int:
+    from fieldlens_infra.build import build
+
+    try:
+        versions = build(args.out, args.version, args.bucket, None if args.no_model else args.model)
+    except ModelPackageError as exc:
+        log.error("%s (pass --no-model to build the components only)", exc)
+        return 1
+    for name, version in versions.items():
+        emit(f"built {name} {version}")
+    emit(f"artifacts and recipes in {args.out}")
+    return 0
+
+
+def clients(args: argparse.Namespace) -> tuple[Any, Any]:
+    import boto3
+
+    s3 = boto3.client("s3", region_name=args.region, endpoint_url=args.endpoint_url)
+    greengrass = boto3.client("greengrassv2", region_name=args.region)
+    return s3, greengrass
+
+
+def publish_command(args: argparse.Namespace) -> int:
+    from fieldlens_infra.publish import publish
+
+    s3, greengrass = clients(args)
+    for name, arn in publish(args.build, s3, greengrass, args.bucket).items():
+        emit(f"published {name}: {arn}")
+    return 0
+
+
+def built_versions(build_dir: Path) -> dict[str, str]:
+    versions = {}
+    for recipe in sorted((build_dir / "recipes").glob("*.yaml")):
+        document = yaml.safe_load(recipe.read_text())
+        versions[document["ComponentName"]] = document["ComponentVersion"]
+    return versions
+
+
+def deploy_command(args: argparse.Namespace) -> int:
+    from fieldlens_infra.deploy import deploy
+
+    _, greengrass = clients(args)
+    merges: dict[str, dict[str, Any]] = {}
+    for item in args.merge or []:
+        component, _, document = item.partition("=")
+        merges[component] = json.loads(document)
+    deployment = deploy(greengrass, args.thing_group, built_versions(args.build), merges)
+    emit(f"deployment {deployment} to {args.thing_group}")
+    return 0

@@ -1,0 +1,76 @@
+"""A Greengrass v1 Lambda handler (also runs under the v2 Lambda launcher) around the unchanged classifier.
+
+For users still on Greengrass v1, or on v2's Lambda launcher: the group's subscription
+routes ``/request/classify/<name>`` to this function, which answers through
+``greengrasssdk.client('iot-data')`` exactly as the v2 component does. Configuration is the
+classifier's, as JSON in the FIELDLENS_CONFIG environment variable. Run it pinned
+(long-lived), so the camera and the inference client stay open between requests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Any
+
+from fieldlens_classifier.config import ClassifierConfig
+from fieldlens_classifier.service import Classifier
+from fieldlens_core.bus import MessageHandler
+from fieldlens_core.camera.registry import build_camera
+from fieldlens_core.config import validate_config
+from fieldlens_core.inference.client import InferenceClient
+from fieldlens_core.messages import ClassifyResponse
+from fieldlens_fielddata.store import FieldStore
+
+log = logging.getLogger(__name__)
+
+
+class IotDataBus:
+    """The bus over greengrasssdk's iot-data client. v1 routes messages by subscription, not by subscribe()."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self._client.publish(topic=topic, queueFullPolicy="AllOrException", payload=payload)
+
+    def subscribe(self, topic: str, handler: MessageHandler) -> None:
+        log.debug("v1 delivers %s through the group's subscriptions, not subscribe()", topic)
+
+    def stop(self) -> None:
+        return None
+
+
+def build_classifier(client: Any, config: ClassifierConfig) -> Classifier:
+    store = FieldStore(
+        config.field_data_dir,
+        config.thing_name,
+        config.s3_prefix,
+        config.sync_interval_s,
+        config.max_field_bytes,
+        config.max_field_images,
+    )
+    return Classifier(config, IotDataBus(client), build_camera(config.camera), InferenceClient(config.inference), store)
+
+
+_classifier: Classifier | None = None
+
+
+def classifier() -> Classifier:
+    """Built on the first invocation: greengrasssdk's clients exist only inside the v1 runtime."""
+    global _classifier
+    if _classifier is None:
+        import greengrasssdk
+
+        config = validate_config(ClassifierConfig, json.loads(os.environ.get("FIELDLENS_CONFIG", "{}")))
+        _classifier = build_classifier(greengrasssdk.client("iot-data"), config)
+    return _classifier
+
+
+def function_handler(event: Any, context: Any, target: Classifier | None = None) -> dict[str, Any]:
+    """The Lambda entry point: the event is the request's JSON (or nothing: the console's test message)."""
+    payload = b"" if event in (None, "", {}) else json.dumps(event).encode() if not isinstance(event, bytes) else event
+    response: ClassifyResponse = (target or classifier()).answer(payload)
+    answer: dict[str, Any] = json.loads(response.to_payload())
+    return answer

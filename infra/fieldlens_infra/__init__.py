@@ -1,0 +1,1 @@
+"""The cloud side: component artifacts and recipes, component versions, deployments (GDK conventions)."""

@@ -1,0 +1,111 @@
+"""Build, publish (moto's S3, greengrassv2 through botocore's Stubber) and deploy (Stubber)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from botocore.stub import ANY, Stubber
+
+from fieldlens_infra.build import build
+from fieldlens_infra.deploy import DEPLOYMENT_POLICIES, deploy
+from fieldlens_infra.publish import publish
+from tests.helpers.tiny_model import make_tiny_package
+
+BUCKET = "fieldlens-artifacts-test"
+
+
+@pytest.fixture
+def built(tmp_path: Path) -> Path:
+    make_tiny_package(tmp_path / "model", version="1.3.0")
+    versions = build(tmp_path / "greengrass-build", "0.2.0", BUCKET, tmp_path / "model")
+    assert versions == {
+        "fieldlens.InferenceService": "0.2.0",
+        "fieldlens.Classifier": "0.2.0",
+        "fieldlens.FieldDataUploader": "0.2.0",
+        "fieldlens.Model": "1.3.0",
+    }
+    return tmp_path / "greengrass-build"
+
+
+def test_artifacts_carry_their_packages_the_core_and_pinned_requirements(built: Path) -> None:
+    with zipfile.ZipFile(built / "artifacts/fieldlens.Classifier/0.2.0/fieldlens-classifier.zip") as archive:
+        names = set(archive.namelist())
+        requirements = archive.read("requirements.txt").decode().split()
+    assert {"fieldlens_classifier/main.py", "fieldlens_core/messages.py", "fieldlens_fielddata/store.py"} <= names
+    assert not any(n.startswith("fieldlens_retrain") for n in names)  # a device never trains
+    assert all("==" in r for r in requirements) and any(r.startswith("paho-mqtt==") for r in requirements)
+    with zipfile.ZipFile(built / "artifacts/fieldlens.Model/1.3.0/fieldlens-model.zip") as archive:
+        assert set(archive.namelist()) == {"model.onnx", "labels.json", "model_card.json"}
+
+
+def test_recipes_are_rendered_with_version_and_bucket(built: Path) -> None:
+    recipe = yaml.safe_load((built / "recipes/fieldlens.Classifier-0.2.0.yaml").read_text())
+    assert recipe["ComponentVersion"] == "0.2.0"
+    uri = recipe["Manifests"][0]["Artifacts"][0]["URI"]
+    assert uri == f"s3://{BUCKET}/fieldlens.Classifier/0.2.0/fieldlens-classifier.zip"
+    uploader = yaml.safe_load((built / "recipes/fieldlens.FieldDataUploader-0.2.0.yaml").read_text())
+    assert uploader["ComponentConfiguration"]["DefaultConfiguration"]["bucket"] == BUCKET
+
+
+def test_publish_uploads_artifacts_and_creates_component_versions(built: Path, aws: None) -> None:
+    s3: Any = boto3.client("s3", region_name="eu-west-1")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    greengrass: Any = boto3.client("greengrassv2", region_name="eu-west-1")
+    with Stubber(greengrass) as stub:  # moto has no greengrassv2: the Stubber checks against the real API model
+        for recipe in sorted((built / "recipes").glob("*.yaml")):
+            name = yaml.safe_load(recipe.read_text())["ComponentName"]
+            arn = f"arn:aws:greengrass:eu-west-1:123456789012:components:{name}:versions:1"
+            stub.add_response(
+                "create_component_version",
+                {
+                    "componentName": name,
+                    "componentVersion": "1",
+                    "arn": arn,
+                    "creationTimestamp": "2026-11-22T00:00:00Z",
+                    "status": {"componentState": "REQUESTED", "message": "requested", "errors": {}},
+                },
+                {"inlineRecipe": recipe.read_bytes()},
+            )
+        arns = publish(built, s3, greengrass, BUCKET)
+        stub.assert_no_pending_responses()
+    assert set(arns) == {
+        "fieldlens.InferenceService",
+        "fieldlens.Classifier",
+        "fieldlens.FieldDataUploader",
+        "fieldlens.Model",
+    }
+    head = s3.head_object(Bucket=BUCKET, Key="fieldlens.Model/1.3.0/fieldlens-model.zip")
+    assert head["ServerSideEncryption"] == "AES256"
+
+
+def test_deploy_sends_versions_configuration_merges_and_rollout_policies() -> None:
+    greengrass: Any = boto3.client(
+        "greengrassv2", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x"
+    )
+    target = "arn:aws:iot:eu-west-1:123456789012:thinggroup/coops"
+    merge = {"fieldlens.Classifier": {"name": "hens", "defaultTopK": 3}}
+    with Stubber(greengrass) as stub:
+        stub.add_response(
+            "create_deployment",
+            {"deploymentId": "d-1", "iotJobId": "j-1", "iotJobArn": "arn:aws:iot:eu-west-1:123456789012:job/j-1"},
+            {
+                "targetArn": target,
+                "deploymentName": "fieldlens",
+                "components": {
+                    "fieldlens.Classifier": {
+                        "componentVersion": "0.2.0",
+                        "configurationUpdate": {"merge": json.dumps(merge["fieldlens.Classifier"])},
+                    },
+                    "fieldlens.Model": {"componentVersion": "1.3.0"},
+                },
+                "deploymentPolicies": DEPLOYMENT_POLICIES,
+                "iotJobConfiguration": ANY,
+            },
+        )
+        assert deploy(greengrass, target, {"fieldlens.Classifier": "0.2.0", "fieldlens.Model": "1.3.0"}, merge) == "d-1"

@@ -1,0 +1,89 @@
+"""The CloudFormation template: cfn-lint clean, and created in moto with the settings it promises."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "cloudformation" / "fieldlens.yaml"
+
+
+def test_cfn_lint_finds_no_error_or_warning() -> None:
+    from cfnlint.api import lint_all
+
+    problems = [p for p in lint_all(TEMPLATE.read_text()) if not p.rule.id.startswith("I")]  # I: informational
+    assert [str(p) for p in problems] == []
+
+
+def test_the_stack_creates_a_locked_down_bucket_and_the_roles(aws: None) -> None:
+    iam: Any = boto3.client("iam")
+    iam.create_role(
+        RoleName="GreengrassV2TokenExchangeRole",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "credentials.iot.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
+    )
+    cloudformation: Any = boto3.client("cloudformation")
+    cloudformation.create_stack(
+        StackName="fieldlens",
+        TemplateBody=TEMPLATE.read_text(),
+        Parameters=[{"ParameterKey": "BucketName", "ParameterValue": "fieldlens-field-data-test"}],
+        Capabilities=["CAPABILITY_IAM"],
+    )
+    stack = cloudformation.describe_stacks(StackName="fieldlens")["Stacks"][0]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    assert outputs["BucketName"] == "fieldlens-field-data-test"
+    s3: Any = boto3.client("s3")
+    bucket = "fieldlens-field-data-test"
+    rule = s3.get_bucket_encryption(Bucket=bucket)["ServerSideEncryptionConfiguration"]["Rules"][0]
+    assert rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    attached = iam.list_attached_role_policies(RoleName="GreengrassV2TokenExchangeRole")["AttachedPolicies"]
+    assert len(attached) == 1
+    assert outputs["SageMakerRoleArn"].startswith("arn:aws:iam::")
+    # moto's CloudFormation does not apply BucketPolicy, versioning, the public access block, the
+    # lifecycle or the IoT policy: those are checked in the template below, and by cfn-lint above.
+    iot = template()["Resources"]["CoreDeviceIotPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert "${!iot:Connection.Thing.ThingName}" in iot[0]["Resource"]
+    properties = template()["Resources"]["FieldDataBucket"]["Properties"]
+    assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert all(properties["PublicAccessBlockConfiguration"].values())
+    assert properties["LifecycleConfiguration"]["Rules"][0]["Transitions"][0]["StorageClass"] == "GLACIER_IR"
+    deny = template()["Resources"]["FieldDataBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def template() -> dict[str, Any]:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def intrinsic(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+        if isinstance(node, yaml.ScalarNode):
+            return loader.construct_scalar(node)
+        return loader.construct_sequence(node)  # type: ignore[arg-type]
+
+    for tag in ("!Ref", "!Sub", "!GetAtt"):
+        Loader.add_constructor(tag, intrinsic)
+    document: dict[str, Any] = yaml.load(TEMPLATE.read_text(), Loader=Loader)
+    return document
+
+
+def test_the_template_grants_no_wildcard_bucket_access() -> None:
+    statements = template()["Resources"]["TokenExchangePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    for statement in statements:
+        resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        assert all(r != "*" and "/*" in r for r in resources)
