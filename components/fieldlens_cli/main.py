@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     retrain.add_argument("--region")
     retrain.add_argument("--endpoint-url", help="S3/SageMaker endpoint (tests)")
     retrain.add_argument("--instance-type", default="ml.m5.large")
+    retrain.add_argument("--publish", action="store_true", help="publish the new model as a fieldlens.Model version")
+    retrain.add_argument("--deploy", metavar="THING_GROUP_ARN", help="then deploy it to this thing group")
     gg_build = commands.add_parser("build", help="zip component artifacts and render recipes (GDK layout)")
     gg_build.add_argument("--version", default="0.1.0", help="component version of the three components")
     gg_build.add_argument("--bucket", default="BUCKET_NAME", help="artifacts bucket the recipes point at")

@@ -79,7 +79,34 @@ def retrain(args: argparse.Namespace) -> int:
     report = run_retrain(args.dataset, args.out, args.model, args.cache, args.margin, args.force, settings, args.name)
     for line in report.summary():
         emit(line)
-    return 0 if report.decision.publish else EXIT_REJECTED
+    if not report.decision.publish or report.package is None:
+        return EXIT_REJECTED
+    return ship(args, report.package)
+
+
+def ship(args: argparse.Namespace, package: Path) -> int:
+    """`--publish [--deploy ARN]`: the new model as a fieldlens.Model component version, then to the fleet."""
+    if not args.publish:
+        return 0
+    if not args.bucket:
+        log.error("--publish needs --bucket (the component artifacts bucket)")
+        return 2
+    import tempfile
+
+    import boto3
+
+    from fieldlens_infra.deploy import redeploy_with
+    from fieldlens_infra.publish import publish_model
+
+    s3 = boto3.client("s3", region_name=args.region, endpoint_url=args.endpoint_url)
+    greengrass = boto3.client("greengrassv2", region_name=args.region)
+    with tempfile.TemporaryDirectory(prefix="fieldlens-model-build-") as work:
+        version, arn = publish_model(package, s3, greengrass, args.bucket, Path(work))
+    emit(f"published fieldlens.Model {version}: {arn}")
+    if args.deploy:
+        deployment = redeploy_with(greengrass, args.deploy, {"fieldlens.Model": version})
+        emit(f"deployment {deployment}: fieldlens.Model {version} to {args.deploy}, other components unchanged")
+    return 0
 
 
 def reversion(candidate: Path, parent: ModelPackage | None) -> None:
@@ -127,4 +154,6 @@ def retrain_on_sagemaker(args: argparse.Namespace) -> int:
     report = publish_candidate(manifest, candidate, args.out, args.model, args.margin, args.force)
     for line in report.summary():
         emit(line)
-    return 0 if report.decision.publish else EXIT_REJECTED
+    if not report.decision.publish or report.package is None:
+        return EXIT_REJECTED
+    return ship(args, report.package)

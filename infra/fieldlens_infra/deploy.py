@@ -56,3 +56,28 @@ def deploy(
         iotJobConfiguration=JOB_CONFIGURATION,
     )
     return str(response["deploymentId"])
+
+
+def current_components(greengrass: Any, target_arn: str) -> dict[str, dict[str, Any]]:
+    """The components of the target's latest deployment (a new deployment replaces it whole)."""
+    deployments = greengrass.list_deployments(targetArn=target_arn, historyFilter="LATEST_ONLY")["deployments"]
+    if not deployments:
+        return {}
+    latest = greengrass.get_deployment(deploymentId=deployments[0]["deploymentId"])
+    components: dict[str, dict[str, Any]] = latest.get("components", {})
+    return components
+
+
+def redeploy_with(greengrass: Any, target_arn: str, versions: dict[str, str], name: str = "fieldlens") -> str:
+    """Deploy new versions of some components, keeping every other component of the latest deployment as it is."""
+    components = current_components(greengrass, target_arn)
+    for component, version in versions.items():
+        components[component] = {**components.get(component, {}), "componentVersion": version}
+    response = greengrass.create_deployment(
+        targetArn=target_arn,
+        deploymentName=name,
+        components=components,
+        deploymentPolicies=DEPLOYMENT_POLICIES,
+        iotJobConfiguration=JOB_CONFIGURATION,
+    )
+    return str(response["deploymentId"])

@@ -109,3 +109,53 @@ def test_deploy_sends_versions_configuration_merges_and_rollout_policies() -> No
             },
         )
         assert deploy(greengrass, target, {"fieldlens.Classifier": "0.2.0", "fieldlens.Model": "1.3.0"}, merge) == "d-1"
+
+
+def test_a_retrained_model_is_published_and_deployed_keeping_the_other_components(tmp_path: Path, aws: None) -> None:
+    from fieldlens_infra.deploy import redeploy_with
+    from fieldlens_infra.publish import publish_model
+
+    make_tiny_package(tmp_path / "model", version="1.4.0")
+    s3: Any = boto3.client("s3", region_name="eu-west-1")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    greengrass: Any = boto3.client("greengrassv2", region_name="eu-west-1")
+    target = "arn:aws:iot:eu-west-1:123456789012:thinggroup/coops"
+    running = {
+        "fieldlens.Classifier": {"componentVersion": "0.2.0", "configurationUpdate": {"merge": '{"name": "hens"}'}},
+        "fieldlens.Model": {"componentVersion": "1.3.0"},
+    }
+    arn = "arn:aws:greengrass:eu-west-1:123456789012:components:fieldlens.Model:versions:1.4.0"
+    with Stubber(greengrass) as stub:
+        stub.add_response(
+            "create_component_version",
+            {
+                "componentName": "fieldlens.Model",
+                "componentVersion": "1.4.0",
+                "arn": arn,
+                "creationTimestamp": "2026-11-22T00:00:00Z",
+                "status": {"componentState": "REQUESTED", "message": "requested", "errors": {}},
+            },
+            {"inlineRecipe": ANY},
+        )
+        stub.add_response(
+            "list_deployments",
+            {"deployments": [{"deploymentId": "d-0"}]},
+            {"targetArn": target, "historyFilter": "LATEST_ONLY"},
+        )
+        stub.add_response("get_deployment", {"deploymentId": "d-0", "components": running}, {"deploymentId": "d-0"})
+        stub.add_response(
+            "create_deployment",
+            {"deploymentId": "d-1"},
+            {
+                "targetArn": target,
+                "deploymentName": "fieldlens",
+                "deploymentPolicies": ANY,
+                "iotJobConfiguration": ANY,
+                "components": {**running, "fieldlens.Model": {"componentVersion": "1.4.0"}},
+            },
+        )
+        version, published = publish_model(tmp_path / "model", s3, greengrass, BUCKET, tmp_path / "work")
+        assert (version, published) == ("1.4.0", arn)
+        assert redeploy_with(greengrass, target, {"fieldlens.Model": version}) == "d-1"
+        stub.assert_no_pending_responses()
+    assert s3.head_object(Bucket=BUCKET, Key="fieldlens.Model/1.4.0/fieldlens-model.zip")["ContentLength"] > 0
