@@ -14,10 +14,9 @@ from typing import Any
 
 from fieldlens_classifier.config import ClassifierConfig
 from fieldlens_classifier.service import Classifier
-from fieldlens_core.broker_args import BROKER_FLAGS, add_broker_arguments, connect_broker
-from fieldlens_core.bus import Bus
+from fieldlens_core.broker_args import BROKER_FLAGS, add_broker_arguments, set_up_component
 from fieldlens_core.camera.registry import build_camera, parse_camera_flag
-from fieldlens_core.component_config import given_flags, on_greengrass, resolve_config
+from fieldlens_core.component_config import given_flags
 from fieldlens_core.errors import ConfigurationError
 from fieldlens_core.inference.client import InferenceClient
 from fieldlens_core.lifecycle import announce_ready, configure_logging, wait_for_termination
@@ -58,28 +57,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     flags = config_flags(args)
     configure_logging(flags.get("log_level", "INFO"))
-    greengrass = None
-    bus: Bus
     try:
-        if on_greengrass():
-            from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
-
-            from fieldlens_core.bus.ipc import IpcBus
-            from fieldlens_core.greengrass_config import GreengrassConfiguration
-
-            ipc = GreengrassCoreIPCClientV2()
-            greengrass = GreengrassConfiguration(ipc, ClassifierConfig, flags)
-            config = resolve_config(ClassifierConfig, flags, greengrass=greengrass)
-            bus = IpcBus(ipc, config.bus_scope)
-        else:
-            config = resolve_config(ClassifierConfig, flags, args.config)
-            bus = connect_broker(args, f"fieldlens-classifier-{config.thing_name}-{config.name}")
+        setup = set_up_component(
+            ClassifierConfig, flags, args, lambda c: f"fieldlens-classifier-{c.thing_name}-{c.name}"
+        )
     except ConfigurationError as exc:
         log.error("%s", exc)
         return 2
     except ConnectionError as exc:
         log.error("%s", exc)
         return 1
+    config, bus, greengrass = setup.config, setup.bus, setup.greengrass
     logging.getLogger().setLevel(config.log_level)
     camera = build_camera(config.camera)
     inference = InferenceClient(config.inference, pool_size=config.workers)

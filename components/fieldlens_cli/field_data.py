@@ -15,9 +15,9 @@ from fieldlens_core.errors import ConfigurationError
 from fieldlens_fielddata.layout import QUARANTINE_DIR, RECEIPT_SUFFIX, SIDECAR_SUFFIX, image_time
 from fieldlens_fielddata.queue import queue_stats
 from fieldlens_fielddata.store import read_sidecar
-from fieldlens_fielddata.uploader import DrainReport, Uploader
+from fieldlens_fielddata.uploader import DrainReport
 from fieldlens_uploader.config import UploaderConfig
-from fieldlens_uploader.main import build_destination
+from fieldlens_uploader.main import build_destination, build_uploader
 
 log = logging.getLogger(__name__)
 
@@ -113,16 +113,9 @@ def stats(root: Path) -> int:
 
 
 def sync(config: UploaderConfig) -> int:
-    destination = build_destination(config)
+    uploader = build_uploader(config)
+    destination = uploader.destination
     total = queue_stats(config.field_data_dir).queued
-    uploader = Uploader(
-        config.field_data_dir,
-        destination,
-        config.thing_name,
-        config.prefix,
-        config.delete_after_upload,
-        config.concurrency,
-    )
 
     def progress(report: DrainReport) -> None:
         done = report.uploaded + report.quarantined

@@ -12,9 +12,8 @@ import logging
 import sys
 from typing import Any
 
-from fieldlens_core.broker_args import BROKER_FLAGS, add_broker_arguments, connect_broker
-from fieldlens_core.bus import Bus
-from fieldlens_core.component_config import given_flags, on_greengrass, resolve_config
+from fieldlens_core.broker_args import BROKER_FLAGS, add_broker_arguments, set_up_component
+from fieldlens_core.component_config import given_flags
 from fieldlens_core.errors import ConfigurationError
 from fieldlens_core.lifecycle import announce_ready, configure_logging, wait_for_termination
 from fieldlens_fielddata.destination import Destination, LocalDirectoryDestination, S3Destination
@@ -63,42 +62,32 @@ def build_destination(config: UploaderConfig) -> Destination:
     return S3Destination(s3_client(config), config.bucket, config.encryption, config.kms_key_id)
 
 
+def build_uploader(config: UploaderConfig) -> Uploader:
+    return Uploader(
+        config.field_data_dir,
+        build_destination(config),
+        config.thing_name,
+        config.prefix,
+        config.delete_after_upload,
+        config.concurrency,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     flags = given_flags(args, skip=("config", *BROKER_FLAGS))
     configure_logging(flags.get("log_level", "INFO"))
-    greengrass = None
-    bus: Bus
     try:
-        if on_greengrass():
-            from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
-
-            from fieldlens_core.bus.ipc import IpcBus
-            from fieldlens_core.greengrass_config import GreengrassConfiguration
-
-            ipc = GreengrassCoreIPCClientV2()
-            greengrass = GreengrassConfiguration(ipc, UploaderConfig, flags)
-            config = resolve_config(UploaderConfig, flags, greengrass=greengrass)
-            bus = IpcBus(ipc, config.bus_scope)
-        else:
-            config = resolve_config(UploaderConfig, flags, args.config)
-            bus = connect_broker(args, f"fieldlens-uploader-{config.thing_name}")
+        setup = set_up_component(UploaderConfig, flags, args, lambda c: f"fieldlens-uploader-{c.thing_name}")
     except ConfigurationError as exc:
         log.error("%s", exc)
         return 2
     except ConnectionError as exc:
         log.error("%s", exc)
         return 1
+    config, bus, greengrass = setup.config, setup.bus, setup.greengrass
     logging.getLogger().setLevel(config.log_level)
-    destination = build_destination(config)
-    uploader = Uploader(
-        config.field_data_dir,
-        destination,
-        config.thing_name,
-        config.prefix,
-        config.delete_after_upload,
-        config.concurrency,
-    )
+    uploader = build_uploader(config)
     service = UploaderService(
         uploader,
         Backoff(config.retry_initial_s, config.retry_max_s),
@@ -108,11 +97,15 @@ def main(argv: list[str] | None = None) -> int:
         config.status_interval_s,
     )
     service.start()
+    if greengrass is not None:  # proposals are validated (ACCEPTED/REJECTED); accepted ones apply on restart
+        greengrass.watch(lambda new: log.warning("configuration changed: it takes effect when the component restarts"))
     announce_ready(COMPONENT)
     signum = wait_for_termination()
     log.info("stopping on signal %d", signum)
     service.stop()
     bus.stop()
+    if greengrass is not None:
+        greengrass.stop()
     return 0
 
 

@@ -48,6 +48,10 @@ def deploy(
         components[component] = {"componentVersion": version}
         if merges and component in merges:
             components[component]["configurationUpdate"] = {"merge": json.dumps(merges[component])}
+    return _create(greengrass, target_arn, components, name)
+
+
+def _create(greengrass: Any, target_arn: str, components: dict[str, Any], name: str) -> str:
     response = greengrass.create_deployment(
         targetArn=target_arn,
         deploymentName=name,
@@ -73,11 +77,4 @@ def redeploy_with(greengrass: Any, target_arn: str, versions: dict[str, str], na
     components = current_components(greengrass, target_arn)
     for component, version in versions.items():
         components[component] = {**components.get(component, {}), "componentVersion": version}
-    response = greengrass.create_deployment(
-        targetArn=target_arn,
-        deploymentName=name,
-        components=components,
-        deploymentPolicies=DEPLOYMENT_POLICIES,
-        iotJobConfiguration=JOB_CONFIGURATION,
-    )
-    return str(response["deploymentId"])
+    return _create(greengrass, target_arn, components, name)
