@@ -19,6 +19,17 @@ log = logging.getLogger(__name__)
 def build_command(args: argparse.Namespace) -> int:
     from fieldlens_infra.build import build
 
+    if args.gdk_component:
+        from fieldlens_infra.gdk import gdk_build
+
+        try:
+            recipe = gdk_build(args.gdk_component, args.out, None if args.no_model else args.model)
+        except (ValueError, ModelPackageError) as exc:
+            log.error("%s", exc)
+            return 1
+        emit(f"built {args.gdk_component} for the GDK: {recipe}")
+        return 0
+
     try:
         versions = build(args.out, args.version, args.bucket, None if args.no_model else args.model)
     except ModelPackageError as exc:

@@ -164,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     gg_build.add_argument("--model", type=Path, default=DATA_DIR / "model", help="model package for fieldlens.Model")
     gg_build.add_argument("--no-model", action="store_true", help="build without the model component")
     gg_build.add_argument("--out", type=Path, default=Path("greengrass-build"))
+    gg_build.add_argument("--gdk-component", help="build one component the way `gdk component build` expects")
     for verb, text in (
         ("publish", "upload artifacts and create component versions"),
         ("deploy", "deploy the built component versions to a thing group"),
