@@ -114,41 +114,41 @@ class Classifier:
 
     def on_message(self, topic: str, payload: bytes) -> None:
         received = time.perf_counter()
-        try:
-            request = parse_request(payload, self._config.max_payload_bytes)
-        except FieldlensError as exc:
-            request_id = salvage_request_id(payload) if exc.code == ErrorCode.BAD_REQUEST else None
-            self._reject(request_id, exc)
-            return
-        try:
-            self._check_reply_topic(request)
-        except BadRequestError as exc:
-            self._reject(request.request_id, exc)  # never to the refused topic
+        admitted = self._admit(payload)
+        if isinstance(admitted, ClassifyResponse):
+            self._publish(admitted, None)  # never to a reply_topic the request was refused for
             return
         try:
             if self._stopping:
                 raise BusyError("the classifier is shutting down")
-            self._queue.put_nowait(_Job(request, received))
-        except queue.Full:
-            busy = BusyError(f"{self._config.queue_size} requests are already waiting")
-            self._reject(request.request_id, busy, request.reply_topic)
-        except BusyError as exc:
-            self._reject(request.request_id, exc, request.reply_topic)
+            self._queue.put_nowait(_Job(admitted, received))
+        except (queue.Full, BusyError) as exc:
+            busy = exc if isinstance(exc, BusyError) else BusyError(f"{self._config.queue_size} requests are waiting")
+            log.info("rejected request %s: %s", admitted.request_id, busy.message)
+            response = ClassifyResponse.failure(admitted.request_id, self._config.thing_name, busy.code, busy.message)
+            self._publish(response, admitted.reply_topic)
 
     def answer(self, payload: bytes) -> ClassifyResponse:
         """Handle one request on the caller's thread and publish its response (the v1 Lambda path)."""
         received = time.perf_counter()
-        reply_topic = None
+        admitted = self._admit(payload)
+        if isinstance(admitted, ClassifyResponse):
+            self._publish(admitted, None)
+            return admitted
+        response = self.process(admitted, received)
+        self._publish(response, admitted.reply_topic)
+        return response
+
+    def _admit(self, payload: bytes) -> ClassifyRequest | ClassifyResponse:
+        """The validated request, or the error response it gets instead."""
         try:
             request = parse_request(payload, self._config.max_payload_bytes)
             self._check_reply_topic(request)
         except FieldlensError as exc:
             request_id = salvage_request_id(payload) if exc.code == ErrorCode.BAD_REQUEST else new_request_id()
-            response = ClassifyResponse.failure(request_id, self._config.thing_name, exc.code, exc.message)
-        else:
-            response, reply_topic = self.process(request, received), request.reply_topic
-        self._publish(response, reply_topic)
-        return response
+            log.info("rejected request %s: %s %s", request_id, exc.code, exc.message)
+            return ClassifyResponse.failure(request_id, self._config.thing_name, exc.code, exc.message)
+        return request
 
     def process(self, request: ClassifyRequest, received: float | None = None) -> ClassifyResponse:
         """Capture, classify and keep one image; never raises: failures become error responses."""
@@ -230,13 +230,6 @@ class Classifier:
         prefix = self._config.reply_topic_prefix
         if request.reply_topic is not None and not request.reply_topic.startswith(prefix):
             raise BadRequestError(f"reply_topic must start with {prefix!r}")
-
-    def _reject(self, request_id: str | None, error: FieldlensError, reply_topic: str | None = None) -> None:
-        log.info("rejected request %s: %s %s", request_id, error.code, error.message)
-        response = ClassifyResponse.failure(
-            request_id or new_request_id(), self._config.thing_name, error.code, error.message
-        )
-        self._publish(response, reply_topic)
 
     def _publish(self, response: ClassifyResponse, reply_topic: str | None) -> None:
         topic = reply_topic or self._config.effective_response_topic
