@@ -33,6 +33,9 @@ def test_a_first_model_then_a_retrain_that_embeds_only_the_new_images(tmp_path: 
     card = load_package(first.package).card
     assert card.metrics["accuracy"] >= 0.9 and set(card.metrics["per_class"]) == {"blue", "green", "red"}
     assert card.metrics["fp32_max_abs_logit_diff_vs_torch"] < 1e-3 and card.dataset_manifest_sha256
+    import torch
+
+    assert card.training["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # the head trains on a GPU
 
     write_class_folders(tmp_path / "base", 2, seed=5)  # six new photos
     second = run_retrain(
