@@ -33,7 +33,6 @@ from fieldlens_cli.output import emit
 from fieldlens_cli.requester import Pending, Requester
 from fieldlens_cli.supervisor import Child, ServeOptions, start_components, stop_children
 from fieldlens_core import topics
-from fieldlens_core.bus.mqtt import MqttBus
 from fieldlens_core.model_package import load_package
 
 log = logging.getLogger(__name__)
@@ -107,7 +106,6 @@ def broker() -> Iterator[tuple[str, str]]:
             deadline = time.monotonic() + 10
             while True:
                 try:
-                    MqttBus.__init__  # noqa: B018 - keep the import used for type checkers
                     connect(f"mqtt://127.0.0.1:{port}", "bench-probe").stop()
                     break
                 except ConnectionError:

@@ -140,8 +140,16 @@ def build_manifest(
         if sha256 in seen:
             continue  # the same photo twice (a copy in base and field): count it once
         seen.add(sha256)
-        entries.append(ManifestEntry(key=str(path), path=str(path.absolute()), sha256=sha256, label=label,
-                                     split=split_of(sha256, val_percent), source=source))  # fmt: skip
+        entries.append(
+            ManifestEntry(
+                key=str(path),
+                path=str(path.absolute()),
+                sha256=sha256,
+                label=label,
+                split=split_of(sha256, val_percent),
+                source=source,
+            )
+        )
     manifest = Manifest(labels=label_set, val_percent=val_percent, entries=entries)
     manifest.sha256 = manifest.digest()
     return manifest
@@ -164,6 +172,8 @@ def balance_report(manifest: Manifest) -> list[str]:
     for label, counts in manifest.balance().items():
         lines.append(f"{label[:24]:<24}{counts['train']:>8}{counts['val']:>8}")
     sources = Counter(e.source for e in manifest.entries)
-    lines.append(f"{len(manifest.entries)} images ({', '.join(f'{n} {s}' for s, n in sorted(sources.items()))}); "
-                 f"dataset {manifest.sha256[:12]}")  # fmt: skip
+    lines.append(
+        f"{len(manifest.entries)} images ({', '.join(f'{n} {s}' for s, n in sorted(sources.items()))}); "
+        f"dataset {manifest.sha256[:12]}"
+    )
     return lines

@@ -112,15 +112,22 @@ class SageMakerRetrain:
                 "epochs": json.dumps(epochs),
                 "seed": json.dumps(seed),
             },
-            InputDataConfig=[{
-                "ChannelName": "training",
-                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": channel,
-                                                "S3DataDistributionType": "FullyReplicated"}},
-            }],
+            InputDataConfig=[
+                {
+                    "ChannelName": "training",
+                    "DataSource": {
+                        "S3DataSource": {
+                            "S3DataType": "S3Prefix",
+                            "S3Uri": channel,
+                            "S3DataDistributionType": "FullyReplicated",
+                        }
+                    },
+                }
+            ],
             OutputDataConfig={"S3OutputPath": f"s3://{self._bucket}/{root}/output"},
             ResourceConfig={"InstanceType": self._instance_type, "InstanceCount": 1, "VolumeSizeInGB": 30},
             StoppingCondition={"MaxRuntimeInSeconds": 3 * 3600},
-        )  # fmt: skip
+        )
         return name
 
     def wait(self, name: str, report: Callable[[str], None] = log.info) -> dict[str, Any]:
