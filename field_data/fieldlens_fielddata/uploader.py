@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
@@ -50,23 +50,18 @@ class DrainReport:
     quarantined: int = 0
     failed: int = 0
     bytes: int = 0
-    error: str | None = None  # set when a failure ended the drain early
+    error: str | None = None  # a drain: the failure that ended it early; the totals: the latest failure
 
     @property
     def outage(self) -> bool:
         return self.error is not None
 
-
-@dataclass
-class UploaderTotals:
-    """Counters since start, for the status topic."""
-
-    uploaded: int = 0
-    quarantined: int = 0
-    failed: int = 0
-    bytes: int = 0
-    last_error: str | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    def add(self, done: DrainReport) -> None:
+        self.uploaded += done.uploaded
+        self.quarantined += done.quarantined
+        self.failed += done.failed
+        self.bytes += done.bytes
+        self.error = done.error or self.error
 
 
 def _metadata(sidecar: dict[str, Any], sha256_hex: str) -> dict[str, str]:
@@ -100,7 +95,8 @@ class Uploader:
         self.prefix = prefix
         self.delete_after_upload = delete_after_upload
         self.chunk = max(chunk, concurrency)
-        self.totals = UploaderTotals()
+        self.totals = DrainReport()  # since start, for the status topic
+        self._totals_lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload")
 
     def close(self) -> None:
@@ -123,24 +119,13 @@ class Uploader:
                 else:
                     done.failed += 1
                     done.error = done.error or f"{pair.image_id}: {error}"
-            self._add(report, done)
-            with self.totals.lock:
-                self._add(self.totals, done)
+            report.add(done)
+            with self._totals_lock:
+                self.totals.add(done)
             if progress is not None:
                 progress(report)
             if report.outage:
                 return report
-
-    @staticmethod
-    def _add(into: DrainReport | UploaderTotals, done: DrainReport) -> None:
-        into.uploaded += done.uploaded
-        into.quarantined += done.quarantined
-        into.failed += done.failed
-        into.bytes += done.bytes
-        if isinstance(into, DrainReport):
-            into.error = into.error or done.error
-        else:
-            into.last_error = done.error or into.last_error
 
     def _ship(self, pair: PendingPair) -> tuple[Outcome, int, str | None]:
         try:
@@ -192,7 +177,7 @@ class Uploader:
         """What the status topic carries: queue length and age, totals, destination."""
         stats = queue_stats(self.root)
         moment = now if now is not None else time.time()
-        with self.totals.lock:
+        with self._totals_lock:
             return {
                 "thing": self.thing,
                 "destination": self.destination.description,
@@ -203,6 +188,6 @@ class Uploader:
                 "uploaded_bytes": self.totals.bytes,
                 "quarantined": self.totals.quarantined,
                 "failed": self.totals.failed,
-                "last_error": self.totals.last_error,
+                "last_error": self.totals.error,
                 "timestamp": datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds"),
             }
