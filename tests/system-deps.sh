@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests and the retrain demo use (Debian): the mosquitto broker,
-# and Fashion-MNIST's labelled product photos (dataset-fashion-mnist).
+# its command-line clients (mosquitto_pub/mosquitto_sub, what a user tries first), and Fashion-MNIST's
+# labelled product photos (dataset-fashion-mnist).
 # The tests start their own mosquitto on 127.0.0.1 and a free port (tests/helpers/broker.py).
 set -euo pipefail
 SUDO=""
@@ -8,6 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 missing=""
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then missing="$missing mosquitto"; fi
+if ! command -v mosquitto_pub >/dev/null 2>&1; then missing="$missing mosquitto-clients"; fi
 if [ ! -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then missing="$missing dataset-fashion-mnist"; fi
 if [ -n "$missing" ]; then
   $SUDO apt-get update -qq

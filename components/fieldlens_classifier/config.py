@@ -25,10 +25,17 @@ class ClassifierConfig(StrictModel):
     response_topic: str | None = Field(
         default=None, title="Response topic", description="Overrides /response/prediction/<name>."
     )
+    fleet_topics: bool = Field(
+        default=True,
+        title="Fleet topics",
+        description="Also answer fleet-wide requests: /request/classify is answered on /response/prediction by "
+        "every device that has this on, each response naming its thing.",
+    )
     reply_topic_prefix: str = Field(
         default="/response/",
         title="Reply topic prefix",
-        description="A request's reply_topic must start with this; stops requests steering output anywhere.",
+        description="A request's reply_topic (or MQTT 5 response topic) must start with this; stops requests "
+        "steering output anywhere. The recipe's accessControl allows publishing under it (<prefix>#).",
     )
     thing_name: str = Field(
         default_factory=default_thing_name, title="Thing name", description="Reported in responses and S3 keys."
@@ -113,6 +120,14 @@ class ClassifierConfig(StrictModel):
     @property
     def effective_response_topic(self) -> str:
         return self.response_topic or topics.response_topic(self.name)
+
+    @property
+    def routes(self) -> dict[str, str]:
+        """Each topic the classifier subscribes to -> where it answers a request from there by default."""
+        routes = {self.effective_request_topic: self.effective_response_topic}
+        if self.fleet_topics:
+            routes.setdefault(topics.FLEET_REQUEST_TOPIC, topics.FLEET_RESPONSE_TOPIC)
+        return routes
 
 
 # Fields that a live configuration update may change without a restart.

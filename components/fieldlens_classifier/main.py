@@ -17,9 +17,9 @@ from fieldlens_classifier.service import Classifier
 from fieldlens_core.broker_args import BROKER_FLAGS, add_broker_arguments, set_up_component
 from fieldlens_core.camera.registry import build_camera, parse_camera_flag
 from fieldlens_core.component_config import given_flags
-from fieldlens_core.errors import ConfigurationError
+from fieldlens_core.errors import ConfigurationError, StartupError
 from fieldlens_core.inference.client import InferenceClient
-from fieldlens_core.lifecycle import announce_ready, configure_logging, wait_for_termination
+from fieldlens_core.lifecycle import announce_ready, configure_logging, startup_failure, wait_for_termination
 from fieldlens_fielddata.store import FieldStore
 
 log = logging.getLogger("fieldlens_classifier")
@@ -61,12 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         setup = set_up_component(
             ClassifierConfig, flags, args, lambda c: f"fieldlens-classifier-{c.thing_name}-{c.name}"
         )
-    except ConfigurationError as exc:
-        log.error("%s", exc)
-        return 2
-    except ConnectionError as exc:
-        log.error("%s", exc)
-        return 1
+    except (ConfigurationError, StartupError, ConnectionError) as exc:
+        return startup_failure(log, exc)
     config, bus, greengrass = setup.config, setup.bus, setup.greengrass
     logging.getLogger().setLevel(config.log_level)
     camera = build_camera(config.camera)
@@ -80,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         max_images=config.max_field_images,
     )
     classifier = Classifier(config, bus, camera, inference, store)
-    classifier.start()
+    try:
+        classifier.start()
+    except (StartupError, ConnectionError) as exc:  # a subscription the accessControl does not allow
+        classifier.stop()
+        bus.stop()
+        return startup_failure(log, exc)
     if greengrass is not None:
         greengrass.watch(classifier.update_config)
     announce_ready(COMPONENT)

@@ -2,7 +2,12 @@
 
 The bus handler only validates and enqueues (it runs on the transport's thread); a bounded
 queue and a few workers do the work, and a full queue answers BUSY at once instead of
-letting requests pile up on a small device. Every request gets exactly one response.
+letting requests pile up on a small device. Every request gets exactly one response, on
+the topic paired with the one it came in on (``routes``), or on its ``reply_topic`` / MQTT 5
+response topic when that passes the prefix guard, with its MQTT 5 correlation data echoed.
+
+A message flagged retained is never a request: a retained request would run again at every
+restart and reconnect, each time capturing, uploading and answering once more.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from fieldlens_classifier.config import HOT_FIELDS, ClassifierConfig
-from fieldlens_core.bus import Bus
+from fieldlens_core.bus import Bus, Message
 from fieldlens_core.camera import Camera
 from fieldlens_core.errors import BadRequestError, BusyError, ErrorCode, FieldlensError
 from fieldlens_core.inference.client import InferenceResult
@@ -32,6 +37,7 @@ from fieldlens_core.messages import (
     salvage_request_id,
     utc_timestamp,
 )
+from fieldlens_core.topics import validate_publish_topic
 from fieldlens_fielddata.layout import new_image_id
 from fieldlens_fielddata.sampling.policy import SamplingPolicy
 from fieldlens_fielddata.store import FieldStore, StoreFullError
@@ -46,8 +52,17 @@ class Inference(Protocol):
 
 
 @dataclass(frozen=True)
+class _Reply:
+    """Where a response goes, and the MQTT 5 correlation data it carries back."""
+
+    topic: str
+    correlation_data: bytes | None = None
+
+
+@dataclass(frozen=True)
 class _Job:
     request: ClassifyRequest
+    reply: _Reply
     received: float  # perf_counter() when the message arrived
 
 
@@ -84,12 +99,9 @@ class Classifier:
             worker = threading.Thread(target=self._work, name=f"classify-{index}", daemon=True)
             worker.start()
             self._workers.append(worker)
-        self._bus.subscribe(self._config.effective_request_topic, self.on_message)
-        log.info(
-            "listening on %s, answering on %s",
-            self._config.effective_request_topic,
-            self._config.effective_response_topic,
-        )
+        for request_topic, response_topic in self._config.routes.items():
+            self._bus.subscribe(request_topic, self.on_message)
+            log.info("listening on %s, answering on %s", request_topic, response_topic)
 
     def stop(self) -> None:
         """Finish the requests already queued, then stop the workers; later requests get BUSY."""
@@ -112,43 +124,69 @@ class Classifier:
             self._policy = self._new_policy(self._config, self._store)
         logging.getLogger().setLevel(self._config.log_level)
 
-    def on_message(self, topic: str, payload: bytes) -> None:
+    def on_message(self, message: Message) -> None:
         received = time.perf_counter()
-        admitted = self._admit(payload)
-        if isinstance(admitted, ClassifyResponse):
-            self._publish(admitted, None)  # never to a reply_topic the request was refused for
+        admitted = self._admit(message)
+        if admitted is None:
             return
+        if isinstance(admitted[0], ClassifyResponse):
+            self._publish(*admitted)  # never to a reply topic the request was refused for
+            return
+        request, reply = admitted
         try:
             if self._stopping:
                 raise BusyError("the classifier is shutting down")
-            self._queue.put_nowait(_Job(admitted, received))
+            self._queue.put_nowait(_Job(request, reply, received))
         except (queue.Full, BusyError) as exc:
             busy = exc if isinstance(exc, BusyError) else BusyError(f"{self._config.queue_size} requests are waiting")
-            log.info("rejected request %s: %s", admitted.request_id, busy.message)
-            response = ClassifyResponse.failure(admitted.request_id, self._config.thing_name, busy.code, busy.message)
-            self._publish(response, admitted.reply_topic)
+            log.info("rejected request %s: %s", request.request_id, busy.message)
+            self._publish(
+                ClassifyResponse.failure(
+                    request.request_id, self._config.thing_name, busy.code, busy.message, request.message
+                ),
+                reply,
+            )
 
-    def answer(self, payload: bytes) -> ClassifyResponse:
+    def answer(self, message: Message) -> ClassifyResponse | None:
         """Handle one request on the caller's thread and publish its response (the v1 Lambda path)."""
         received = time.perf_counter()
-        admitted = self._admit(payload)
-        if isinstance(admitted, ClassifyResponse):
-            self._publish(admitted, None)
-            return admitted
-        response = self.process(admitted, received)
-        self._publish(response, admitted.reply_topic)
+        admitted = self._admit(message)
+        if admitted is None:
+            return None
+        if isinstance(admitted[0], ClassifyResponse):
+            self._publish(*admitted)
+            return admitted[0]
+        request, reply = admitted
+        response = self.process(request, received)
+        self._publish(response, reply)
         return response
 
-    def _admit(self, payload: bytes) -> ClassifyRequest | ClassifyResponse:
-        """The validated request, or the error response it gets instead."""
+    def _admit(self, message: Message) -> tuple[ClassifyRequest, _Reply] | tuple[ClassifyResponse, _Reply] | None:
+        """The validated request and where to answer it; the error response it gets instead; or None
+        for a message that is not a request at all (a retained one)."""
+        if message.retained:
+            log.warning(
+                "ignored a retained message on %s (%d bytes): retained messages are never requests; "
+                "publish requests without the retain flag",
+                message.topic,
+                len(message.payload),
+            )
+            return None
+        config = self._config
+        default = _Reply(config.routes.get(message.topic, config.effective_response_topic), message.correlation_data)
         try:
-            request = parse_request(payload, self._config.max_payload_bytes)
-            self._check_reply_topic(request)
+            request = parse_request(message.payload, config.max_payload_bytes)
+            if request.reply_topic is not None:
+                topic = self._checked_reply_topic(request.reply_topic, "reply_topic")
+            elif message.response_topic is not None:
+                topic = self._checked_reply_topic(message.response_topic, "MQTT 5 response topic")
+            else:
+                return request, default
+            return request, _Reply(topic, message.correlation_data)
         except FieldlensError as exc:
-            request_id = salvage_request_id(payload) if exc.code == ErrorCode.BAD_REQUEST else new_request_id()
+            request_id = salvage_request_id(message.payload) if exc.code == ErrorCode.BAD_REQUEST else new_request_id()
             log.info("rejected request %s: %s %s", request_id, exc.code, exc.message)
-            return ClassifyResponse.failure(request_id, self._config.thing_name, exc.code, exc.message)
-        return request
+            return ClassifyResponse.failure(request_id, config.thing_name, exc.code, exc.message), default
 
     def process(self, request: ClassifyRequest, received: float | None = None) -> ClassifyResponse:
         """Capture, classify and keep one image; never raises: failures become error responses."""
@@ -162,11 +200,17 @@ class Classifier:
             inferred = time.perf_counter()
         except FieldlensError as exc:
             log.warning("request %s failed: %s", request.request_id, exc)
-            return ClassifyResponse.failure(request.request_id, config.thing_name, exc.code, exc.message)
+            return ClassifyResponse.failure(
+                request.request_id, config.thing_name, exc.code, exc.message, request.message
+            )
         except Exception as exc:
             log.exception("request %s failed unexpectedly", request.request_id)
             return ClassifyResponse.failure(
-                request.request_id, config.thing_name, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"
+                request.request_id,
+                config.thing_name,
+                ErrorCode.INTERNAL_ERROR,
+                f"{type(exc).__name__}: {exc}",
+                request.message,
             )
         now = datetime.now(UTC)
         timestamp = utc_timestamp(now)
@@ -185,6 +229,7 @@ class Classifier:
             timing_ms=Timing(
                 capture=_ms(captured - started), inference=_ms(inferred - captured), total=_ms(finished - started)
             ),
+            message=request.message,
         )
 
     def _keep(
@@ -226,15 +271,20 @@ class Classifier:
         kept = [when.timestamp() for when in store.kept_times()]
         return SamplingPolicy(config.sampling, already_kept=kept)
 
-    def _check_reply_topic(self, request: ClassifyRequest) -> None:
+    def _checked_reply_topic(self, topic: str, source: str) -> str:
+        """A reply_topic or MQTT 5 response topic, if it is publishable and under the prefix."""
         prefix = self._config.reply_topic_prefix
-        if request.reply_topic is not None and not request.reply_topic.startswith(prefix):
-            raise BadRequestError(f"reply_topic must start with {prefix!r}")
-
-    def _publish(self, response: ClassifyResponse, reply_topic: str | None) -> None:
-        topic = reply_topic or self._config.effective_response_topic
         try:
-            self._bus.publish(topic, response.to_payload())
+            validate_publish_topic(topic)
+        except ValueError as exc:
+            raise BadRequestError(f"{source}: {exc}") from None
+        if not topic.startswith(prefix):
+            raise BadRequestError(f"{source} must start with {prefix!r}")
+        return topic
+
+    def _publish(self, response: ClassifyResponse, reply: _Reply) -> None:
+        try:
+            self._bus.publish(reply.topic, response.to_payload(), reply.correlation_data)
         except Exception:  # the bus logs its own reason; a lost response must not kill a worker
             log.exception("could not publish the response to %s", response.request_id)
 
@@ -244,4 +294,4 @@ class Classifier:
             if job is None:
                 return
             response = self.process(job.request, job.received)
-            self._publish(response, job.request.reply_topic)
+            self._publish(response, job.reply)

@@ -21,6 +21,7 @@ from fieldlens_cli.supervisor import (
     wait_until_signal_or_exit,
 )
 from fieldlens_core import topics
+from fieldlens_core.bus import Message
 from fieldlens_core.bus.mqtt import BusConnectionError, MqttBus
 from fieldlens_core.config import BrokerConfig
 from fieldlens_core.errors import ConfigurationError
@@ -60,8 +61,9 @@ def serve(args: argparse.Namespace, socket_path: Path) -> int:
         log.error("could not start: %s", exc)
         return 1
     emit(
-        f"fieldlens ready: requests on {topics.request_topic(args.name)}, responses on "
-        f"{topics.response_topic(args.name)} via {args.broker} (pids {', '.join(str(c.pid) for c in children)})"
+        f"fieldlens ready: requests on {topics.request_topic(args.name)} and {topics.FLEET_REQUEST_TOPIC}, "
+        f"responses on {topics.response_topic(args.name)} and {topics.FLEET_RESPONSE_TOPIC} via {args.broker} "
+        f"(pids {', '.join(str(c.pid) for c in children)})"
     )
     reason = wait_until_signal_or_exit(children)
     log.info("stopping: %s", reason)
@@ -106,8 +108,8 @@ def watch(args: argparse.Namespace) -> int:
     done = threading.Event()
     seen = [0]
 
-    def on_response(topic: str, payload: bytes) -> None:
-        emit(payload.decode(errors="replace"))
+    def on_response(message: Message) -> None:
+        emit(message.payload.decode(errors="replace"))
         seen[0] += 1
         if args.count is not None and seen[0] >= args.count:
             done.set()

@@ -1,7 +1,8 @@
 """An MQTT broker inside this process (amqtt), for the one-command demo: nothing to install.
 
-amqtt speaks MQTT 3.1.1 only, which is what our paho clients use. It runs its own asyncio
-loop on a background thread and listens on 127.0.0.1 only.
+amqtt speaks MQTT 3.1.1 only: our clients ask for MQTT 5 first, are refused at once, and use
+3.1.1 (fieldlens_core.bus.mqtt). It runs its own asyncio loop on a background thread and
+listens on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -13,6 +14,18 @@ import threading
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+
+class _QuietMqtt5Probe(logging.Filter):
+    """amqtt logs two warnings each time a client asks for MQTT 5, which every fieldlens client
+    does first; the demo would print them for every component. Other amqtt warnings pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Invalid connection from") or message.endswith("): 5"))
+
+
+logging.getLogger("amqtt.broker").addFilter(_QuietMqtt5Probe())
 
 
 def free_port(host: str = "127.0.0.1") -> int:

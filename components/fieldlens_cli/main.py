@@ -26,9 +26,20 @@ log = logging.getLogger("fieldlens")
 DATA_DIR = Path("fieldlens-data")
 
 
-def _broker_args(parser: argparse.ArgumentParser) -> None:
+def _broker_args(parser: argparse.ArgumentParser, serving: bool = False) -> None:
     parser.add_argument("--broker", default=DEFAULT_BROKER_URL, help="mqtt://HOST:PORT (default %(default)s)")
-    parser.add_argument("--name", default=topics.DEFAULT_NAME, help="topic name (default %(default)s)")
+    if serving:
+        parser.add_argument(
+            "--name",
+            default=topics.DEFAULT_NAME,
+            help="topic name: serves /request/classify/NAME and the fleet-wide /request/classify (default %(default)s)",
+        )
+    else:
+        parser.add_argument(
+            "--name",
+            help="ask one device's topics, /request/classify/NAME -> /response/prediction/NAME (default: the "
+            "fleet-wide pair /request/classify -> /response/prediction, which every device answers)",
+        )
 
 
 def _upload_args(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the inference service and the classifier")
-    _broker_args(serve)
+    _broker_args(serve, serving=True)
     serve.add_argument("--camera", default="test-pattern", help="folder:DIR | test-pattern | picamera2")
     serve.add_argument("--field-data", type=Path, default=DATA_DIR / "field-images")
     serve.add_argument("--model", type=Path, default=DATA_DIR / "model", help="model package directory")

@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from fieldlens_core.bus import Bus
+from fieldlens_core.bus import Bus, Message
 from fieldlens_core.messages import response_from_payload
 
 
@@ -77,10 +77,10 @@ class Requester:
     def request(self, payload: bytes, timeout_s: float) -> dict[str, Any] | None:
         return self.send(payload).wait(timeout_s)
 
-    def _on_response(self, topic: str, payload: bytes) -> None:
+    def _on_response(self, message: Message) -> None:
         received = time.perf_counter()
         try:
-            response = response_from_payload(payload)
+            response = response_from_payload(message.payload)
         except ValueError:
             return
         with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -10,8 +11,9 @@ from pydantic import BaseModel
 
 from fieldlens_core.bus import Bus
 from fieldlens_core.bus.mqtt import MqttBus
-from fieldlens_core.component_config import on_greengrass, resolve_config
+from fieldlens_core.component_config import NUCLEUS_SOCKET_ENV, on_greengrass, resolve_config
 from fieldlens_core.config import DEFAULT_BROKER_URL, BrokerConfig, validate_config
+from fieldlens_core.errors import NucleusConnectionError
 from fieldlens_core.greengrass_config import GreengrassConfiguration
 
 M = TypeVar("M", bound=BaseModel)
@@ -45,16 +47,44 @@ class ComponentSetup(Generic[M]):
         self.config, self.bus, self.greengrass = config, bus, greengrass
 
 
+def connect_nucleus() -> Any:
+    """The IPC client, or NucleusConnectionError saying in one line what is wrong and how to fix it.
+
+    awscrt and the SDK report these as ``KeyError: 'SVCUID'``, ``RuntimeError: 44
+    (AWS_ERROR_FILE_INVALID_PATH)`` and ``AccessDeniedError``; a person reading the
+    component's log needs the cause instead.
+    """
+    from awsiot.eventstreamrpc import AccessDeniedError
+    from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
+
+    socket_path = os.environ.get(NUCLEUS_SOCKET_ENV, "")
+    try:
+        return GreengrassCoreIPCClientV2()
+    except KeyError as exc:
+        raise NucleusConnectionError(
+            f"{NUCLEUS_SOCKET_ENV} is set but {exc} is not: this process was not started by the Greengrass "
+            f"nucleus. Run it as a component, or unset {NUCLEUS_SOCKET_ENV} to run off a device with --broker"
+        ) from None
+    except AccessDeniedError:
+        raise NucleusConnectionError(
+            "the Greengrass nucleus refused this process's IPC token (SVCUID): it belongs to another component "
+            "or an earlier nucleus run; let the nucleus start the component"
+        ) from None
+    except Exception as exc:  # awscrt raises RuntimeError with a CRT error name
+        raise NucleusConnectionError(
+            f"cannot connect to the Greengrass nucleus's IPC socket {socket_path!r}: {exc}. Is the nucleus "
+            f"running, and was this process started by it?"
+        ) from None
+
+
 def set_up_component(
     model: type[M], flags: dict[str, Any], args: argparse.Namespace, client_id: Callable[[M], str]
 ) -> ComponentSetup[M]:
-    """Raises ConfigurationError (exit 2 in main) or ConnectionError (exit 1)."""
+    """Raises ConfigurationError, NucleusConnectionError or BusConnectionError (see errors.EXIT_*)."""
     if on_greengrass():
-        from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
-
         from fieldlens_core.bus.ipc import IpcBus
 
-        ipc = GreengrassCoreIPCClientV2()
+        ipc = connect_nucleus()
         greengrass = GreengrassConfiguration(ipc, model, flags)
         config = resolve_config(model, flags, greengrass=greengrass)
         return ComponentSetup(config, IpcBus(ipc, getattr(config, "bus_scope", "iot_core")), greengrass)

@@ -31,7 +31,7 @@ def resolve_config(
     if greengrass is not None:
         return greengrass.load()
     raw = load_config_file(Path(config_file)) if config_file else {}
-    return validate_config(model, merge_config(raw, flags))
+    return validate_config(model, merge_config(model, raw, flags))
 
 
 def given_flags(namespace: Any, skip: tuple[str, ...] = ("config",)) -> dict[str, Any]:

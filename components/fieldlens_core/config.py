@@ -13,7 +13,8 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from types import UnionType
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -56,6 +57,12 @@ class BrokerConfig(StrictModel):
     keepalive_s: int = Field(default=30, ge=5, le=1200, title="Keep-alive", description="MQTT keep-alive, seconds.")
     connect_timeout_s: float = Field(
         default=10.0, gt=0, title="Connect timeout", description="How long to wait for CONNACK."
+    )
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        default="auto",
+        title="MQTT version",
+        description="auto: MQTT 5, or 3.1.1 when the broker refuses 5 (the demo's embedded broker). Only MQTT 5 "
+        "carries a request's response topic and correlation data, and flags every retained publish.",
     )
 
     @model_validator(mode="after")
@@ -132,20 +139,34 @@ def snake_case(key: str) -> str:
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).lower()
 
 
-def merge_config(*layers: dict[str, Any]) -> dict[str, Any]:
-    """Merge configuration layers, later ones winning, with keys in snake_case at every depth.
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds (``X`` or ``X | None``), or None for plain values, lists and dicts."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, UnionType):
+        models = [a for a in get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+        return models[0] if len(models) == 1 else None
+    return None
+
+
+def merge_config(model: type[BaseModel], *layers: dict[str, Any]) -> dict[str, Any]:
+    """Merge configuration layers, later ones winning, with ``model``'s keys in snake_case.
 
     Greengrass configuration is camelCase and flags are snake_case; without normalising, the
-    same setting spelled both ways would be two keys and one of them an "unknown" key.
+    same setting spelled both ways would be two keys and one of them an "unknown" key. Only
+    keys that name a field of the schema are normalised: values are data, so a label such as
+    ``"Egyptian cat"`` in ``classQuota.classes`` stays exactly as written. A key the schema
+    does not know is kept as given, so that validation names it as the user wrote it.
     """
+    fields = model.model_fields
     merged: dict[str, Any] = {}
     for layer in layers:
         for key, value in layer.items():
-            name = snake_case(key)
-            if isinstance(value, dict) and isinstance(merged.get(name), dict):
-                merged[name] = merge_config(merged[name], value)
-            elif isinstance(value, dict):
-                merged[name] = merge_config(value)
+            name = key if key in fields else snake_case(key) if snake_case(key) in fields else key
+            nested = _nested_model(fields[name].annotation) if name in fields else None
+            if nested is not None and isinstance(value, dict):
+                previous = merged.get(name)
+                merged[name] = merge_config(nested, *([previous] if isinstance(previous, dict) else []), value)
             else:
                 merged[name] = value
     return merged

@@ -80,3 +80,28 @@ class ConfigurationError(FieldlensError):
     """Configuration that does not validate; never reaches a requester, stops a component."""
 
     code = ErrorCode.INTERNAL_ERROR
+
+
+class StartupError(FieldlensError):
+    """A component cannot start. Its ``main()`` logs the message as one line (no traceback)
+    and exits with ``exit_code``; the codes are documented in the README ("Troubleshooting")."""
+
+    exit_code = 3
+
+
+class NucleusConnectionError(StartupError):
+    """The Greengrass nucleus's IPC socket is missing, refuses our token, or did not answer."""
+
+    exit_code = 3
+
+
+class BusAuthorizationError(StartupError):
+    """The component's accessControl (or the broker's ACL) does not allow a topic it uses."""
+
+    exit_code = 4
+
+
+EXIT_STOPPED, EXIT_FAILED, EXIT_CONFIGURATION, EXIT_CANNOT_CONNECT, EXIT_NOT_AUTHORISED = 0, 1, 2, 3, 4
+"""A component's exit codes: stopped by a signal; cannot start for another reason that its log
+line names (no valid model package, the socket in use), or a bug; invalid configuration;
+cannot reach the nucleus or the broker; an operation its accessControl forbids."""

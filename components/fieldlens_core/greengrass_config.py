@@ -46,7 +46,7 @@ class GreengrassConfiguration(Generic[M]):
     def load(self) -> M:
         """This component's whole configuration, validated; ConfigurationError when it does not validate."""
         response = self._client.get_configuration(key_path=[])
-        return validate_config(self._model, merge_config(_own_keys(response.value), self._overrides))
+        return validate_config(self._model, merge_config(self._model, _own_keys(response.value), self._overrides))
 
     def watch(self, on_change: Callable[[M], None]) -> None:
         """Validate proposed updates (ACCEPTED/REJECTED) and pass accepted ones to ``on_change``."""
@@ -66,7 +66,7 @@ class GreengrassConfiguration(Generic[M]):
     def _on_validate(self, event: ValidateConfigurationUpdateEvents) -> None:
         proposal = event.validate_configuration_update_event
         try:
-            validate_config(self._model, merge_config(_own_keys(proposal.configuration), self._overrides))
+            validate_config(self._model, merge_config(self._model, _own_keys(proposal.configuration), self._overrides))
             status, message = ConfigurationValidityStatus.ACCEPTED, "configuration is valid"
         except ConfigurationError as exc:
             status, message = ConfigurationValidityStatus.REJECTED, str(exc)

@@ -41,3 +41,29 @@ def wait_for_termination() -> int:
     signal.signal(signal.SIGTERM, handler)
     received.wait()
     return number[0]
+
+
+def startup_failure(logger: logging.Logger, exc: Exception) -> int:
+    """Log why a component cannot start as one line, no traceback, and return its exit code.
+
+    Greengrass restarts a component that exits non-zero and marks it BROKEN after three
+    tries; each try should leave one readable line in the component's log, not a traceback.
+    """
+    from fieldlens_core.errors import (
+        EXIT_CANNOT_CONNECT,
+        EXIT_CONFIGURATION,
+        EXIT_FAILED,
+        ConfigurationError,
+        StartupError,
+    )
+
+    if isinstance(exc, ConfigurationError):
+        code = EXIT_CONFIGURATION
+    elif isinstance(exc, StartupError):
+        code = exc.exit_code
+    elif isinstance(exc, ConnectionError):
+        code = EXIT_CANNOT_CONNECT
+    else:
+        code = EXIT_FAILED
+    logger.error("cannot start (exit %d): %s", code, exc)
+    return code

@@ -1,9 +1,11 @@
-"""The classify request and response payloads (DESIGN.md, "Contracts").
+"""The classify request and response payloads (README, "Topics and payloads").
 
 Requests are validated strictly: a field of the wrong type or an unknown field is a
 BAD_REQUEST that names the field, because a silently ignored typo (``topk``) would look
-like the device ignoring the user. Responses always carry a ``request_id``, generated when
-the request had none or could not be read.
+like the device ignoring the user. Two payloads a first-time user sends are valid requests:
+an empty one, and the AWS IoT console's default test message, ``{"message": "Hello from AWS
+IoT console"}`` (``message`` is a free-text note, echoed in the response). Responses always
+carry a ``request_id``, generated when the request had none or could not be read.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fieldlens_core.topics import validate_publish_topic
 
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024
 REQUEST_ID_MAX = 128
+MESSAGE_MAX = 256
 
 
 def new_request_id() -> str:
@@ -48,11 +51,16 @@ class ClassifyRequest(BaseModel):
     reply_topic: str | None = Field(
         default=None, description="Publish the response here instead of the component's response topic."
     )
+    message: Annotated[str, Field(max_length=MESSAGE_MAX)] | None = Field(
+        default=None,
+        description="A free-text note, echoed in the response. The AWS IoT console's test page sends "
+        '{"message": "Hello from AWS IoT console"} by default.',
+    )
 
-    @field_validator("request_id")
+    @field_validator("request_id", "message")
     @classmethod
-    def _printable(cls, value: str) -> str:
-        if not value.isprintable():
+    def _printable(cls, value: str | None) -> str | None:
+        if value is not None and not value.isprintable():
             raise ValueError("must be printable text")
         return value
 
@@ -153,14 +161,17 @@ class ClassifyResponse(BaseModel):
     model: ModelInfo | None = None
     image: ImageInfo | None = None
     timing_ms: Timing | None = None
+    message: str | None = Field(default=None, description="The request's note, echoed.")
     error: ErrorInfo | None = None
 
     def to_payload(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
 
     @classmethod
-    def failure(cls, request_id: str, thing: str, code: ErrorCode, message: str) -> ClassifyResponse:
-        return cls(request_id=request_id, thing=thing, error=ErrorInfo(code=code, message=message))
+    def failure(
+        cls, request_id: str, thing: str, code: ErrorCode, message: str, note: str | None = None
+    ) -> ClassifyResponse:
+        return cls(request_id=request_id, thing=thing, message=note, error=ErrorInfo(code=code, message=message))
 
 
 def response_from_payload(payload: bytes) -> dict[str, Any]:

@@ -1,7 +1,8 @@
-"""Topic names of the classify contract (DESIGN.md, "Contracts").
+"""Topic names of the classify contract (README, "Topics and payloads").
 
 The defaults are the seed blog's, so that a user who followed it finds the same topics in
-the AWS IoT console.
+the AWS IoT console. The bare pair (``/request/classify`` -> ``/response/prediction``) is
+the user's own words: a fleet-wide request that every device answers, each naming its thing.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import re
 
 DEFAULT_NAME = "beverage_container"
-REQUEST_PREFIX = "/request/classify/"
-RESPONSE_PREFIX = "/response/prediction/"
+FLEET_REQUEST_TOPIC = "/request/classify"
+FLEET_RESPONSE_TOPIC = "/response/prediction"
+REQUEST_PREFIX = FLEET_REQUEST_TOPIC + "/"
+RESPONSE_PREFIX = FLEET_RESPONSE_TOPIC + "/"
 
 # A name becomes one topic level: no separators, no wildcards.
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -24,12 +27,14 @@ def validate_name(name: str) -> str:
     return name
 
 
-def request_topic(name: str) -> str:
-    return REQUEST_PREFIX + validate_name(name)
+def request_topic(name: str | None) -> str:
+    """``/request/classify/<name>``, or the fleet-wide ``/request/classify`` without a name."""
+    return FLEET_REQUEST_TOPIC if name is None else REQUEST_PREFIX + validate_name(name)
 
 
-def response_topic(name: str) -> str:
-    return RESPONSE_PREFIX + validate_name(name)
+def response_topic(name: str | None) -> str:
+    """``/response/prediction/<name>``, or the fleet-wide ``/response/prediction`` without a name."""
+    return FLEET_RESPONSE_TOPIC if name is None else RESPONSE_PREFIX + validate_name(name)
 
 
 def validate_publish_topic(topic: str) -> str:

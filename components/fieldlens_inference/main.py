@@ -13,8 +13,8 @@ import logging
 import sys
 
 from fieldlens_core.component_config import given_flags, on_greengrass, resolve_config
-from fieldlens_core.errors import ConfigurationError, ModelPackageError
-from fieldlens_core.lifecycle import announce_ready, configure_logging, wait_for_termination
+from fieldlens_core.errors import ConfigurationError, ModelPackageError, StartupError
+from fieldlens_core.lifecycle import announce_ready, configure_logging, startup_failure, wait_for_termination
 from fieldlens_inference.batcher import BatchRunner
 from fieldlens_inference.config import InferenceServiceConfig
 from fieldlens_inference.model_manager import ModelManager
@@ -46,15 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     greengrass = None
     try:
         if on_greengrass():
-            from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
-
+            from fieldlens_core.broker_args import connect_nucleus
             from fieldlens_core.greengrass_config import GreengrassConfiguration
 
-            greengrass = GreengrassConfiguration(GreengrassCoreIPCClientV2(), InferenceServiceConfig, flags)
+            greengrass = GreengrassConfiguration(connect_nucleus(), InferenceServiceConfig, flags)
         config = resolve_config(InferenceServiceConfig, flags, args.config, greengrass)
-    except ConfigurationError as exc:
-        log.error("%s", exc)
-        return 2
+    except (ConfigurationError, StartupError) as exc:
+        return startup_failure(log, exc)
 
     manager = ModelManager(config.model_dir, config.model_variant, config.intra_op_threads, config.allow_spinning)
     try:
@@ -63,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         service = InferenceService(manager, {config.service_name}, runner)
         server = InferenceSocketServer(config.socket_path, service, config.max_body_bytes)
     except (ModelPackageError, SocketInUseError, OSError) as exc:
-        log.error("cannot start: %s", exc)
-        return 1
+        return startup_failure(log, exc)
     server.start()
     manager.start_watching(config.reload_interval_s)
     if greengrass is not None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from fieldlens_classifier.config import ClassifierConfig
 from fieldlens_classifier.service import Classifier
-from fieldlens_core.bus import MessageHandler
+from fieldlens_core.bus import Message, MessageHandler
 from fieldlens_core.camera.registry import build_camera
 from fieldlens_core.config import validate_config
 from fieldlens_core.inference.client import InferenceClient
@@ -32,7 +32,7 @@ class IotDataBus:
     def __init__(self, client: Any) -> None:
         self._client = client
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def publish(self, topic: str, payload: bytes, correlation_data: bytes | None = None) -> None:
         self._client.publish(topic=topic, queueFullPolicy="AllOrException", payload=payload)
 
     def subscribe(self, topic: str, handler: MessageHandler) -> None:
@@ -69,8 +69,16 @@ def classifier() -> Classifier:
 
 
 def function_handler(event: Any, context: Any, target: Classifier | None = None) -> dict[str, Any]:
-    """The Lambda entry point: the event is the request's JSON (or nothing: the console's test message)."""
+    """The Lambda entry point: the event is the request's JSON (or nothing).
+
+    v1 delivers the subscription's topic in ``context.client_context.custom["subject"]``; the
+    response goes to the topic paired with it (the fleet pair or the named one).
+    """
     payload = b"" if event in (None, "", {}) else json.dumps(event).encode() if not isinstance(event, bytes) else event
-    response: ClassifyResponse = (target or classifier()).answer(payload)
-    answer: dict[str, Any] = json.loads(response.to_payload())
+    active = target or classifier()
+    custom = getattr(getattr(context, "client_context", None), "custom", None)
+    subject = custom.get("subject") if isinstance(custom, dict) else None
+    topic = subject if isinstance(subject, str) else active.config.effective_request_topic
+    response: ClassifyResponse | None = active.answer(Message(topic, payload))
+    answer: dict[str, Any] = json.loads(response.to_payload()) if response is not None else {}
     return answer

@@ -14,8 +14,8 @@ from typing import Any
 
 from fieldlens_core.broker_args import BROKER_FLAGS, add_broker_arguments, set_up_component
 from fieldlens_core.component_config import given_flags
-from fieldlens_core.errors import ConfigurationError
-from fieldlens_core.lifecycle import announce_ready, configure_logging, wait_for_termination
+from fieldlens_core.errors import ConfigurationError, StartupError
+from fieldlens_core.lifecycle import announce_ready, configure_logging, startup_failure, wait_for_termination
 from fieldlens_fielddata.destination import Destination, LocalDirectoryDestination, S3Destination
 from fieldlens_fielddata.retry import Backoff
 from fieldlens_fielddata.uploader import Uploader
@@ -79,12 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(flags.get("log_level", "INFO"))
     try:
         setup = set_up_component(UploaderConfig, flags, args, lambda c: f"fieldlens-uploader-{c.thing_name}")
-    except ConfigurationError as exc:
-        log.error("%s", exc)
-        return 2
-    except ConnectionError as exc:
-        log.error("%s", exc)
-        return 1
+    except (ConfigurationError, StartupError, ConnectionError) as exc:
+        return startup_failure(log, exc)
     config, bus, greengrass = setup.config, setup.bus, setup.greengrass
     logging.getLogger().setLevel(config.log_level)
     uploader = build_uploader(config)

@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import quote
 
 from fieldlens_core.atomic import atomic_write
+from fieldlens_core.messages import utc_timestamp
 from fieldlens_fielddata.destination import Destination
 from fieldlens_fielddata.layout import QUARANTINE_DIR, SIDECAR_SUFFIX, s3_key
 from fieldlens_fielddata.queue import PendingPair, queue_stats, take
@@ -161,7 +162,7 @@ class Uploader:
         receipt = {
             "destination": self.destination.description,
             "key": image_key,
-            "uploaded_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "uploaded_at": utc_timestamp(),
         }
         atomic_write(pair.receipt_path, json.dumps(receipt).encode(), durable=False)
 
@@ -189,5 +190,5 @@ class Uploader:
                 "quarantined": self.totals.quarantined,
                 "failed": self.totals.failed,
                 "last_error": self.totals.error,
-                "timestamp": datetime.fromtimestamp(moment, UTC).isoformat(timespec="seconds"),
+                "timestamp": utc_timestamp(datetime.fromtimestamp(moment, UTC)),
             }

@@ -6,17 +6,21 @@ import json
 import threading
 from typing import Any
 
+from fieldlens_core.bus import Message
+
 
 class ResponseCollector:
     def __init__(self) -> None:
         self.responses: list[dict[str, Any]] = []
         self.topics: list[str] = []
+        self.messages: list[Message] = []
         self._condition = threading.Condition()
 
-    def __call__(self, topic: str, payload: bytes) -> None:
+    def __call__(self, message: Message) -> None:
         with self._condition:
-            self.responses.append(json.loads(payload))
-            self.topics.append(topic)
+            self.responses.append(json.loads(message.payload))
+            self.topics.append(message.topic)
+            self.messages.append(message)
             self._condition.notify_all()
 
     def wait_for(self, count: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:

@@ -72,9 +72,10 @@ def alive(pid: int) -> bool:
     return "Z" not in Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0]
 
 
-def classify(broker: str, *extra: str, name: str = "beverage_container") -> tuple[int, dict[str, object] | None]:
+def classify(broker: str, *extra: str, name: str | None = "beverage_container") -> tuple[int, dict[str, object] | None]:
+    named = ["--name", name] if name is not None else []  # None: the fleet-wide pair
     result = subprocess.run(
-        [*CLI, "classify", "--broker", broker, "--name", name, *extra], capture_output=True, text=True, timeout=60
+        [*CLI, "classify", "--broker", broker, *named, *extra], capture_output=True, text=True, timeout=60
     )
     return result.returncode, json.loads(result.stdout) if result.stdout.strip() else None
 
@@ -137,7 +138,8 @@ def test_bad_requests_and_timeouts_through_the_cli(serve: Serve, mosquitto: Mosq
     assert code == 2 and response is None
 
 
-def test_watch_prints_responses(serve: Serve, mosquitto: Mosquitto) -> None:
+def test_watch_and_classify_without_a_name_use_the_fleet_wide_pair(serve: Serve, mosquitto: Mosquitto) -> None:
+    """The user's own words: publish to /request/classify, watch /response/prediction."""
     watcher = subprocess.Popen(
         [*CLI, "watch", "--broker", mosquitto.url, "--count", "1"],
         stdout=subprocess.PIPE,
@@ -148,8 +150,9 @@ def test_watch_prints_responses(serve: Serve, mosquitto: Mosquitto) -> None:
     for line in watcher.stderr:  # the watcher logs once it is subscribed
         if "watching" in line:
             break
-    classify(mosquitto.url, "--payload", '{"request_id": "watched"}')
+    code, response = classify(mosquitto.url, "--payload", '{"request_id": "watched"}', name=None)
     out, _ = watcher.communicate(timeout=30)
+    assert code == 0 and response is not None and response["request_id"] == "watched"
     assert watcher.returncode == 0 and json.loads(out.strip())["request_id"] == "watched"
 
 

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel
 
 from fieldlens_classifier.config import ClassifierConfig
+from fieldlens_core.bus import topic_matches
 from fieldlens_inference.config import InferenceServiceConfig
 from fieldlens_uploader.config import UploaderConfig
 
@@ -77,29 +78,68 @@ def access_control(name: str) -> dict[str, Any]:
     return control
 
 
+SERVICES = {"iot_core": "aws.greengrass.ipc.mqttproxy", "local": "aws.greengrass.ipc.pubsub"}
+OPERATIONS = {
+    ("iot_core", "subscribe"): "aws.greengrass#SubscribeToIoTCore",
+    ("iot_core", "publish"): "aws.greengrass#PublishToIoTCore",
+    ("local", "subscribe"): "aws.greengrass#SubscribeToTopic",
+    ("local", "publish"): "aws.greengrass#PublishToTopic",
+}
+
+
+def authorised(name: str, scope: str, action: str, topic: str) -> bool:
+    """What the nucleus decides: a policy of the scope's service allows the operation on a matching resource."""
+    operation = OPERATIONS[(scope, action)]
+    policies = access_control(name).get(SERVICES[scope], {}).values()
+    return any(
+        operation in policy["operations"] and any(topic_matches(r, topic) for r in policy["resources"])
+        for policy in policies
+    )
+
+
 @pytest.mark.parametrize("name", ["fieldlens.Classifier", "fieldlens.FieldDataUploader"])
-def test_access_control_names_exact_topics(name: str) -> None:
+def test_access_control_names_exact_topics_and_wildcards_only_under_the_reply_prefix(name: str) -> None:
+    prefix = default_configuration("fieldlens.Classifier")["replyTopicPrefix"]
     for service, policies in access_control(name).items():
-        assert service in ("aws.greengrass.ipc.mqttproxy", "aws.greengrass.ipc.pubsub")
+        assert service in SERVICES.values()
         for policy in policies.values():
-            assert policy["resources"] and not any("*" in r or "#" in r or "+" in r for r in policy["resources"])
+            assert policy["resources"] and "*" not in policy["resources"]
+            for resource in policy["resources"]:
+                assert "+" not in resource and ("#" not in resource or resource == prefix + "#"), resource
             assert all(op.startswith("aws.greengrass#") for op in policy["operations"])
 
 
-def test_the_topics_granted_are_the_ones_the_components_use() -> None:
-    classifier = ClassifierConfig.model_validate({"name": "beverage_container"})
-    granted = {
-        r
-        for p in access_control("fieldlens.Classifier")["aws.greengrass.ipc.mqttproxy"].values()
-        for r in p["resources"]
-    }
-    assert granted == {classifier.effective_request_topic, classifier.effective_response_topic}
-    uploader = {
-        r
-        for p in access_control("fieldlens.FieldDataUploader")["aws.greengrass.ipc.mqttproxy"].values()
-        for r in p["resources"]
-    }
-    assert uploader == {UploaderConfig(thing_name="{iot:thingName}").effective_status_topic}
+CLASSIFIER_OPTIONS = [{}, {"fleetTopics": False}, {"busScope": "local"}, {"busScope": "local", "fleetTopics": False}]
+
+
+@pytest.mark.parametrize("options", CLASSIFIER_OPTIONS, ids=lambda o: json.dumps(o) if o else "defaults")
+def test_every_topic_the_classifier_uses_is_authorised_and_nothing_wider(options: dict[str, Any]) -> None:
+    """Derived from the configuration model, as the component derives them at run time."""
+    raw = {k: v for k, v in default_configuration("fieldlens.Classifier").items() if k != "accessControl"}
+    config = ClassifierConfig.model_validate({**raw, **options})
+    scope = config.bus_scope
+    for request_topic, response_topic in config.routes.items():
+        assert authorised("fieldlens.Classifier", scope, "subscribe", request_topic), request_topic
+        assert authorised("fieldlens.Classifier", scope, "publish", response_topic), response_topic
+    for reply in ("console/42", "a/b/c", "prediction/other-device"):
+        assert authorised("fieldlens.Classifier", scope, "publish", config.reply_topic_prefix + reply)
+    for outside in ("/elsewhere", "/request/classify/beverage_container", "/status/x", "response/no-slash"):
+        assert not authorised("fieldlens.Classifier", scope, "publish", outside), outside
+    assert not authorised("fieldlens.Classifier", scope, "subscribe", "/request/classify/another-name")
+
+
+@pytest.mark.parametrize("scope", ["iot_core", "local"])
+def test_the_uploaders_status_topic_is_authorised_in_either_scope(scope: str) -> None:
+    status = UploaderConfig(thing_name="{iot:thingName}").effective_status_topic
+    assert authorised("fieldlens.FieldDataUploader", scope, "publish", status)
+    assert not authorised("fieldlens.FieldDataUploader", scope, "publish", "/status/field-data/other-thing")
+
+
+def default_configuration(name: str) -> dict[str, Any]:
+    configuration: dict[str, Any] = load(ROOT / "recipes" / f"{name}.yaml")["ComponentConfiguration"][
+        "DefaultConfiguration"
+    ]
+    return configuration
 
 
 def test_dependencies_that_make_a_new_model_reach_the_service() -> None:

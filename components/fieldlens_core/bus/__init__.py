@@ -9,15 +9,37 @@ Components talk to MQTT only through a :class:`Bus`. On a Greengrass core that i
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
-MessageHandler = Callable[[str, bytes], None]
-"""Called with (topic, payload) for each message. Runs on the transport's thread: keep it short."""
+
+@dataclass(frozen=True)
+class Message:
+    """One delivered message, with what MQTT says about it beyond topic and payload.
+
+    ``retained`` is set when the broker flags the message as retained: over MQTT 3.1.1 only
+    for a replay at (re)subscription, over MQTT 5 (retain-as-published) for every retained
+    publish. ``response_topic`` and ``correlation_data`` are MQTT 5's request/response
+    properties (None over 3.1.1 and local pub/sub, which cannot carry them).
+    """
+
+    topic: str
+    payload: bytes
+    retained: bool = False
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+
+MessageHandler = Callable[[Message], None]
+"""Called with each delivered message. Runs on the transport's thread: keep it short."""
 
 
 class Bus(Protocol):
-    def publish(self, topic: str, payload: bytes) -> None:
-        """Send ``payload`` to ``topic`` at least once (QoS 1 where the transport has QoS)."""
+    def publish(self, topic: str, payload: bytes, correlation_data: bytes | None = None) -> None:
+        """Send ``payload`` to ``topic`` at least once (QoS 1 where the transport has QoS).
+
+        ``correlation_data`` goes out as the MQTT 5 property where the transport carries it.
+        """
 
     def subscribe(self, topic: str, handler: MessageHandler) -> None:
         """Deliver messages on ``topic`` (wildcards allowed) to ``handler``; returns once subscribed."""

@@ -27,6 +27,33 @@ def test_invalid_configuration_exits_2_with_the_reason(tmp_path: Path, caplog: p
     assert "colour" in caplog.text and "default_top_k" in caplog.text
 
 
-def test_an_unreachable_broker_exits_1(caplog: pytest.LogCaptureFixture) -> None:
-    assert classifier_main.main(["--broker", f"mqtt://127.0.0.1:{free_port()}"]) == 1
+def test_an_unreachable_broker_exits_3(caplog: pytest.LogCaptureFixture) -> None:
+    assert classifier_main.main(["--broker", f"mqtt://127.0.0.1:{free_port()}"]) == 3
     assert "cannot reach MQTT broker" in caplog.text
+
+
+def test_a_name_the_access_control_does_not_allow_exits_4_naming_the_entry_to_add(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a user hits after setting `name: hens` in a deployment and not the recipe's accessControl."""
+    import logging
+
+    from fieldlens_core import broker_args
+    from fieldlens_core.component_config import NUCLEUS_SOCKET_ENV
+    from fieldlens_core.errors import EXIT_NOT_AUTHORISED
+    from tests.helpers.ipc import FakeGreengrassIpc
+
+    nucleus = FakeGreengrassIpc(
+        {"name": "hens", "fieldDataDir": str(tmp_path / "field"), "camera": {"source": "test-pattern"}},
+        allowed=("/request/classify/beverage_container", "/request/classify", "/response/#"),
+    )
+    monkeypatch.setenv(NUCLEUS_SOCKET_ENV, str(tmp_path / "ipc.socket"))
+    monkeypatch.setattr(broker_args, "connect_nucleus", lambda: nucleus)
+    try:
+        assert classifier_main.main([]) == EXIT_NOT_AUTHORISED
+    finally:
+        nucleus.close()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert "'/request/classify/hens'" in errors[0].getMessage()
+    assert "accessControl.aws.greengrass.ipc.mqttproxy" in errors[0].getMessage()

@@ -13,6 +13,7 @@ import pytest
 
 from fieldlens_classifier.config import ClassifierConfig
 from fieldlens_classifier.service import Classifier
+from fieldlens_core.bus import Message
 from fieldlens_core.bus.memory import InMemoryBus
 from fieldlens_core.camera.folder import FolderCamera
 from fieldlens_core.camera.test_pattern import TestPatternCamera
@@ -276,3 +277,93 @@ def test_a_full_store_answers_with_the_prediction_and_says_why_nothing_was_kept(
         assert refused["image"]["reason"].startswith("disk cap:") and refused["predictions"][0]["label"] == "red"
     finally:
         classifier.stop()
+
+
+# First contact: what a new user sends from the AWS IoT console's MQTT test client.
+
+
+def test_the_iot_consoles_default_message_gets_a_prediction_with_its_note_echoed(rig: Rig) -> None:
+    response = rig.ask(b'{"message": "Hello from AWS IoT console"}')
+    assert response["predictions"][0]["label"] == "red"
+    assert response["message"] == "Hello from AWS IoT console"
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        (b'{"message": "Hello", "mesage": 1}', "unknown field(s): mesage"),
+        (b'{"message": 42}', "message"),
+        ('{"message": "' + "x" * 257 + '"}', "at most 256"),
+        (b'{"message": "line\\nbreak"}', "printable"),
+    ],
+)
+def test_message_is_bounded_text_and_unknown_fields_stay_refused(rig: Rig, payload: bytes | str, fragment: str) -> None:
+    raw = payload.encode() if isinstance(payload, str) else payload
+    response = rig.ask(raw)
+    assert response["error"]["code"] == "BAD_REQUEST" and fragment in response["error"]["message"]
+
+
+def test_the_fleet_wide_pair_is_answered_on_the_bare_response_topic(rig: Rig) -> None:
+    rig.bus.publish("/request/classify", b'{"request_id": "fleet"}')
+    response = rig.responses.wait_for(1)[0]
+    assert response["request_id"] == "fleet" and response["thing"] == "coop-7" and "predictions" in response
+    assert rig.responses.topics == ["/response/prediction"]
+    rig.ask({"request_id": "named"})
+    assert rig.responses.topics == ["/response/prediction", RESPONSES]
+
+
+def test_the_fleet_pair_can_be_turned_off(tmp_path: Path, tiny_server: Path, red_folder: Path) -> None:
+    rig = Rig(make_config(tmp_path, tiny_server, fleet_topics=False), FolderCamera(red_folder))
+    try:
+        rig.bus.publish("/request/classify", b"{}")
+        assert rig.classifier.config.routes == {REQUESTS: RESPONSES}
+        assert rig.ask({"request_id": "named"})["request_id"] == "named"
+        assert rig.responses.topics == [RESPONSES]  # the fleet request found no subscriber
+    finally:
+        rig.classifier.stop()
+
+
+class CountingCamera(FolderCamera):
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.captures = 0
+
+    def capture(self) -> Any:
+        self.captures += 1
+        return super().capture()
+
+
+@pytest.mark.parametrize("payload", [b'{"request_id": "stale"}', b""], ids=["request", "clearing-publish"])
+def test_a_retained_message_is_never_run(tmp_path: Path, tiny_server: Path, red_folder: Path, payload: bytes) -> None:
+    camera = CountingCamera(red_folder)
+    rig = Rig(make_config(tmp_path, tiny_server), camera)
+    try:
+        rig.bus.deliver(Message(REQUESTS, payload, retained=True))
+        fresh = rig.ask({"request_id": "fresh"})  # answered after the retained one would have been
+        assert fresh["request_id"] == "fresh" and [r["request_id"] for r in rig.responses.responses] == ["fresh"]
+        assert camera.captures == 1
+    finally:
+        rig.classifier.stop()
+
+
+def test_mqtt5_response_topic_and_correlation_data_are_honoured(rig: Rig) -> None:
+    rig.bus.deliver(Message(REQUESTS, b"{}", response_topic="/response/console/7", correlation_data=b"\x00c1"))
+    rig.responses.wait_for(1)
+    reply = rig.responses.messages[0]
+    assert reply.topic == "/response/console/7" and reply.correlation_data == b"\x00c1"
+    assert "predictions" in json.loads(reply.payload)
+
+
+def test_a_response_topic_outside_the_prefix_is_refused_on_the_default_topic(rig: Rig) -> None:
+    rig.bus.deliver(Message(REQUESTS, b'{"request_id": "r"}', response_topic="/elsewhere", correlation_data=b"k"))
+    rig.responses.wait_for(1)
+    reply = rig.responses.messages[0]
+    assert reply.topic == RESPONSES and reply.correlation_data == b"k"
+    assert json.loads(reply.payload)["error"]["code"] == "BAD_REQUEST"
+
+
+def test_reply_topic_in_the_payload_wins_over_the_mqtt5_response_topic(rig: Rig) -> None:
+    payload = b'{"reply_topic": "/response/from-payload"}'
+    rig.bus.deliver(Message(REQUESTS, payload, response_topic="/response/from-property"))
+    rig.responses.wait_for(1)
+    assert rig.responses.topics == ["/response/from-payload"]

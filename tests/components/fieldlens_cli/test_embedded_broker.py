@@ -8,13 +8,14 @@ from fieldlens_core.bus.mqtt import MqttBus
 from fieldlens_core.config import BrokerConfig
 
 
-def test_the_embedded_broker_carries_mqtt_311_traffic() -> None:
+def test_the_embedded_broker_carries_mqtt_311_traffic_after_refusing_mqtt_5() -> None:
     with EmbeddedBroker() as broker:
         a = MqttBus(BrokerConfig(url=broker.url), "a").connect()
         b = MqttBus(BrokerConfig(url=broker.url), "b").connect()
         try:
+            assert not a.mqtt5 and not b.mqtt5  # amqtt answers MQTT 5 with "unsupported protocol version"
             got = threading.Event()
-            a.subscribe("/x/#", lambda topic, payload: got.set() if payload == b"hi" else None)
+            a.subscribe("/x/#", lambda message: got.set() if message.payload == b"hi" else None)
             b.publish("/x/y", b"hi")
             assert got.wait(5)
         finally:
@@ -28,7 +29,7 @@ def test_requester_matches_by_id_and_gives_anonymous_requests_the_first_unclaime
     bus = InMemoryBus()
     requester = Requester(bus, "/req", "/resp")
     sent: list[bytes] = []
-    bus.subscribe("/req", lambda topic, payload: sent.append(payload))
+    bus.subscribe("/req", lambda message: sent.append(message.payload))
     named = requester.send(b'{"request_id": "n1"}')
     anonymous = requester.send(b"{broken")
     bus.publish("/resp", b'{"request_id": "generated-by-device"}')
@@ -36,3 +37,12 @@ def test_requester_matches_by_id_and_gives_anonymous_requests_the_first_unclaime
     assert named.wait(1) == {"request_id": "n1", "predictions": []}
     assert anonymous.wait(1) == {"request_id": "generated-by-device"}
     assert sent[1] == b"{broken"  # sent untouched
+
+
+def test_asking_for_mqtt_5_from_a_3_1_1_broker_is_a_clear_error() -> None:
+    import pytest
+
+    from fieldlens_core.bus.mqtt import BusConnectionError
+
+    with EmbeddedBroker() as broker, pytest.raises(BusConnectionError, match="Unsupported protocol version"):
+        MqttBus(BrokerConfig(url=broker.url, protocol="5"), "strict").connect()

@@ -67,7 +67,31 @@ def test_merge_normalises_camel_case_and_merges_nested_sections() -> None:
         "timeout_s",
         "already_snake",
     ]
+    from fieldlens_classifier.config import ClassifierConfig
+
     merged = merge_config(
-        {"camera": {"width": 640, "source": "picamera2"}, "defaultTopK": 3}, {"camera": {"source": "folder"}}
+        ClassifierConfig,
+        {"camera": {"width": 640, "source": "picamera2"}, "defaultTopK": 3},
+        {"camera": {"source": "folder"}},
     )
     assert merged == {"camera": {"width": 640, "source": "folder"}, "default_top_k": 3}
+
+
+def test_label_names_in_the_configuration_keep_their_case() -> None:
+    """A quota for "Egyptian cat" must apply to the label the model emits, not to "egyptian cat"."""
+    from fieldlens_classifier.config import ClassifierConfig
+    from fieldlens_core.config import merge_config, validate_config
+
+    raw = {"sampling": {"classQuota": {"perDay": 5, "classes": {"Egyptian cat": 2, "tabbyCat": 1}}}}
+    merged = merge_config(ClassifierConfig, raw, {"defaultTopK": 3})
+    config = validate_config(ClassifierConfig, merged)
+    assert config.sampling.class_quota.classes == {"Egyptian cat": 2, "tabbyCat": 1}
+    assert config.sampling.class_quota.per_day == 5 and config.default_top_k == 3
+
+
+def test_a_key_outside_the_schema_is_reported_as_written() -> None:
+    from fieldlens_classifier.config import ClassifierConfig
+    from fieldlens_core.config import merge_config, validate_config
+
+    with pytest.raises(ConfigurationError, match="defaultTopKay"):
+        validate_config(ClassifierConfig, merge_config(ClassifierConfig, {"defaultTopKay": 3}))

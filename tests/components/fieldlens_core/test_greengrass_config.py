@@ -2,57 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from awsiot.greengrasscoreipc.model import (
     ConfigurationUpdateEvent,
     ConfigurationUpdateEvents,
-    GetConfigurationResponse,
     ValidateConfigurationUpdateEvent,
     ValidateConfigurationUpdateEvents,
 )
 
 from fieldlens_classifier.config import ClassifierConfig
 from fieldlens_core.greengrass_config import GreengrassConfiguration
+from tests.helpers.ipc import FakeGreengrassIpc
 
 
-class FakeOperation:
-    def __init__(self) -> None:
-        self.closed = False
+class FakeIpcClient(FakeGreengrassIpc):
+    """The shared stand-in; events are sent on its own thread, as the real client does."""
 
-    def close(self) -> None:
-        self.closed = True
-
-
-class FakeIpcClient:
     def __init__(self, configuration: dict[str, Any]) -> None:
-        self.configuration = configuration
-        self.reports: list[Any] = []
-        self.on_validate: Callable[[ValidateConfigurationUpdateEvents], None] | None = None
-        self.on_update: Callable[[ConfigurationUpdateEvents], None] | None = None
-
-    def get_configuration(self, *, component_name: str | None = None, key_path: list[str] | None = None) -> Any:
-        return GetConfigurationResponse(component_name="fieldlens.Classifier", value=self.configuration)
-
-    def subscribe_to_validate_configuration_updates(self, *, on_stream_event: Any) -> tuple[None, FakeOperation]:
-        self.on_validate = on_stream_event
-        return None, FakeOperation()
-
-    def subscribe_to_configuration_update(
-        self, *, key_path: list[str], on_stream_event: Any
-    ) -> tuple[None, FakeOperation]:
-        self.on_update = on_stream_event
-        return None, FakeOperation()
-
-    def send_configuration_validity_report(self, *, configuration_validity_report: Any) -> None:
-        self.reports.append(configuration_validity_report)
+        super().__init__(configuration)
 
 
 def propose(client: FakeIpcClient, configuration: dict[str, Any]) -> Any:
-    assert client.on_validate is not None
     event = ValidateConfigurationUpdateEvent(configuration=configuration, deployment_id="dep-1")
-    client.on_validate(ValidateConfigurationUpdateEvents(validate_configuration_update_event=event))
+    client.emit("validate-configuration", ValidateConfigurationUpdateEvents(validate_configuration_update_event=event))
     return client.reports[-1]
 
 
@@ -88,9 +61,9 @@ def test_accepted_updates_reach_the_component() -> None:
     configuration = GreengrassConfiguration(client, ClassifierConfig)
     configuration.watch(received.append)
     client.configuration = {"defaultTopK": 4}
-    assert client.on_update is not None
-    client.on_update(
-        ConfigurationUpdateEvents(configuration_update_event=ConfigurationUpdateEvent(key_path=["defaultTopK"]))
+    client.emit(
+        "configuration-update",
+        ConfigurationUpdateEvents(configuration_update_event=ConfigurationUpdateEvent(key_path=["defaultTopK"])),
     )
     assert [c.default_top_k for c in received] == [4]
     configuration.stop()

@@ -43,7 +43,7 @@ def test_requests_are_answered_through_greengrasssdk(tmp_path: Path, tiny_server
     assert client.published[-1]["queueFullPolicy"] == "AllOrException"
     assert json.loads(client.published[-1]["payload"]) == answer
 
-    assert "predictions" in function_handler({}, None, target)  # the console's empty test message
+    assert "predictions" in function_handler({}, None, target)  # an empty request
     bad = function_handler({"top_k": "two"}, None, target)
     assert bad["error"]["code"] == "BAD_REQUEST" and json.loads(client.published[-1]["payload"])["error"]
 

@@ -49,14 +49,14 @@ def test_status_is_published_with_the_queue_and_the_destination(tmp_path: Path) 
     bus = InMemoryBus()
     loop = service(tmp_path, LocalDirectoryDestination(tmp_path / "bucket"), bus)
     loop.publish_status()
-    topic, payload = bus.published[-1]
+    topic, payload = bus.published[-1].topic, bus.published[-1].payload
     status = json.loads(payload)
     assert topic == "/status/field-data/coop-1"
     assert status["queued"] == 2 and status["uploaded"] == 0 and status["oldest_age_s"] > 0
     assert "no bucket configured" in status["destination"]
     loop.drain_once()
     loop.publish_status()
-    assert json.loads(bus.published[-1][1])["queued"] == 0
+    assert json.loads(bus.published[-1].payload)["queued"] == 0
 
 
 def test_configuration() -> None:

@@ -162,3 +162,16 @@ def test_without_a_bucket_a_local_directory_stands_in(tmp_path: Path) -> None:
     ].image_path.read_bytes()
     assert "no bucket configured" in uploader.status()["destination"]
     assert next(k for k, _ in destination.keys("field-data")).startswith("field-data/coop-1/2026/11/20/")
+
+
+def test_status_and_receipts_use_the_responses_timestamp_format(tmp_path: Path) -> None:
+    """One format across the product: ISO 8601 UTC, milliseconds, a Z (as in every response)."""
+    import re
+
+    keep_images(tmp_path / "field", 1)
+    uploader = Uploader(tmp_path / "field", LocalDirectoryDestination(tmp_path / "bucket"), "coop-1")
+    uploader.drain()
+    pattern = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+    assert pattern.match(uploader.status(now=1_795_000_000.25)["timestamp"])
+    receipt = json.loads(next((tmp_path / "field").rglob("*.uploaded")).read_text())
+    assert pattern.match(receipt["uploaded_at"])

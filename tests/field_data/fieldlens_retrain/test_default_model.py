@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from fieldlens_core.model_package import load_package
 from fieldlens_inference.model_manager import ModelManager
 from fieldlens_inference.service import InferenceService
 from fieldlens_retrain.backbone import imagenet_labels
+from fieldlens_retrain.default_model import int8_agreement
 from fieldlens_retrain.photos import sample_photos
 
 pytestmark = pytest.mark.slow
@@ -43,8 +45,36 @@ def test_the_coffee_photo_is_espresso_with_high_confidence(default_model: Path, 
     manager.load_initial()
     reply = InferenceService(manager, {"s"}).handle({"op": "classify", "service": "s", "top_k": 3}, jpeg_of("coffee"))
     assert reply["predictions"][0]["label"] == "espresso"
-    assert reply["predictions"][0]["confidence"] > (0.9 if variant == "fp32" else 0.7)
+    assert reply["predictions"][0]["confidence"] > (0.9 if variant == "fp32" else 0.8)
 
 
-def test_int8_mostly_agrees_with_fp32(default_model: Path) -> None:
-    assert load_package(default_model).card.metrics["int8_top1_agreement_with_fp32"] >= 0.75
+def test_int8_agrees_with_fp32_on_views_it_never_saw(default_model: Path) -> None:
+    """Measured on this machine's kernels at build time. 95% on an AVX2-only EPYC; the 0.90 floor
+    leaves room for other CPUs' rounding, and a saturating kernel (61% there) still fails it."""
+    metrics = load_package(default_model).card.metrics
+    assert metrics["int8_evaluation_views"] == 228 and metrics["int8_evaluation_views_decided"] >= 60
+    assert metrics["int8_top1_agreement_with_fp32"] >= 0.90
+    assert metrics["coffee_photo_top1_int8"]["label"] == "espresso"
+
+
+def test_int8_weights_are_unsigned_so_no_cpu_saturates(default_model: Path) -> None:
+    """U8S8 saturates in VPMADDUBSW on AVX2 without VNNI; U8U8 has no such path (onnx_export.quantize_int8)."""
+    import onnx
+
+    graph = onnx.load(str(default_model / "model.int8.onnx")).graph
+    weights = {node.input[1] for node in graph.node if node.op_type == "Conv"}
+    producers = {out: node for node in graph.node for out in node.output}
+    quantized = {
+        producers[w].input[0] for w in weights if w in producers and producers[w].op_type == "DequantizeLinear"
+    }
+    types = {init.data_type for init in graph.initializer if init.name in quantized}
+    assert quantized and types == {onnx.TensorProto.UINT8}
+
+
+def test_int8_agreement_counts_only_decided_views() -> None:
+    fp32 = np.array([[5.0, 0.0, 0.0], [1.0, 0.9, 0.0], [0.0, 4.0, 1.0]])
+    int8 = np.array([[4.0, 1.0, 0.0], [0.8, 1.0, 0.0], [3.0, 2.0, 0.0]])
+    metrics = int8_agreement(fp32, int8)
+    assert metrics["int8_top1_agreement_with_fp32"] == 0.5  # views 0 and 2 are decided; view 2 disagrees
+    assert metrics["int8_top1_agreement_all_views"] == round(1 / 3, 4)
+    assert metrics["int8_evaluation_views_decided"] == 2

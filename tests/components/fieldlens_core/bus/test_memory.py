@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from fieldlens_core.bus import topic_matches
+from fieldlens_core.bus import Message, topic_matches
 from fieldlens_core.bus.memory import InMemoryBus
 
 
@@ -24,12 +24,14 @@ def test_topic_matching(topic_filter: str, topic: str, expected: bool) -> None:
 
 def test_delivers_to_matching_subscribers_and_records_everything() -> None:
     bus = InMemoryBus()
-    got: list[tuple[str, bytes]] = []
-    bus.subscribe("/a/+", lambda t, p: got.append((t, p)))
-    bus.publish("/a/x", b"1")
+    got: list[Message] = []
+    bus.subscribe("/a/+", got.append)
+    bus.publish("/a/x", b"1", correlation_data=b"c")
     bus.publish("/b/x", b"2")
-    assert got == [("/a/x", b"1")]
-    assert bus.published == [("/a/x", b"1"), ("/b/x", b"2")]
+    assert got == [Message("/a/x", b"1", correlation_data=b"c")]
+    assert [(m.topic, m.payload) for m in bus.published] == [("/a/x", b"1"), ("/b/x", b"2")]
+    bus.deliver(Message("/a/y", b"old", retained=True, response_topic="/r"))
+    assert got[-1].retained and got[-1].response_topic == "/r"
     bus.stop()
     with pytest.raises(RuntimeError):
         bus.publish("/a/x", b"3")

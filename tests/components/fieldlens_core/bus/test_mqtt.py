@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from fieldlens_cli.embedded_broker import free_port
+from fieldlens_core.bus import Message
 from fieldlens_core.bus.mqtt import BusConnectionError, MqttBus
 from fieldlens_core.config import BrokerConfig
 from tests.helpers.broker import Mosquitto
@@ -22,14 +23,15 @@ def test_round_trip_through_the_broker_with_tcp_nodelay(mosquitto: Mosquitto) ->
         got: list[tuple[str, bytes]] = []
         arrived = threading.Event()
 
-        def on_message(topic: str, payload: bytes) -> None:
-            got.append((topic, payload))
+        def on_message(message: Message) -> None:
+            got.append((message.topic, message.payload))
             arrived.set()
 
         subscriber.subscribe("/bus-test/+", on_message)  # returns after the SUBACK
         publisher.publish("/bus-test/one", b"hello")
         assert arrived.wait(5)
         assert got == [("/bus-test/one", b"hello")]
+        assert subscriber.mqtt5 and publisher.mqtt5  # mosquitto speaks MQTT 5
         sock = publisher._client.socket()
         assert isinstance(sock, socket.socket)
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0

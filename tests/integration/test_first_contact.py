@@ -1,0 +1,191 @@
+"""A new user's first minutes, with clients nobody here wrote, against the real mosquitto.
+
+The classifier runs in process on the real MqttBus with the tiny model's inference server;
+the requests come from mosquitto_pub/mosquitto_sub and from the AWS IoT Device SDK v2's own
+MQTT 5 client (awscrt.mqtt5).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fieldlens_classifier.config import ClassifierConfig
+from fieldlens_classifier.service import Classifier
+from fieldlens_core.bus.mqtt import MqttBus
+from fieldlens_core.camera.folder import FolderCamera
+from fieldlens_core.config import BrokerConfig
+from fieldlens_core.inference.client import InferenceClient
+from fieldlens_fielddata.store import FieldStore
+from tests.helpers.broker import Mosquitto
+from tests.helpers.collector import ResponseCollector
+from tests.helpers.images import solid_jpeg
+
+pytestmark = pytest.mark.broker
+
+REQUESTS = "/request/classify/beverage_container"
+
+
+class Device:
+    """A classifier connected to mosquitto, and an observer of every response topic."""
+
+    def __init__(self, mosquitto: Mosquitto, socket_path: Path, tmp_path: Path, protocol: str = "auto") -> None:
+        photos = tmp_path / "photos"
+        photos.mkdir(exist_ok=True)
+        (photos / "red.jpg").write_bytes(solid_jpeg((240, 10, 10)))
+        self.config = ClassifierConfig.model_validate(
+            {
+                "thing_name": "coop-7",
+                "field_data_dir": tmp_path / "field",
+                "workers": 1,  # answers in arrival order, so a request that ran shows up before a later one
+                "inference": {"service_name": "tiny", "socket_path": socket_path},
+            }
+        )
+        self._mosquitto, self._protocol, self._photos = mosquitto, protocol, photos
+        self.responses = ResponseCollector()
+        self._observer = MqttBus(BrokerConfig(url=mosquitto.url), "observer").connect()
+        self._observer.subscribe("/response/#", self.responses)
+        self.start()
+
+    def start(self) -> None:
+        config = BrokerConfig(url=self._mosquitto.url, protocol=self._protocol)
+        self.bus = MqttBus(config, "classifier").connect()
+        self.classifier = Classifier(
+            self.config,
+            self.bus,
+            FolderCamera(self._photos),
+            InferenceClient(self.config.inference),
+            FieldStore(self.config.field_data_dir, "coop-7"),
+        )
+        self.classifier.start()
+
+    def restart(self) -> None:
+        self.classifier.stop()
+        self.bus.stop()
+        self.start()
+
+    def close(self) -> None:
+        self.classifier.stop()
+        self.bus.stop()
+        self._observer.stop()
+
+    def answered(self, request_id: str) -> list[str]:
+        """Every request id answered up to and including ``request_id``'s answer."""
+        self.responses.wait_for(len(self.responses.responses) + 1)
+        ids = [r["request_id"] for r in self.responses.responses]
+        assert ids[-1] == request_id, ids
+        return ids
+
+
+@pytest.fixture
+def device(mosquitto: Mosquitto, tiny_server: Path, tmp_path: Path) -> Iterator[Device]:
+    rig = Device(mosquitto, tiny_server, tmp_path)
+    yield rig
+    rig.close()
+
+
+def mosquitto_pub(mosquitto: Mosquitto, topic: str, *args: str) -> None:
+    command = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mosquitto.port), "-q", "1", "-t", topic, *args]
+    subprocess.run(command, check=True, timeout=10)
+
+
+def test_the_consoles_first_message_on_the_users_own_topics(device: Device, mosquitto: Mosquitto) -> None:
+    """`mosquitto_sub -t /response/prediction` sees the answer to the console's default payload on /request/classify."""
+    # stdbuf: mosquitto_sub's stdout is block-buffered into a pipe; -W: it gives up by itself
+    command = ["stdbuf", "-oL", "mosquitto_sub", "-d", "-h", "127.0.0.1", "-p", str(mosquitto.port)]
+    watcher = subprocess.Popen(
+        [*command, "-t", "/response/prediction", "-C", "1", "-W", "20"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watcher.stdout is not None
+        for line in watcher.stdout:  # -d prints the SUBACK: from then on nothing is missed
+            if "SUBACK" in line:
+                break
+        mosquitto_pub(mosquitto, "/request/classify", "-m", '{"message": "Hello from AWS IoT console"}')
+        out, _ = watcher.communicate(timeout=15)
+    finally:
+        watcher.kill()
+    response = json.loads(next(line for line in out.splitlines() if line.startswith("{")))
+    assert response["message"] == "Hello from AWS IoT console" and response["thing"] == "coop-7"
+    assert response["predictions"][0]["label"] == "red"
+
+
+@pytest.mark.parametrize("version", ["mqttv311", "mqttv5"])
+def test_a_retained_request_never_runs_live_at_a_reconnect_or_when_cleared(
+    device: Device, mosquitto: Mosquitto, version: str
+) -> None:
+    mosquitto_pub(mosquitto, REQUESTS, "-V", version, "-r", "-m", '{"request_id": "retained"}')
+    mosquitto_pub(mosquitto, REQUESTS, "-m", '{"request_id": "fresh-1"}')
+    assert device.answered("fresh-1") == ["fresh-1"]
+    device.restart()  # a new connection and subscription: the broker still holds the retained request
+    mosquitto_pub(mosquitto, REQUESTS, "-m", '{"request_id": "fresh-2"}')
+    assert device.answered("fresh-2") == ["fresh-1", "fresh-2"]
+    mosquitto_pub(mosquitto, REQUESTS, "-V", version, "-r", "-n")  # the user clears it
+    mosquitto_pub(mosquitto, REQUESTS, "-m", '{"request_id": "fresh-3"}')
+    assert device.answered("fresh-3") == ["fresh-1", "fresh-2", "fresh-3"]
+    assert len(list((device.config.field_data_dir).rglob("*.jpg"))) == 3  # one capture per real request
+
+
+def test_over_mqtt_3_1_1_a_retained_replay_at_subscription_does_not_run(
+    mosquitto: Mosquitto, tiny_server: Path, tmp_path: Path
+) -> None:
+    mosquitto_pub(mosquitto, REQUESTS, "-r", "-m", '{"request_id": "held"}')
+    rig = Device(mosquitto, tiny_server, tmp_path, protocol="3.1.1")
+    try:
+        assert not rig.bus.mqtt5
+        mosquitto_pub(mosquitto, REQUESTS, "-m", '{"request_id": "fresh"}')
+        assert rig.answered("fresh") == ["fresh"]
+    finally:
+        rig.close()
+        mosquitto_pub(mosquitto, REQUESTS, "-r", "-n")
+
+
+def test_the_device_sdks_mqtt5_client_gets_its_answer_on_its_response_topic(
+    device: Device, mosquitto: Mosquitto
+) -> None:
+    from awscrt import mqtt5
+
+    received: list[Any] = []
+    arrived, connected = threading.Event(), threading.Event()
+
+    def on_publish(data: Any) -> None:
+        received.append(data.publish_packet)
+        arrived.set()
+
+    client = mqtt5.Client(
+        mqtt5.ClientOptions(
+            host_name="127.0.0.1",
+            port=mosquitto.port,
+            connect_options=mqtt5.ConnectPacket(client_id="device-sdk-requester"),
+            on_publish_callback_fn=on_publish,
+            on_lifecycle_event_connection_success_fn=lambda data: connected.set(),
+        )
+    )
+    client.start()
+    try:
+        assert connected.wait(10)
+        subscription = mqtt5.Subscription(topic_filter="/response/console/42", qos=mqtt5.QoS.AT_LEAST_ONCE)
+        client.subscribe(mqtt5.SubscribePacket(subscriptions=[subscription])).result(10)
+        request = mqtt5.PublishPacket(
+            topic=REQUESTS,
+            payload=b'{"top_k": 2}',
+            qos=mqtt5.QoS.AT_LEAST_ONCE,
+            response_topic="/response/console/42",
+            correlation_data=b"\x01corr",
+        )
+        client.publish(request).result(10)
+        assert arrived.wait(15)
+    finally:
+        client.stop()
+    answer = received[0]
+    assert answer.topic == "/response/console/42" and answer.correlation_data_bytes == b"\x01corr"
+    assert json.loads(answer.payload)["predictions"][0]["label"] == "red"
+    assert device.bus.mqtt5
