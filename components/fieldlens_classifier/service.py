@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from fieldlens_classifier.config import HOT_FIELDS, ClassifierConfig
+from fieldlens_core import topics
 from fieldlens_core.bus import Bus, Message
 from fieldlens_core.camera import Camera
 from fieldlens_core.errors import BadRequestError, BusyError, ErrorCode, FieldlensError
@@ -44,6 +45,7 @@ from fieldlens_fielddata.store import FieldStore, StoreFullError
 
 log = logging.getLogger(__name__)
 
+STOP_TIMEOUT_S = 10.0  # Greengrass's default shutdown timeout is 15 s
 SAMPLING_TOP_K = 10  # the sampling strategies see at least this many classes (entropy needs the spread)
 
 
@@ -103,14 +105,42 @@ class Classifier:
             self._bus.subscribe(request_topic, self.on_message)
             log.info("listening on %s, answering on %s", request_topic, response_topic)
 
-    def stop(self) -> None:
-        """Finish the requests already queued, then stop the workers; later requests get BUSY."""
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Finish the requests already queued, then stop the workers; later requests get BUSY.
+
+        Bounded in time: requests still queued at the deadline are answered BUSY (a hung camera
+        or inference service must not make SIGTERM hang; Greengrass would kill us uncleanly).
+        """
         self._stopping = True
+        deadline = time.monotonic() + timeout_s
         for _ in self._workers:
-            self._queue.put(None)
+            try:
+                self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Full:
+                self._refuse_queued()
+                self._queue.put_nowait(None)
         for worker in self._workers:
-            worker.join(timeout=30)
+            worker.join(timeout=max(0.0, deadline - time.monotonic()))
         self._workers.clear()
+
+    def _refuse_queued(self) -> None:
+        """Answer BUSY to every request still queued (stop markers stay queued)."""
+        markers = 0
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                markers += 1
+                continue
+            busy = BusyError("the classifier is shutting down")
+            failure = ClassifyResponse.failure(
+                job.request.request_id, self._config.thing_name, busy.code, busy.message, job.request.message
+            )
+            self._publish(failure, job.reply)
+        for _ in range(markers):
+            self._queue.put_nowait(None)
 
     def update_config(self, new: ClassifierConfig) -> None:
         """Apply a live configuration update: hot fields now, the rest after a restart."""
@@ -214,8 +244,7 @@ class Classifier:
             )
         now = datetime.now(UTC)
         timestamp = utc_timestamp(now)
-        ranked = [Prediction.model_validate(p) for p in result.predictions]
-        model = ModelInfo.model_validate(result.model)
+        ranked, model = result.predictions, result.model
         image = self._keep(request, now, timestamp, frame.jpeg, frame.metadata, ranked, model)
         predictions = ranked[:top_k]
         finished = time.perf_counter()
@@ -280,6 +309,10 @@ class Classifier:
             raise BadRequestError(f"{source}: {exc}") from None
         if not topic.startswith(prefix):
             raise BadRequestError(f"{source} must start with {prefix!r}")
+        own = self._config.routes.values()
+        in_response_namespace = topic == topics.FLEET_RESPONSE_TOPIC or topic.startswith(topics.RESPONSE_PREFIX)
+        if in_response_namespace and topic not in own:
+            raise BadRequestError(f"{source} may not be another device's response topic")
         return topic
 
     def _publish(self, response: ClassifyResponse, reply: _Reply) -> None:
@@ -289,9 +322,20 @@ class Classifier:
             log.exception("could not publish the response to %s", response.request_id)
 
     def _work(self) -> None:
+        """A worker survives anything a request does: each job ends in exactly one response."""
         while True:
             job = self._queue.get()
             if job is None:
                 return
-            response = self.process(job.request, job.received)
+            try:
+                response = self.process(job.request, job.received)
+            except Exception as exc:  # a bug in keeping or sampling: the request still gets its answer
+                log.exception("request %s failed unexpectedly", job.request.request_id)
+                response = ClassifyResponse.failure(
+                    job.request.request_id,
+                    self._config.thing_name,
+                    ErrorCode.INTERNAL_ERROR,
+                    f"{type(exc).__name__}: {exc}",
+                    job.request.message,
+                )
             self._publish(response, job.reply)

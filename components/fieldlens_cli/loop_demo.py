@@ -48,8 +48,8 @@ def accuracy_through_service(client: InferenceClient, folder: Path, truth: dict[
     correct, version = 0, ""
     for name, label in sorted(truth.items()):
         result = client.classify((folder / name).read_bytes(), top_k=1)
-        correct += result.predictions[0]["label"] == label
-        version = result.model["version"]
+        correct += result.predictions[0].label == label
+        version = result.model.version
     return correct / len(truth), version
 
 

@@ -58,6 +58,14 @@ class BrokerConfig(StrictModel):
     connect_timeout_s: float = Field(
         default=10.0, gt=0, title="Connect timeout", description="How long to wait for CONNACK."
     )
+    max_packet_bytes: int = Field(
+        default=132 * 1024,
+        ge=1024,
+        le=268_435_455,
+        title="Maximum packet size",
+        description="MQTT 5: the broker never sends us a packet larger than this (it drops it), so a flood of "
+        "huge payloads costs no memory here. AWS IoT Core's own limit is 128 KiB of payload.",
+    )
     protocol: Literal["auto", "5", "3.1.1"] = Field(
         default="auto",
         title="MQTT version",

@@ -10,13 +10,31 @@ import threading
 READY_WORD = "ready"
 
 
+class EscapingFormatter(logging.Formatter):
+    """One record, one line: control characters in a message are written as escapes (``\\n``, ``\\x00``).
+
+    Messages carry text from requests (unknown key names, topics, ids). Escaping it here, once,
+    where every line is formatted, means a key holding ``\\n2026-... ERROR ...`` cannot forge a
+    log line, and no call site has to remember to escape. Tracebacks keep their line breaks.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_untrusted(record.message)
+        return super().formatMessage(record)
+
+
+def escape_untrusted(text: str) -> str:
+    """``text`` with every non-printable character (newlines, NUL, other controls) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Log to stderr, which Greengrass writes to the component's log file."""
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def announce_ready(component: str) -> None:

@@ -83,6 +83,8 @@ def parse_request(payload: bytes, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) ->
         document = json.loads(payload)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequestError(f"payload is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequestError("payload is nested too deeply to be a request") from None
     if not isinstance(document, dict):
         raise BadRequestError(f"payload must be a JSON object, got {type(document).__name__}")
     unknown = sorted(set(document) - set(REQUEST_FIELDS))

@@ -8,6 +8,7 @@ the user's own words: a fleet-wide request that every device answers, each namin
 from __future__ import annotations
 
 import re
+import unicodedata
 
 DEFAULT_NAME = "beverage_container"
 FLEET_REQUEST_TOPIC = "/request/classify"
@@ -37,10 +38,41 @@ def response_topic(name: str | None) -> str:
     return FLEET_RESPONSE_TOPIC if name is None else RESPONSE_PREFIX + validate_name(name)
 
 
+MAX_TOPIC_SLASHES = 7  # AWS IoT Core refuses a topic with more forward slashes
+
+
+def _forbidden_character(char: str) -> bool:
+    """Characters brokers refuse in a topic (MQTT 5, 1.5.4): controls, non-characters, lone surrogates.
+
+    mosquitto treats a topic holding one as a malformed packet and drops the connection; paho
+    then re-sends the queued publish after every reconnect, so one such topic would keep the
+    client off the broker for good.
+    """
+    code = ord(char)
+    return (
+        unicodedata.category(char) in ("Cc", "Cs")
+        or 0xFDD0 <= code <= 0xFDEF
+        or (code & 0xFFFE) == 0xFFFE  # U+xFFFE and U+xFFFF of every plane
+    )
+
+
 def validate_publish_topic(topic: str) -> str:
-    """Return ``topic`` if a message may be published to it (no wildcards, IoT Core length)."""
-    if not topic or "+" in topic or "#" in topic or "\x00" in topic:
-        raise ValueError(f"topic {topic!r} must be non-empty and hold no wildcard or NUL")
-    if len(topic.encode()) > MAX_TOPIC_BYTES:
+    """Return ``topic`` if every broker fieldlens talks to accepts a publish to it, else raise ValueError.
+
+    MQTT's rules (UTF-8, no wildcard, no NUL, no control characters or non-characters) and AWS
+    IoT Core's (at most 256 bytes and 7 slashes), and two of our own: no empty, ``.`` or ``..``
+    level, which would let a topic look like a path somewhere it is not.
+    """
+    if not topic:
+        raise ValueError("topic must not be empty")
+    bad = next((c for c in topic if c in "+#" or _forbidden_character(c)), None)
+    if bad is not None:
+        raise ValueError(f"topic holds a character no broker accepts there: {bad!r}")
+    if len(topic.encode("utf-8", errors="replace")) > MAX_TOPIC_BYTES:
         raise ValueError(f"topic is longer than {MAX_TOPIC_BYTES} bytes")
+    if topic.count("/") > MAX_TOPIC_SLASHES:
+        raise ValueError(f"topic has more than {MAX_TOPIC_SLASHES} '/' (AWS IoT Core's limit)")
+    levels = topic.split("/")
+    if any(level in ("", ".", "..") for level in levels[1:]) or levels[0] in (".", ".."):
+        raise ValueError("topic has an empty, '.' or '..' level")
     return topic

@@ -34,6 +34,8 @@ class Mosquitto:
         config = workdir / "mosquitto.conf"
         config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+            # No max_packet_size here on purpose: like AWS IoT Core's 128 KiB, a broker's limit refuses
+            # publishers; the limit under test is the one fieldlens clients announce (BrokerConfig.max_packet_bytes).
             "persistence false\nlog_dest stderr\nlog_type error\nlog_type warning\n"
         )
         self._log = (workdir / "mosquitto.log").open("w")

@@ -14,17 +14,17 @@ class ResponseCollector:
         self.responses: list[dict[str, Any]] = []
         self.topics: list[str] = []
         self.messages: list[Message] = []
-        self._condition = threading.Condition()
+        self.condition = threading.Condition()
 
     def __call__(self, message: Message) -> None:
-        with self._condition:
+        with self.condition:
             self.responses.append(json.loads(message.payload))
             self.topics.append(message.topic)
             self.messages.append(message)
-            self._condition.notify_all()
+            self.condition.notify_all()
 
     def wait_for(self, count: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
-        with self._condition:
-            if not self._condition.wait_for(lambda: len(self.responses) >= count, timeout_s):
+        with self.condition:
+            if not self.condition.wait_for(lambda: len(self.responses) >= count, timeout_s):
                 raise AssertionError(f"expected {count} responses, got {len(self.responses)}: {self.responses}")
             return list(self.responses)

@@ -16,71 +16,12 @@ from typing import Any
 
 import pytest
 
-from fieldlens_classifier.config import ClassifierConfig
-from fieldlens_classifier.service import Classifier
-from fieldlens_core.bus.mqtt import MqttBus
-from fieldlens_core.camera.folder import FolderCamera
-from fieldlens_core.config import BrokerConfig
-from fieldlens_core.inference.client import InferenceClient
-from fieldlens_fielddata.store import FieldStore
 from tests.helpers.broker import Mosquitto
-from tests.helpers.collector import ResponseCollector
-from tests.helpers.images import solid_jpeg
+from tests.helpers.device import Device
 
 pytestmark = pytest.mark.broker
 
 REQUESTS = "/request/classify/beverage_container"
-
-
-class Device:
-    """A classifier connected to mosquitto, and an observer of every response topic."""
-
-    def __init__(self, mosquitto: Mosquitto, socket_path: Path, tmp_path: Path, protocol: str = "auto") -> None:
-        photos = tmp_path / "photos"
-        photos.mkdir(exist_ok=True)
-        (photos / "red.jpg").write_bytes(solid_jpeg((240, 10, 10)))
-        self.config = ClassifierConfig.model_validate(
-            {
-                "thing_name": "coop-7",
-                "field_data_dir": tmp_path / "field",
-                "workers": 1,  # answers in arrival order, so a request that ran shows up before a later one
-                "inference": {"service_name": "tiny", "socket_path": socket_path},
-            }
-        )
-        self._mosquitto, self._protocol, self._photos = mosquitto, protocol, photos
-        self.responses = ResponseCollector()
-        self._observer = MqttBus(BrokerConfig(url=mosquitto.url), "observer").connect()
-        self._observer.subscribe("/response/#", self.responses)
-        self.start()
-
-    def start(self) -> None:
-        config = BrokerConfig(url=self._mosquitto.url, protocol=self._protocol)
-        self.bus = MqttBus(config, "classifier").connect()
-        self.classifier = Classifier(
-            self.config,
-            self.bus,
-            FolderCamera(self._photos),
-            InferenceClient(self.config.inference),
-            FieldStore(self.config.field_data_dir, "coop-7"),
-        )
-        self.classifier.start()
-
-    def restart(self) -> None:
-        self.classifier.stop()
-        self.bus.stop()
-        self.start()
-
-    def close(self) -> None:
-        self.classifier.stop()
-        self.bus.stop()
-        self._observer.stop()
-
-    def answered(self, request_id: str) -> list[str]:
-        """Every request id answered up to and including ``request_id``'s answer."""
-        self.responses.wait_for(len(self.responses.responses) + 1)
-        ids = [r["request_id"] for r in self.responses.responses]
-        assert ids[-1] == request_id, ids
-        return ids
 
 
 @pytest.fixture

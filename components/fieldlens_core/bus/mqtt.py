@@ -7,6 +7,11 @@ the configuration asks for it. QoS 1, TLS with an X.509 client certificate for A
 TCP_NODELAY is set on the socket: without it Nagle and delayed ACKs add about 40 ms to
 every request/response round trip.
 
+Under MQTT 5 the CONNECT announces a Maximum Packet Size (``max_packet_bytes``): the broker
+drops a larger message instead of sending it, so a huge payload never reaches this process.
+Over 3.1.1 there is no such property; the classifier's own size check refuses it after paho
+has read it.
+
 Subscriptions under MQTT 5 use retain-as-published (so a retained publish, and the empty
 publish that clears one, arrive flagged) and retain handling 2 (the broker sends no stored
 retained message when we subscribe): a retained request is never replayed at a reconnect.
@@ -28,6 +33,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from fieldlens_core.bus import Message, MessageHandler, topic_matches
 from fieldlens_core.config import BrokerConfig
+from fieldlens_core.topics import validate_publish_topic
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +75,10 @@ class MqttBus:
         client.on_subscribe = self._on_subscribe
         client.on_socket_open = self._on_socket_open
         client.max_queued_messages_set(10_000)
+        self._configure_tls(client)
+        return client
+
+    def _configure_tls(self, client: mqtt.Client) -> None:
         if self._config.tls:
             client.tls_set(
                 ca_certs=str(self._config.ca_file) if self._config.ca_file else None,
@@ -76,31 +86,58 @@ class MqttBus:
                 keyfile=str(self._config.key_file) if self._config.key_file else None,
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
-        return client
 
     def connect(self) -> MqttBus:
         """Connect and wait for the broker's CONNACK; raise BusConnectionError otherwise.
 
-        With ``protocol: auto``, a broker that answers MQTT 5 with "unsupported protocol
-        version" is asked again over 3.1.1 at once.
+        With ``protocol: auto``, a bare MQTT 5 CONNECT (no properties) asks first whether the
+        broker speaks 5: a 3.1.1-only broker answers "unsupported protocol version" at once. The
+        real connection follows, with the Maximum Packet Size property where 5 is spoken (the
+        demo's amqtt broker does not answer a version 5 CONNECT that carries properties at all,
+        so the property cannot be sent on the question).
         """
-        try:
-            self._connect_once()
-        except BusConnectionError:
-            if not (self._config.protocol == "auto" and self.mqtt5 and self._connect_error == UNSUPPORTED_PROTOCOL):
-                raise
+        if self._config.protocol == "auto" and not self._speaks_mqtt5():
             log.info("MQTT broker at %s does not speak MQTT 5; using 3.1.1", self._config.url)
-            self.protocol, self._connect_error = mqtt.MQTTv311, None
+            self.protocol = mqtt.MQTTv311
             self._client = self._new_client()
-            self._connect_once()
+        self._connect_once()
         return self
+
+    def _speaks_mqtt5(self) -> bool:
+        """False only when the broker refuses MQTT 5 itself; any other failure is the real connect's to report."""
+        answered = threading.Event()
+        refused: list[bool] = []
+
+        def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+            refused.append(reason.is_failure and str(reason) == UNSUPPORTED_PROTOCOL)
+            client.disconnect()
+            answered.set()
+
+        probe = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        probe.on_connect = on_connect
+        self._configure_tls(probe)
+        try:
+            probe.connect(self._config.host, self._config.port, keepalive=self._config.keepalive_s)
+        except OSError:
+            return True  # unreachable: the real connect says so
+        probe.loop_start()
+        answered.wait(self._config.connect_timeout_s)
+        probe.disconnect()
+        probe.loop_stop()
+        return not (refused and refused[0])
 
     def _connect_once(self) -> None:
         self._connected.clear()
         try:
             if self.mqtt5:
+                properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                properties.MaximumPacketSize = self._config.max_packet_bytes
                 self._client.connect(
-                    self._config.host, self._config.port, keepalive=self._config.keepalive_s, clean_start=True
+                    self._config.host,
+                    self._config.port,
+                    keepalive=self._config.keepalive_s,
+                    clean_start=True,
+                    properties=properties,
                 )
             else:
                 self._client.connect(self._config.host, self._config.port, keepalive=self._config.keepalive_s)
@@ -114,6 +151,10 @@ class MqttBus:
             raise BusConnectionError(f"MQTT broker at {self._config.url} did not accept us: {reason}")
 
     def publish(self, topic: str, payload: bytes, correlation_data: bytes | None = None) -> None:
+        """Raises ValueError for a topic a broker would refuse, before paho queues anything: paho
+        re-sends a queued QoS 1 publish after every reconnect, so a topic that makes the broker
+        drop the connection would otherwise keep this client off the broker for good."""
+        validate_publish_topic(topic)
         properties = None
         if self.mqtt5 and correlation_data is not None:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]

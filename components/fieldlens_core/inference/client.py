@@ -4,27 +4,34 @@
 no connect per request); :func:`invoke_inference` is the one-shot form, shaped like the
 Greengrass v1 connector's ``invoke_inference_service(ServiceName=, ContentType=, Body=)``.
 Every failure becomes one of InferenceUnavailableError, InferenceTimeoutError or
-InferenceFailedError.
+InferenceFailedError. A reply is validated with the same models a classify response is built
+from (at least one prediction, confidences in [0, 1], a model name, version and sha256), so
+whatever answers on the socket, a malformed reply is an INFERENCE_FAILED, not a crash.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fieldlens_core.config import DEFAULT_INFERENCE_SOCKET, InferenceClientConfig
 from fieldlens_core.errors import InferenceFailedError, InferenceTimeoutError, InferenceUnavailableError
 from fieldlens_core.inference.protocol import ProtocolError, recv_frame, send_frame
+from fieldlens_core.messages import ModelInfo, Prediction
 
 
-@dataclass(frozen=True)
-class InferenceResult:
-    predictions: list[dict[str, Any]]
-    model: dict[str, str]
-    timing_ms: dict[str, float]
+class InferenceResult(BaseModel):
+    """A classify reply, validated: what the inference service promises, checked on arrival."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    predictions: list[Prediction] = Field(min_length=1)
+    model: ModelInfo
+    timing_ms: dict[str, float] = Field(default_factory=dict)
 
 
 class InferenceClient:
@@ -37,7 +44,13 @@ class InferenceClient:
     def classify(self, body: bytes, content_type: str = "image/jpeg", top_k: int = 5) -> InferenceResult:
         header = {"op": "classify", "service": self._config.service_name, "content_type": content_type, "top_k": top_k}
         reply = self._call(header, body)
-        return InferenceResult(reply["predictions"], reply["model"], reply.get("timing_ms", {}))
+        try:
+            return InferenceResult.model_validate(reply)
+        except ValidationError as exc:
+            problem = exc.errors()[0]
+            where = ".".join(map(str, problem["loc"])) or "reply"
+            message = f"malformed reply from the inference service: {where}: {problem['msg']}"
+            raise InferenceFailedError(message) from None
 
     def ping(self) -> dict[str, Any]:
         return self._call({"op": "ping"}, b"")

@@ -184,8 +184,8 @@ class GatedInference:
     def classify(self, body: bytes, content_type: str = "image/jpeg", top_k: int = 5) -> InferenceResult:
         self.entered.set()
         assert self.release.wait(10)
-        return InferenceResult(
-            [{"label": "x", "confidence": 0.9}], {"name": "m", "version": "1.0.0", "sha256": "0" * 64}, {}
+        return InferenceResult.model_validate(
+            {"predictions": [{"label": "x", "confidence": 0.9}], "model": {"name": "m", "version": "1", "sha256": "0"}}
         )
 
 
@@ -367,3 +367,87 @@ def test_reply_topic_in_the_payload_wins_over_the_mqtt5_response_topic(rig: Rig)
     rig.bus.deliver(Message(REQUESTS, payload, response_topic="/response/from-property"))
     rig.responses.wait_for(1)
     assert rig.responses.topics == ["/response/from-payload"]
+
+
+# Hardening: each attack from the adversarial review, reproduced.
+
+
+@pytest.mark.parametrize("topic", ["/response/prediction/victim", "/response/prediction/a/b", "/response/x\u0001y"])
+def test_a_reply_may_not_spoof_another_device_or_break_the_broker(rig: Rig, topic: str) -> None:
+    response = rig.ask({"request_id": "spoof", "reply_topic": topic})
+    assert response["error"]["code"] == "BAD_REQUEST" and rig.responses.topics == [RESPONSES]
+
+
+def test_a_reply_to_this_devices_own_fleet_topic_is_allowed(rig: Rig) -> None:
+    rig.ask({"reply_topic": "/response/prediction"})
+    assert rig.responses.topics == ["/response/prediction"]
+
+
+@pytest.mark.parametrize("payload", [b"[" * 30_000, b'{"top_k": ' + b"[" * 30_000, b'{"a":' * 10_000])
+def test_deeply_nested_json_gets_exactly_one_bad_request(rig: Rig, payload: bytes) -> None:
+    response = rig.ask(payload)
+    assert response["error"]["code"] == "BAD_REQUEST"
+    assert len(rig.responses.responses) == 1
+
+
+def test_a_key_cannot_forge_a_log_line(rig: Rig) -> None:
+    import io
+    import logging
+
+    from fieldlens_core.lifecycle import EscapingFormatter
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(EscapingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("fieldlens_classifier")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        forged = "x\n2026-11-23 22:00:00,000 ERROR fieldlens: FORGED-LINE\x00"
+        assert rig.ask(json.dumps({forged: 1}).encode())["error"]["code"] == "BAD_REQUEST"
+    finally:
+        logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert lines and all(line.startswith(("INFO ", "WARNING ")) for line in lines)
+    assert "\\n2026-11-23" in stream.getvalue() and "\\x00" in stream.getvalue() and "\x00" not in stream.getvalue()
+
+
+class BrokenStore(FieldStore):
+    def keep(self, *args: Any, **kwargs: Any) -> Any:
+        raise KeyError("a bug in keeping")
+
+
+def test_a_worker_survives_a_bug_and_every_request_is_answered(
+    tmp_path: Path, tiny_server: Path, red_folder: Path
+) -> None:
+    config = make_config(tmp_path, tiny_server, workers=2)
+    bus, responses = InMemoryBus(), ResponseCollector()
+    bus.subscribe("/response/#", responses)
+    store = BrokenStore(tmp_path / "field", "t")
+    classifier = Classifier(config, bus, FolderCamera(red_folder), InferenceClient(config.inference), store)
+    classifier.start()
+    try:
+        for index in range(6):  # more than the workers: a dead worker would leave some unanswered
+            bus.publish("/request/classify", json.dumps({"request_id": f"r{index}"}).encode())
+        answered = responses.wait_for(6)
+        assert {r["error"]["code"] for r in answered} == {"INTERNAL_ERROR"}
+        assert sorted(r["request_id"] for r in answered) == [f"r{i}" for i in range(6)]
+    finally:
+        classifier.stop()
+
+
+def test_stopping_is_bounded_and_what_is_still_queued_gets_busy(tmp_path: Path, socket_dir: Path) -> None:
+    gate = GatedInference()
+    rig = Rig(
+        make_config(tmp_path, socket_dir / "unused.sock", workers=1, queue_size=1), TestPatternCamera(32, 32), gate
+    )
+    rig.bus.publish(REQUESTS, b'{"request_id": "held"}')
+    assert gate.entered.wait(5)
+    rig.bus.publish(REQUESTS, b'{"request_id": "queued"}')
+    stopper = threading.Thread(target=rig.classifier.stop, kwargs={"timeout_s": 0.2})
+    stopper.start()
+    busy = rig.responses.wait_for(1)[0]  # answered while the held request is still held
+    assert (busy["request_id"], busy["error"]["code"]) == ("queued", "BUSY")
+    gate.release.set()
+    stopper.join(10)
+    assert not stopper.is_alive()

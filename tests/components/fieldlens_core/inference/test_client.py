@@ -23,15 +23,15 @@ def client_for(path: Path, timeout_s: float = 5.0, service: str = "tiny") -> Inf
 
 def test_invoke_inference_classifies_like_the_v1_connector_call(tiny_server: Path) -> None:
     result = invoke_inference("tiny", "image/jpeg", solid_jpeg((250, 5, 5)), socket_path=tiny_server, top_k=2)
-    assert result.predictions[0]["label"] == "red" and len(result.predictions) == 2
-    assert result.model["name"] == "tiny-colour" and len(result.model["sha256"]) == 64
+    assert result.predictions[0].label == "red" and len(result.predictions) == 2
+    assert result.model.name == "tiny-colour" and len(result.model.sha256) == 64
     assert set(result.timing_ms) == {"preprocess", "inference", "postprocess"}
 
 
 def test_pooled_connections_are_reused(tiny_server: Path) -> None:
     client = client_for(tiny_server)
     for colour, label in [((0, 250, 0), "green"), ((0, 0, 250), "blue"), ((250, 0, 0), "red")]:
-        assert client.classify(solid_jpeg(colour)).predictions[0]["label"] == label
+        assert client.classify(solid_jpeg(colour)).predictions[0].label == label
     assert len(client._pool) == 1
     client.close()
 
@@ -74,12 +74,64 @@ def test_a_restarted_service_is_reached_again_without_an_error(tiny_package: Pat
 
     server = start()
     client = client_for(path)
-    assert client.classify(solid_jpeg((250, 0, 0))).predictions[0]["label"] == "red"
+    assert client.classify(solid_jpeg((250, 0, 0))).predictions[0].label == "red"
     pooled = client._pool[0]
     server.stop()
     pooled.shutdown(socket.SHUT_RDWR)  # what the dead service's end of the connection amounts to
     server = start()
     try:
-        assert client.classify(solid_jpeg((0, 0, 250))).predictions[0]["label"] == "blue"
+        assert client.classify(solid_jpeg((0, 0, 250))).predictions[0].label == "blue"
     finally:
         server.stop()
+
+
+class PoisonedService:
+    """Answers every call on a real Unix socket with the same crafted reply."""
+
+    def __init__(self, path: Path, reply: dict[str, object]) -> None:
+        from fieldlens_core.inference.protocol import recv_frame, send_frame
+
+        self._server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._server.bind(str(path))
+        self._server.listen()
+
+        def serve() -> None:
+            while True:
+                try:
+                    connection, _ = self._server.accept()
+                except OSError:
+                    return
+                with connection:
+                    while recv_frame(connection) is not None:
+                        send_frame(connection, reply)
+
+        threading.Thread(target=serve, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.close()
+
+
+MODEL = {"name": "m", "version": "1", "sha256": "ab"}
+
+
+@pytest.mark.parametrize(
+    ("reply", "where"),
+    [
+        ({"ok": True, "predictions": [], "model": MODEL}, "predictions"),
+        ({"ok": True, "predictions": [{"label": "x", "confidence": 7}], "model": MODEL}, "predictions.0.confidence"),
+        ({"ok": True, "predictions": [{"label": 3, "confidence": 0.5}], "model": MODEL}, "predictions.0.label"),
+        ({"ok": True, "predictions": [{"label": "x", "confidence": 0.5}]}, "model"),
+        ({"ok": True, "predictions": "everything", "model": MODEL}, "predictions"),
+    ],
+)
+def test_a_poisoned_reply_is_inference_failed_not_a_crash(
+    socket_dir: Path, reply: dict[str, object], where: str
+) -> None:
+    service = PoisonedService(socket_dir / "poisoned.sock", reply)
+    client = client_for(socket_dir / "poisoned.sock")
+    try:
+        with pytest.raises(InferenceFailedError, match=f"malformed reply from the inference service: {where}"):
+            client.classify(solid_jpeg((1, 2, 3)))
+    finally:
+        client.close()
+        service.close()
