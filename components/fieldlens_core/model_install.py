@@ -21,13 +21,16 @@ import tempfile
 from pathlib import Path
 
 from fieldlens_core.errors import ModelPackageError
-from fieldlens_core.model_package import CARD_FILE, CURRENT_LINK, ModelCard, load_package, read_card
+from fieldlens_core.model_package import CARD_FILE, CURRENT_LINK, ModelCard, load_package, read_card, verify_files
 
 VERSIONS_DIR = "versions"
 
 
 def _verify(package_dir: Path) -> ModelCard:
+    """Every listed file hash-checked (the card's names are plain names: read_card refuses others),
+    and every variant loadable."""
     card = read_card(package_dir)
+    verify_files(package_dir, card)
     for variant in card.variants:
         load_package(package_dir, variant)
     return card

@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from fieldlens_core.errors import ModelPackageError
+from fieldlens_core.safe_paths import UnsafePathError, plain_name
 
 CARD_FILE = "model_card.json"
 LABELS_FILE = "labels.json"
@@ -62,6 +63,13 @@ class ModelCard(BaseModel):
 
     @model_validator(mode="after")
     def _variants_are_files(self) -> ModelCard:
+        for name in self.files:  # a card names files inside its package, nowhere else
+            try:
+                plain_name(name)
+            except UnsafePathError as exc:
+                raise ValueError(exc.message) from None
+            if name == CARD_FILE:
+                raise ValueError(f"files may not list {CARD_FILE} itself")
         missing = [f for f in [*self.variants.values(), LABELS_FILE] if f not in self.files]
         if missing:
             raise ValueError(f"files lists no hash for {missing}")
@@ -102,6 +110,21 @@ def read_card(package_dir: Path) -> ModelCard:
         raise ModelPackageError(f"model card {path} is invalid: {exc.errors()[0]['msg']}") from None
 
 
+def verify_files(package_dir: Path, card: ModelCard, names: set[str] | None = None) -> None:
+    """The files ``names`` (default: every file the card lists) are there and match their sha256.
+
+    Loading checks what it runs (a variant and the labels); copying or shipping a package checks all.
+    """
+    for name in sorted(card.files if names is None else names):
+        expected = card.files[name]
+        path = package_dir / name
+        if not path.is_file():
+            raise ModelPackageError(f"model package {package_dir} is missing {name}")
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ModelPackageError(f"{path} fails its sha256 check (card {expected[:12]}, file {actual[:12]})")
+
+
 def load_package(model_dir: Path, variant: str = "fp32") -> ModelPackage:
     """Read and verify a package; raise ModelPackageError with the reason when it is not usable."""
     package_dir = resolve_package_dir(model_dir)
@@ -110,14 +133,7 @@ def load_package(model_dir: Path, variant: str = "fp32") -> ModelPackage:
         raise ModelPackageError(
             f"model {card.name} {card.version} has no {variant!r} variant ({sorted(card.variants)})"
         )
-    needed = {card.variants[variant], LABELS_FILE}
-    for name in sorted(needed):
-        path = package_dir / name
-        if not path.is_file():
-            raise ModelPackageError(f"model package {package_dir} is missing {name}")
-        actual = sha256_file(path)
-        if actual != card.files[name]:
-            raise ModelPackageError(f"{path} fails its sha256 check (card {card.files[name][:12]}, file {actual[:12]})")
+    verify_files(package_dir, card, {card.variants[variant], LABELS_FILE})
     try:
         labels = json.loads((package_dir / LABELS_FILE).read_text())
     except ValueError as exc:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from fieldlens_core.atomic import atomic_write
 from fieldlens_core.messages import utc_timestamp
 from fieldlens_core.model_package import sha256_file
+from fieldlens_core.safe_paths import UnsafePathError, resolve_inside
 from fieldlens_fielddata.store import read_sidecar
 from fieldlens_retrain.labels import LabelError, check_known, sidecars
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 Split = Literal["train", "val"]
@@ -108,7 +112,11 @@ def download_field_data(url: str, cache: Path, s3: Any) -> Path:
             key = item["Key"]
             if not key.endswith((".jpg", ".json")):
                 continue
-            target = cache / key
+            try:
+                target = resolve_inside(cache, key)
+            except UnsafePathError as exc:  # any device can put a key; none may write outside the cache
+                log.warning("skipping s3://%s/%s: %s", bucket, key, exc)
+                continue
             if target.exists() and target.stat().st_size == item["Size"]:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)

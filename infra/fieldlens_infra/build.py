@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from fieldlens_core.model_package import CARD_FILE, load_package, resolve_package_dir
+from fieldlens_core.model_package import CARD_FILE, load_package, resolve_package_dir, verify_files
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 MODEL_COMPONENT = "fieldlens.Model"
@@ -72,6 +72,7 @@ def model_zip(model_dir: Path) -> tuple[bytes, str]:
     """The model package as fieldlens-model.zip (verified first); and the model's version."""
     package_dir = resolve_package_dir(model_dir)
     package = load_package(package_dir)
+    verify_files(package_dir, package.card)  # every file that ships, not only the one the service loads
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # ONNX does not compress
         for name in [*package.card.files, CARD_FILE]:

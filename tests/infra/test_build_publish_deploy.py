@@ -159,3 +159,18 @@ def test_a_retrained_model_is_published_and_deployed_keeping_the_other_component
         assert redeploy_with(greengrass, target, {"fieldlens.Model": version}) == "d-1"
         stub.assert_no_pending_responses()
     assert s3.head_object(Bucket=BUCKET, Key="fieldlens.Model/1.4.0/fieldlens-model.zip")["ContentLength"] > 0
+
+
+def test_a_card_cannot_pack_a_file_from_outside_the_package(tmp_path: Path) -> None:
+    """`fieldlens build` once packed /etc/hostname into the artifact under a ../../.. entry name."""
+    from fieldlens_core.errors import ModelPackageError
+    from fieldlens_infra.build import model_zip
+    from tests.helpers.tiny_model import make_tiny_package
+
+    make_tiny_package(tmp_path / "model")
+    card_path = tmp_path / "model/model_card.json"
+    card = json.loads(card_path.read_text())
+    card["files"]["../../../../../../etc/hostname"] = "0" * 64
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelPackageError, match="not a plain file name"):
+        model_zip(tmp_path / "model")

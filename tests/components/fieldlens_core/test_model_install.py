@@ -76,3 +76,33 @@ def test_a_running_service_picks_up_the_install_with_no_failed_request(tmp_path:
     versions = {r["model"]["version"] for r in replies}  # type: ignore[index]
     assert versions <= {"1.0.0", "2.0.0"}
     assert after["model"]["version"] == "2.0.0" and after["predictions"][0]["label"] == "blue"
+
+
+@pytest.mark.parametrize("name", ["../outside.txt", "/etc/hostname", "sub/dir.txt", "..", "model_card.json"])
+def test_a_card_naming_a_file_outside_its_package_is_refused(tmp_path: Path, name: str) -> None:
+    """`model install` once copied such a file out of the model directory and exited 0."""
+    import json
+
+    make_tiny_package(tmp_path / "evil")
+    card_path = tmp_path / "evil/model_card.json"
+    card = json.loads(card_path.read_text())
+    card["files"][name] = "0" * 64
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelPackageError, match="invalid"):
+        install_package(tmp_path / "evil", tmp_path / "model")
+    assert not (tmp_path / "outside.txt").exists() and not (tmp_path / "model").exists()
+
+
+def test_every_listed_file_is_hash_checked_before_install(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    make_tiny_package(tmp_path / "pkg")
+    (tmp_path / "pkg/notes.txt").write_text("original")
+    card_path = tmp_path / "pkg/model_card.json"
+    card = json.loads(card_path.read_text())
+    card["files"]["notes.txt"] = hashlib.sha256(b"original").hexdigest()
+    card_path.write_text(json.dumps(card))
+    (tmp_path / "pkg/notes.txt").write_text("tampered")  # not a variant: loading alone would never look
+    with pytest.raises(ModelPackageError, match="notes.txt fails its sha256 check"):
+        install_package(tmp_path / "pkg", tmp_path / "model")

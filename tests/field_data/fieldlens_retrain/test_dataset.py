@@ -78,3 +78,16 @@ def test_field_data_from_s3(aws: None, tmp_path: Path) -> None:
     manifest = build_manifest(local, {kept[0].image_id: "hen", kept[1].image_id: "egg"}, None, None, True)
     assert sorted(e.label for e in manifest.entries) == ["egg", "hen"]
     assert all(Path(e.path).is_file() for e in manifest.entries)
+
+
+def test_an_s3_key_with_dot_dot_cannot_write_outside_the_cache(aws: None, tmp_path: Path) -> None:
+    """Any device's token-exchange role can put such a key; `dataset build --from s3://` once wrote it out."""
+    s3: Any = boto3.client("s3", region_name="eu-west-1")
+    s3.create_bucket(Bucket="fl-data", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    kept = keep_images(tmp_path / "device", 1)
+    s3.put_object(Bucket="fl-data", Key=f"field-data/coop-1/{kept[0].image_path.name}", Body=b"jpeg")
+    for key in ("field-data/../../escaped.jpg", "field-data/coop-1/../../../escaped.json", "field-data//x/./y.jpg"):
+        s3.put_object(Bucket="fl-data", Key=key, Body=b"evil")
+    download_field_data("s3://fl-data/field-data", tmp_path / "cache", s3)
+    assert not list(tmp_path.rglob("escaped.*")) and not list((tmp_path / "cache").rglob("y.jpg"))
+    assert (tmp_path / "cache/field-data/coop-1" / kept[0].image_path.name).read_bytes() == b"jpeg"
