@@ -8,6 +8,7 @@ down by 1/2, 1/4 or 1/8 while decoding, which makes large photos cheap.
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 
 import numpy as np
@@ -15,23 +16,42 @@ from PIL import Image, UnidentifiedImageError
 
 from fieldlens_core.model_package import InputSpec
 
-# Decompression-bomb guard: a few-KB PNG can claim 50,000 x 50,000 pixels.
+# Decompression-bomb guard: a few-KB PNG can claim 50,000 x 50,000 pixels. A JPEG of up to
+# MAX_PIXELS decodes cheaply (draft mode scales by up to 1/8 while decoding); anything decoded at
+# full size (PNG) is held to MAX_DECODED_PIXELS, and at most LARGE_DECODES of those over
+# LARGE_PIXELS decode at once: four 39.7 Mpx PNGs once peaked the service at 1,257 MB.
 MAX_PIXELS = 40_000_000
+MAX_DECODED_PIXELS = 16_000_000  # 48 MB of RGB: a 12 Mpx Pi HQ camera frame fits
+LARGE_PIXELS = 4_000_000
+LARGE_DECODES = threading.BoundedSemaphore(2)
+FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG"}
 
 
 class BadImageError(ValueError):
     """The body is not an image Pillow can decode, or it is too large to decode safely."""
 
 
-def decode(body: bytes, spec: InputSpec) -> Image.Image:
+def decode(body: bytes, spec: InputSpec, content_type: str | None = None) -> Image.Image:
+    """Decode ``body`` as the declared content type only (any of JPEG and PNG when None): a TIFF,
+    BMP or GIF sent as image/jpeg is a BadImageError, not a job for another decoder."""
+    formats = [FORMATS[content_type]] if content_type in FORMATS else list(FORMATS.values())
     try:
         with warnings.catch_warnings():  # Pillow's own bomb warning: MAX_PIXELS below is the guard
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(body))
+            image = Image.open(io.BytesIO(body), formats=formats)
         if image.width * image.height > MAX_PIXELS:
             raise BadImageError(f"image of {image.width}x{image.height} pixels is over {MAX_PIXELS}")
-        image.draft("RGB", (spec.resize, spec.resize))
-        return image.convert("RGB")
+        image.draft("RGB", (spec.resize, spec.resize))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
+        decoded = image.width * image.height
+        if decoded > MAX_DECODED_PIXELS:
+            raise BadImageError(
+                f"{image.format} image of {image.width}x{image.height} pixels is over the "
+                f"{MAX_DECODED_PIXELS} that decode at full size"
+            )
+        if decoded <= LARGE_PIXELS:
+            return image.convert("RGB")
+        with LARGE_DECODES:
+            return image.convert("RGB")
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError, SyntaxError) as exc:
         raise BadImageError(f"cannot decode image: {exc}") from None
 
@@ -55,5 +75,5 @@ def to_tensor(image: Image.Image, spec: InputSpec) -> np.ndarray:
     return tensor
 
 
-def preprocess(body: bytes, spec: InputSpec) -> np.ndarray:
-    return to_tensor(resize_and_crop(decode(body, spec), spec), spec)
+def preprocess(body: bytes, spec: InputSpec, content_type: str | None = None) -> np.ndarray:
+    return to_tensor(resize_and_crop(decode(body, spec, content_type), spec), spec)

@@ -1,8 +1,11 @@
-"""The Unix-socket server of the inference service: one thread per connection.
+"""The Unix-socket server of the inference service: one thread per connection, a bounded number.
 
 ONNX Runtime releases the GIL while it runs, so concurrent callers overlap their decode,
 socket and inference work. Malformed frames get a BAD_FRAME reply and the connection is
-closed; nothing a caller sends can stop the server.
+closed; nothing a caller sends can stop the server. What a caller can make it hold is
+bounded: ``max_connections`` connections (more get TOO_MANY_CONNECTIONS and are closed), a
+frame must arrive within ``frame_timeout_s`` of its first byte, an idle connection is closed
+after ``idle_timeout_s``, and a body is read as it arrives, never allocated up front.
 """
 
 from __future__ import annotations
@@ -47,13 +50,13 @@ class _Connection(socketserver.BaseRequestHandler):
     def handle(self) -> None:
         sock: socket.socket = self.request
         while True:
+            sock.settimeout(self.server.idle_timeout_s)
             try:
-                frame = recv_frame(sock, self.server.max_body)
+                frame = recv_frame(sock, self.server.max_body, self.server.frame_timeout_s)
             except ProtocolError as exc:
-                code = "BODY_TOO_LARGE" if "body of" in str(exc) else "BAD_FRAME"
-                self._reply(sock, failure(code, str(exc)))
+                self._reply(sock, failure(exc.code, str(exc)))
                 return
-            except OSError:
+            except OSError:  # idle too long, or the caller went away
                 return
             if frame is None:
                 return
@@ -80,14 +83,44 @@ class InferenceSocketServer(socketserver.ThreadingMixIn, socketserver.UnixStream
     block_on_close = False
     request_queue_size = 128  # the listen backlog: bursts of connecting callers must not get EAGAIN
 
-    def __init__(self, path: Path, service: InferenceService, max_body: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        service: InferenceService,
+        max_body: int,
+        max_connections: int = 32,
+        frame_timeout_s: float = 10.0,
+        idle_timeout_s: float = 300.0,
+    ) -> None:
         _claim_socket_path(path)
         self.path = path
         self.service = service
         self.max_body = max_body
+        self.max_connections = max_connections
+        self.frame_timeout_s = frame_timeout_s
+        self.idle_timeout_s = idle_timeout_s
+        self._active = 0
+        self._active_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         super().__init__(str(path), _Connection)
         os.chmod(path, 0o660)  # the components of one Greengrass core share a user and group
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._active_lock:
+            admitted = self._active < self.max_connections
+            self._active += admitted
+        if not admitted:
+            _Connection._reply(request, failure("TOO_MANY_CONNECTIONS", f"{self.max_connections} connections are open"))
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._active_lock:
+                self._active -= 1
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self.serve_forever, name="inference-server", daemon=True)

@@ -53,7 +53,7 @@ class InferenceService:
 
         started = time.perf_counter()
         try:
-            tensor = preprocess(body, model.package.card.input)
+            tensor = preprocess(body, model.package.card.input, content_type)
         except BadImageError as exc:
             return failure("BAD_IMAGE", str(exc))
         preprocessed = time.perf_counter()

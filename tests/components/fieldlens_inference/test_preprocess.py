@@ -45,3 +45,24 @@ def test_decompression_bombs_are_refused() -> None:
     Image.new("1", (10_000, 10_000)).save(buffer, format="PNG")  # 100 MP, a few KB
     with pytest.raises(BadImageError, match="pixels"):
         preprocess(buffer.getvalue(), SPEC)
+
+
+def test_a_large_png_is_refused_before_it_is_decoded() -> None:
+    """A PNG decodes at full size: 39.7 Mpx ones once peaked the service at 1,257 MB."""
+    import io
+
+    from PIL import Image
+
+    from fieldlens_inference.preprocess import MAX_DECODED_PIXELS, BadImageError
+
+    buffer = io.BytesIO()
+    Image.new("L", (5000, 4000)).save(buffer, format="PNG")  # 20 Mpx, a few KB compressed
+    with pytest.raises(BadImageError, match=str(MAX_DECODED_PIXELS)):
+        preprocess(buffer.getvalue(), SPEC, "image/png")
+
+
+def test_a_large_jpeg_decodes_scaled_down_in_draft_mode() -> None:
+    from fieldlens_inference.preprocess import decode
+
+    image = decode(solid_jpeg((10, 200, 10), size=(6000, 4000)), SPEC, "image/jpeg")  # 24 Mpx, a Pi HQ frame is 12
+    assert image.width * image.height <= 1_000_000

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -69,3 +70,64 @@ def test_a_stale_socket_file_is_reclaimed_and_a_live_one_is_not(tiny_package: Pa
     finally:
         server.stop()
     assert not path.exists()
+
+
+@pytest.fixture
+def strict_server(tiny_package: Path, socket_dir: Path) -> Iterator[Path]:
+    """The real server with short limits, so each limit can be reached in a test."""
+    manager = ModelManager(tiny_package, "fp32")
+    manager.load_initial()
+    path = socket_dir / "strict.sock"
+    server = InferenceSocketServer(
+        path, InferenceService(manager, {"tiny"}), 16 << 20, max_connections=4, frame_timeout_s=0.5
+    )
+    server.start()
+    yield path
+    server.stop()
+
+
+def test_half_sent_frames_cost_no_memory_and_time_out(strict_server: Path) -> None:
+    """48 hung 16 MB half-frames once took the service from 190 MB to 959 MB."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        socks = [connect(strict_server) for _ in range(3)]
+        for sock in socks:
+            sock.sendall(PREFIX.pack(2, 16 << 20) + b"{}" + b"x" * 1000)  # declares 16 MB, sends 1 KB
+        replies = [recv_frame(sock) for sock in socks]  # each times out as a whole frame
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert all(r is not None and "not complete in time" in r[0]["error"]["message"] for r in replies)
+    assert peak < 4 << 20  # three declared 16 MB bodies were never allocated
+    for sock in socks:
+        sock.close()
+    assert classify(strict_server, "red") == "red"
+
+
+def test_connections_over_the_cap_are_refused_and_the_server_keeps_serving(strict_server: Path) -> None:
+    held = [connect(strict_server) for _ in range(4)]
+    for sock in held:  # each holds a server thread: a frame is in progress
+        sock.sendall(b"\x00")
+    with connect(strict_server) as extra:
+        reply = recv_frame(extra)
+    assert reply is not None and reply[0]["error"]["code"] == "TOO_MANY_CONNECTIONS"
+    for sock in held:
+        sock.close()
+    deadline_answer = classify(strict_server, "blue")  # the held ones time out or close; capacity returns
+    assert deadline_answer == "blue"
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "BMP", "GIF", "PPM", "TGA"])
+def test_only_the_declared_format_is_decoded(tiny_server: Path, fmt: str) -> None:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (64, 64), COLOURS["red"]).save(buffer, format=fmt)
+    with connect(tiny_server) as sock:
+        send_frame(sock, {"op": "classify", "service": "tiny", "content_type": "image/jpeg"}, buffer.getvalue())
+        frame = recv_frame(sock)
+    assert frame is not None and frame[0]["error"]["code"] == "BAD_IMAGE"
