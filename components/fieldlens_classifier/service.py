@@ -286,7 +286,7 @@ class Classifier:
             "reason": verdict.reason,
         }
         try:
-            kept = self._store.keep(image_id, now, jpeg, sidecar, verdict.score)
+            kept = self._store.keep(image_id, now, jpeg, sidecar, verdict.score, saved=request.save)
         except StoreFullError as exc:
             log.warning("not keeping image %s: %s", image_id, exc)
             return ImageInfo(id=image_id, kept=False, reason=f"disk cap: {exc}")
@@ -298,7 +298,8 @@ class Classifier:
     @staticmethod
     def _new_policy(config: ClassifierConfig, store: FieldStore) -> SamplingPolicy:
         kept = [when.timestamp() for when in store.kept_times()]
-        return SamplingPolicy(config.sampling, already_kept=kept)
+        saved = [when.timestamp() for when in store.kept_times(saved=True)]
+        return SamplingPolicy(config.sampling, already_kept=kept, already_saved=saved)
 
     def _checked_reply_topic(self, topic: str, source: str) -> str:
         """A reply_topic or MQTT 5 response topic, if it is publishable and under the prefix."""

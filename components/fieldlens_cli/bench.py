@@ -33,6 +33,7 @@ from fieldlens_cli.output import emit
 from fieldlens_cli.requester import Pending, Requester
 from fieldlens_cli.supervisor import Child, ServeOptions, start_components, stop_children
 from fieldlens_core import topics
+from fieldlens_core.config import private_socket
 from fieldlens_core.model_package import load_package
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def run_edge(args: argparse.Namespace, model_dir: Path, work: Path, url: str) ->
         camera=f"folder:{photos}",
         field_data=work / "field",
         model_dir=model_dir,
-        socket_path=Path(tempfile.gettempdir()) / f"fieldlens-bench-{os.getpid()}.sock",
+        socket_path=private_socket(f"bench-{os.getpid()}"),
         service_name="bench",
         variant=args.variant,
         thing_name="bench",

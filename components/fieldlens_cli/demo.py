@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from fieldlens_cli.supervisor import (
     wait_until_signal_or_exit,
 )
 from fieldlens_core import topics
-from fieldlens_core.config import DEFAULT_SERVICE_NAME
+from fieldlens_core.config import DEFAULT_SERVICE_NAME, private_socket
 from fieldlens_core.model_package import CARD_FILE, read_card, resolve_package_dir
 from fieldlens_fielddata.queue import queue_stats
 
@@ -109,7 +108,7 @@ def run_demo(data_dir: Path, port: int | None, keep_running: bool) -> int:
             camera=f"folder:{photos}",
             field_data=field,
             model_dir=model_dir,
-            socket_path=Path(tempfile.gettempdir()) / f"fieldlens-demo-{broker.port}.sock",
+            socket_path=private_socket(f"demo-{broker.port}"),
             service_name=DEFAULT_SERVICE_NAME,
             thing_name=THING,
             log_level="WARNING",

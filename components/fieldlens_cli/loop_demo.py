@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from fieldlens_cli.output import emit
 from fieldlens_cli.requester import Requester
 from fieldlens_cli.supervisor import ServeOptions, UploadOptions, start_components, stop_children
 from fieldlens_core import topics
-from fieldlens_core.config import InferenceClientConfig
+from fieldlens_core.config import InferenceClientConfig, private_socket
 from fieldlens_core.inference.client import InferenceClient
 from fieldlens_core.model_install import install_package
 from fieldlens_core.model_package import load_package
@@ -91,7 +90,7 @@ def run_loop_demo(data_dir: Path, port: int | None) -> int:
     )
 
     with EmbeddedBroker(port=port or free_port()) as broker:
-        socket_path = Path(tempfile.gettempdir()) / f"fieldlens-loop-{broker.port}.sock"
+        socket_path = private_socket(f"loop-{broker.port}")
         options = ServeOptions(
             broker=broker.url,
             name=topics.DEFAULT_NAME,

@@ -14,11 +14,10 @@ import argparse
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from fieldlens_core import topics
-from fieldlens_core.config import DEFAULT_BROKER_URL, DEFAULT_SERVICE_NAME
+from fieldlens_core.config import DEFAULT_BROKER_URL, DEFAULT_SERVICE_NAME, private_socket
 from fieldlens_core.lifecycle import configure_logging
 
 log = logging.getLogger("fieldlens")
@@ -198,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from fieldlens_cli.commands import serve
 
-        socket_path = args.socket or Path(tempfile.gettempdir()) / f"fieldlens-{os.getpid()}.sock"
+        socket_path = args.socket or private_socket(f"serve-{os.getpid()}")
         return serve(args, socket_path)
     if args.command == "classify":
         from fieldlens_cli.commands import classify

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import socket
+import tempfile
 from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -23,8 +24,22 @@ from pydantic.alias_generators import to_camel
 from fieldlens_core.errors import ConfigurationError
 
 DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
-DEFAULT_INFERENCE_SOCKET = "/tmp/fieldlens-inference.sock"
 DEFAULT_SERVICE_NAME = "beverage-classifier"  # the seed's v1 connector service name
+
+
+def default_inference_socket() -> Path:
+    """A socket path in a directory only this user can enter: ``$XDG_RUNTIME_DIR/fieldlens/``, else
+    ``<temp dir>/fieldlens-<uid>/``. Never the shared temp dir itself, where any local user could
+    take the name first and receive every camera frame. On a core the recipes use the
+    InferenceService's work path instead."""
+    return private_socket("inference")
+
+
+def private_socket(name: str) -> Path:
+    """``<name>.sock`` in this user's private socket directory (see default_inference_socket)."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    folder = Path(runtime) / "fieldlens" if runtime else Path(tempfile.gettempdir()) / f"fieldlens-{os.getuid()}"
+    return folder / f"{name}.sock"
 
 
 def default_thing_name() -> str:
@@ -123,7 +138,17 @@ class InferenceClientConfig(StrictModel):
         default=DEFAULT_SERVICE_NAME, title="Service name", description="Name the inference service serves."
     )
     socket_path: Path = Field(
-        default=Path(DEFAULT_INFERENCE_SOCKET), title="Socket", description="Unix socket of the inference service."
+        default_factory=default_inference_socket,
+        title="Socket",
+        description="Unix socket of the inference service (default: $XDG_RUNTIME_DIR/fieldlens/inference.sock, "
+        "else <tmp>/fieldlens-<uid>/inference.sock).",
+    )
+    peer_uid: int | None = Field(
+        default=None,
+        ge=0,
+        title="Service user id",
+        description="The user the inference service must run as (checked with SO_PEERCRED before a frame is "
+        "sent); default: this process's own user.",
     )
     timeout_s: float = Field(
         default=5.0, gt=0, le=120, title="Timeout", description="Give up on one inference call after this long."

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from fieldlens_core.config import DEFAULT_INFERENCE_SOCKET, DEFAULT_SERVICE_NAME, StrictModel
+from fieldlens_core.config import DEFAULT_SERVICE_NAME, StrictModel, default_inference_socket
 from fieldlens_core.inference.protocol import DEFAULT_MAX_BODY_BYTES
 
 
@@ -18,7 +18,10 @@ class InferenceServiceConfig(StrictModel):
         description="Name callers pass as `service`; the seed's v1 connector used beverage-classifier.",
     )
     socket_path: Path = Field(
-        default=Path(DEFAULT_INFERENCE_SOCKET), title="Socket", description="Unix socket to listen on."
+        default_factory=default_inference_socket,
+        title="Socket",
+        description="Unix socket to listen on, in a directory no other user can write (created 0700 if missing). "
+        "Default: $XDG_RUNTIME_DIR/fieldlens/inference.sock, else <tmp>/fieldlens-<uid>/inference.sock.",
     )
     model_dir: Path = Field(
         title="Model directory",

@@ -29,8 +29,20 @@ class SocketInUseError(RuntimeError):
     """Another process is already serving on this socket path."""
 
 
+def _private_directory(folder: Path) -> None:
+    """Create ``folder`` 0700, or accept an existing one only if this user owns it and no one else
+    can write in it: anyone who can create a file there could squat the socket's name."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    status = folder.stat()
+    if status.st_uid != os.getuid() or status.st_mode & 0o022:
+        raise SocketInUseError(
+            f"socket directory {folder} must belong to uid {os.getuid()} and be writable by no one else "
+            f"(owner {status.st_uid}, mode {oct(status.st_mode & 0o777)}): use a private directory for socketPath"
+        )
+
+
 def _claim_socket_path(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _private_directory(path.parent)
     if not path.exists():
         return
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -104,6 +116,11 @@ class InferenceSocketServer(socketserver.ThreadingMixIn, socketserver.UnixStream
         self._thread: threading.Thread | None = None
         super().__init__(str(path), _Connection)
         os.chmod(path, 0o660)  # the components of one Greengrass core share a user and group
+
+    @property
+    def active_connections(self) -> int:
+        with self._active_lock:
+            return self._active
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self._active_lock:

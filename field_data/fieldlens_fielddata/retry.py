@@ -25,6 +25,35 @@ RETRYABLE_CODES = frozenset(
 )
 
 
+# Permanent errors that say the destination is wrong for every pair (credentials, bucket, policy):
+# they stop the pass and keep everything queued. Any other 4xx is about one pair and quarantines it.
+DESTINATION_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "TokenRefreshRequired",
+        "NoSuchBucket",
+        "AccountProblem",
+        "KMS.AccessDeniedException",
+        "KMS.DisabledException",
+        "KMS.NotFoundException",
+    }
+)
+
+
+def is_pair_specific(error: BaseException) -> bool:
+    """A 4xx about this object alone (bad metadata, too large, bad digest): retrying never helps,
+    and it must not hold up the pairs queued behind it."""
+    if not isinstance(error, ClientError) or is_transient(error):
+        return False
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return 400 <= status < 500 and error.response.get("Error", {}).get("Code") not in DESTINATION_CODES
+
+
 def is_transient(error: BaseException) -> bool:
     """Throttling, 5xx and network errors: S3 or the network is down for a while, not misconfigured."""
     if isinstance(error, ClientError):

@@ -12,11 +12,14 @@ card; the price is that a power cut can lose the images of the last interval (ex
 commit interval is 5 s). ``sync_interval_s=0`` fsyncs inline instead.
 
 The disk cap (bytes and images) is never exceeded. When a new image does not fit, the store
-evicts, in this order: images already uploaded (oldest first), then images not yet uploaded
-from the least useful up (lowest sampling score, oldest first among equals), never one more
-useful than the newcomer; if that does not make room, the newcomer is refused with
-StoreFullError. Eviction goes down to 90% of the cap so that it does not run on every image.
-The index is rebuilt from the directory at start-up, so caps and eviction survive restarts.
+evicts images already uploaded (oldest first, down to 90% of the cap so that this runs rarely).
+An image not yet uploaded is never evicted for a newcomer of its own kind (sampled or saved):
+sampled images cannot churn each other out, and a flood of ``save: true`` requests cannot
+evict what others saved. Only a saved newcomer may evict not-yet-uploaded sampled images,
+least useful first, and saves obey their own rate caps (the sampling policy's ``saveCaps``),
+so a flood of them is bounded. If that does not make room, the newcomer is refused with
+StoreFullError. The index is rebuilt from the directory at start-up, so caps and eviction
+survive restarts.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class _Entry:
     when: datetime
     size: int
     score: float
+    saved: bool
     image_path: Path
     sidecar_path: Path
     receipt_path: Path
@@ -160,10 +164,10 @@ class FieldStore:
     def byte_count(self) -> int:
         return self._bytes
 
-    def kept_times(self) -> list[datetime]:
-        """When each kept image was captured (seeds the sampling caps after a restart)."""
+    def kept_times(self, saved: bool = False) -> list[datetime]:
+        """When each kept image (sampled, or saved on request) was captured: seeds the caps after a restart."""
         with self._lock:
-            return sorted(e.when for e in self._entries.values())
+            return sorted(e.when for e in self._entries.values() if e.saved == saved)
 
     def plan(self, image_id: str, when: datetime) -> KeptImage:
         """Where an image will be kept, without writing anything."""
@@ -172,19 +176,32 @@ class FieldStore:
 
     # -- writing ---------------------------------------------------------------------------
     def keep(
-        self, image_id: str, when: datetime, jpeg: bytes, sidecar: dict[str, Any], score: float = 0.0
+        self,
+        image_id: str,
+        when: datetime,
+        jpeg: bytes,
+        sidecar: dict[str, Any],
+        score: float = 0.0,
+        saved: bool = False,
     ) -> KeptImage:
-        """Write the image, then its sidecar, within the cap.
+        """Write the image, then its sidecar, within the cap (``saved``: a request asked for it).
 
         Raises StoreFullError when the cap leaves no room, OSError (disk full, read-only) with
         nothing half-written.
         """
         kept = self.plan(image_id, when)
-        document = {**sidecar, "image_id": image_id, "s3_key": kept.s3_key, "thing": self.thing, "score": score}
+        document = {
+            **sidecar,
+            "image_id": image_id,
+            "s3_key": kept.s3_key,
+            "thing": self.thing,
+            "score": score,
+            "saved": saved,
+        }
         encoded = json.dumps(document, separators=(",", ":")).encode()
         size = len(jpeg) + len(encoded)
         with self._lock:
-            self._make_room(size, score)
+            self._make_room(size, score, saved)
             kept.image_path.parent.mkdir(parents=True, exist_ok=True)
             inline = self._commit is None
             atomic_write(kept.image_path, jpeg, durable=inline, sync_directory=False)
@@ -194,7 +211,9 @@ class FieldStore:
                 kept.image_path.unlink(missing_ok=True)  # no orphan image when the pair cannot be completed
                 raise
             receipt = kept.image_path.with_suffix(RECEIPT_SUFFIX)
-            self._entries[image_id] = _Entry(image_id, when, size, score, kept.image_path, kept.sidecar_path, receipt)
+            self._entries[image_id] = _Entry(
+                image_id, when, size, score, saved, kept.image_path, kept.sidecar_path, receipt
+            )
             self._bytes += size
         if self._commit is not None:
             self._commit.add(kept.image_path, kept.sidecar_path)
@@ -211,7 +230,7 @@ class FieldStore:
         too_big = self.max_bytes is not None and self._bytes + extra_bytes > self.max_bytes * fraction
         return too_many or too_big
 
-    def _make_room(self, size: int, score: float) -> None:
+    def _make_room(self, size: int, score: float, saved: bool) -> None:
         if self.max_bytes is not None and size > self.max_bytes:
             raise StoreFullError(f"an image of {size} bytes is larger than the whole cap ({self.max_bytes} bytes)")
         if not self._over(size, 1):
@@ -220,8 +239,8 @@ class FieldStore:
         if not self._over(size, 1):
             return
         uploaded = sorted((e for e in self._entries.values() if e.uploaded()), key=lambda e: e.when)
-        pending = sorted(
-            (e for e in self._entries.values() if not e.receipt_path.exists() and e.score < score),
+        pending = sorted(  # only a saved newcomer, and only sampled images (see the module docstring)
+            (e for e in self._entries.values() if saved and not e.saved and not e.receipt_path.exists()),
             key=lambda e: (e.score, e.when),
         )
         for entry in uploaded:  # harmless to lose locally: go down to EVICT_TO so this runs rarely
@@ -234,8 +253,8 @@ class FieldStore:
             self._evict(entry, "not uploaded")
         if self._over(size, 1):
             raise StoreFullError(
-                f"field-data cap reached ({len(self._entries)} images, {self._bytes} bytes) and every kept image "
-                "is at least as useful as this one"
+                f"field-data cap reached ({len(self._entries)} images, {self._bytes} bytes) and no image that "
+                "is not uploaded yet may make way for this one"
             )
 
     def _evict(self, entry: _Entry, state: str) -> None:
@@ -278,12 +297,14 @@ class FieldStore:
                 if when is None or not image.exists():
                     continue  # not ours, or half-deleted: the uploader quarantines or skips it
                 try:
-                    score = float(read_sidecar(path).get("score", 0.0))
+                    document = read_sidecar(path)
+                    score = float(document.get("score", 0.0))
+                    saved = document.get("saved") is True or document.get("reason") == "request: save"
                 except (ValueError, OSError, TypeError):
-                    score = 0.0
+                    score, saved = 0.0, False
                 size = image.stat().st_size + path.stat().st_size
                 receipt = folder / (image_id + RECEIPT_SUFFIX)
-                self._entries[image_id] = _Entry(image_id, when, size, score, image, path, receipt)
+                self._entries[image_id] = _Entry(image_id, when, size, score, saved, image, path, receipt)
                 self._bytes += size
         if self._entries:
             log.info("field-data store at %s: %d images, %d bytes", self.root, len(self._entries), self._bytes)

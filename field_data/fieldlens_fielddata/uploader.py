@@ -5,10 +5,12 @@ too), then the local receipt (or, by configuration, the local pair is deleted). 
 from the image id, so a pair re-sent after a crash between upload and receipt overwrites
 the same two keys with the same bytes: never a duplicate object.
 
-A pair whose sidecar cannot be read, or whose image is missing, is moved to
-``<root>/quarantine/`` with a log line that says why; it is not retried and never blocks
-the queue. A transient failure (throttling, 5xx, no network) ends the drain: everything
-not uploaded stays queued for the next attempt, after a backoff.
+A pair whose sidecar cannot be read, whose image is missing, or that S3 refuses for itself
+alone (a 4xx such as bad metadata or a bad digest) is moved to ``<root>/quarantine/`` with a
+log line that says why; it is not retried and never blocks the queue. A transient failure
+(throttling, 5xx, no network), or one that says the destination itself is wrong (access
+denied, no such bucket, expired credentials), ends the drain: everything not uploaded stays
+queued for the next attempt, after a backoff.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from fieldlens_core.messages import utc_timestamp
 from fieldlens_fielddata.destination import Destination
 from fieldlens_fielddata.layout import QUARANTINE_DIR, SIDECAR_SUFFIX, s3_key
 from fieldlens_fielddata.queue import PendingPair, queue_stats, take
-from fieldlens_fielddata.retry import is_transient
+from fieldlens_fielddata.retry import is_pair_specific, is_transient
 from fieldlens_fielddata.store import read_sidecar
 
 log = logging.getLogger(__name__)
@@ -148,6 +150,9 @@ class Uploader:
             self.destination.put(image_key, image, "image/jpeg", metadata)
             self.destination.put(sidecar_key, sidecar_bytes, "application/json", metadata)
         except Exception as exc:
+            if is_pair_specific(exc):  # S3 refuses this pair alone: set it aside, go on with the rest
+                self._quarantine(pair, f"S3 refused it: {type(exc).__name__}: {exc}")
+                return Outcome.QUARANTINED, 0, None
             kind = "transient" if is_transient(exc) else "permanent"
             log.debug("upload of %s failed (%s): %s", pair.image_id, kind, exc)
             return Outcome.FAILED, 0, f"{type(exc).__name__}: {exc}"

@@ -11,17 +11,21 @@ whatever answers on the socket, a malformed reply is an INFERENCE_FAILED, not a 
 
 from __future__ import annotations
 
+import os
 import socket
+import struct
 import threading
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from fieldlens_core.config import DEFAULT_INFERENCE_SOCKET, InferenceClientConfig
+from fieldlens_core.config import InferenceClientConfig, default_inference_socket
 from fieldlens_core.errors import InferenceFailedError, InferenceTimeoutError, InferenceUnavailableError
 from fieldlens_core.inference.protocol import ProtocolError, recv_frame, send_frame
 from fieldlens_core.messages import ModelInfo, Prediction
+
+PEER_CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid (Linux)
 
 
 class InferenceResult(BaseModel):
@@ -125,7 +129,21 @@ class InferenceClient:
         except TimeoutError:
             sock.close()
             raise InferenceTimeoutError(f"connecting to {self._config.socket_path} timed out") from None
+        self._check_peer(sock)
         return sock
+
+    def _check_peer(self, sock: socket.socket) -> None:
+        """Send nothing (a camera frame is private) to a process that is not the inference service's user."""
+        expected = self._config.peer_uid if self._config.peer_uid is not None else os.getuid()
+        _, uid, _ = PEER_CREDENTIALS.unpack(
+            sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEER_CREDENTIALS.size)
+        )
+        if uid != expected:
+            sock.close()
+            raise InferenceUnavailableError(
+                f"the process on {self._config.socket_path} runs as uid {uid}, not {expected}: refusing to send it "
+                "frames (set inference.peerUid if the service runs as another user)"
+            )
 
 
 def invoke_inference(
@@ -133,12 +151,14 @@ def invoke_inference(
     content_type: str,
     body: bytes,
     *,
-    socket_path: Path | str = DEFAULT_INFERENCE_SOCKET,
+    socket_path: Path | str | None = None,
     timeout_s: float = 5.0,
     top_k: int = 5,
 ) -> InferenceResult:
     """Classify one image with the local inference service (one connection, one call)."""
-    config = InferenceClientConfig(service_name=service_name, socket_path=Path(socket_path), timeout_s=timeout_s)
+    config = InferenceClientConfig(
+        service_name=service_name, socket_path=Path(socket_path or default_inference_socket()), timeout_s=timeout_s
+    )
     client = InferenceClient(config, pool_size=0)
     try:
         return client.classify(body, content_type=content_type, top_k=top_k)

@@ -47,3 +47,7 @@ class SamplingConfig(StrictModel):
     )
     class_quota: ClassQuotaConfig = Field(default_factory=ClassQuotaConfig, description="Per-class limits.")
     caps: RateCapsConfig = Field(default_factory=RateCapsConfig, description="Per minute, hour and day limits.")
+    save_caps: RateCapsConfig = Field(
+        default_factory=lambda: RateCapsConfig(per_minute=10, per_hour=100, per_day=1000),
+        description="Limits on images kept because a request said save: true (any requester may say it).",
+    )

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from fieldlens_fielddata.sampling import Scores
-from fieldlens_fielddata.sampling.config import SamplingConfig
+from fieldlens_fielddata.sampling.config import RateCapsConfig, SamplingConfig
 from fieldlens_fielddata.sampling.limits import DAY, HOUR, MINUTE, SlidingWindow
 from fieldlens_fielddata.sampling.registry import build_sampler
 
@@ -36,31 +36,28 @@ class SamplingPolicy:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         already_kept: Iterable[float] = (),
+        already_saved: Iterable[float] = (),
     ) -> None:
         self.config = config
         self._clock = clock
         self._rng = rng or random.Random()
         self._samplers = [build_sampler(strategy, self._rng) for strategy in config.strategies]
-        caps = config.caps
-        self._caps = {
-            name: SlidingWindow(span, limit)
-            for name, span, limit in (
-                ("per_minute", MINUTE, caps.per_minute),
-                ("per_hour", HOUR, caps.per_hour),
-                ("per_day", DAY, caps.per_day),
-            )
-            if limit is not None
-        }
         now = clock()
-        kept = list(already_kept)
-        for window in self._caps.values():
-            window.seed(kept, now)
+        self._caps = _windows(config.caps, list(already_kept), now)
+        self._save_caps = _windows(config.save_caps, list(already_saved), now)
         self._class_windows: dict[str, SlidingWindow] = {}
         self._lock = threading.Lock()
 
     def decide(self, scores: Scores, saved: bool = False) -> Verdict:
         uncertainty = round(1.0 - scores[0][1], 6) if scores else 1.0
         if saved:
+            with self._lock:
+                now = self._clock()
+                full = next((f"{n} ({w.limit})" for n, w in self._save_caps.items() if w.full(now)), None)
+                if full is not None:
+                    return Verdict(False, f"save cap: {full} reached", uncertainty)
+                for window in self._save_caps.values():
+                    window.add(now)
             return Verdict(True, "request: save", SAVED_SCORE_BONUS + uncertainty)
         reason = next((r for r in (s.wants(scores) for s in self._samplers) if r is not None), None)
         if reason is None:
@@ -88,3 +85,19 @@ class SamplingPolicy:
         if label not in self._class_windows:
             self._class_windows[label] = SlidingWindow(DAY, limit)
         return self._class_windows[label]
+
+
+def _windows(caps: RateCapsConfig, kept: list[float], now: float) -> dict[str, SlidingWindow]:
+    """One sliding window per configured limit, seeded with what was already kept."""
+    windows = {
+        name: SlidingWindow(span, limit)
+        for name, span, limit in (
+            ("per_minute", MINUTE, caps.per_minute),
+            ("per_hour", HOUR, caps.per_hour),
+            ("per_day", DAY, caps.per_day),
+        )
+        if limit is not None
+    }
+    for window in windows.values():
+        window.seed(kept, now)
+    return windows

@@ -451,3 +451,15 @@ def test_stopping_is_bounded_and_what_is_still_queued_gets_busy(tmp_path: Path, 
     gate.release.set()
     stopper.join(10)
     assert not stopper.is_alive()
+
+
+def test_a_save_flood_is_capped_and_the_response_says_why(tmp_path: Path, tiny_server: Path, red_folder: Path) -> None:
+    sampling = {"strategies": [], "saveCaps": {"perMinute": 2}}
+    rig = Rig(make_config(tmp_path, tiny_server, sampling=sampling), FolderCamera(red_folder))
+    try:
+        kept = [rig.ask({"save": True})["image"] for _ in range(4)]
+        assert [image["kept"] for image in kept] == [True, True, False, False]
+        assert kept[2]["reason"] == "save cap: per_minute (2) reached"
+        assert json.loads(Path(kept[0]["path"]).with_suffix(".json").read_text())["saved"] is True
+    finally:
+        rig.classifier.stop()

@@ -12,6 +12,7 @@ from fieldlens_inference.model_manager import ModelManager
 from fieldlens_inference.server import InferenceSocketServer, SocketInUseError
 from fieldlens_inference.service import InferenceService
 from tests.helpers.images import solid_jpeg
+from tests.helpers.waiting import wait_until
 
 COLOURS = {"red": (240, 10, 10), "green": (10, 240, 10), "blue": (10, 10, 240)}
 
@@ -73,7 +74,7 @@ def test_a_stale_socket_file_is_reclaimed_and_a_live_one_is_not(tiny_package: Pa
 
 
 @pytest.fixture
-def strict_server(tiny_package: Path, socket_dir: Path) -> Iterator[Path]:
+def strict_server(tiny_package: Path, socket_dir: Path) -> Iterator[InferenceSocketServer]:
     """The real server with short limits, so each limit can be reached in a test."""
     manager = ModelManager(tiny_package, "fp32")
     manager.load_initial()
@@ -82,17 +83,17 @@ def strict_server(tiny_package: Path, socket_dir: Path) -> Iterator[Path]:
         path, InferenceService(manager, {"tiny"}), 16 << 20, max_connections=4, frame_timeout_s=0.5
     )
     server.start()
-    yield path
+    yield server
     server.stop()
 
 
-def test_half_sent_frames_cost_no_memory_and_time_out(strict_server: Path) -> None:
+def test_half_sent_frames_cost_no_memory_and_time_out(strict_server: InferenceSocketServer) -> None:
     """48 hung 16 MB half-frames once took the service from 190 MB to 959 MB."""
     import tracemalloc
 
     tracemalloc.start()
     try:
-        socks = [connect(strict_server) for _ in range(3)]
+        socks = [connect(strict_server.path) for _ in range(3)]
         for sock in socks:
             sock.sendall(PREFIX.pack(2, 16 << 20) + b"{}" + b"x" * 1000)  # declares 16 MB, sends 1 KB
         replies = [recv_frame(sock) for sock in socks]  # each times out as a whole frame
@@ -103,20 +104,20 @@ def test_half_sent_frames_cost_no_memory_and_time_out(strict_server: Path) -> No
     assert peak < 4 << 20  # three declared 16 MB bodies were never allocated
     for sock in socks:
         sock.close()
-    assert classify(strict_server, "red") == "red"
+    assert classify(strict_server.path, "red") == "red"
 
 
-def test_connections_over_the_cap_are_refused_and_the_server_keeps_serving(strict_server: Path) -> None:
-    held = [connect(strict_server) for _ in range(4)]
-    for sock in held:  # each holds a server thread: a frame is in progress
-        sock.sendall(b"\x00")
-    with connect(strict_server) as extra:
+def test_connections_over_the_cap_are_refused_and_the_server_keeps_serving(
+    strict_server: InferenceSocketServer,
+) -> None:
+    held = [connect(strict_server.path) for _ in range(4)]  # idle: each holds a slot until the idle timeout (300 s)
+    with connect(strict_server.path) as extra:
         reply = recv_frame(extra)
     assert reply is not None and reply[0]["error"]["code"] == "TOO_MANY_CONNECTIONS"
     for sock in held:
         sock.close()
-    deadline_answer = classify(strict_server, "blue")  # the held ones time out or close; capacity returns
-    assert deadline_answer == "blue"
+    wait_until(lambda: strict_server.active_connections == 0, 10, "the closed connections to end")
+    assert classify(strict_server.path, "blue") == "blue"
 
 
 @pytest.mark.parametrize("fmt", ["TIFF", "BMP", "GIF", "PPM", "TGA"])
@@ -131,3 +132,24 @@ def test_only_the_declared_format_is_decoded(tiny_server: Path, fmt: str) -> Non
         send_frame(sock, {"op": "classify", "service": "tiny", "content_type": "image/jpeg"}, buffer.getvalue())
         frame = recv_frame(sock)
     assert frame is not None and frame[0]["error"]["code"] == "BAD_IMAGE"
+
+
+def test_a_socket_directory_others_can_write_is_refused(tiny_package: Path, tmp_path: Path) -> None:
+    """In a shared directory any local user could take the socket's name first and receive every frame."""
+    manager = ModelManager(tiny_package, "fp32")
+    manager.load_initial()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(SocketInUseError, match="writable by no one else"):
+        InferenceSocketServer(shared / "inference.sock", InferenceService(manager, {"tiny"}), 1 << 20)
+
+
+def test_a_missing_socket_directory_is_created_private(tiny_package: Path, tmp_path: Path) -> None:
+    manager = ModelManager(tiny_package, "fp32")
+    manager.load_initial()
+    server = InferenceSocketServer(tmp_path / "new" / "inference.sock", InferenceService(manager, {"tiny"}), 1 << 20)
+    try:
+        assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700
+    finally:
+        server.server_close()

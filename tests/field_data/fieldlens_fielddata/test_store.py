@@ -22,7 +22,14 @@ def test_image_and_sidecar_land_in_the_dated_layout(tmp_path: Path) -> None:
     assert kept.image_path == (tmp_path / "fd/2026/03/04/img-1.jpg").absolute()
     assert kept.image_path.read_bytes() == b"\xff\xd8jpeg"
     sidecar = json.loads(kept.sidecar_path.read_text())
-    assert sidecar == {"prediction": "hen", "image_id": "img-1", "s3_key": kept.s3_key, "thing": "coop-1", "score": 0.0}
+    assert sidecar == {
+        "prediction": "hen",
+        "image_id": "img-1",
+        "s3_key": kept.s3_key,
+        "thing": "coop-1",
+        "score": 0.0,
+        "saved": False,
+    }
     assert kept.s3_key == "field-data/coop-1/2026/03/04/img-1.jpg"
 
 
@@ -120,36 +127,58 @@ def test_the_image_cap_is_never_exceeded_under_a_flood(tmp_path: Path) -> None:
         assert len(list(tmp_path.rglob("*.json"))) <= 20
 
 
-def test_uploaded_images_go_first_then_the_least_useful(tmp_path: Path) -> None:
+def test_uploaded_images_go_first_and_sampled_images_never_evict_each_other(tmp_path: Path) -> None:
     store = FieldStore(tmp_path, "t", max_images=4)
     (a, ta), (b, tb), (c, tc), (d, td), (e, te), (f, tf) = ids(6)
     store.keep(a, ta, b"x", {}, score=0.9)
-    store.keep(b, tb, b"x", {}, score=0.1)  # the least useful
+    store.keep(b, tb, b"x", {}, score=0.1)
     store.keep(c, tc, b"x", {}, score=0.5)
     store.keep(d, td, b"x", {}, score=0.7)
     mark_uploaded(store, c, tc)
     store.keep(e, te, b"x", {}, score=0.3)  # full: the uploaded one goes
     assert not store.plan(c, tc).image_path.exists() and store.image_count == 4
-    store.keep(f, tf, b"x", {}, score=0.3)  # full, nothing uploaded: the least useful (b) goes
-    assert not store.plan(b, tb).sidecar_path.exists()
-    assert all(store.plan(i, t).sidecar_path.exists() for i, t in [(a, ta), (d, td), (e, te), (f, tf)])
+    with pytest.raises(StoreFullError, match="no image that is not uploaded yet may make way"):
+        store.keep(f, tf, b"x", {}, score=0.99)  # full, nothing uploaded: even a more useful one waits
+    assert all(store.plan(i, t).sidecar_path.exists() for i, t in [(a, ta), (b, tb), (d, td), (e, te)])
 
 
-def test_a_newcomer_less_useful_than_everything_kept_is_refused(tmp_path: Path) -> None:
-    store = FieldStore(tmp_path, "t", max_images=2)
+def test_a_saved_image_evicts_the_least_useful_sampled_one_but_never_another_saved_one(tmp_path: Path) -> None:
+    """`save: true` from any requester once evicted every not-yet-uploaded sampled image."""
+    store = FieldStore(tmp_path, "t", max_images=3)
+    (a, ta), (b, tb), (c, tc), (d, td), (e, te) = ids(5)
+    store.keep(a, ta, b"x", {}, score=0.9)
+    store.keep(b, tb, b"x", {}, score=0.1)  # the least useful
+    store.keep(c, tc, b"x", {}, score=1.2, saved=True)
+    store.keep(d, td, b"x", {}, score=1.5, saved=True)  # a saved newcomer: the least useful sampled (b) goes
+    assert not store.plan(b, tb).sidecar_path.exists() and store.plan(a, ta).sidecar_path.exists()
+    store.keep(e, te, b"x", {}, score=1.9, saved=True)  # then a (the last sampled one)
+    with pytest.raises(StoreFullError):
+        store.keep(*ids(6)[5], b"x", {}, score=1.99, saved=True)  # never c, d or e: saved by someone
+    assert [store.plan(i, t).sidecar_path.exists() for i, t in [(c, tc), (d, td), (e, te)]] == [True] * 3
+
+
+def test_the_saved_kind_survives_a_restart(tmp_path: Path) -> None:
+    first = FieldStore(tmp_path, "t", max_images=2)
     (a, ta), (b, tb), (c, tc) = ids(3)
-    store.keep(a, ta, b"x", {}, score=0.5)
-    store.keep(b, tb, b"x", {}, score=0.5)
-    with pytest.raises(StoreFullError, match="at least as useful"):
-        store.keep(c, tc, b"x", {}, score=0.2)
-    assert store.image_count == 2 and not store.plan(c, tc).image_path.exists()
+    first.keep(a, ta, b"x", {}, score=1.5, saved=True)
+    first.keep(b, tb, b"x", {}, score=0.5)
+    first.close()
+    again = FieldStore(tmp_path, "t", max_images=2)
+    assert again.kept_times(saved=True) == [ta] and again.kept_times() == [tb]
+    again.keep(c, tc, b"x", {}, score=1.9, saved=True)  # a is saved, so the sampled b makes way
+    assert again.plan(a, ta).sidecar_path.exists() and not again.plan(b, tb).sidecar_path.exists()
 
 
 def test_the_byte_cap_counts_image_and_sidecar(tmp_path: Path) -> None:
     store = FieldStore(tmp_path, "t", max_bytes=3000)
+    refused = 0
     for image_id, when in ids(10):
-        store.keep(image_id, when, b"x" * 900, {}, score=float(when.second))  # newer = more useful
+        try:
+            store.keep(image_id, when, b"x" * 900, {}, score=float(when.second))
+        except StoreFullError:
+            refused += 1  # nothing is uploaded, so nothing may make way
         assert sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()) <= 3000
+    assert store.image_count == 10 - refused >= 2
     with pytest.raises(StoreFullError, match="larger than the whole cap"):
         store.keep(*ids(1)[0], b"x" * 4000, {}, score=99)
 

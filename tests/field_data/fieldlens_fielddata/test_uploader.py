@@ -175,3 +175,33 @@ def test_status_and_receipts_use_the_responses_timestamp_format(tmp_path: Path) 
     assert pattern.match(uploader.status(now=1_795_000_000.25)["timestamp"])
     receipt = json.loads(next((tmp_path / "field").rglob("*.uploaded")).read_text())
     assert pattern.match(receipt["uploaded_at"])
+
+
+class RefusesOne(LocalDirectoryDestination):
+    """S3 as it answers one object it will never take (here: InvalidArgument), or a whole bucket it refuses."""
+
+    def __init__(self, root: Path, refused: str, code: str, status: int) -> None:
+        super().__init__(root)
+        self.refused, self.code, self.status = refused, code, status
+
+    def put(self, key: str, body: bytes, content_type: str, metadata: dict[str, str]) -> None:
+        if self.refused in key:
+            error = {"Error": {"Code": self.code, "Message": "no"}, "ResponseMetadata": {"HTTPStatusCode": self.status}}
+            raise ClientError(error, "PutObject")
+        super().put(key, body, content_type, metadata)
+
+
+def test_a_pair_s3_refuses_alone_is_quarantined_and_the_queue_goes_on(tmp_path: Path) -> None:
+    kept = keep_images(tmp_path / "field", 4)
+    destination = RefusesOne(tmp_path / "bucket", kept[0].image_id, "InvalidArgument", 400)  # the oldest
+    report = Uploader(tmp_path / "field", destination, "coop-1").drain()
+    assert (report.uploaded, report.quarantined, report.failed) == (3, 1, 0)
+    assert (tmp_path / "field/quarantine" / kept[0].image_path.name).exists()  # kept locally, not lost
+
+
+def test_a_bucket_that_refuses_everything_keeps_everything_queued(tmp_path: Path) -> None:
+    kept = keep_images(tmp_path / "field", 3)
+    destination = RefusesOne(tmp_path / "bucket", "coop-1", "AccessDenied", 403)  # every key
+    report = Uploader(tmp_path / "field", destination, "coop-1").drain()
+    assert report.quarantined == 0 and report.failed >= 1 and report.outage
+    assert all(k.sidecar_path.exists() for k in kept) and not (tmp_path / "field/quarantine").exists()

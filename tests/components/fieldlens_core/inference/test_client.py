@@ -135,3 +135,27 @@ def test_a_poisoned_reply_is_inference_failed_not_a_crash(
     finally:
         client.close()
         service.close()
+
+
+def test_the_client_sends_nothing_to_a_peer_running_as_another_user(tiny_server: Path) -> None:
+    import os
+
+    config = InferenceClientConfig(service_name="tiny", socket_path=tiny_server, peer_uid=os.getuid() + 1)
+    client = InferenceClient(config)
+    try:
+        with pytest.raises(InferenceUnavailableError, match=f"runs as uid {os.getuid()}, not {os.getuid() + 1}"):
+            client.classify(solid_jpeg((1, 2, 3)))
+    finally:
+        client.close()
+
+
+def test_the_default_socket_is_in_a_private_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import os
+    import tempfile
+
+    from fieldlens_core.config import default_inference_socket
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert default_inference_socket() == tmp_path / "fieldlens" / "inference.sock"
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    assert default_inference_socket().parent == Path(tempfile.gettempdir()) / f"fieldlens-{os.getuid()}"
