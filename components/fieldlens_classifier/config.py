@@ -35,7 +35,8 @@ class ClassifierConfig(StrictModel):
         default="/response/",
         title="Reply topic prefix",
         description="A request's reply_topic (or MQTT 5 response topic) must start with this; stops requests "
-        "steering output anywhere. The recipe's accessControl allows publishing under it (<prefix>#).",
+        "steering output anywhere. {thing} stands for the thing name: /response/reply/{thing}/ matches the "
+        "CloudFormation template's IoT policy. The recipe's accessControl allows publishing under it (<prefix>#).",
     )
     thing_name: str = Field(
         default_factory=default_thing_name, title="Thing name", description="Reported in responses and S3 keys."
@@ -120,6 +121,10 @@ class ClassifierConfig(StrictModel):
     @property
     def effective_response_topic(self) -> str:
         return self.response_topic or topics.response_topic(self.name)
+
+    @property
+    def effective_reply_topic_prefix(self) -> str:
+        return self.reply_topic_prefix.replace("{thing}", self.thing_name)
 
     @property
     def routes(self) -> dict[str, str]:

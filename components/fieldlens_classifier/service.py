@@ -303,7 +303,7 @@ class Classifier:
 
     def _checked_reply_topic(self, topic: str, source: str) -> str:
         """A reply_topic or MQTT 5 response topic, if it is publishable and under the prefix."""
-        prefix = self._config.reply_topic_prefix
+        prefix = self._config.effective_reply_topic_prefix
         try:
             validate_publish_topic(topic)
         except ValueError as exc:

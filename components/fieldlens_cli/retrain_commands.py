@@ -57,7 +57,14 @@ def dataset(args: argparse.Namespace) -> int:
         )
         labels = read_labels(args.labels) if args.labels else {}
         manifest = build_manifest(
-            field, labels, args.base, known_labels(args.model), args.new_labels, args.pseudo_threshold, args.val_percent
+            field,
+            labels,
+            args.base,
+            known_labels(args.model),
+            args.new_labels,
+            args.pseudo_threshold,
+            args.val_percent,
+            trust_sidecar_labels=not source.startswith("s3://"),  # devices wrote those sidecars
         )
     except LabelError as exc:
         log.error("%s", exc)

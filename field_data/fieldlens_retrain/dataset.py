@@ -85,9 +85,16 @@ def base_images(base: Path) -> Iterator[tuple[Path, str]]:
                 yield path, folder.name
 
 
+LABELLING_SOURCES = ("import", "human")
+"""``label_source`` values the labelling step writes; a sidecar's label counts only with one of them."""
+
+
 def field_images(
-    root: Path, labels: dict[str, str], pseudo_threshold: float | None
+    root: Path, labels: dict[str, str], pseudo_threshold: float | None, trust_sidecar_labels: bool = True
 ) -> Iterator[tuple[Path, str, Source]]:
+    """Labelled field images. A label comes from ``labels``, or from a sidecar the labelling step
+    wrote into (``label_source`` import or human) when ``trust_sidecar_labels``: never for sidecars
+    a device uploaded (an S3 source), since any device can put any field in them."""
     for sidecar in sidecars(root):
         image = sidecar.with_suffix(".jpg")
         if not image.exists():
@@ -96,7 +103,8 @@ def field_images(
             document = read_sidecar(sidecar)
         except (ValueError, OSError):
             continue
-        label = labels.get(sidecar.stem) or document.get("label")
+        from_sidecar = document.get("label") if document.get("label_source") in LABELLING_SOURCES else None
+        label = labels.get(sidecar.stem) or (from_sidecar if trust_sidecar_labels else None)
         if isinstance(label, str) and label:
             yield image, label, "field"
         elif pseudo_threshold is not None and float(document.get("confidence", 0)) >= pseudo_threshold:
@@ -132,12 +140,13 @@ def build_manifest(
     new_labels: bool,
     pseudo_threshold: float | None = None,
     val_percent: int = 20,
+    trust_sidecar_labels: bool = True,
 ) -> Manifest:
     found: list[tuple[Path, str, Source]] = []
     if base is not None:
         found += [(path, label, "base") for path, label in base_images(base)]
     if field is not None:
-        found += list(field_images(field, labels, pseudo_threshold))
+        found += list(field_images(field, labels, pseudo_threshold, trust_sidecar_labels))
     if not found:
         raise LabelError("no labelled images found")
     check_known((label for _, label, _ in found), known_labels, new_labels)

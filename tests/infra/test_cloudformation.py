@@ -56,7 +56,7 @@ def test_the_stack_creates_a_locked_down_bucket_and_the_roles(aws: None) -> None
     # moto's CloudFormation does not apply BucketPolicy, versioning, the public access block, the
     # lifecycle or the IoT policy: those are checked in the template below, and by cfn-lint above.
     iot = template()["Resources"]["CoreDeviceIotPolicy"]["Properties"]["PolicyDocument"]["Statement"]
-    assert "${!iot:Connection.Thing.ThingName}" in iot[0]["Resource"]
+    assert all("${!iot:Connection.Thing.ThingName}" in r for r in iot[0]["Resource"])
     properties = template()["Resources"]["FieldDataBucket"]["Properties"]
     assert properties["VersioningConfiguration"] == {"Status": "Enabled"}
     assert all(properties["PublicAccessBlockConfiguration"].values())
@@ -87,3 +87,53 @@ def test_the_template_grants_no_wildcard_bucket_access() -> None:
     for statement in statements:
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         assert all(r != "*" and "/*" in r for r in resources)
+
+
+def allowed(statements: list[dict[str, Any]], action: str, resource: str, values: dict[str, str]) -> bool:
+    """How IAM and AWS IoT read these statements: policy variables filled in, `*` a glob, no Deny here."""
+    import fnmatch
+
+    for statement in statements:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if statement["Effect"] != "Allow" or action not in actions:
+            continue
+        patterns = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
+        for pattern in patterns:
+            text = pattern.get("Fn::Sub", pattern) if isinstance(pattern, dict) else pattern
+            for name, value in values.items():
+                text = text.replace("${" + name + "}", value)
+            if fnmatch.fnmatchcase(resource, text):
+                return True
+    return False
+
+
+def test_each_device_may_act_only_as_itself() -> None:
+    """Policies as data: coop-7 next to coop-70, with the template's defaults."""
+    arn = "arn:aws:iot:eu-west-1:123456789012"
+    values = {
+        "AWS::Partition": "aws",
+        "AWS::Region": "eu-west-1",
+        "AWS::AccountId": "123456789012",
+        "!iot:Connection.Thing.ThingName": "coop-7",
+        "!credentials-iot:ThingName": "coop-7",
+        "ClassifierName": "beverage_container",
+        "ReplyTopicPrefix": "/response/reply/",
+        "FieldDataBucket.Arn": "arn:aws:s3:::bucket",
+        "FieldDataPrefix": "field-data",
+    }
+    iot = template()["Resources"]["CoreDeviceIotPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert allowed(iot, "iot:Connect", f"{arn}:client/coop-7", values)
+    assert allowed(iot, "iot:Connect", f"{arn}:client/coop-7#2", values)
+    assert not allowed(iot, "iot:Connect", f"{arn}:client/coop-70", values)
+    for topic in ("/request/classify", "/request/classify/beverage_container"):
+        assert allowed(iot, "iot:Subscribe", f"{arn}:topicfilter/{topic}", values)
+        assert allowed(iot, "iot:Receive", f"{arn}:topic/{topic}", values)
+    assert not allowed(iot, "iot:Subscribe", f"{arn}:topicfilter//request/classify/#", values)
+    assert not allowed(iot, "iot:Receive", f"{arn}:topic//request/classify/other-group", values)
+    for topic in ("/response/prediction", "/response/prediction/beverage_container", "/response/reply/coop-7/c/1"):
+        assert allowed(iot, "iot:Publish", f"{arn}:topic/{topic}", values), topic
+    for topic in ("/response/prediction/other-group", "/response/reply/coop-70/x", "/status/field-data/coop-70"):
+        assert not allowed(iot, "iot:Publish", f"{arn}:topic/{topic}", values), topic
+    role = template()["Resources"]["TokenExchangePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert allowed(role, "s3:PutObject", "arn:aws:s3:::bucket/field-data/coop-7/2026/11/23/x.jpg", values)
+    assert not allowed(role, "s3:PutObject", "arn:aws:s3:::bucket/field-data/coop-70/2026/11/23/x.jpg", values)

@@ -463,3 +463,19 @@ def test_a_save_flood_is_capped_and_the_response_says_why(tmp_path: Path, tiny_s
         assert json.loads(Path(kept[0]["path"]).with_suffix(".json").read_text())["saved"] is True
     finally:
         rig.classifier.stop()
+
+
+def test_the_reply_prefix_can_hold_the_thing_name_as_the_fleet_policy_does(
+    tmp_path: Path, tiny_server: Path, red_folder: Path
+) -> None:
+    """Over AWS IoT Core directly, a publish outside the IoT policy closes the connection: refuse it first."""
+    rig = Rig(
+        make_config(tmp_path, tiny_server, reply_topic_prefix="/response/reply/{thing}/"), FolderCamera(red_folder)
+    )
+    try:
+        assert "predictions" in rig.ask({"reply_topic": "/response/reply/coop-7/console"})
+        refused = rig.ask({"reply_topic": "/response/reply/coop-70/console"})
+        assert "'/response/reply/coop-7/'" in refused["error"]["message"]
+        assert rig.responses.topics == ["/response/reply/coop-7/console", RESPONSES]
+    finally:
+        rig.classifier.stop()

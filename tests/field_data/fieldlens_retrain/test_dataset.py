@@ -91,3 +91,27 @@ def test_an_s3_key_with_dot_dot_cannot_write_outside_the_cache(aws: None, tmp_pa
     download_field_data("s3://fl-data/field-data", tmp_path / "cache", s3)
     assert not list(tmp_path.rglob("escaped.*")) and not list((tmp_path / "cache").rglob("y.jpg"))
     assert (tmp_path / "cache/field-data/coop-1" / kept[0].image_path.name).read_bytes() == b"jpeg"
+
+
+def test_a_devices_sidecar_never_supplies_a_training_label(aws: None, tmp_path: Path) -> None:
+    """A label in a sidecar counts only when the labelling step wrote it, and never from S3."""
+    import json
+
+    kept = keep_images(tmp_path / "local", 3)
+    forged = {"label": "hen"}  # what any device could write: no label_source
+    imported = {"label": "egg", "label_source": "import"}  # what `fieldlens label import` writes
+    for item, extra in zip(kept, (forged, imported, {}), strict=True):
+        item.sidecar_path.write_text(json.dumps({**json.loads(item.sidecar_path.read_text()), **extra}))
+    local = build_manifest(tmp_path / "local", {}, None, None, True)
+    assert [e.label for e in local.entries] == ["egg"]
+
+    s3: Any = boto3.client("s3", region_name="eu-west-1")
+    s3.create_bucket(Bucket="fl-data", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    for item in kept:
+        for path in (item.image_path, item.sidecar_path):
+            s3.put_object(Bucket="fl-data", Key=f"field-data/coop-1/{path.name}", Body=path.read_bytes())
+    cache = download_field_data("s3://fl-data/field-data", tmp_path / "cache", s3)
+    with pytest.raises(LabelError, match="no labelled images"):
+        build_manifest(cache, {}, None, None, True, trust_sidecar_labels=False)
+    labelled = build_manifest(cache, {kept[2].image_id: "chick"}, None, None, True, trust_sidecar_labels=False)
+    assert [e.label for e in labelled.entries] == ["chick"]
