@@ -19,7 +19,13 @@ from fieldlens_core.camera.registry import build_camera, parse_camera_flag
 from fieldlens_core.component_config import given_flags
 from fieldlens_core.errors import ConfigurationError, StartupError
 from fieldlens_core.inference.client import InferenceClient
-from fieldlens_core.lifecycle import announce_ready, configure_logging, startup_failure, wait_for_termination
+from fieldlens_core.lifecycle import (
+    announce_ready,
+    configure_logging,
+    startup_failure,
+    wait_for_termination,
+    watch_connection,
+)
 from fieldlens_fielddata.store import FieldStore
 
 log = logging.getLogger("fieldlens_classifier")
@@ -84,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         return startup_failure(log, exc)
     if greengrass is not None:
         greengrass.watch(classifier.update_config)
+    watch_connection(bus, COMPONENT)
     announce_ready(COMPONENT)
     signum = wait_for_termination()
     log.info("stopping on signal %d", signum)

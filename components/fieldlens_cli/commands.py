@@ -65,7 +65,7 @@ def serve(args: argparse.Namespace, socket_path: Path) -> int:
         f"responses on {topics.response_topic(args.name)} and {topics.FLEET_RESPONSE_TOPIC} via {args.broker} "
         f"(pids {', '.join(str(c.pid) for c in children)})"
     )
-    reason = wait_until_signal_or_exit(children)
+    reason = wait_until_signal_or_exit(children, args.max_disconnected_s)
     log.info("stopping: %s", reason)
     stop_children(children)
     return 0 if reason in ("SIGINT", "SIGTERM") else 1

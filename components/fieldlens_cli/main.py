@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--thing-name")
     _upload_args(serve)
     serve.add_argument("--no-upload", action="store_true", help="do not run the field-data uploader")
+    serve.add_argument(
+        "--max-disconnected-s",
+        type=float,
+        default=60.0,
+        help="stop (exit 1) when a component stays disconnected from the broker this long (default %(default)s)",
+    )
 
     classify = commands.add_parser("classify", help="send one classify request and print the response")
     _broker_args(classify)

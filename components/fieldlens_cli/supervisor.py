@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fieldlens_core.lifecycle import READY_WORD
+from fieldlens_core.lifecycle import CONNECTED_WORD, DISCONNECTED_WORD, READY_WORD
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,8 @@ class Child:
     process: subprocess.Popen[str]
     ready: threading.Event = field(default_factory=threading.Event)
     exited: threading.Event = field(default_factory=threading.Event)
+    connected: threading.Event = field(default_factory=threading.Event)  # set while its broker link is up
+    disconnected: threading.Event = field(default_factory=threading.Event)  # set while it is down
 
     @property
     def pid(self) -> int:
@@ -47,8 +49,15 @@ def _pump(child: Child) -> None:
     """Watch a child's stdout for its ready line; forward everything else to our stderr."""
     assert child.process.stdout is not None
     for line in child.process.stdout:
-        if line.strip().endswith(READY_WORD):
+        word = line.strip().rsplit(" ", 1)[-1]
+        if word == READY_WORD:
             child.ready.set()
+        elif word == CONNECTED_WORD:
+            child.disconnected.clear()
+            child.connected.set()
+        elif word == DISCONNECTED_WORD:
+            child.connected.clear()
+            child.disconnected.set()
         else:
             sys.stderr.write(f"[{child.name}] {line}")
     child.process.wait()
@@ -198,8 +207,9 @@ def start_components(options: ServeOptions) -> list[Child]:
     return children
 
 
-def wait_until_signal_or_exit(children: Sequence[Child]) -> str:
-    """Block until SIGINT/SIGTERM or until a child exits; returns what happened."""
+def wait_until_signal_or_exit(children: Sequence[Child], max_disconnected_s: float = 60.0) -> str:
+    """Block until SIGINT/SIGTERM, until a child exits, or until a child has been disconnected from
+    its broker for ``max_disconnected_s`` (alive but deaf); returns what happened."""
     done = threading.Event()
     reason = ["signal"]
 
@@ -216,6 +226,15 @@ def wait_until_signal_or_exit(children: Sequence[Child]) -> str:
             reason[0] = f"{c.name} exited with code {c.process.returncode}"
             done.set()
 
+        def watch_link(c: Child = child) -> None:
+            while not done.is_set():
+                c.disconnected.wait()
+                if not c.connected.wait(max_disconnected_s) and c.disconnected.is_set():
+                    reason[0] = f"{c.name} has been disconnected from its broker for {max_disconnected_s:g} s"
+                    done.set()
+                    return
+
         threading.Thread(target=watch, daemon=True).start()
+        threading.Thread(target=watch_link, daemon=True).start()
     done.wait()
     return reason[0]

@@ -46,6 +46,22 @@ def announce_ready(component: str) -> None:
     sys.stdout.flush()
 
 
+CONNECTED_WORD, DISCONNECTED_WORD = "connected", "disconnected"
+
+
+def announce_connection(component: str, up: bool) -> None:
+    """``<component> connected|disconnected`` on stdout, like the ready line: `fieldlens serve` stops a
+    component that stays disconnected (alive is not enough: it would answer nothing)."""
+    sys.stdout.write(f"{component} {CONNECTED_WORD if up else DISCONNECTED_WORD}\n")
+    sys.stdout.flush()
+
+
+def watch_connection(bus: object, component: str) -> None:
+    """Announce the bus's connection changes, where the bus reports them (MQTT does; IPC is the nucleus's)."""
+    if hasattr(bus, "on_connection_change"):
+        bus.on_connection_change = lambda up: announce_connection(component, up)
+
+
 def wait_for_termination() -> int:
     """Block until SIGINT or SIGTERM; return the signal number. Call from the main thread."""
     received = threading.Event()

@@ -3,9 +3,14 @@
 Only one run is in progress at a time, so ORT's intra-op threads never compete with each
 other; connection threads decode and preprocess in parallel (Pillow releases the GIL).
 There is no batching thread: the caller that finds no run in progress becomes the leader
-and runs everything queued, in batches, until the queue is empty. A lone request thus
-runs at once on its own thread (no hand-off, no added latency), and under a burst whatever
-queued meanwhile runs together, which costs less per image.
+and runs what is queued, in batches, until its own result is in; then it hands the lead to
+the oldest caller still waiting and returns. A lone request thus runs at once on its own
+thread (no hand-off, no added latency), under a burst whatever queued meanwhile runs
+together, which costs less per image, and no caller runs more than the batches ahead of its
+own item: under sustained load a leader is never kept busy with everyone else's work.
+
+Invariant: while items are pending, exactly one caller leads (``_running``), either running
+batches or woken to start; it is handed on, never dropped, under the lock that guards the queue.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ log = logging.getLogger(__name__)
 class _Item:
     model: LoadedModel
     tensor: np.ndarray
-    done: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=threading.Event)  # its result is in, or it now leads
+    finished: bool = False
     logits: np.ndarray | None = None
     error: BaseException | None = None
 
@@ -48,21 +54,28 @@ class BatchRunner:
             lead = not self._running
             self._running = True
         if lead:
-            self._lead()
-        item.done.wait()
+            self._lead(item)
+        while not item.finished:
+            item.wake.wait()
+            if not item.finished:  # handed the lead: run batches until this item's result is in
+                item.wake.clear()
+                self._lead(item)
         if item.error is not None:
             raise item.error
         assert item.logits is not None
         return item.logits
 
-    def _lead(self) -> None:
+    def _lead(self, own: _Item) -> None:
         while True:
             with self._lock:  # the same lock as the append: no item can be left without a leader
+                if own.finished:
+                    if self._pending:
+                        self._pending[0].wake.set()  # the oldest waiting caller leads next
+                    else:
+                        self._running = False
+                    return
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-                if not batch:
-                    self._running = False
-                    return
             # a model reload can interleave: only items for the same model share a run
             for _, group in groupby(batch, key=lambda item: id(item.model)):
                 self._run_group(list(group))
@@ -84,4 +97,5 @@ class BatchRunner:
                 item.error = exc
         finally:
             for item in items:
-                item.done.set()
+                item.finished = True
+                item.wake.set()

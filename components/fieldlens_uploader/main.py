@@ -15,7 +15,13 @@ from typing import Any
 from fieldlens_core.broker_args import BROKER_FLAGS, add_broker_arguments, set_up_component
 from fieldlens_core.component_config import given_flags
 from fieldlens_core.errors import ConfigurationError, StartupError
-from fieldlens_core.lifecycle import announce_ready, configure_logging, startup_failure, wait_for_termination
+from fieldlens_core.lifecycle import (
+    announce_ready,
+    configure_logging,
+    startup_failure,
+    wait_for_termination,
+    watch_connection,
+)
 from fieldlens_fielddata.destination import Destination, LocalDirectoryDestination, S3Destination
 from fieldlens_fielddata.retry import Backoff
 from fieldlens_fielddata.uploader import Uploader
@@ -95,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     service.start()
     if greengrass is not None:  # proposals are validated (ACCEPTED/REJECTED); accepted ones apply on restart
         greengrass.watch(lambda new: log.warning("configuration changed: it takes effect when the component restarts"))
+    watch_connection(bus, COMPONENT)
     announce_ready(COMPONENT)
     signum = wait_for_termination()
     log.info("stopping on signal %d", signum)

@@ -234,3 +234,21 @@ def test_the_retrain_loop_demo_improves_field_accuracy(tmp_path: Path) -> None:
     change = re.search(r"change: ([+-][\d.]+) points", result.stdout)
     assert change and float(change.group(1)) >= 20, result.stdout
     assert "reloaded it with no restart" in result.stdout and "the dataset's ground truth stands in" in result.stdout
+
+
+def test_serve_stops_when_a_component_stays_disconnected(
+    default_model: Path, coffee_folder: Path, tmp_path: Path
+) -> None:
+    """Alive is not enough: a classifier that lost its broker answers nothing, and serve says so."""
+    (tmp_path / "broker").mkdir()
+    broker = Mosquitto(tmp_path / "broker")
+    arguments = ["--broker", broker.url, "--camera", f"folder:{coffee_folder}", "--field-data", str(tmp_path / "f")]
+    arguments += ["--model", str(default_model), "--socket", str(tmp_path / "s.sock"), "--no-upload"]
+    process = Serve([*arguments, "--max-disconnected-s", "2"], tmp_path / "serve.log")
+    try:
+        broker.stop()  # the broker goes away and stays away
+        assert process.process.wait(60) == 1
+    finally:
+        process.stop()
+    log = (tmp_path / "serve.log").read_text()
+    assert "classifier has been disconnected from its broker for 2 s" in log

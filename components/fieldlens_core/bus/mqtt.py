@@ -23,6 +23,7 @@ import logging
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -54,6 +55,8 @@ class MqttBus:
         self._pending_subacks: dict[int, threading.Event] = {}
         self._connected = threading.Event()
         self._ever_connected = False
+        self.on_connection_change: Callable[[bool], None] | None = None
+        """Called with True on every (re)connection and False on every loss, from paho's thread."""
         self._connect_error: str | None = None
         self._stopped = False
         self.protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
@@ -73,6 +76,7 @@ class MqttBus:
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_disconnect = self._on_disconnect
         client.on_socket_open = self._on_socket_open
         client.max_queued_messages_set(10_000)
         self._configure_tls(client)
@@ -210,12 +214,21 @@ class MqttBus:
             self._connected.set()  # wake connect(), which reads the error
             return
         self._ever_connected = True
+        if self.on_connection_change is not None:
+            self.on_connection_change(True)
         log.info("connected to MQTT broker %s (MQTT %s)", self._config.url, "5" if self.mqtt5 else "3.1.1")
         with self._lock:
             topics = [topic for topic, _ in self._subscriptions]
         for topic in topics:  # after a reconnect (clean session), subscribe again
             self._send_subscribe(client, topic)
         self._connected.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if self._stopped or not self._ever_connected:
+            return
+        log.warning("lost the MQTT broker %s: %s (paho reconnects)", self._config.url, reason)
+        if self.on_connection_change is not None:
+            self.on_connection_change(False)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
         with self._lock:

@@ -69,3 +69,51 @@ def test_a_lone_request_runs_on_the_callers_thread_at_once(tmp_path: Path) -> No
     runner = BatchRunner()
     logits = runner.predict(model, preprocess(solid_jpeg(COLOURS[2]), model.package.card.input))
     assert int(logits.argmax()) == 2 and runner.batches_run == 1 and not runner._running
+
+
+class GatedModel(CountingModel):
+    """Holds every run until the test releases it, one by one."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        super().__init__(model)
+        self.entered = threading.Semaphore(0)
+        self.release = threading.Semaphore(0)
+
+    def predict_batch(self, tensor: np.ndarray) -> np.ndarray:
+        self.entered.release()
+        assert self.release.acquire(timeout=5)
+        self.batch_sizes.append(len(tensor))
+        return self._model.predict_batch(tensor)
+
+
+def test_a_leader_returns_with_its_own_result_and_hands_the_rest_on(tmp_path: Path) -> None:
+    """Under sustained load the leader once ran everyone's batches before returning its own answer."""
+    make_tiny_package(tmp_path)
+    model = GatedModel(load_model(tmp_path, "fp32"))
+    runner = BatchRunner(max_batch=2)
+    tensor = preprocess(solid_jpeg(COLOURS[0]), model.package.card.input)
+    returned: list[str] = []
+
+    def call(name: str) -> None:
+        runner.predict(model, tensor)  # type: ignore[arg-type]
+        returned.append(name)
+
+    first = threading.Thread(target=call, args=("first",))
+    first.start()
+    assert model.entered.acquire(timeout=5)  # the first caller leads its own batch of one
+    others = [threading.Thread(target=call, args=(f"other-{i}",)) for i in range(4)]
+    for thread in others:
+        thread.start()
+    deadline = time.monotonic() + 5
+    while len(runner._pending) < 4 and time.monotonic() < deadline:  # all four queue behind it
+        threading.Event().wait(0.001)
+    model.release.release()  # the first batch ends
+    first.join(5)
+    assert returned == ["first"]  # back at once, while the next batch has not even been released
+    for _ in range(2):  # the other-0 leads the next two batches of two
+        assert model.entered.acquire(timeout=5)
+        model.release.release()
+    for thread in others:
+        thread.join(5)
+    assert sorted(returned) == ["first", "other-0", "other-1", "other-2", "other-3"]
+    assert model.batch_sizes == [1, 2, 2] and not runner._running
