@@ -38,7 +38,6 @@ from fieldlens_core.messages import (
     salvage_request_id,
     utc_timestamp,
 )
-from fieldlens_core.topics import validate_publish_topic
 from fieldlens_fielddata.layout import new_image_id
 from fieldlens_fielddata.sampling.policy import SamplingPolicy
 from fieldlens_fielddata.store import FieldStore, StoreFullError
@@ -134,11 +133,7 @@ class Classifier:
             if job is None:
                 markers += 1
                 continue
-            busy = BusyError("the classifier is shutting down")
-            failure = ClassifyResponse.failure(
-                job.request.request_id, self._config.thing_name, busy.code, busy.message, job.request.message
-            )
-            self._publish(failure, job.reply)
+            self._publish(self._failure(job.request, ErrorCode.BUSY, "the classifier is shutting down"), job.reply)
         for _ in range(markers):
             self._queue.put_nowait(None)
 
@@ -170,12 +165,7 @@ class Classifier:
         except (queue.Full, BusyError) as exc:
             busy = exc if isinstance(exc, BusyError) else BusyError(f"{self._config.queue_size} requests are waiting")
             log.info("rejected request %s: %s", request.request_id, busy.message)
-            self._publish(
-                ClassifyResponse.failure(
-                    request.request_id, self._config.thing_name, busy.code, busy.message, request.message
-                ),
-                reply,
-            )
+            self._publish(self._failure(request, busy.code, busy.message), reply)
 
     def answer(self, message: Message) -> ClassifyResponse | None:
         """Handle one request on the caller's thread and publish its response (the v1 Lambda path)."""
@@ -219,29 +209,31 @@ class Classifier:
             return ClassifyResponse.failure(request_id, config.thing_name, exc.code, exc.message), default
 
     def process(self, request: ClassifyRequest, received: float | None = None) -> ClassifyResponse:
-        """Capture, classify and keep one image; never raises: failures become error responses."""
+        """Capture, classify and keep one image; never raises: failures become error responses.
+
+        That promise is what keeps a worker alive whatever a request does (a reply the service
+        should never have sent, a bug in keeping): each job ends in exactly one response.
+        """
         started = received if received is not None else time.perf_counter()
-        config = self._config
         try:
-            frame = self._camera.capture()
-            captured = time.perf_counter()
-            top_k = request.top_k or config.default_top_k
-            result = self._inference.classify(frame.jpeg, "image/jpeg", max(top_k, SAMPLING_TOP_K))
-            inferred = time.perf_counter()
+            return self._classify(request, started)
         except FieldlensError as exc:
             log.warning("request %s failed: %s", request.request_id, exc)
-            return ClassifyResponse.failure(
-                request.request_id, config.thing_name, exc.code, exc.message, request.message
-            )
+            return self._failure(request, exc.code, exc.message)
         except Exception as exc:
             log.exception("request %s failed unexpectedly", request.request_id)
-            return ClassifyResponse.failure(
-                request.request_id,
-                config.thing_name,
-                ErrorCode.INTERNAL_ERROR,
-                f"{type(exc).__name__}: {exc}",
-                request.message,
-            )
+            return self._failure(request, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+
+    def _failure(self, request: ClassifyRequest, code: ErrorCode, message: str) -> ClassifyResponse:
+        return ClassifyResponse.failure(request.request_id, self._config.thing_name, code, message, request.message)
+
+    def _classify(self, request: ClassifyRequest, started: float) -> ClassifyResponse:
+        config = self._config
+        frame = self._camera.capture()
+        captured = time.perf_counter()
+        top_k = request.top_k or config.default_top_k
+        result = self._inference.classify(frame.jpeg, "image/jpeg", max(top_k, SAMPLING_TOP_K))
+        inferred = time.perf_counter()
         now = datetime.now(UTC)
         timestamp = utc_timestamp(now)
         ranked, model = result.predictions, result.model
@@ -305,7 +297,7 @@ class Classifier:
         """A reply_topic or MQTT 5 response topic, if it is publishable and under the prefix."""
         prefix = self._config.effective_reply_topic_prefix
         try:
-            validate_publish_topic(topic)
+            topics.validate_publish_topic(topic)
         except ValueError as exc:
             raise BadRequestError(f"{source}: {exc}") from None
         if not topic.startswith(prefix):
@@ -323,20 +315,8 @@ class Classifier:
             log.exception("could not publish the response to %s", response.request_id)
 
     def _work(self) -> None:
-        """A worker survives anything a request does: each job ends in exactly one response."""
         while True:
             job = self._queue.get()
             if job is None:
                 return
-            try:
-                response = self.process(job.request, job.received)
-            except Exception as exc:  # a bug in keeping or sampling: the request still gets its answer
-                log.exception("request %s failed unexpectedly", job.request.request_id)
-                response = ClassifyResponse.failure(
-                    job.request.request_id,
-                    self._config.thing_name,
-                    ErrorCode.INTERNAL_ERROR,
-                    f"{type(exc).__name__}: {exc}",
-                    job.request.message,
-                )
-            self._publish(response, job.reply)
+            self._publish(self.process(job.request, job.received), job.reply)  # neither raises

@@ -50,6 +50,11 @@ class Mosquitto:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
+    def publish(self, topic: str, *args: str) -> None:
+        """Publish with Debian's own client, `mosquitto_pub -q 1 -t TOPIC ARGS…` (what a user types)."""
+        command = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(self.port), "-q", "1", "-t", topic, *args]
+        subprocess.run(command, check=True, timeout=10)
+
     def stop(self) -> None:
         self._process.terminate()
         self._process.wait(10)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +21,6 @@ from tests.helpers.device import Device
 pytestmark = pytest.mark.broker
 
 REQUESTS = "/request/classify/beverage_container"
-
-
-@pytest.fixture
-def device(mosquitto: Mosquitto, tiny_server: Path, tmp_path: Path) -> Iterator[Device]:
-    rig = Device(mosquitto, tiny_server, tmp_path)
-    yield rig
-    rig.close()
-
-
-def mosquitto_pub(mosquitto: Mosquitto, topic: str, *args: str) -> None:
-    command = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mosquitto.port), "-q", "1", "-t", topic, *args]
-    subprocess.run(command, check=True, timeout=10)
 
 
 def test_the_consoles_first_message_on_the_users_own_topics(device: Device, mosquitto: Mosquitto) -> None:
@@ -50,7 +37,7 @@ def test_the_consoles_first_message_on_the_users_own_topics(device: Device, mosq
         for line in watcher.stdout:  # -d prints the SUBACK: from then on nothing is missed
             if "SUBACK" in line:
                 break
-        mosquitto_pub(mosquitto, "/request/classify", "-m", '{"message": "Hello from AWS IoT console"}')
+        mosquitto.publish("/request/classify", "-m", '{"message": "Hello from AWS IoT console"}')
         out, _ = watcher.communicate(timeout=15)
     finally:
         watcher.kill()
@@ -63,14 +50,14 @@ def test_the_consoles_first_message_on_the_users_own_topics(device: Device, mosq
 def test_a_retained_request_never_runs_live_at_a_reconnect_or_when_cleared(
     device: Device, mosquitto: Mosquitto, version: str
 ) -> None:
-    mosquitto_pub(mosquitto, REQUESTS, "-V", version, "-r", "-m", '{"request_id": "retained"}')
-    mosquitto_pub(mosquitto, REQUESTS, "-m", '{"request_id": "fresh-1"}')
+    mosquitto.publish(REQUESTS, "-V", version, "-r", "-m", '{"request_id": "retained"}')
+    mosquitto.publish(REQUESTS, "-m", '{"request_id": "fresh-1"}')
     assert device.answered("fresh-1") == ["fresh-1"]
     device.restart()  # a new connection and subscription: the broker still holds the retained request
-    mosquitto_pub(mosquitto, REQUESTS, "-m", '{"request_id": "fresh-2"}')
+    mosquitto.publish(REQUESTS, "-m", '{"request_id": "fresh-2"}')
     assert device.answered("fresh-2") == ["fresh-1", "fresh-2"]
-    mosquitto_pub(mosquitto, REQUESTS, "-V", version, "-r", "-n")  # the user clears it
-    mosquitto_pub(mosquitto, REQUESTS, "-m", '{"request_id": "fresh-3"}')
+    mosquitto.publish(REQUESTS, "-V", version, "-r", "-n")  # the user clears it
+    mosquitto.publish(REQUESTS, "-m", '{"request_id": "fresh-3"}')
     assert device.answered("fresh-3") == ["fresh-1", "fresh-2", "fresh-3"]
     assert len(list((device.config.field_data_dir).rglob("*.jpg"))) == 3  # one capture per real request
 
@@ -78,15 +65,15 @@ def test_a_retained_request_never_runs_live_at_a_reconnect_or_when_cleared(
 def test_over_mqtt_3_1_1_a_retained_replay_at_subscription_does_not_run(
     mosquitto: Mosquitto, tiny_server: Path, tmp_path: Path
 ) -> None:
-    mosquitto_pub(mosquitto, REQUESTS, "-r", "-m", '{"request_id": "held"}')
+    mosquitto.publish(REQUESTS, "-r", "-m", '{"request_id": "held"}')
     rig = Device(mosquitto, tiny_server, tmp_path, protocol="3.1.1")
     try:
         assert not rig.bus.mqtt5
-        mosquitto_pub(mosquitto, REQUESTS, "-m", '{"request_id": "fresh"}')
+        mosquitto.publish(REQUESTS, "-m", '{"request_id": "fresh"}')
         assert rig.answered("fresh") == ["fresh"]
     finally:
         rig.close()
-        mosquitto_pub(mosquitto, REQUESTS, "-r", "-n")
+        mosquitto.publish(REQUESTS, "-r", "-n")
 
 
 def test_the_device_sdks_mqtt5_client_gets_its_answer_on_its_response_topic(

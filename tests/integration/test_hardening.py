@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -20,29 +18,17 @@ pytestmark = pytest.mark.broker
 REQUESTS = "/request/classify/beverage_container"
 
 
-@pytest.fixture
-def device(mosquitto: Mosquitto, tiny_server: Path, tmp_path: Path) -> Iterator[Device]:
-    rig = Device(mosquitto, tiny_server, tmp_path)
-    yield rig
-    rig.close()
-
-
-def mosquitto_pub(mosquitto: Mosquitto, *args: str) -> None:
-    command = ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(mosquitto.port), "-q", "1", "-t", REQUESTS, *args]
-    subprocess.run(command, check=True, timeout=10)
-
-
 def test_a_reply_topic_with_a_control_character_cannot_knock_the_classifier_off_the_broker(
     device: Device, mosquitto: Mosquitto
 ) -> None:
     """Once: 82 disconnects in 80 s and 0 of 20 later requests answered."""
     for count, topic in enumerate(("/response/x\u0001y", "/response/x\u007fy", "/response/\ufdd0"), start=1):
-        mosquitto_pub(mosquitto, "-m", json.dumps({"request_id": "attack", "reply_topic": topic}))
+        mosquitto.publish(REQUESTS, "-m", json.dumps({"request_id": "attack", "reply_topic": topic}))
         assert device.responses.wait_for(count)[-1]["error"]["code"] == "BAD_REQUEST"
     with pytest.raises(ValueError):  # and the bus itself never queues such a publish
         device.bus.publish("/response/x\u0001y", b"{}")
     for index in range(20):
-        mosquitto_pub(mosquitto, "-m", json.dumps({"request_id": f"after-{index}"}))
+        mosquitto.publish(REQUESTS, "-m", json.dumps({"request_id": f"after-{index}"}))
         assert device.answered(f"after-{index}")[-1] == f"after-{index}"
 
 
@@ -53,9 +39,9 @@ def test_an_oversized_payload_never_reaches_the_classifier(
     huge, large = tmp_path / "huge.json", tmp_path / "large.json"
     huge.write_text(json.dumps({"request_id": "huge", "message": "x" * (1 << 20)}))
     large.write_text(json.dumps({"request_id": "large", "message": "x" * (100 << 10)}))
-    mosquitto_pub(mosquitto, "-V", "mqttv5", "-f", str(huge))
-    mosquitto_pub(mosquitto, "-V", "mqttv5", "-f", str(large))
-    mosquitto_pub(mosquitto, "-m", '{"request_id": "after"}')
+    mosquitto.publish(REQUESTS, "-V", "mqttv5", "-f", str(huge))
+    mosquitto.publish(REQUESTS, "-V", "mqttv5", "-f", str(large))
+    mosquitto.publish(REQUESTS, "-m", '{"request_id": "after"}')
     ids = device.answered("after")  # the classifier answers in arrival order (one worker)
     assert len(ids) == 2 and len(device.responses.responses) == 2  # nothing for the 1 MiB payload
     assert device.responses.responses[0]["error"]["code"] == "PAYLOAD_TOO_LARGE"  # not parsed, so a new id
