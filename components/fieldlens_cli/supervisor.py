@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fieldlens_core.errors import FieldlensError
 from fieldlens_core.lifecycle import CONNECTED_WORD, DISCONNECTED_WORD, READY_WORD
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
 
 
-class ChildFailedError(RuntimeError):
+class ChildFailedError(FieldlensError, RuntimeError):
     """A component process exited, or did not become ready in time."""
 
 

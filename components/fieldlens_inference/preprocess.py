@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from fieldlens_core.errors import FieldlensError
 from fieldlens_core.model_package import InputSpec
 
 # Decompression-bomb guard: a few-KB PNG can claim 50,000 x 50,000 pixels. A JPEG of up to
@@ -27,7 +28,7 @@ LARGE_DECODES = threading.BoundedSemaphore(2)
 FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG"}
 
 
-class BadImageError(ValueError):
+class BadImageError(FieldlensError, ValueError):
     """The body is not an image Pillow can decode, or it is too large to decode safely."""
 
 

@@ -19,13 +19,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from fieldlens_core.errors import FieldlensError
 from fieldlens_core.inference.protocol import ProtocolError, recv_frame, send_frame
 from fieldlens_inference.service import InferenceService, failure
 
 log = logging.getLogger(__name__)
 
 
-class SocketInUseError(RuntimeError):
+class SocketInUseError(FieldlensError, RuntimeError):
     """Another process is already serving on this socket path."""
 
 
@@ -66,7 +67,7 @@ class _Connection(socketserver.BaseRequestHandler):
             try:
                 frame = recv_frame(sock, self.server.max_body, self.server.frame_timeout_s)
             except ProtocolError as exc:
-                self._reply(sock, failure(exc.code, str(exc)))
+                self._reply(sock, failure(exc.wire_code, str(exc)))
                 return
             except OSError:  # idle too long, or the caller went away
                 return

@@ -1,4 +1,4 @@
-"""Names and places of field data, locally and in the bucket (DESIGN.md, "Field data on S3").
+"""Names and places of field data, locally and in the bucket (README, "How they reach S3").
 
 Locally::
 

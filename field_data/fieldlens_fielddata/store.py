@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from fieldlens_core.atomic import TEMP_SUFFIX, atomic_write, fsync_directory, fsync_path
+from fieldlens_core.errors import FieldlensError
 from fieldlens_fielddata.layout import (
     IMAGE_SUFFIX,
     QUARANTINE_DIR,
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 EVICT_TO = 0.9  # evict down to this fraction of a cap
 
 
-class StoreFullError(OSError):
+class StoreFullError(FieldlensError, OSError):
     """The disk cap leaves no room for this image: everything kept is at least as useful."""
 
 

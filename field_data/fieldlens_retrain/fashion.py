@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter
 
+from fieldlens_core.errors import FieldlensError
+
 DATASET_DIR = Path("/usr/share/datasets/fashion-mnist")
 LABELS = ["t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle-boot"]
 SIZE = 160
 
 
-class DatasetMissingError(FileNotFoundError):
+class DatasetMissingError(FieldlensError, FileNotFoundError):
     """Debian's dataset-fashion-mnist is not installed."""
 
 

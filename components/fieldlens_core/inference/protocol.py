@@ -27,6 +27,8 @@ import struct
 import time
 from typing import Any
 
+from fieldlens_core.errors import FieldlensError
+
 PREFIX = struct.Struct(">II")
 MAX_HEADER_BYTES = 64 * 1024
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -36,16 +38,16 @@ CONTENT_TYPES = ("image/jpeg", "image/png")
 READ_CHUNK = 64 * 1024
 
 
-class ProtocolError(Exception):
+class ProtocolError(FieldlensError):
     """The peer sent something that is not a frame, or closed the connection inside one."""
 
-    code = "BAD_FRAME"
+    wire_code = "BAD_FRAME"  # what the server answers on the socket
 
 
 class BodyTooLargeError(ProtocolError):
     """A frame declares a body over the receiver's limit; nothing of it was read."""
 
-    code = "BODY_TOO_LARGE"
+    wire_code = "BODY_TOO_LARGE"
 
 
 def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:
