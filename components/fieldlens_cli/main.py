@@ -18,6 +18,7 @@ from pathlib import Path
 
 from fieldlens_core import topics
 from fieldlens_core.config import DEFAULT_BROKER_URL, DEFAULT_SERVICE_NAME, private_socket
+from fieldlens_core.errors import FieldlensError
 from fieldlens_core.lifecycle import configure_logging
 
 log = logging.getLogger("fieldlens")
@@ -198,8 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A failure from the project's tree that a command does not report itself
+    becomes one line naming it, and an exit code: 2 invalid configuration or input, 3 cannot
+    reach a broker or the nucleus, 4 not authorised, 1 anything else (the README's "Command line")."""
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level)
+    try:
+        return run_command(args)
+    except FieldlensError as exc:
+        log.error("fieldlens %s: %s (exit %d)", args.command, exc, exc.exit_code)
+        return exc.exit_code
+
+
+def run_command(args: argparse.Namespace) -> int:
     if args.command == "serve":
         from fieldlens_cli.commands import serve
 

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+EXIT_STOPPED, EXIT_FAILED, EXIT_CONFIGURATION, EXIT_CANNOT_CONNECT, EXIT_NOT_AUTHORISED = 0, 1, 2, 3, 4
+"""A component's exit codes: stopped by a signal; cannot start for another reason that its log
+line names (no valid model package, the socket in use), or a bug; invalid configuration;
+cannot reach the nucleus or the broker; an operation its accessControl forbids."""
+
 
 class ErrorCode(StrEnum):
     """Codes a classify response may carry in ``error.code``."""
@@ -36,6 +41,8 @@ class FieldlensError(Exception):
     """Base of every error fieldlens raises on purpose; carries a response code."""
 
     code: ErrorCode = ErrorCode.INTERNAL_ERROR
+    exit_code: int = EXIT_FAILED
+    """What a process exits with when this error ends it (a component's start-up, a CLI command)."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -80,6 +87,14 @@ class ConfigurationError(FieldlensError):
     """Configuration that does not validate; never reaches a requester, stops a component."""
 
     code = ErrorCode.INTERNAL_ERROR
+    exit_code = EXIT_CONFIGURATION
+
+
+class TrainingError(FieldlensError, ValueError):
+    """A dataset, a training run or a training job that cannot give a model (a manifest edited by
+    hand, no training images, a failed SageMaker job, an export that disagrees with torch)."""
+
+    exit_code = EXIT_CONFIGURATION
 
 
 class StartupError(FieldlensError):
@@ -92,16 +107,10 @@ class StartupError(FieldlensError):
 class NucleusConnectionError(StartupError):
     """The Greengrass nucleus's IPC socket is missing, refuses our token, or did not answer."""
 
-    exit_code = 3
+    exit_code = EXIT_CANNOT_CONNECT
 
 
 class BusAuthorizationError(StartupError):
     """The component's accessControl (or the broker's ACL) does not allow a topic it uses."""
 
-    exit_code = 4
-
-
-EXIT_STOPPED, EXIT_FAILED, EXIT_CONFIGURATION, EXIT_CANNOT_CONNECT, EXIT_NOT_AUTHORISED = 0, 1, 2, 3, 4
-"""A component's exit codes: stopped by a signal; cannot start for another reason that its log
-line names (no valid model package, the socket in use), or a bug; invalid configuration;
-cannot reach the nucleus or the broker; an operation its accessControl forbids."""
+    exit_code = EXIT_NOT_AUTHORISED

@@ -83,17 +83,9 @@ def startup_failure(logger: logging.Logger, exc: Exception) -> int:
     Greengrass restarts a component that exits non-zero and marks it BROKEN after three
     tries; each try should leave one readable line in the component's log, not a traceback.
     """
-    from fieldlens_core.errors import (
-        EXIT_CANNOT_CONNECT,
-        EXIT_CONFIGURATION,
-        EXIT_FAILED,
-        ConfigurationError,
-        StartupError,
-    )
+    from fieldlens_core.errors import EXIT_CANNOT_CONNECT, EXIT_FAILED, FieldlensError
 
-    if isinstance(exc, ConfigurationError):
-        code = EXIT_CONFIGURATION
-    elif isinstance(exc, StartupError):
+    if isinstance(exc, FieldlensError):
         code = exc.exit_code
     elif isinstance(exc, ConnectionError):
         code = EXIT_CANNOT_CONNECT

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from fieldlens_core.errors import FieldlensError
-from fieldlens_core.inference.protocol import ProtocolError, recv_frame, send_frame
+from fieldlens_core.inference.protocol import ProtocolError, WireCode, recv_frame, send_frame
 from fieldlens_inference.service import InferenceService, failure
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ class _Connection(socketserver.BaseRequestHandler):
                 reply = self.server.service.handle(header, body)
             except Exception as exc:
                 log.exception("inference request failed")
-                reply = failure("INTERNAL", f"{type(exc).__name__}: {exc}")
+                reply = failure(WireCode.INTERNAL, f"{type(exc).__name__}: {exc}")
             if not self._reply(sock, reply):
                 return
 
@@ -128,7 +128,9 @@ class InferenceSocketServer(socketserver.ThreadingMixIn, socketserver.UnixStream
             admitted = self._active < self.max_connections
             self._active += admitted
         if not admitted:
-            _Connection._reply(request, failure("TOO_MANY_CONNECTIONS", f"{self.max_connections} connections are open"))
+            _Connection._reply(
+                request, failure(WireCode.TOO_MANY_CONNECTIONS, f"{self.max_connections} connections are open")
+            )
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)

@@ -9,7 +9,7 @@ import logging
 import time
 from typing import Any
 
-from fieldlens_core.inference.protocol import CONTENT_TYPES
+from fieldlens_core.inference.protocol import CONTENT_TYPES, WireCode
 from fieldlens_inference.batcher import BatchRunner
 from fieldlens_inference.model_manager import ModelManager
 from fieldlens_inference.postprocess import top_k
@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 MAX_TOP_K = 100
 
 
-def failure(code: str, message: str) -> dict[str, Any]:
+def failure(code: WireCode, message: str) -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message}}
 
 
@@ -34,28 +34,30 @@ class InferenceService:
         op = header.get("op")
         model = self._manager.current  # this request's model, whatever reloads meanwhile
         if model is None:
-            return failure("NO_MODEL", "no model is loaded")
+            return failure(WireCode.NO_MODEL, "no model is loaded")
         if op == "ping":
             return {"ok": True, "model": model.info, "services": sorted(self._services)}
         if op != "classify":
-            return failure("UNKNOWN_OP", f"unknown op {op!r}; expected classify or ping")
+            return failure(WireCode.UNKNOWN_OP, f"unknown op {op!r}; expected classify or ping")
         service = header.get("service")
         if service not in self._services:
-            return failure("UNKNOWN_SERVICE", f"service {service!r} is not served here ({sorted(self._services)})")
+            return failure(
+                WireCode.UNKNOWN_SERVICE, f"service {service!r} is not served here ({sorted(self._services)})"
+            )
         content_type = header.get("content_type", "image/jpeg")
         if content_type not in CONTENT_TYPES:
             return failure(
-                "UNSUPPORTED_CONTENT_TYPE", f"content_type {content_type!r}; expected one of {CONTENT_TYPES}"
+                WireCode.UNSUPPORTED_CONTENT_TYPE, f"content_type {content_type!r}; expected one of {CONTENT_TYPES}"
             )
         k = header.get("top_k", 5)
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_TOP_K:
-            return failure("BAD_FRAME", f"top_k must be an integer from 1 to {MAX_TOP_K}")
+            return failure(WireCode.BAD_FRAME, f"top_k must be an integer from 1 to {MAX_TOP_K}")
 
         started = time.perf_counter()
         try:
             tensor = preprocess(body, model.package.card.input, content_type)
         except BadImageError as exc:
-            return failure("BAD_IMAGE", str(exc))
+            return failure(WireCode.BAD_IMAGE, str(exc))
         preprocessed = time.perf_counter()
         logits = self._runner.predict(model, tensor)
         predicted = time.perf_counter()

@@ -23,9 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fieldlens_core.atomic import atomic_write
+from fieldlens_core.errors import TrainingError
 from fieldlens_core.messages import utc_timestamp
 from fieldlens_core.model_package import sha256_file
 from fieldlens_core.safe_paths import UnsafePathError, resolve_inside
@@ -178,9 +179,15 @@ def write_manifest(manifest: Manifest, out: Path) -> None:
 
 
 def read_manifest(path: Path) -> Manifest:
-    manifest = Manifest.model_validate_json(path.read_bytes())
+    try:
+        manifest = Manifest.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise TrainingError(f"cannot read the manifest {path}: {exc.strerror or exc}") from None
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        raise TrainingError(f"{path} is not a dataset manifest: {problem['msg']}") from None
     if manifest.sha256 != manifest.digest():
-        raise ValueError(f"{path}: its sha256 does not match its entries (edited by hand?)")
+        raise TrainingError(f"{path}: its sha256 does not match its entries (edited by hand?)")
     return manifest
 
 

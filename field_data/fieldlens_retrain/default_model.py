@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from fieldlens_core.errors import TrainingError
 from fieldlens_core.messages import utc_timestamp
 from fieldlens_core.model_package import LABELS_FILE, ModelCard, write_card
 from fieldlens_inference.postprocess import softmax
@@ -93,7 +94,7 @@ def build_default_model(out_dir: Path) -> ModelCard:
         )
         max_diff = float(np.abs(reference - fp32).max())
         if max_diff > 1e-3:
-            raise RuntimeError(f"ONNX fp32 export disagrees with torch by {max_diff}")
+            raise TrainingError(f"ONNX fp32 export disagrees with torch by {max_diff}")
         card_fields: dict[str, Any] = {
             "name": DEFAULT_MODEL_NAME,
             "version": DEFAULT_MODEL_VERSION,

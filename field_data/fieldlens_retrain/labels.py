@@ -15,12 +15,14 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fieldlens_core.atomic import atomic_write
-from fieldlens_core.errors import FieldlensError
+from fieldlens_core.errors import EXIT_CONFIGURATION, FieldlensError
 from fieldlens_fielddata.layout import SIDECAR_SUFFIX, image_time
 from fieldlens_fielddata.store import read_sidecar
 
 
 class LabelError(FieldlensError, ValueError):
+    exit_code = EXIT_CONFIGURATION
+
     """A labels file that cannot be read, or labels the model does not know."""
 
 

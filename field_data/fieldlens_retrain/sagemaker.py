@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from fieldlens_core.errors import TrainingError
 from fieldlens_core.model_package import load_package
 from fieldlens_retrain.dataset import Manifest
 
@@ -140,7 +141,7 @@ class SageMakerRetrain:
                 last = line
             if job["TrainingJobStatus"] in TERMINAL:
                 if job["TrainingJobStatus"] != "Completed":
-                    raise RuntimeError(
+                    raise TrainingError(
                         f"training job {name} {job['TrainingJobStatus']}: {job.get('FailureReason', '')}"
                     )
                 return job

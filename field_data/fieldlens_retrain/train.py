@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from fieldlens_core.errors import TrainingError
 from fieldlens_core.messages import utc_timestamp
 from fieldlens_core.model_package import LABELS_FILE, ModelCard, ModelPackage, write_card
 from fieldlens_retrain.backbone import ARCHITECTURE, FEATURE_DIM, INPUT_SPEC, load_backbone
@@ -113,7 +114,7 @@ def retrain(
     computed_before, reused_before = cache.computed, cache.reused
     train = manifest.select("train")
     if not train:
-        raise ValueError("the dataset has no training images")
+        raise TrainingError("the dataset has no training images")
     index = {label: i for i, label in enumerate(manifest.labels)}
     embeddings = cache.embed([(e.sha256, Path(e.path)) for e in manifest.entries])
     timings["embed"] = time.perf_counter() - started
@@ -140,7 +141,7 @@ def retrain(
         reference, exported = torch_logits(model, calibration[:8]), onnx_logits(staging / FP32_FILE, calibration[:8])
         difference = float(np.abs(reference - exported).max())
         if difference > EXPORT_TOLERANCE:
-            raise RuntimeError(f"ONNX export disagrees with torch by {difference}")
+            raise TrainingError(f"ONNX export disagrees with torch by {difference}")
         timings["export"] = time.perf_counter() - started
         parent_card = parent.card if parent else None
         card = write_card(

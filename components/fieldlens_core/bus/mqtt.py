@@ -34,7 +34,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from fieldlens_core.bus import Message, MessageHandler, topic_matches
 from fieldlens_core.config import BrokerConfig
-from fieldlens_core.errors import FieldlensError
+from fieldlens_core.errors import EXIT_CANNOT_CONNECT, FieldlensError
 from fieldlens_core.topics import validate_publish_topic
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,8 @@ UNSUPPORTED_PROTOCOL = "Unsupported protocol version"
 
 class BusConnectionError(FieldlensError, ConnectionError):
     """The broker could not be reached, refused the connection, or did not acknowledge in time."""
+
+    exit_code = EXIT_CANNOT_CONNECT
 
 
 class MqttBus:

@@ -14,8 +14,7 @@ Responses (header, empty body):
     {"ok": true, "model": {...}, "services": [NAME]}                              (ping)
     {"ok": false, "error": {"code": CODE, "message": TEXT}}
 
-Error codes of the service: BAD_FRAME, UNKNOWN_OP, UNKNOWN_SERVICE, UNSUPPORTED_CONTENT_TYPE,
-BODY_TOO_LARGE, BAD_IMAGE, NO_MODEL, TOO_MANY_CONNECTIONS, INTERNAL. A client maps them all to INFERENCE_FAILED.
+Error codes of the service: :class:`WireCode`. A client maps them all to INFERENCE_FAILED.
 The successor of the Greengrass v1 connector's ``invoke_inference_service``.
 """
 
@@ -25,6 +24,7 @@ import json
 import socket
 import struct
 import time
+from enum import StrEnum
 from typing import Any
 
 from fieldlens_core.errors import FieldlensError
@@ -38,16 +38,30 @@ CONTENT_TYPES = ("image/jpeg", "image/png")
 READ_CHUNK = 64 * 1024
 
 
+class WireCode(StrEnum):
+    """The inference service's error codes on the socket (a closed set, like ErrorCode for responses)."""
+
+    BAD_FRAME = "BAD_FRAME"
+    UNKNOWN_OP = "UNKNOWN_OP"
+    UNKNOWN_SERVICE = "UNKNOWN_SERVICE"
+    UNSUPPORTED_CONTENT_TYPE = "UNSUPPORTED_CONTENT_TYPE"
+    BODY_TOO_LARGE = "BODY_TOO_LARGE"
+    BAD_IMAGE = "BAD_IMAGE"
+    NO_MODEL = "NO_MODEL"
+    TOO_MANY_CONNECTIONS = "TOO_MANY_CONNECTIONS"
+    INTERNAL = "INTERNAL"
+
+
 class ProtocolError(FieldlensError):
     """The peer sent something that is not a frame, or closed the connection inside one."""
 
-    wire_code = "BAD_FRAME"  # what the server answers on the socket
+    wire_code = WireCode.BAD_FRAME  # what the server answers on the socket
 
 
 class BodyTooLargeError(ProtocolError):
     """A frame declares a body over the receiver's limit; nothing of it was read."""
 
-    wire_code = "BODY_TOO_LARGE"
+    wire_code = WireCode.BODY_TOO_LARGE
 
 
 def encode_frame(header: dict[str, Any], body: bytes = b"") -> bytes:

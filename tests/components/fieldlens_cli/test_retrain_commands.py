@@ -111,3 +111,26 @@ def test_label_dataset_retrain_install(tmp_path: Path, capsys: pytest.CaptureFix
         == 0
     )
     assert len(json.loads((tmp_path / "labels.json").read_text())["annotations"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"{not json", "is not a dataset manifest"),
+        (b'{"entries": []}', "is not a dataset manifest"),
+        (None, "cannot read the manifest"),
+    ],
+)
+def test_a_bad_manifest_is_one_line_and_exit_2_not_a_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, content: bytes | None, says: str
+) -> None:
+    import logging
+
+    from fieldlens_cli.main import main
+
+    manifest = tmp_path / "dataset.json"
+    if content is not None:
+        manifest.write_bytes(content)
+    assert main(["retrain", "--dataset", str(manifest), "--out", str(tmp_path / "out")]) == 2
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is None and says in errors[0].getMessage()
