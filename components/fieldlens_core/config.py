@@ -195,7 +195,8 @@ def merge_config(model: type[BaseModel], *layers: dict[str, Any]) -> dict[str, A
     merged: dict[str, Any] = {}
     for layer in layers:
         for key, value in layer.items():
-            name = key if key in fields else snake_case(key) if snake_case(key) in fields else key
+            snake = snake_case(key)
+            name = snake if key not in fields and snake in fields else key
             nested = _nested_model(fields[name].annotation) if name in fields else None
             if nested is not None and isinstance(value, dict):
                 previous = merged.get(name)

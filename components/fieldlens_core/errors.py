@@ -101,7 +101,7 @@ class StartupError(FieldlensError):
     """A component cannot start. Its ``main()`` logs the message as one line (no traceback)
     and exits with ``exit_code``; the codes are documented in the README ("Troubleshooting")."""
 
-    exit_code = 3
+    exit_code = EXIT_CANNOT_CONNECT
 
 
 class NucleusConnectionError(StartupError):

@@ -202,7 +202,7 @@ class FieldStore:
         encoded = json.dumps(document, separators=(",", ":")).encode()
         size = len(jpeg) + len(encoded)
         with self._lock:
-            self._make_room(size, score, saved)
+            self._make_room(size, saved)
             kept.image_path.parent.mkdir(parents=True, exist_ok=True)
             inline = self._commit is None
             atomic_write(kept.image_path, jpeg, durable=inline, sync_directory=False)
@@ -231,7 +231,7 @@ class FieldStore:
         too_big = self.max_bytes is not None and self._bytes + extra_bytes > self.max_bytes * fraction
         return too_many or too_big
 
-    def _make_room(self, size: int, score: float, saved: bool) -> None:
+    def _make_room(self, size: int, saved: bool) -> None:
         if self.max_bytes is not None and size > self.max_bytes:
             raise StoreFullError(f"an image of {size} bytes is larger than the whole cap ({self.max_bytes} bytes)")
         if not self._over(size, 1):

@@ -120,7 +120,11 @@ class MqttBus:
             client.disconnect()
             answered.set()
 
-        probe = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        # The real client id: AWS IoT Core's policy admits only the thing's own, and refuses others by
+        # closing the connection, which would cost the whole connect timeout here at every start.
+        probe = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=mqtt.MQTTv5
+        )
         probe.on_connect = on_connect
         self._configure_tls(probe)
         try:

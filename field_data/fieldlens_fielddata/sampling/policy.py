@@ -52,12 +52,9 @@ class SamplingPolicy:
         uncertainty = round(1.0 - scores[0][1], 6) if scores else 1.0
         if saved:
             with self._lock:
-                now = self._clock()
-                full = next((f"{n} ({w.limit})" for n, w in self._save_caps.items() if w.full(now)), None)
-                if full is not None:
-                    return Verdict(False, f"save cap: {full} reached", uncertainty)
-                for window in self._save_caps.values():
-                    window.add(now)
+                full = _count_in(self._save_caps, self._clock())
+            if full is not None:
+                return Verdict(False, f"save cap: {full} reached", uncertainty)
             return Verdict(True, "request: save", SAVED_SCORE_BONUS + uncertainty)
         reason = next((r for r in (s.wants(scores) for s in self._samplers) if r is not None), None)
         if reason is None:
@@ -68,11 +65,9 @@ class SamplingPolicy:
             quota = self._class_window(label)
             if quota is not None and quota.full(now):
                 return Verdict(False, f"quota: {quota.limit} '{label}' images per day reached", uncertainty)
-            for name, window in self._caps.items():
-                if window.full(now):
-                    return Verdict(False, f"cap: {name} ({window.limit}) reached", uncertainty)
-            for window in self._caps.values():
-                window.add(now)
+            full = _count_in(self._caps, now)
+            if full is not None:
+                return Verdict(False, f"cap: {full} reached", uncertainty)
             if quota is not None:
                 quota.add(now)
         return Verdict(True, f"policy: {reason}", uncertainty)
@@ -85,6 +80,16 @@ class SamplingPolicy:
         if label not in self._class_windows:
             self._class_windows[label] = SlidingWindow(DAY, limit)
         return self._class_windows[label]
+
+
+def _count_in(windows: dict[str, SlidingWindow], now: float) -> str | None:
+    """The first full window as ``name (limit)``; or None, once the image is counted in every window."""
+    for name, window in windows.items():
+        if window.full(now):
+            return f"{name} ({window.limit})"
+    for window in windows.values():
+        window.add(now)
+    return None
 
 
 def _windows(caps: RateCapsConfig, kept: list[float], now: float) -> dict[str, SlidingWindow]:
