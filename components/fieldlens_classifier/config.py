@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from fieldlens_core import topics
 from fieldlens_core.config import CameraConfig, InferenceClientConfig, StrictModel, default_thing_name
 from fieldlens_core.messages import DEFAULT_MAX_PAYLOAD_BYTES
+from fieldlens_fielddata.layout import DEFAULT_S3_PREFIX
 from fieldlens_fielddata.sampling.config import SamplingConfig
 
 
@@ -59,7 +60,10 @@ class ClassifierConfig(StrictModel):
         "inline (slower, and much slower on SD cards). A power cut can lose at most this interval.",
     )
     s3_prefix: str = Field(
-        default="field-data", title="S3 prefix", description="Key prefix the images will have in the bucket."
+        default=DEFAULT_S3_PREFIX,
+        title="S3 prefix",
+        description="Key prefix of kept images in the bucket: <prefix>/<thing>/<yyyy>/<mm>/<dd>/<id>.jpg. Written "
+        "into each sidecar and reported in the response; the uploader ships to exactly that key.",
     )
     sampling: SamplingConfig = Field(
         default_factory=SamplingConfig,

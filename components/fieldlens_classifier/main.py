@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--thing-name", dest="thing_name")
     parser.add_argument("--camera", help="folder:DIR | test-pattern | picamera2")
     parser.add_argument("--field-data", dest="field_data_dir")
+    parser.add_argument("--s3-prefix", dest="s3_prefix", help="key prefix of kept images in the bucket")
     parser.add_argument("--socket", help="inference service socket")
     parser.add_argument("--service-name", dest="service_name")
     parser.add_argument("--workers", type=int)

@@ -40,6 +40,7 @@ from fieldlens_core.messages import (
 )
 from fieldlens_fielddata.layout import new_image_id
 from fieldlens_fielddata.sampling.policy import SamplingPolicy
+from fieldlens_fielddata.sidecar import ModelRef, Observation
 from fieldlens_fielddata.store import FieldStore, StoreFullError
 
 log = logging.getLogger(__name__)
@@ -267,18 +268,18 @@ class Classifier:
         verdict = self._policy.decide([(p.label, p.confidence) for p in predictions], saved=request.save)
         if not verdict.keep:
             return ImageInfo(id=image_id, kept=False, reason=verdict.reason)
-        sidecar = {
-            "request_id": request.request_id,
-            "timestamp": timestamp,
-            "prediction": predictions[0].label,
-            "confidence": predictions[0].confidence,
-            "predictions": [p.model_dump() for p in predictions],
-            "model": model.model_dump(),
-            "capture": metadata,
-            "reason": verdict.reason,
-        }
+        observation = Observation(
+            request_id=request.request_id,
+            timestamp=timestamp,
+            prediction=predictions[0].label,
+            confidence=predictions[0].confidence,
+            predictions=predictions,
+            model=ModelRef(**model.model_dump()),
+            capture=metadata,
+            reason=verdict.reason,
+        )
         try:
-            kept = self._store.keep(image_id, now, jpeg, sidecar, verdict.score, saved=request.save)
+            kept = self._store.keep(image_id, now, jpeg, observation, verdict.score, saved=request.save)
         except StoreFullError as exc:
             log.warning("not keeping image %s: %s", image_id, exc)
             return ImageInfo(id=image_id, kept=False, reason=f"disk cap: {exc}")

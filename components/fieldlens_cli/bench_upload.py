@@ -25,6 +25,7 @@ from typing import Any
 from fieldlens_cli.embedded_broker import free_port
 from fieldlens_fielddata.destination import S3Destination
 from fieldlens_fielddata.layout import new_image_id
+from fieldlens_fielddata.sidecar import Observation
 from fieldlens_fielddata.store import FieldStore
 from fieldlens_fielddata.uploader import Uploader
 
@@ -37,7 +38,7 @@ def fill(root: Path, count: int, photos: list[bytes]) -> None:
     store = FieldStore(root, "bench")
     for index in range(count):
         when = START + timedelta(seconds=index)
-        store.keep(new_image_id(when), when, photos[index % len(photos)], {"prediction": "x", "confidence": 0.5})
+        store.keep(new_image_id(when), when, photos[index % len(photos)], Observation(prediction="x", confidence=0.5))
 
 
 def s3_client(endpoint: str, rtt_s: float) -> Any:

@@ -7,7 +7,6 @@ whose answers are printed as a table.
 
 from __future__ import annotations
 
-import json
 import logging
 import socket
 import threading
@@ -29,7 +28,8 @@ from fieldlens_cli.supervisor import (
 from fieldlens_core import topics
 from fieldlens_core.config import DEFAULT_SERVICE_NAME, private_socket
 from fieldlens_core.model_package import CARD_FILE, read_card, resolve_package_dir
-from fieldlens_fielddata.queue import queue_stats
+from fieldlens_fielddata.directory import FieldDataDir, PairState
+from fieldlens_fielddata.sidecar import Sidecar, SidecarError
 
 log = logging.getLogger(__name__)
 
@@ -50,11 +50,12 @@ def ensure_default_model(model_dir: Path) -> None:
 
 def wait_for_upload(field: Path, timeout_s: float) -> int:
     """Give the uploader (it polls every 2 s) a moment to ship what the demo kept; returns how many it did."""
+    directory = FieldDataDir(field)
     deadline = time.monotonic() + timeout_s
     pause = threading.Event()
-    while queue_stats(field).queued and time.monotonic() < deadline:
+    while directory.queue_stats().queued and time.monotonic() < deadline:
         pause.wait(0.2)
-    return sum(1 for _ in field.rglob("*.uploaded"))
+    return sum(1 for pair in directory.pairs() if pair.state is PairState.UPLOADED)
 
 
 def preferred_port() -> int:
@@ -67,17 +68,17 @@ def preferred_port() -> int:
             return free_port()
 
 
-def _photo_of(response: dict[str, Any]) -> str:
-    path = response.get("image", {}).get("path")
-    if not path:
-        return "?"
+def _photo_of(response: dict[str, Any], directory: FieldDataDir) -> str:
+    pair = directory.find(response.get("image", {}).get("id", ""))
     try:
-        return str(json.loads(Path(path).with_suffix(".json").read_text())["capture"].get("file", "?"))
-    except (OSError, ValueError, KeyError):
-        return "?"
+        sidecar = directory.read(pair) if pair else None
+    except (SidecarError, OSError):
+        sidecar = None
+    return str(sidecar.capture.get("file", "?")) if isinstance(sidecar, Sidecar) else "?"
 
 
-def print_table(responses: list[tuple[dict[str, Any], float]]) -> None:
+def print_table(responses: list[tuple[dict[str, Any], float]], field: Path) -> None:
+    directory = FieldDataDir(field)
     emit(f"{'photo':<16} {'prediction':<24} {'conf':>6}  {'runner-up':<22} {'ms':>6}  kept as")
     emit("-" * 110)
     for response, latency in responses:
@@ -86,7 +87,7 @@ def print_table(responses: list[tuple[dict[str, Any], float]]) -> None:
             continue
         first, second = response["predictions"][0], response["predictions"][1]
         emit(
-            f"{_photo_of(response):<16} {first['label'][:24]:<24} {first['confidence']:>6.3f}  "
+            f"{_photo_of(response, directory):<16} {first['label'][:24]:<24} {first['confidence']:>6.3f}  "
             f"{second['label'][:22]:<22} {latency:>6.1f}  {response['image'].get('s3_key', '-')}"
         )
 
@@ -132,7 +133,7 @@ def run_demo(data_dir: Path, port: int | None, keep_running: bool) -> int:
                     log.error("no response within %ss", REQUEST_TIMEOUT_S)
                     return 1
                 answered.append((response, pending.latency_ms))
-            print_table(answered)
+            print_table(answered, field)
             emit(f"\nField images and their JSON sidecars were kept under {field}")
             shipped = wait_for_upload(field, UPLOAD_WAIT_S)
             emit(f"The uploader shipped {shipped} of them to {bucket} (it stands in for an S3 bucket: pass --bucket)")

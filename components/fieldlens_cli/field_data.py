@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import sys
 from collections import Counter
 from pathlib import Path
-from typing import Any
+
+from tqdm import tqdm
 
 from fieldlens_cli.output import emit
 from fieldlens_core.errors import ConfigurationError
-from fieldlens_fielddata.layout import QUARANTINE_DIR, RECEIPT_SUFFIX, SIDECAR_SUFFIX, image_time
-from fieldlens_fielddata.queue import queue_stats
-from fieldlens_fielddata.store import read_sidecar
+from fieldlens_fielddata.directory import FieldDataDir
+from fieldlens_fielddata.layout import DEFAULT_S3_PREFIX
+from fieldlens_fielddata.sidecar import Sidecar, SidecarError
 from fieldlens_fielddata.uploader import DrainReport
+from fieldlens_uploader.build import build_destination, build_uploader
 from fieldlens_uploader.config import UploaderConfig
-from fieldlens_uploader.main import build_destination, build_uploader
 
 log = logging.getLogger(__name__)
 
@@ -28,26 +27,10 @@ def band(confidence: float) -> str:
     return next(name for upper, name in BANDS if confidence < upper)
 
 
-def kept_pairs(root: Path) -> list[tuple[Path, dict[str, Any] | None]]:
-    """(sidecar, its JSON or None when unreadable) of every complete pair, oldest first."""
-    pairs: list[tuple[Path, dict[str, Any] | None]] = []
-    for directory, subdirectories, names in os.walk(root):
-        subdirectories[:] = sorted(d for d in subdirectories if d != QUARANTINE_DIR)
-        for name in sorted(names):
-            if name.endswith(SIDECAR_SUFFIX) and image_time(name[: -len(SIDECAR_SUFFIX)]) is not None:
-                path = Path(directory) / name
-                try:
-                    pairs.append((path, read_sidecar(path)))
-                except (ValueError, OSError):
-                    pairs.append((path, None))
-    return pairs
-
-
 def uploader_config(args: argparse.Namespace) -> UploaderConfig:
     raw = {
         "field_data_dir": args.field_data,
         "bucket": args.bucket,
-        "prefix": args.prefix,
         "endpoint_url": args.endpoint_url,
         "region": args.region,
         "local_bucket_dir": args.local_bucket_dir,
@@ -63,31 +46,32 @@ def run_field_data(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
     if args.field_command == "ls":
-        return list_remote(config) if args.remote else list_local(config.field_data_dir)
+        return list_remote(config, args.prefix) if args.remote else list_local(config.field_data_dir)
     if args.field_command == "stats":
         return stats(config.field_data_dir)
     return sync(config)
 
 
 def list_local(root: Path) -> int:
-    emit(f"{'image id':<30} {'state':<9} {'prediction':<24} {'conf':>6}  reason")
-    for sidecar, document in kept_pairs(root):
-        image_id = sidecar.name[: -len(SIDECAR_SUFFIX)]
-        state = "uploaded" if sidecar.with_suffix(RECEIPT_SUFFIX).exists() else "queued"
-        if document is None:
-            emit(f"{image_id:<30} {'corrupt':<9} (sidecar unreadable: the uploader will quarantine it)")
+    emit(f"{'image id':<30} {'state':<9} {'prediction':<24} {'conf':>6}  {'label':<16} reason")
+    for pair, sidecar in FieldDataDir(root).read_all():
+        if isinstance(sidecar, SidecarError):
+            emit(f"{pair.image_id:<30} {'corrupt':<9} ({sidecar}: the uploader will quarantine it)")
             continue
-        label, confidence = str(document.get("prediction", "?")), float(document.get("confidence", 0.0))
-        emit(f"{image_id:<30} {state:<9} {label[:24]:<24} {confidence:>6.3f}  {document.get('reason', '')}")
-    quarantined = len(list((root / QUARANTINE_DIR).glob("*"))) if (root / QUARANTINE_DIR).exists() else 0
+        label = (sidecar.prediction or "?")[:24]
+        emit(
+            f"{pair.image_id:<30} {pair.state:<9} {label:<24} {sidecar.confidence:>6.3f}  "
+            f"{(sidecar.label or '-')[:16]:<16} {sidecar.reason}"
+        )
+    quarantined = FieldDataDir(root).quarantined()
     if quarantined:
-        emit(f"{quarantined} files in {root / QUARANTINE_DIR}")
+        emit(f"{len(quarantined)} files in {quarantined[0].parent}")
     return 0
 
 
-def list_remote(config: UploaderConfig) -> int:
+def list_remote(config: UploaderConfig, key_prefix: str | None) -> int:
     destination = build_destination(config)
-    prefix = "/".join(p for p in (config.prefix.strip("/"), config.thing_name) if p)
+    prefix = "/".join(p for p in ((key_prefix or DEFAULT_S3_PREFIX).strip("/"), config.thing_name) if p)
     count = size = 0
     for key, length in destination.keys(prefix):
         emit(f"{length:>10}  {key}")
@@ -99,10 +83,10 @@ def list_remote(config: UploaderConfig) -> int:
 def stats(root: Path) -> int:
     table: Counter[tuple[str, str]] = Counter()
     states: Counter[str] = Counter()
-    for sidecar, document in kept_pairs(root):
-        states["uploaded" if sidecar.with_suffix(RECEIPT_SUFFIX).exists() else "queued"] += 1
-        if document is not None:
-            table[(str(document.get("prediction", "?")), band(float(document.get("confidence", 0.0))))] += 1
+    for pair, sidecar in FieldDataDir(root).read_all():
+        states[pair.state] += 1
+        if isinstance(sidecar, Sidecar):
+            table[(sidecar.prediction or "?", band(sidecar.confidence))] += 1
     labels = sorted({label for label, _ in table}, key=lambda label: -sum(table[(label, b)] for _, b in BANDS))
     emit(f"{'prediction':<28}" + "".join(f"{name:>10}" for _, name in BANDS) + f"{'total':>10}")
     for label in labels:
@@ -114,20 +98,17 @@ def stats(root: Path) -> int:
 
 def sync(config: UploaderConfig) -> int:
     uploader = build_uploader(config)
-    destination = uploader.destination
-    total = queue_stats(config.field_data_dir).queued
+    total = uploader.directory.queue_stats().queued
+    bar = tqdm(total=total, unit="image", desc=f"to {uploader.destination.description}", disable=None)
 
     def progress(report: DrainReport) -> None:
-        done = report.uploaded + report.quarantined
-        filled = int(30 * done / total) if total else 30
-        sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {done}/{total} to {destination.description}")
-        sys.stderr.flush()
+        bar.update(report.uploaded + report.quarantined - bar.n)
 
     try:
         report = uploader.drain(progress)
     finally:
         uploader.close()
-    sys.stderr.write("\n")
+        bar.close()
     emit(f"uploaded {report.uploaded} images ({report.bytes} bytes), quarantined {report.quarantined}")
     if report.outage:
         log.error("stopped early, the rest stays queued: %s", report.error)

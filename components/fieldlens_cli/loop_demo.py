@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import threading
@@ -31,9 +30,11 @@ from fieldlens_core.config import InferenceClientConfig, private_socket
 from fieldlens_core.inference.client import InferenceClient
 from fieldlens_core.model_install import install_package
 from fieldlens_core.model_package import load_package
+from fieldlens_fielddata.directory import FieldDataDir
+from fieldlens_fielddata.sidecar import Sidecar
 from fieldlens_retrain import fashion
 from fieldlens_retrain.dataset import balance_report, build_manifest, write_manifest
-from fieldlens_retrain.labels import import_labels, sidecars
+from fieldlens_retrain.labels import import_labels
 from fieldlens_retrain.pipeline import run_retrain
 
 log = logging.getLogger(__name__)
@@ -117,10 +118,11 @@ def run_loop_demo(data_dir: Path, port: int | None) -> int:
                 f"(field accuracy of {before_version}: {before:.1%} on the held-out photos)"
             )
 
-            labels = {}
-            for sidecar in sidecars(work / "field-images"):
-                photo = json.loads(sidecar.read_text())["capture"]["file"]
-                labels[sidecar.stem] = camera_truth[photo]
+            labels = {
+                pair.image_id: camera_truth[str(sidecar.capture["file"])]
+                for pair, sidecar in FieldDataDir(work / "field-images").read_all()
+                if isinstance(sidecar, Sidecar)
+            }
             labelled = import_labels(work / "field-images", labels, load_package(work / "model").labels, False)
             emit(f"4. labelled {labelled} kept images: the dataset's ground truth stands in for a person here")
 

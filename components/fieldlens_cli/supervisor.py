@@ -168,6 +168,7 @@ def classifier_arguments(options: ServeOptions) -> list[str]:
         ("--thing-name", options.thing_name),
         ("--workers", options.workers),
         ("--queue-size", options.queue_size),
+        ("--s3-prefix", options.upload.prefix if options.upload else None),
     ):
         if value is not None:
             arguments += [flag, str(value)]
@@ -179,7 +180,6 @@ def uploader_arguments(options: ServeOptions, upload: UploadOptions) -> list[str
     flags = {
         "--thing-name": options.thing_name,
         "--bucket": upload.bucket,
-        "--prefix": upload.prefix,
         "--endpoint-url": upload.endpoint_url,
         "--region": upload.region,
         "--local-bucket-dir": upload.local_bucket_dir,

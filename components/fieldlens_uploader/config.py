@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from fieldlens_core.config import StrictModel, default_thing_name
 from fieldlens_core.topics import validate_publish_topic
+
+log = logging.getLogger(__name__)
 
 
 class UploaderConfig(StrictModel):
@@ -25,7 +28,6 @@ class UploaderConfig(StrictModel):
         title="Bucket",
         description="S3 bucket; without one, uploads go to `local_bucket_dir`, which stands in for it.",
     )
-    prefix: str = Field(default="field-data", title="Prefix", description="Key prefix: <prefix>/<thing>/<yyyy>/...")
     region: str | None = Field(default=None, title="Region", description="AWS region (default: boto3's chain).")
     endpoint_url: str | None = Field(
         default=None, title="Endpoint URL", description="An S3-compatible endpoint (MinIO, a test server)."
@@ -65,6 +67,16 @@ class UploaderConfig(StrictModel):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", title="Log level", description="Python logging level."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_prefix(cls, data: Any) -> Any:
+        """``prefix`` (before 0.2): keys now come from the sidecars, whose prefix is the classifier's
+        ``s3Prefix``. A device upgraded with its old configuration must still start."""
+        if isinstance(data, dict) and "prefix" in data:
+            log.warning("uploader configuration key prefix is ignored: keys come from the classifier's s3Prefix")
+            return {k: v for k, v in data.items() if k != "prefix"}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> UploaderConfig:

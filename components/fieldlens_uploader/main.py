@@ -1,16 +1,10 @@
-"""Entry point of the field-data uploader component; the only place its adapters are built.
-
-Credentials come from boto3's default chain: on a Greengrass core that is the token exchange
-service (the recipe depends on aws.greengrass.TokenExchangeService), elsewhere the usual
-environment, profile or instance role.
-"""
+"""Entry point of the uploader component: its bus, its configuration, its loops."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
-from typing import Any
 
 from fieldlens_core.broker_args import BROKER_FLAGS, add_broker_arguments, set_up_component
 from fieldlens_core.component_config import given_flags
@@ -22,9 +16,8 @@ from fieldlens_core.lifecycle import (
     wait_for_termination,
     watch_connection,
 )
-from fieldlens_fielddata.destination import Destination, LocalDirectoryDestination, S3Destination
 from fieldlens_fielddata.retry import Backoff
-from fieldlens_fielddata.uploader import Uploader
+from fieldlens_uploader.build import build_uploader
 from fieldlens_uploader.config import UploaderConfig
 from fieldlens_uploader.service import UploaderService
 
@@ -39,7 +32,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--field-data", dest="field_data_dir")
     parser.add_argument("--thing-name", dest="thing_name")
     parser.add_argument("--bucket")
-    parser.add_argument("--prefix")
     parser.add_argument("--region")
     parser.add_argument("--endpoint-url", dest="endpoint_url")
     parser.add_argument("--local-bucket-dir", dest="local_bucket_dir")
@@ -49,34 +41,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--status-interval", dest="status_interval_s", type=float)
     parser.add_argument("--log-level", dest="log_level")
     return parser.parse_args(argv)
-
-
-def s3_client(config: UploaderConfig) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    # botocore retries quick blips itself; a longer outage is the drain loop's backoff
-    settings = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
-    return boto3.client("s3", region_name=config.region, endpoint_url=config.endpoint_url, config=settings)
-
-
-def build_destination(config: UploaderConfig) -> Destination:
-    if config.bucket is None:
-        destination = LocalDirectoryDestination(config.local_bucket_dir)
-        log.warning("no bucket configured: uploads go to %s, which stands in for one", destination.root)
-        return destination
-    return S3Destination(s3_client(config), config.bucket, config.encryption, config.kms_key_id)
-
-
-def build_uploader(config: UploaderConfig) -> Uploader:
-    return Uploader(
-        config.field_data_dir,
-        build_destination(config),
-        config.thing_name,
-        config.prefix,
-        config.delete_after_upload,
-        config.concurrency,
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

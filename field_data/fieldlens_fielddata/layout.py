@@ -1,13 +1,6 @@
-"""Names and places of field data, locally and in the bucket (README, "How they reach S3").
+"""Names of field data: image ids, and keys in the bucket (README, "How they reach S3").
 
-Locally::
-
-    <root>/<yyyy>/<mm>/<dd>/<image_id>.jpg        the image
-    <root>/<yyyy>/<mm>/<dd>/<image_id>.json       its sidecar: present = the pair is complete
-    <root>/<yyyy>/<mm>/<dd>/<image_id>.uploaded   the upload receipt: present = in the bucket
-    <root>/quarantine/                            pairs the uploader could not read
-
-In the bucket::
+Locally, :class:`fieldlens_fielddata.directory.FieldDataDir` places them. In the bucket::
 
     <prefix>/<thing>/<yyyy>/<mm>/<dd>/<image_id>.jpg   and   <image_id>.json
 
@@ -17,14 +10,14 @@ keys again: never a second copy.
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import UTC, datetime
-from pathlib import Path
 
+DEFAULT_S3_PREFIX = "field-data"
 IMAGE_SUFFIX = ".jpg"
 SIDECAR_SUFFIX = ".json"
 RECEIPT_SUFFIX = ".uploaded"
-QUARANTINE_DIR = "quarantine"
 
 
 def new_image_id(when: datetime) -> str:
@@ -52,6 +45,14 @@ def image_time(image_id: str) -> datetime | None:
         return None
 
 
+IMAGE_ID = re.compile(r"[0-9]{8}T[0-9]{9}Z-[0-9A-Za-z]{1,64}")
+
+
+def is_image_id(name: str) -> bool:
+    """True for a name :func:`new_image_id` could have made: safe to join onto a directory."""
+    return IMAGE_ID.fullmatch(name) is not None and image_time(name) is not None
+
+
 def date_path(when: datetime) -> str:
     return f"{when.astimezone(UTC):%Y/%m/%d}"
 
@@ -59,9 +60,3 @@ def date_path(when: datetime) -> str:
 def s3_key(prefix: str, thing: str, when: datetime, image_id: str, suffix: str = IMAGE_SUFFIX) -> str:
     parts = [p for p in (prefix.strip("/"), thing, date_path(when), image_id + suffix) if p]
     return "/".join(parts)
-
-
-def pair_paths(root: Path, image_id: str, when: datetime) -> tuple[Path, Path, Path]:
-    """(image, sidecar, receipt) of one image id."""
-    base = root / date_path(when) / image_id
-    return base.with_suffix(IMAGE_SUFFIX), base.with_suffix(SIDECAR_SUFFIX), base.with_suffix(RECEIPT_SUFFIX)

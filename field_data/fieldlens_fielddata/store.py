@@ -24,26 +24,17 @@ survive restarts.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
-from fieldlens_core.atomic import TEMP_SUFFIX, atomic_write, fsync_directory, fsync_path
+from fieldlens_core.atomic import fsync_directory, fsync_path
 from fieldlens_core.errors import FieldlensError
-from fieldlens_fielddata.layout import (
-    IMAGE_SUFFIX,
-    QUARANTINE_DIR,
-    RECEIPT_SUFFIX,
-    SIDECAR_SUFFIX,
-    image_time,
-    pair_paths,
-    s3_key,
-)
+from fieldlens_fielddata.directory import FieldDataDir, Pair
+from fieldlens_fielddata.layout import DEFAULT_S3_PREFIX, s3_key
+from fieldlens_fielddata.sidecar import Observation, Sidecar, SidecarError
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +55,13 @@ class KeptImage:
 
 @dataclass
 class _Entry:
-    image_id: str
-    when: datetime
+    pair: Pair
     size: int
     score: float
     saved: bool
-    image_path: Path
-    sidecar_path: Path
-    receipt_path: Path
 
     def uploaded(self) -> bool:
-        return self.receipt_path.exists()
+        return self.pair.receipt_path.exists()
 
 
 class GroupCommit:
@@ -123,28 +110,18 @@ class GroupCommit:
             self.flush()
 
 
-def read_sidecar(path: Path) -> dict[str, Any]:
-    """A sidecar's JSON; ValueError (with the reason) when it is not a JSON object."""
-    try:
-        document = json.loads(path.read_bytes())
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"sidecar {path} is not JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise ValueError(f"sidecar {path} is not a JSON object")
-    return document
-
-
 class FieldStore:
     def __init__(
         self,
         root: Path,
         thing: str,
-        s3_prefix: str = "field-data",
+        s3_prefix: str = DEFAULT_S3_PREFIX,
         sync_interval_s: float = 0.0,
         max_bytes: int | None = None,
         max_images: int | None = None,
     ) -> None:
-        self.root = root.absolute()  # responses and sidecars carry absolute paths
+        self.directory = FieldDataDir(root)
+        self.root = self.directory.root
         self.thing = thing
         self.s3_prefix = s3_prefix
         self.max_bytes = max_bytes
@@ -168,12 +145,7 @@ class FieldStore:
     def kept_times(self, saved: bool = False) -> list[datetime]:
         """When each kept image (sampled, or saved on request) was captured: seeds the caps after a restart."""
         with self._lock:
-            return sorted(e.when for e in self._entries.values() if e.saved == saved)
-
-    def plan(self, image_id: str, when: datetime) -> KeptImage:
-        """Where an image will be kept, without writing anything."""
-        image, sidecar, _ = pair_paths(self.root, image_id, when)
-        return KeptImage(image_id, image, sidecar, s3_key(self.s3_prefix, self.thing, when, image_id))
+            return sorted(e.pair.when for e in self._entries.values() if e.saved == saved)
 
     # -- writing ---------------------------------------------------------------------------
     def keep(
@@ -181,44 +153,30 @@ class FieldStore:
         image_id: str,
         when: datetime,
         jpeg: bytes,
-        sidecar: dict[str, Any],
+        observation: Observation,
         score: float = 0.0,
         saved: bool = False,
     ) -> KeptImage:
         """Write the image, then its sidecar, within the cap (``saved``: a request asked for it).
 
-        Raises StoreFullError when the cap leaves no room, OSError (disk full, read-only) with
-        nothing half-written.
+        The sidecar names the pair's S3 key, computed here once: the response reports it and
+        the uploader ships to it. Raises StoreFullError when the cap leaves no room, OSError
+        (disk full, read-only) with nothing half-written.
         """
-        kept = self.plan(image_id, when)
-        document = {
-            **sidecar,
-            "image_id": image_id,
-            "s3_key": kept.s3_key,
-            "thing": self.thing,
-            "score": score,
-            "saved": saved,
-        }
-        encoded = json.dumps(document, separators=(",", ":")).encode()
-        size = len(jpeg) + len(encoded)
+        pair = self.directory.pair_for(image_id, when)
+        key = s3_key(self.s3_prefix, self.thing, when, image_id)
+        sidecar = Sidecar(
+            **observation.model_dump(), image_id=image_id, thing=self.thing, s3_key=key, score=score, saved=saved
+        )
+        size = len(jpeg) + len(sidecar.encode())
         with self._lock:
             self._make_room(size, saved)
-            kept.image_path.parent.mkdir(parents=True, exist_ok=True)
-            inline = self._commit is None
-            atomic_write(kept.image_path, jpeg, durable=inline, sync_directory=False)
-            try:
-                atomic_write(kept.sidecar_path, encoded, durable=inline)
-            except BaseException:
-                kept.image_path.unlink(missing_ok=True)  # no orphan image when the pair cannot be completed
-                raise
-            receipt = kept.image_path.with_suffix(RECEIPT_SUFFIX)
-            self._entries[image_id] = _Entry(
-                image_id, when, size, score, saved, kept.image_path, kept.sidecar_path, receipt
-            )
+            self.directory.write_new(pair, jpeg, sidecar, durable=self._commit is None)
+            self._entries[image_id] = _Entry(pair, size, score, saved)
             self._bytes += size
         if self._commit is not None:
-            self._commit.add(kept.image_path, kept.sidecar_path)
-        return kept
+            self._commit.add(pair.image_path, pair.sidecar_path)
+        return KeptImage(image_id, pair.image_path, pair.sidecar_path, key)
 
     def close(self) -> None:
         """Make everything kept so far durable; call on shutdown."""
@@ -239,10 +197,10 @@ class FieldStore:
         self._refresh()  # the uploader may have uploaded or deleted pairs since we last looked
         if not self._over(size, 1):
             return
-        uploaded = sorted((e for e in self._entries.values() if e.uploaded()), key=lambda e: e.when)
+        uploaded = sorted((e for e in self._entries.values() if e.uploaded()), key=lambda e: e.pair.when)
         pending = sorted(  # only a saved newcomer, and only sampled images (see the module docstring)
-            (e for e in self._entries.values() if saved and not e.saved and not e.receipt_path.exists()),
-            key=lambda e: (e.score, e.when),
+            (e for e in self._entries.values() if saved and not e.saved and not e.uploaded()),
+            key=lambda e: (e.score, e.pair.when),
         )
         for entry in uploaded:  # harmless to lose locally: go down to EVICT_TO so this runs rarely
             if not self._over(size, 1, EVICT_TO):
@@ -259,53 +217,26 @@ class FieldStore:
             )
 
     def _evict(self, entry: _Entry, state: str) -> None:
-        for path in (entry.sidecar_path, entry.image_path, entry.receipt_path):  # sidecar first: leaves the queue
-            path.unlink(missing_ok=True)
-        self._entries.pop(entry.image_id, None)
+        self.directory.remove(entry.pair)
+        self._entries.pop(entry.pair.image_id, None)
         self._bytes -= entry.size
-        log.info("evicted %s (%s, score %.3f) to stay under the cap", entry.image_id, state, entry.score)
+        log.info("evicted %s (%s, score %.3f) to stay under the cap", entry.pair.image_id, state, entry.score)
 
     def _refresh(self) -> None:
         for entry in list(self._entries.values()):
-            if not entry.sidecar_path.exists():  # deleted after upload, or by a person
-                self._entries.pop(entry.image_id)
+            if not entry.pair.sidecar_path.exists():  # deleted after upload, or by a person
+                self._entries.pop(entry.pair.image_id)
                 self._bytes -= entry.size
 
     def _scan(self) -> None:
-        """Rebuild the index from disk; remove temporaries and orphan images a crash left."""
-        for directory, _, names in os.walk(self.root):
-            folder = Path(directory)
-            if QUARANTINE_DIR in folder.relative_to(self.root).parts:
-                continue
-            present = set(names)
-            for name in names:
-                path = folder / name
-                if name.startswith(".") and name.endswith(TEMP_SUFFIX) and image_time(name[1:]) is not None:
-                    path.unlink(missing_ok=True)  # a write a crash interrupted
-                    continue
-                stem = name.rsplit(".", 1)[0]
-                if image_time(stem) is None:
-                    continue  # not ours: never touch files the store did not write
-                if name.endswith(IMAGE_SUFFIX) and stem + SIDECAR_SUFFIX not in present:
-                    log.warning("removing %s: its sidecar was never written (a crash between the two)", path)
-                    path.unlink(missing_ok=True)
-                    continue
-                if not name.endswith(SIDECAR_SUFFIX):
-                    continue
-                image_id = name[: -len(SIDECAR_SUFFIX)]
-                when = image_time(image_id)
-                image = folder / (image_id + IMAGE_SUFFIX)
-                if when is None or not image.exists():
-                    continue  # not ours, or half-deleted: the uploader quarantines or skips it
-                try:
-                    document = read_sidecar(path)
-                    score = float(document.get("score", 0.0))
-                    saved = document.get("saved") is True or document.get("reason") == "request: save"
-                except (ValueError, OSError, TypeError):
-                    score, saved = 0.0, False
-                size = image.stat().st_size + path.stat().st_size
-                receipt = folder / (image_id + RECEIPT_SUFFIX)
-                self._entries[image_id] = _Entry(image_id, when, size, score, saved, image, path, receipt)
-                self._bytes += size
+        """Rebuild the index from disk (after the directory cleans up what a crash left)."""
+        for pair in self.directory.recover():
+            try:
+                sidecar = self.directory.read(pair)
+                score, saved = sidecar.score, sidecar.saved
+            except (SidecarError, OSError):
+                score, saved = 0.0, False  # the uploader quarantines it; until then it counts
+            self._entries[pair.image_id] = _Entry(pair, pair.size(), score, saved)
+            self._bytes += self._entries[pair.image_id].size
         if self._entries:
             log.info("field-data store at %s: %d images, %d bytes", self.root, len(self._entries), self._bytes)

@@ -1,16 +1,18 @@
 """Ships queued field images to the bucket: at least once per attempt, exactly one object per key.
 
 Per pair: the image, then the sidecar (so a sidecar in the bucket means its image is there
-too), then the local receipt (or, by configuration, the local pair is deleted). Keys come
-from the image id, so a pair re-sent after a crash between upload and receipt overwrites
-the same two keys with the same bytes: never a duplicate object.
+too), then the local receipt (or, by configuration, the local pair is deleted). The key is
+the one the sidecar names: the store computed it once when it kept the pair, and the
+classify response reported it. A pair re-sent after a crash between upload and receipt
+overwrites the same two keys with the same bytes: never a duplicate object.
 
-A pair whose sidecar cannot be read, whose image is missing, or that S3 refuses for itself
-alone (a 4xx such as bad metadata or a bad digest) is moved to ``<root>/quarantine/`` with a
-log line that says why; it is not retried and never blocks the queue. A transient failure
-(throttling, 5xx, no network), or one that says the destination itself is wrong (access
-denied, no such bucket, expired credentials), ends the drain: everything not uploaded stays
-queued for the next attempt, after a backoff.
+A pair whose sidecar cannot be read or names a key that is not this device's and this
+pair's, whose image is missing, or that S3 refuses for itself alone (a 4xx such as bad
+metadata or a bad digest) is moved to ``<root>/quarantine/`` with a log line that says why;
+it is not retried and never blocks the queue. A transient failure (throttling, 5xx, no
+network), or one that says the destination itself is wrong (access denied, no such bucket,
+expired credentials), ends the drain: everything not uploaded stays queued for the next
+attempt, after a backoff.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -30,13 +31,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fieldlens_core.atomic import atomic_write
 from fieldlens_core.messages import utc_timestamp
 from fieldlens_fielddata.destination import Destination
-from fieldlens_fielddata.layout import QUARANTINE_DIR, SIDECAR_SUFFIX, s3_key
-from fieldlens_fielddata.queue import PendingPair, queue_stats, take
+from fieldlens_fielddata.directory import FieldDataDir, Pair
+from fieldlens_fielddata.layout import IMAGE_SUFFIX, SIDECAR_SUFFIX, date_path
 from fieldlens_fielddata.retry import is_pair_specific, is_transient
-from fieldlens_fielddata.store import read_sidecar
+from fieldlens_fielddata.sidecar import Sidecar, SidecarError
 
 log = logging.getLogger(__name__)
 
@@ -67,18 +67,29 @@ class DrainReport:
         self.error = done.error or self.error
 
 
-def _metadata(sidecar: dict[str, Any], sha256_hex: str) -> dict[str, str]:
+def _metadata(sidecar: Sidecar, sha256_hex: str) -> dict[str, str]:
     """S3 user metadata is ASCII: labels and ids are percent-encoded."""
-    model = sidecar.get("model") if isinstance(sidecar.get("model"), dict) else {}
     values = {
-        "thing": sidecar.get("thing"),
-        "prediction": sidecar.get("prediction"),
-        "confidence": sidecar.get("confidence"),
-        "model-version": model.get("version") if model else None,
-        "request-id": sidecar.get("request_id"),
+        "thing": sidecar.thing,
+        "prediction": sidecar.prediction,
+        "confidence": sidecar.confidence,
+        "model-version": sidecar.model.version if sidecar.model else None,
+        "request-id": sidecar.request_id,
         "sha256": sha256_hex,
     }
     return {k: quote(str(v), safe="") for k, v in values.items() if v is not None}
+
+
+def checked_key(sidecar: Sidecar, pair: Pair) -> str:
+    """The key the sidecar names (the one the device's response reported), if it is this pair's:
+    ``<prefix>/<thing>/<yyyy>/<mm>/<dd>/<image_id>.jpg`` with the sidecar's thing. SidecarError
+    otherwise. Which things' keys a device may write is the bucket policy's to say (the
+    CloudFormation template scopes it to the thing's own name)."""
+    tail = f"/{sidecar.thing}/{date_path(pair.when)}/{pair.image_id}{IMAGE_SUFFIX}"
+    key = sidecar.s3_key
+    if not ("/" + key).endswith(tail) or key.startswith("/") or ".." in key.split("/"):
+        raise SidecarError(f"its s3_key {key!r} is not <prefix>{tail}")
+    return key
 
 
 class Uploader:
@@ -87,15 +98,14 @@ class Uploader:
         root: Path,
         destination: Destination,
         thing: str,
-        prefix: str = "field-data",
         delete_after_upload: bool = False,
         concurrency: int = 8,
         chunk: int = 64,
     ) -> None:
-        self.root = root.absolute()
+        self.directory = FieldDataDir(root)
+        self.root = self.directory.root
         self.destination = destination
         self.thing = thing
-        self.prefix = prefix
         self.delete_after_upload = delete_after_upload
         self.chunk = max(chunk, concurrency)
         self.totals = DrainReport()  # since start, for the status topic
@@ -109,7 +119,7 @@ class Uploader:
         """Upload everything queued, oldest first; stop early at the first transient failure."""
         report = DrainReport()
         while True:
-            chunk = take(self.root, self.chunk)
+            chunk = self.directory.take(self.chunk)
             if not chunk:
                 return report
             done = DrainReport()
@@ -130,21 +140,21 @@ class Uploader:
             if report.outage:
                 return report
 
-    def _ship(self, pair: PendingPair) -> tuple[Outcome, int, str | None]:
+    def _ship(self, pair: Pair) -> tuple[Outcome, int, str | None]:
         try:
             sidecar_bytes = pair.sidecar_path.read_bytes()
-            sidecar = read_sidecar(pair.sidecar_path)
+            sidecar = Sidecar.decode(sidecar_bytes, str(pair.sidecar_path))
+            image_key = checked_key(sidecar, pair)
             image = pair.image_path.read_bytes()
         except FileNotFoundError as exc:
             if not pair.sidecar_path.exists():
                 return Outcome.UPLOADED, 0, None  # evicted or deleted meanwhile: nothing to ship
             self._quarantine(pair, f"its image is missing ({exc.filename})")
             return Outcome.QUARANTINED, 0, None
-        except (ValueError, OSError) as exc:
+        except (SidecarError, OSError) as exc:
             self._quarantine(pair, str(exc))
             return Outcome.QUARANTINED, 0, None
-        image_key = s3_key(self.prefix, self.thing, pair.when, pair.image_id)
-        sidecar_key = s3_key(self.prefix, self.thing, pair.when, pair.image_id, SIDECAR_SUFFIX)
+        sidecar_key = image_key.removesuffix(IMAGE_SUFFIX) + SIDECAR_SUFFIX
         metadata = _metadata(sidecar, hashlib.sha256(image).hexdigest())
         try:
             self.destination.put(image_key, image, "image/jpeg", metadata)
@@ -159,29 +169,24 @@ class Uploader:
         self._settle(pair, image_key)
         return Outcome.UPLOADED, len(image) + len(sidecar_bytes), None
 
-    def _settle(self, pair: PendingPair, image_key: str) -> None:
+    def _settle(self, pair: Pair, image_key: str) -> None:
         if self.delete_after_upload:
-            pair.sidecar_path.unlink(missing_ok=True)  # sidecar first: it leaves the queue
-            pair.image_path.unlink(missing_ok=True)
+            self.directory.remove(pair)
             return
         receipt = {
             "destination": self.destination.description,
             "key": image_key,
             "uploaded_at": utc_timestamp(),
         }
-        atomic_write(pair.receipt_path, json.dumps(receipt).encode(), durable=False)
+        self.directory.mark_uploaded(pair, json.dumps(receipt).encode())
 
-    def _quarantine(self, pair: PendingPair, reason: str) -> None:
-        target = self.root / QUARANTINE_DIR
-        target.mkdir(exist_ok=True)
+    def _quarantine(self, pair: Pair, reason: str) -> None:
+        target = self.directory.quarantine(pair)
         log.error("quarantining %s: %s; moved to %s", pair.image_id, reason, target)
-        for path in (pair.sidecar_path, pair.image_path):
-            if path.exists():
-                os.replace(path, target / path.name)
 
     def status(self, now: float | None = None) -> dict[str, Any]:
         """What the status topic carries: queue length and age, totals, destination."""
-        stats = queue_stats(self.root)
+        stats = self.directory.queue_stats()
         moment = now if now is not None else time.time()
         with self._totals_lock:
             return {

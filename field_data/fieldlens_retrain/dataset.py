@@ -30,8 +30,9 @@ from fieldlens_core.errors import TrainingError
 from fieldlens_core.messages import utc_timestamp
 from fieldlens_core.model_package import sha256_file
 from fieldlens_core.safe_paths import UnsafePathError, resolve_inside
-from fieldlens_fielddata.store import read_sidecar
-from fieldlens_retrain.labels import LabelError, check_known, sidecars
+from fieldlens_fielddata.directory import device_directories
+from fieldlens_fielddata.sidecar import Sidecar
+from fieldlens_retrain.labels import LabelError, check_known
 
 log = logging.getLogger(__name__)
 
@@ -86,30 +87,21 @@ def base_images(base: Path) -> Iterator[tuple[Path, str]]:
                 yield path, folder.name
 
 
-LABELLING_SOURCES = ("import", "human")
-"""``label_source`` values the labelling step writes; a sidecar's label counts only with one of them."""
-
-
 def field_images(
     root: Path, labels: dict[str, str], pseudo_threshold: float | None, trust_sidecar_labels: bool = True
 ) -> Iterator[tuple[Path, str, Source]]:
     """Labelled field images. A label comes from ``labels``, or from a sidecar the labelling step
     wrote into (``label_source`` import or human) when ``trust_sidecar_labels``: never for sidecars
     a device uploaded (an S3 source), since any device can put any field in them."""
-    for sidecar in sidecars(root):
-        image = sidecar.with_suffix(".jpg")
-        if not image.exists():
+    pairs = (item for directory in device_directories(root) for item in directory.read_all())
+    for pair, sidecar in pairs:
+        if not isinstance(sidecar, Sidecar) or not pair.image_path.exists():
             continue
-        try:
-            document = read_sidecar(sidecar)
-        except (ValueError, OSError):
-            continue
-        from_sidecar = document.get("label") if document.get("label_source") in LABELLING_SOURCES else None
-        label = labels.get(sidecar.stem) or (from_sidecar if trust_sidecar_labels else None)
-        if isinstance(label, str) and label:
-            yield image, label, "field"
-        elif pseudo_threshold is not None and float(document.get("confidence", 0)) >= pseudo_threshold:
-            yield image, str(document["prediction"]), "pseudo"
+        label = labels.get(pair.image_id) or (sidecar.trusted_label if trust_sidecar_labels else None)
+        if label:
+            yield pair.image_path, label, "field"
+        elif pseudo_threshold is not None and sidecar.prediction and sidecar.confidence >= pseudo_threshold:
+            yield pair.image_path, sidecar.prediction, "pseudo"
 
 
 def download_field_data(url: str, cache: Path, s3: Any) -> Path:

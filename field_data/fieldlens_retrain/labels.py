@@ -14,10 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fieldlens_core.atomic import atomic_write
 from fieldlens_core.errors import EXIT_CONFIGURATION, FieldlensError
-from fieldlens_fielddata.layout import SIDECAR_SUFFIX, image_time
-from fieldlens_fielddata.store import read_sidecar
+from fieldlens_fielddata.directory import device_directories
+from fieldlens_fielddata.sidecar import Sidecar
 
 
 class LabelError(FieldlensError, ValueError):
@@ -73,37 +72,27 @@ def check_known(labels: Iterable[str], known: list[str] | None, allow_new: bool)
         )
 
 
-def sidecars(root: Path) -> Iterable[Path]:
-    for path in sorted(root.rglob(f"*{SIDECAR_SUFFIX}")):
-        if image_time(path.stem) is not None and "quarantine" not in path.parts:
-            yield path
-
-
 def import_labels(root: Path, labels: dict[str, str], known: list[str] | None, allow_new: bool) -> int:
     """Write labels into the matching sidecars; returns how many were labelled."""
     check_known(labels.values(), known, allow_new)
     count = 0
-    for path in sidecars(root):
-        label = labels.get(path.stem)
-        if label is None:
-            continue
-        document = read_sidecar(path)
-        document.update(label=label, label_source="import")
-        atomic_write(path, json.dumps(document, separators=(",", ":")).encode(), durable=False)
-        count += 1
+    for directory in device_directories(root):
+        for pair in directory.pairs():
+            label = labels.get(pair.image_id)
+            if label is not None:
+                directory.label(pair.image_id, label, "import")
+                count += 1
     return count
 
 
 def labelled(root: Path) -> dict[str, str]:
-    result = {}
-    for path in sidecars(root):
-        try:
-            label = read_sidecar(path).get("label")
-        except (ValueError, OSError):
-            continue
-        if isinstance(label, str) and label:
-            result[path.stem] = label
-    return result
+    """image id -> label of every sidecar the labelling step wrote a label into."""
+    return {
+        pair.image_id: sidecar.trusted_label
+        for directory in device_directories(root)
+        for pair, sidecar in directory.read_all()
+        if isinstance(sidecar, Sidecar) and sidecar.trusted_label
+    }
 
 
 def export_labels(labels: dict[str, str], out: Path, form: str) -> None:

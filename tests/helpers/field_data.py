@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from fieldlens_fielddata.layout import new_image_id
+from fieldlens_fielddata.sidecar import ModelRef, Observation
 from fieldlens_fielddata.store import FieldStore, KeptImage
 from tests.helpers.images import solid_jpeg
 
@@ -17,8 +18,8 @@ def keep_images(root: Path, count: int, thing: str = "coop-1", start: datetime =
     kept = []
     for index in range(count):
         when = start + timedelta(minutes=index)
-        sidecar = {"prediction": "hen", "confidence": 0.8, "request_id": f"r{index}", "model": {"version": "1.0.0"}}
+        seen = Observation(prediction="hen", confidence=0.8, request_id=f"r{index}", model=ModelRef(version="1.0.0"))
         kept.append(
-            store.keep(new_image_id(when), when, solid_jpeg(((index * 37) % 256, (index * 11) % 256, 40)), sidecar, 0.2)
+            store.keep(new_image_id(when), when, solid_jpeg(((index * 37) % 256, (index * 11) % 256, 40)), seen, 0.2)
         )
     return kept

@@ -16,7 +16,7 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from fieldlens_cli.embedded_broker import free_port
-from fieldlens_fielddata.queue import queue_stats
+from fieldlens_fielddata.directory import FieldDataDir
 from tests.helpers.broker import Mosquitto
 from tests.helpers.field_data import keep_images
 from tests.helpers.waiting import wait_until
@@ -91,11 +91,13 @@ def test_kill_9_mid_batch_then_restart_loses_nothing_and_duplicates_nothing(
     wait_until(lambda: len(versions(s3)) >= 60, what="first uploads")
     os.kill(uploader.pid, signal.SIGKILL)
     uploader.wait(10)
-    assert queue_stats(tmp_path / "field").queued > 0, "killed too late to test anything"
+    assert FieldDataDir(tmp_path / "field").queue_stats().queued > 0, "killed too late to test anything"
 
     uploader = start_uploader(tmp_path / "field", endpoint, mosquitto.url, log)
     try:
-        wait_until(lambda: queue_stats(tmp_path / "field").queued == 0, timeout_s=60, what="queue drained")
+        wait_until(
+            lambda: FieldDataDir(tmp_path / "field").queue_stats().queued == 0, timeout_s=60, what="queue drained"
+        )
     finally:
         uploader.send_signal(signal.SIGTERM)
         assert uploader.wait(30) == 0
@@ -122,9 +124,13 @@ def test_s3_down_for_a_stretch_then_back(
     uploader = start_uploader(tmp_path / "field", endpoint, mosquitto.url, log)
     try:
         wait_until(lambda: log.read_text().count("retrying in") >= 2, what="backing off while S3 is down")
-        assert queue_stats(tmp_path / "field").queued == 20
+        assert FieldDataDir(tmp_path / "field").queue_stats().queued == 20
         server.start()  # moto keeps its state in this process: the bucket is still there
-        wait_until(lambda: queue_stats(tmp_path / "field").queued == 0, timeout_s=60, what="drained after S3 returned")
+        wait_until(
+            lambda: FieldDataDir(tmp_path / "field").queue_stats().queued == 0,
+            timeout_s=60,
+            what="drained after S3 returned",
+        )
     finally:
         uploader.send_signal(signal.SIGTERM)
         uploader.wait(30)

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from fieldlens_core import atomic
-from fieldlens_fielddata import store as field_store
+from fieldlens_fielddata import directory as field_directory
 from fieldlens_fielddata.layout import new_image_id, s3_key
+from fieldlens_fielddata.sidecar import Observation
 from fieldlens_fielddata.store import FieldStore, StoreFullError
 
 WHEN = datetime(2026, 3, 4, 5, 6, 7, 890_000, tzinfo=UTC)
@@ -18,23 +19,29 @@ WHEN = datetime(2026, 3, 4, 5, 6, 7, 890_000, tzinfo=UTC)
 
 def test_image_and_sidecar_land_in_the_dated_layout(tmp_path: Path) -> None:
     store = FieldStore(tmp_path / "fd", thing="coop-1", s3_prefix="field-data")
-    kept = store.keep("img-1", WHEN, b"\xff\xd8jpeg", {"prediction": "hen"})
+    kept = store.keep("img-1", WHEN, b"\xff\xd8jpeg", Observation(prediction="hen"))
     assert kept.image_path == (tmp_path / "fd/2026/03/04/img-1.jpg").absolute()
     assert kept.image_path.read_bytes() == b"\xff\xd8jpeg"
     sidecar = json.loads(kept.sidecar_path.read_text())
     assert sidecar == {
+        "schema_version": 2,
         "prediction": "hen",
+        "confidence": 0.0,
+        "predictions": [],
+        "capture": {},
+        "reason": "",
         "image_id": "img-1",
         "s3_key": kept.s3_key,
         "thing": "coop-1",
         "score": 0.0,
         "saved": False,
+        "revision": 0,
     }
     assert kept.s3_key == "field-data/coop-1/2026/03/04/img-1.jpg"
 
 
 def test_no_temporary_files_are_left_behind(tmp_path: Path) -> None:
-    FieldStore(tmp_path, "t").keep("a", WHEN, b"x", {})
+    FieldStore(tmp_path, "t").keep("a", WHEN, b"x", Observation())
     names = sorted(p.name for p in (tmp_path / "2026/03/04").iterdir())
     assert names == ["a.jpg", "a.json"]
 
@@ -47,9 +54,9 @@ def test_a_failed_sidecar_write_leaves_no_orphan_image(tmp_path: Path, monkeypat
             raise OSError(28, "No space left on device")
         real_write(path, data, **kwargs)
 
-    monkeypatch.setattr(field_store, "atomic_write", disk_full_on_sidecar)
+    monkeypatch.setattr(field_directory, "atomic_write", disk_full_on_sidecar)
     with pytest.raises(OSError, match="No space left"):
-        FieldStore(tmp_path, "t").keep("a", WHEN, b"x", {})
+        FieldStore(tmp_path, "t").keep("a", WHEN, b"x", Observation())
     assert list((tmp_path / "2026/03/04").iterdir()) == []
 
 
@@ -70,7 +77,7 @@ def test_a_read_only_store_raises(tmp_path: Path) -> None:
     tmp_path.chmod(0o500)
     try:
         with pytest.raises(OSError):
-            FieldStore(tmp_path / "x", "t").keep("a", WHEN, b"x", {})
+            FieldStore(tmp_path / "x", "t").keep("a", WHEN, b"x", Observation())
     finally:
         tmp_path.chmod(0o700)
 
@@ -85,8 +92,8 @@ def test_group_commit_fsyncs_later_and_on_close(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(os, "fsync", recording_fsync)
     store = FieldStore(tmp_path, "t", sync_interval_s=3600)  # never on its own during the test
-    kept = store.keep("a", WHEN, b"x", {})
-    gone = store.keep("b", WHEN, b"y", {})
+    kept = store.keep("a", WHEN, b"x", Observation())
+    gone = store.keep("b", WHEN, b"y", Observation())
     assert synced == []  # nothing in the request path
     gone.image_path.unlink()  # removed before the flush: skipped, not an error
     store.close()
@@ -103,7 +110,7 @@ def test_inline_durability_fsyncs_before_returning(tmp_path: Path, monkeypatch: 
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", counting_fsync)
-    FieldStore(tmp_path, "t", sync_interval_s=0).keep("a", WHEN, b"x", {})
+    FieldStore(tmp_path, "t", sync_interval_s=0).keep("a", WHEN, b"x", Observation())
     assert len(calls) == 3  # image, sidecar, directory
 
 
@@ -115,14 +122,14 @@ def ids(count: int, start: datetime = WHEN) -> list[tuple[str, datetime]]:
 
 
 def mark_uploaded(store: FieldStore, image_id: str, when: datetime) -> None:
-    store.plan(image_id, when).image_path.with_suffix(".uploaded").write_text("{}")
+    store.directory.pair_for(image_id, when).image_path.with_suffix(".uploaded").write_text("{}")
 
 
 def test_the_image_cap_is_never_exceeded_under_a_flood(tmp_path: Path) -> None:
     store = FieldStore(tmp_path, "t", max_images=20)
     for image_id, when in ids(100):
         with contextlib.suppress(StoreFullError):
-            store.keep(image_id, when, b"x" * 100, {}, score=0.5)
+            store.keep(image_id, when, b"x" * 100, Observation(), score=0.5)
         assert store.image_count <= 20
         assert len(list(tmp_path.rglob("*.json"))) <= 20
 
@@ -130,43 +137,49 @@ def test_the_image_cap_is_never_exceeded_under_a_flood(tmp_path: Path) -> None:
 def test_uploaded_images_go_first_and_sampled_images_never_evict_each_other(tmp_path: Path) -> None:
     store = FieldStore(tmp_path, "t", max_images=4)
     (a, ta), (b, tb), (c, tc), (d, td), (e, te), (f, tf) = ids(6)
-    store.keep(a, ta, b"x", {}, score=0.9)
-    store.keep(b, tb, b"x", {}, score=0.1)
-    store.keep(c, tc, b"x", {}, score=0.5)
-    store.keep(d, td, b"x", {}, score=0.7)
+    store.keep(a, ta, b"x", Observation(), score=0.9)
+    store.keep(b, tb, b"x", Observation(), score=0.1)
+    store.keep(c, tc, b"x", Observation(), score=0.5)
+    store.keep(d, td, b"x", Observation(), score=0.7)
     mark_uploaded(store, c, tc)
-    store.keep(e, te, b"x", {}, score=0.3)  # full: the uploaded one goes
-    assert not store.plan(c, tc).image_path.exists() and store.image_count == 4
+    store.keep(e, te, b"x", Observation(), score=0.3)  # full: the uploaded one goes
+    assert not store.directory.pair_for(c, tc).image_path.exists() and store.image_count == 4
     with pytest.raises(StoreFullError, match="no image that is not uploaded yet may make way"):
-        store.keep(f, tf, b"x", {}, score=0.99)  # full, nothing uploaded: even a more useful one waits
-    assert all(store.plan(i, t).sidecar_path.exists() for i, t in [(a, ta), (b, tb), (d, td), (e, te)])
+        store.keep(f, tf, b"x", Observation(), score=0.99)  # full, nothing uploaded: even a more useful one waits
+    assert all(store.directory.pair_for(i, t).sidecar_path.exists() for i, t in [(a, ta), (b, tb), (d, td), (e, te)])
 
 
 def test_a_saved_image_evicts_the_least_useful_sampled_one_but_never_another_saved_one(tmp_path: Path) -> None:
     """`save: true` from any requester once evicted every not-yet-uploaded sampled image."""
     store = FieldStore(tmp_path, "t", max_images=3)
     (a, ta), (b, tb), (c, tc), (d, td), (e, te) = ids(5)
-    store.keep(a, ta, b"x", {}, score=0.9)
-    store.keep(b, tb, b"x", {}, score=0.1)  # the least useful
-    store.keep(c, tc, b"x", {}, score=1.2, saved=True)
-    store.keep(d, td, b"x", {}, score=1.5, saved=True)  # a saved newcomer: the least useful sampled (b) goes
-    assert not store.plan(b, tb).sidecar_path.exists() and store.plan(a, ta).sidecar_path.exists()
-    store.keep(e, te, b"x", {}, score=1.9, saved=True)  # then a (the last sampled one)
+    store.keep(a, ta, b"x", Observation(), score=0.9)
+    store.keep(b, tb, b"x", Observation(), score=0.1)  # the least useful
+    store.keep(c, tc, b"x", Observation(), score=1.2, saved=True)
+    store.keep(d, td, b"x", Observation(), score=1.5, saved=True)  # a saved newcomer: the least useful sampled (b) goes
+    assert (
+        not store.directory.pair_for(b, tb).sidecar_path.exists()
+        and store.directory.pair_for(a, ta).sidecar_path.exists()
+    )
+    store.keep(e, te, b"x", Observation(), score=1.9, saved=True)  # then a (the last sampled one)
     with pytest.raises(StoreFullError):
-        store.keep(*ids(6)[5], b"x", {}, score=1.99, saved=True)  # never c, d or e: saved by someone
-    assert [store.plan(i, t).sidecar_path.exists() for i, t in [(c, tc), (d, td), (e, te)]] == [True] * 3
+        store.keep(*ids(6)[5], b"x", Observation(), score=1.99, saved=True)  # never c, d or e: saved by someone
+    assert [store.directory.pair_for(i, t).sidecar_path.exists() for i, t in [(c, tc), (d, td), (e, te)]] == [True] * 3
 
 
 def test_the_saved_kind_survives_a_restart(tmp_path: Path) -> None:
     first = FieldStore(tmp_path, "t", max_images=2)
     (a, ta), (b, tb), (c, tc) = ids(3)
-    first.keep(a, ta, b"x", {}, score=1.5, saved=True)
-    first.keep(b, tb, b"x", {}, score=0.5)
+    first.keep(a, ta, b"x", Observation(), score=1.5, saved=True)
+    first.keep(b, tb, b"x", Observation(), score=0.5)
     first.close()
     again = FieldStore(tmp_path, "t", max_images=2)
     assert again.kept_times(saved=True) == [ta] and again.kept_times() == [tb]
-    again.keep(c, tc, b"x", {}, score=1.9, saved=True)  # a is saved, so the sampled b makes way
-    assert again.plan(a, ta).sidecar_path.exists() and not again.plan(b, tb).sidecar_path.exists()
+    again.keep(c, tc, b"x", Observation(), score=1.9, saved=True)  # a is saved, so the sampled b makes way
+    assert (
+        again.directory.pair_for(a, ta).sidecar_path.exists()
+        and not again.directory.pair_for(b, tb).sidecar_path.exists()
+    )
 
 
 def test_the_byte_cap_counts_image_and_sidecar(tmp_path: Path) -> None:
@@ -174,21 +187,21 @@ def test_the_byte_cap_counts_image_and_sidecar(tmp_path: Path) -> None:
     refused = 0
     for image_id, when in ids(10):
         try:
-            store.keep(image_id, when, b"x" * 900, {}, score=float(when.second))
+            store.keep(image_id, when, b"x" * 900, Observation(), score=float(when.second))
         except StoreFullError:
             refused += 1  # nothing is uploaded, so nothing may make way
         assert sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()) <= 3000
     assert store.image_count == 10 - refused >= 2
     with pytest.raises(StoreFullError, match="larger than the whole cap"):
-        store.keep(*ids(1)[0], b"x" * 4000, {}, score=99)
+        store.keep(*ids(1)[0], b"x" * 4000, Observation(), score=99)
 
 
 def test_the_index_survives_a_restart_and_a_crash_leaves_nothing_half_done(tmp_path: Path) -> None:
     store = FieldStore(tmp_path, "t", max_images=3)
     (a, ta), (b, tb), (c, tc) = ids(3)
-    store.keep(a, ta, b"x", {}, score=0.4)
-    store.keep(b, tb, b"x", {}, score=0.6)
-    orphan = store.plan(c, tc).image_path  # what a kill -9 between the two renames leaves
+    store.keep(a, ta, b"x", Observation(), score=0.4)
+    store.keep(b, tb, b"x", Observation(), score=0.6)
+    orphan = store.directory.pair_for(c, tc).image_path  # what a kill -9 between the two renames leaves
     orphan.write_bytes(b"half")
     leftover = orphan.with_name(f".{c}.json.123.456.tmp")
     leftover.write_bytes(b"{")

@@ -15,8 +15,11 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from fieldlens_fielddata.destination import LocalDirectoryDestination, S3Destination, sha256_b64
+from fieldlens_fielddata.layout import new_image_id
+from fieldlens_fielddata.sidecar import Observation
+from fieldlens_fielddata.store import FieldStore
 from fieldlens_fielddata.uploader import Uploader
-from tests.helpers.field_data import keep_images
+from tests.helpers.field_data import START, keep_images
 
 BUCKET = "fieldlens-test-bucket"
 
@@ -64,7 +67,7 @@ def test_keys_metadata_encryption_and_checksums(s3: Any, tmp_path: Path) -> None
         headers.append({k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()})
 
     s3.meta.events.register("before-send.s3.PutObject", record)
-    uploader = Uploader(tmp_path, S3Destination(s3, BUCKET), "coop-1", "field-data")
+    uploader = Uploader(tmp_path, S3Destination(s3, BUCKET), "coop-1")
     report = uploader.drain()
     assert (report.uploaded, report.failed, report.error) == (2, 0, None)
 
@@ -205,3 +208,34 @@ def test_a_bucket_that_refuses_everything_keeps_everything_queued(tmp_path: Path
     report = Uploader(tmp_path / "field", destination, "coop-1").drain()
     assert report.quarantined == 0 and report.failed >= 1 and report.outage
     assert all(k.sidecar_path.exists() for k in kept) and not (tmp_path / "field/quarantine").exists()
+
+
+def test_pairs_go_to_the_key_the_classifier_reported_whatever_its_prefix(tmp_path: Path) -> None:
+    """The key is computed once (by the store, into the sidecar and the response): a classifier
+    configured with another s3Prefix than the uploader's once got responses naming wrong keys."""
+    store = FieldStore(tmp_path / "field", "coop-1", s3_prefix="farm-7/images")
+    kept = store.keep(new_image_id(START), START, b"\xff\xd8jpeg", Observation(prediction="hen"))
+    destination = LocalDirectoryDestination(tmp_path / "bucket")
+    assert Uploader(tmp_path / "field", destination, "coop-1").drain().uploaded == 1
+    assert sorted(k for k, _ in destination.keys("")) == [kept.s3_key, kept.s3_key[:-4] + ".json"]
+    assert kept.s3_key.startswith("farm-7/images/coop-1/2026/11/20/")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "field-data/another-device/2026/11/20/{id}.jpg",  # another thing's place
+        "field-data/coop-1/2026/11/21/{id}.jpg",  # another day
+        "field-data/coop-1/2026/11/20/20261120T080000000Z-0000.jpg",  # another image
+        "field-data/coop-1/../coop-1/2026/11/20/{id}.jpg",
+        "/coop-1/2026/11/20/{id}.jpg",
+    ],
+)
+def test_a_sidecar_naming_a_key_that_is_not_its_own_is_quarantined(tmp_path: Path, key: str) -> None:
+    (kept,) = keep_images(tmp_path / "field", 1)
+    sidecar = json.loads(kept.sidecar_path.read_text())
+    kept.sidecar_path.write_text(json.dumps({**sidecar, "s3_key": key.format(id=kept.image_id)}))
+    destination = LocalDirectoryDestination(tmp_path / "bucket")
+    report = Uploader(tmp_path / "field", destination, "coop-1").drain()
+    assert (report.uploaded, report.quarantined) == (0, 1)
+    assert list(destination.keys("")) == []

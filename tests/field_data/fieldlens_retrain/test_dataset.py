@@ -107,9 +107,9 @@ def test_a_devices_sidecar_never_supplies_a_training_label(aws: None, tmp_path: 
 
     s3: Any = boto3.client("s3", region_name="eu-west-1")
     s3.create_bucket(Bucket="fl-data", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
-    for item in kept:
-        for path in (item.image_path, item.sidecar_path):
-            s3.put_object(Bucket="fl-data", Key=f"field-data/coop-1/{path.name}", Body=path.read_bytes())
+    for item in kept:  # where the uploader puts them
+        s3.put_object(Bucket="fl-data", Key=item.s3_key, Body=item.image_path.read_bytes())
+        s3.put_object(Bucket="fl-data", Key=item.s3_key[:-4] + ".json", Body=item.sidecar_path.read_bytes())
     cache = download_field_data("s3://fl-data/field-data", tmp_path / "cache", s3)
     with pytest.raises(LabelError, match="no labelled images"):
         build_manifest(cache, {}, None, None, True, trust_sidecar_labels=False)

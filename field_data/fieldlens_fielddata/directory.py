@@ -1,0 +1,275 @@
+"""The field-data directory: the one code that knows its layout and reads or rewrites its sidecars.
+
+Layout (names and keys come from :mod:`fieldlens_fielddata.layout`)::
+
+    <root>/<yyyy>/<mm>/<dd>/<image_id>.jpg        the image
+    <root>/<yyyy>/<mm>/<dd>/<image_id>.json       its sidecar: present = the pair is complete
+    <root>/<yyyy>/<mm>/<dd>/<image_id>.uploaded   the upload receipt: present = in the bucket
+    <root>/quarantine/                            pairs the uploader could not read
+
+The store writes new pairs, the uploader ships them, the labelling step and the dataset
+builder read and label them: each through this class. Listing walks one day directory at a
+time, oldest first, so memory does not grow with the number of images.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+
+from fieldlens_core.atomic import TEMP_SUFFIX, atomic_write
+from fieldlens_core.messages import utc_timestamp
+from fieldlens_fielddata.layout import IMAGE_SUFFIX, RECEIPT_SUFFIX, SIDECAR_SUFFIX, date_path, image_time, is_image_id
+from fieldlens_fielddata.sidecar import LabelSource, Sidecar, SidecarError, StaleSidecarError
+
+QUARANTINE_DIR = "quarantine"
+LOCK_FILE = ".sidecars.lock"
+
+
+class PairState(StrEnum):
+    QUEUED = "queued"
+    UPLOADED = "uploaded"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One image and its sidecar (and, once shipped, its receipt)."""
+
+    image_id: str
+    when: datetime
+    image_path: Path
+
+    @property
+    def sidecar_path(self) -> Path:
+        return self.image_path.with_suffix(SIDECAR_SUFFIX)
+
+    @property
+    def receipt_path(self) -> Path:
+        return self.image_path.with_suffix(RECEIPT_SUFFIX)
+
+    @property
+    def state(self) -> PairState:
+        return PairState.UPLOADED if self.receipt_path.exists() else PairState.QUEUED
+
+    def size(self) -> int:
+        """Bytes of image and sidecar; 0 for a file removed meanwhile."""
+        total = 0
+        for path in (self.image_path, self.sidecar_path):
+            with contextlib.suppress(FileNotFoundError):
+                total += path.stat().st_size
+        return total
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    queued: int
+    queued_bytes: int
+    oldest: datetime | None
+
+
+def _sorted_subdirs(directory: Path) -> list[Path]:
+    try:
+        with os.scandir(directory) as entries:
+            return sorted(Path(e.path) for e in entries if e.is_dir() and e.name != QUARANTINE_DIR)
+    except FileNotFoundError:
+        return []
+
+
+def device_directories(root: Path) -> list[FieldDataDir]:
+    """``root`` as one device's directory (``<yyyy>/...`` below it), or as a mirror of the bucket
+    (``<thing>/<yyyy>/...`` below it, what ``dataset build --from s3://`` downloads): one per thing."""
+    below = _sorted_subdirs(root)
+    if not below or any(d.name.isdigit() for d in below):
+        return [FieldDataDir(root)]
+    return [FieldDataDir(d) for d in below]
+
+
+class FieldDataDir:
+    def __init__(self, root: Path) -> None:
+        self.root = root.absolute()  # responses and sidecars carry absolute paths
+
+    # -- where things are --------------------------------------------------------------------
+    def pair_for(self, image_id: str, when: datetime) -> Pair:
+        """Where the pair of a new image goes (nothing is checked or written)."""
+        return Pair(image_id, when, self.root / date_path(when) / (image_id + IMAGE_SUFFIX))
+
+    def find(self, image_id: str) -> Pair | None:
+        """The complete pair of an image id, or None: also for anything that is not one of our ids,
+        so a name from a request (``../x``, an absolute path) never reaches the filesystem."""
+        when = image_time(image_id)
+        if when is None or not is_image_id(image_id):
+            return None
+        pair = self.pair_for(image_id, when)
+        return pair if pair.sidecar_path.exists() else None
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / QUARANTINE_DIR
+
+    # -- listing ------------------------------------------------------------------------------
+    def day_directories(self) -> Iterator[Path]:
+        """<root>/<yyyy>/<mm>/<dd>, oldest first."""
+        for year in _sorted_subdirs(self.root):
+            for month in _sorted_subdirs(year):
+                yield from _sorted_subdirs(month)
+
+    def pairs(self, include_uploaded: bool = True) -> Iterator[Pair]:
+        """Every complete pair (its sidecar written), oldest first, lazily; not the quarantine."""
+        for day in self.day_directories():
+            try:
+                with os.scandir(day) as entries:
+                    names = {e.name for e in entries}
+            except FileNotFoundError:
+                continue
+            for name in sorted(names):
+                if not name.endswith(SIDECAR_SUFFIX):
+                    continue
+                image_id = name[: -len(SIDECAR_SUFFIX)]
+                when = image_time(image_id)
+                if when is None or (not include_uploaded and image_id + RECEIPT_SUFFIX in names):
+                    continue
+                yield Pair(image_id, when, day / (image_id + IMAGE_SUFFIX))
+
+    def pending(self) -> Iterator[Pair]:
+        """The upload queue: every complete pair without a receipt, oldest first."""
+        return self.pairs(include_uploaded=False)
+
+    def take(self, limit: int) -> list[Pair]:
+        chunk = []
+        for pair in self.pending():
+            chunk.append(pair)
+            if len(chunk) >= limit:
+                break
+        return chunk
+
+    def queue_stats(self) -> QueueStats:
+        count, size, oldest = 0, 0, None
+        for pair in self.pending():
+            count, size, oldest = count + 1, size + pair.size(), oldest or pair.when
+        return QueueStats(count, size, oldest)
+
+    def quarantined(self) -> list[Path]:
+        try:
+            return sorted(p for p in self.quarantine_dir.iterdir() if p.is_file())
+        except FileNotFoundError:
+            return []
+
+    def recover(self) -> Iterator[Pair]:
+        """What a crash left, cleaned up, then every complete pair: the store's start-up scan.
+
+        Removes temporaries of interrupted writes and images whose sidecar was never written;
+        never touches a file whose name is not one of ours.
+        """
+        for day in self.day_directories():
+            for path in sorted(day.iterdir()):
+                name = path.name
+                if name.startswith(".") and name.endswith(TEMP_SUFFIX) and image_time(name[1:]) is not None:
+                    path.unlink(missing_ok=True)
+                elif (
+                    name.endswith(IMAGE_SUFFIX)
+                    and image_time(path.stem) is not None
+                    and not path.with_suffix(SIDECAR_SUFFIX).exists()
+                ):
+                    path.unlink(missing_ok=True)  # a crash between the image and its sidecar
+        for pair in self.pairs():
+            if pair.image_path.exists():  # half-deleted pairs are the uploader's to quarantine or skip
+                yield pair
+
+    # -- sidecars -----------------------------------------------------------------------------
+    def read(self, pair: Pair) -> Sidecar:
+        """The pair's sidecar; SidecarError when it is not one, FileNotFoundError when it is gone."""
+        body = pair.sidecar_path.read_bytes()
+        if image_time(pair.image_id) is None:
+            raise SidecarError(f"{pair.image_id!r} is not a field image id")
+        sidecar = Sidecar.decode(body, str(pair.sidecar_path))
+        if sidecar.image_id != pair.image_id:
+            raise SidecarError(f"sidecar {pair.sidecar_path} names another image ({sidecar.image_id!r})")
+        return sidecar
+
+    def read_all(self) -> Iterator[tuple[Pair, Sidecar | SidecarError]]:
+        """Every pair with its sidecar, or the reason it cannot be read (the uploader quarantines those)."""
+        for pair in self.pairs():
+            try:
+                yield pair, self.read(pair)
+            except SidecarError as exc:
+                yield pair, exc
+            except FileNotFoundError:
+                continue  # uploaded and deleted, or evicted, since the listing
+
+    def write_new(self, pair: Pair, jpeg: bytes, sidecar: Sidecar, durable: bool) -> None:
+        """Write the image, then its sidecar, each atomically: no torn file and no orphan image."""
+        pair.image_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(pair.image_path, jpeg, durable=durable, sync_directory=False)
+        try:
+            atomic_write(pair.sidecar_path, sidecar.encode(), durable=durable)
+        except BaseException:
+            pair.image_path.unlink(missing_ok=True)
+            raise
+
+    def label(
+        self,
+        image_id: str,
+        label: str | None,
+        source: LabelSource,
+        labeller: str | None = None,
+        expected_revision: int | None = None,
+    ) -> Sidecar:
+        """Set (or, with None, clear) an image's label; the rest of the sidecar is kept as written.
+
+        Atomic (a crash leaves the old or the new sidecar) and serialised across processes by a
+        lock file, so two writers never lose each other's label silently: with
+        ``expected_revision`` a write against a sidecar someone replaced since is refused with
+        StaleSidecarError. FileNotFoundError when the image is not (or no longer) here.
+        """
+        pair = self.find(image_id)
+        if pair is None:
+            raise FileNotFoundError(f"no field image {image_id!r} in {self.root}")
+        with self._lock():
+            current = self.read(pair)
+            if expected_revision is not None and current.revision != expected_revision:
+                raise StaleSidecarError(
+                    f"{image_id} was changed since you loaded it (revision {current.revision}, you had "
+                    f"{expected_revision}; its label is now {current.label!r}): reload and label it again"
+                )
+            labelled = current.model_copy(
+                update={
+                    "label": label,
+                    "label_source": source if label is not None else None,
+                    "labelled_at": utc_timestamp() if label is not None else None,
+                    "labeller": labeller if label is not None else None,
+                    "revision": current.revision + 1,
+                }
+            )
+            atomic_write(pair.sidecar_path, labelled.encode())
+        return labelled
+
+    # -- after upload -------------------------------------------------------------------------
+    def mark_uploaded(self, pair: Pair, receipt: bytes) -> None:
+        atomic_write(pair.receipt_path, receipt, durable=False)
+
+    def remove(self, pair: Pair) -> None:
+        for path in (pair.sidecar_path, pair.image_path, pair.receipt_path):  # sidecar first: leaves the queue
+            path.unlink(missing_ok=True)
+
+    def quarantine(self, pair: Pair) -> Path:
+        """Move the pair aside, out of the queue and the listings; returns where it went."""
+        self.quarantine_dir.mkdir(exist_ok=True)
+        for path in (pair.sidecar_path, pair.image_path):
+            if path.exists():
+                os.replace(path, self.quarantine_dir / path.name)
+        return self.quarantine_dir
+
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        with (self.root / LOCK_FILE).open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
