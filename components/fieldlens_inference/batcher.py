@@ -22,7 +22,7 @@ from itertools import groupby
 
 import numpy as np
 
-from fieldlens_inference.model_manager import LoadedModel
+from fieldlens_core.loaded_model import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
-"""Loads the model package into ONNX Runtime and swaps in new versions atomically.
+"""Keeps the current model package loaded and swaps in new versions atomically.
 
-Requests take a reference to the current :class:`LoadedModel` when they start, so a swap
+Requests take a reference to the current :class:`~fieldlens_core.loaded_model.LoadedModel` when they start, so a swap
 never changes the model under a request in flight: the old session lives until its last
 request finishes. A package that fails verification or does not load is logged and the
 current model keeps serving.
@@ -10,64 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import onnxruntime as ort
-
 from fieldlens_core.errors import ModelPackageError
-from fieldlens_core.model_package import CARD_FILE, ModelPackage, load_package, resolve_package_dir
+from fieldlens_core.loaded_model import LoadedModel, load_model
+from fieldlens_core.model_package import CARD_FILE, resolve_package_dir
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    package: ModelPackage
-    session: ort.InferenceSession
-    input_name: str
-
-    @property
-    def info(self) -> dict[str, str]:
-        return {"name": self.package.card.name, "version": self.package.card.version, "sha256": self.package.sha256}
-
-    max_batch: int = 64  # 1 when the graph's batch axis is fixed
-
-    def predict(self, tensor: np.ndarray) -> np.ndarray:
-        """Logits of one image."""
-        logits: np.ndarray = self.predict_batch(tensor)[0]
-        return logits
-
-    def predict_batch(self, tensor: np.ndarray) -> np.ndarray:
-        outputs = self.session.run(None, {self.input_name: tensor})
-        logits: np.ndarray = outputs[0]
-        return logits
-
-
-def load_model(model_dir: Path, variant: str, threads: int = 0, spinning: bool = False) -> LoadedModel:
-    package = load_package(model_dir, variant)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if not spinning:  # idle ORT threads otherwise spin, taking the cores the decoder and the classifier need
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    try:
-        session = ort.InferenceSession(str(package.model_path), options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own exception types for corrupt graphs
-        raise ModelPackageError(f"ONNX Runtime cannot load {package.model_path}: {exc}") from None
-    input_name = session.get_inputs()[0].name
-    spec = package.card.input
-    probe = np.zeros((1, 3, spec.size, spec.size), dtype=np.float32)
-    try:
-        classes = session.run(None, {input_name: probe})[0].shape[-1]  # also warms the session up
-    except Exception as exc:
-        raise ModelPackageError(f"model {package.model_path} does not run on a {spec.size}px input: {exc}") from None
-    if classes != len(package.labels):
-        raise ModelPackageError(f"model outputs {classes} classes but labels.json has {len(package.labels)}")
-    batch_axis = session.get_inputs()[0].shape[0]
-    return LoadedModel(package, session, input_name, max_batch=batch_axis if isinstance(batch_axis, int) else 64)
 
 
 def _fingerprint(model_dir: Path) -> tuple[str, int, int] | None:

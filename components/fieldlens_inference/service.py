@@ -1,4 +1,4 @@
-"""Answers one protocol request: preprocess -> predict -> postprocess, each timed.
+"""Answers one protocol request: checks it, then LoadedModel.classify through the batcher.
 
 Kept apart from the socket server so that its behaviour is tested without a socket.
 """
@@ -6,14 +6,12 @@ Kept apart from the socket server so that its behaviour is tested without a sock
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from fieldlens_core.inference.protocol import CONTENT_TYPES, WireCode
+from fieldlens_core.preprocess import BadImageError
 from fieldlens_inference.batcher import BatchRunner
 from fieldlens_inference.model_manager import ModelManager
-from fieldlens_inference.postprocess import top_k
-from fieldlens_inference.preprocess import BadImageError, preprocess
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +51,8 @@ class InferenceService:
         if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_TOP_K:
             return failure(WireCode.BAD_FRAME, f"top_k must be an integer from 1 to {MAX_TOP_K}")
 
-        started = time.perf_counter()
         try:
-            tensor = preprocess(body, model.package.card.input, content_type)
+            result = model.classify(body, k, content_type, predict=lambda tensor: self._runner.predict(model, tensor))
         except BadImageError as exc:
             return failure(WireCode.BAD_IMAGE, str(exc))
-        preprocessed = time.perf_counter()
-        logits = self._runner.predict(model, tensor)
-        predicted = time.perf_counter()
-        predictions = top_k(logits, model.package.labels, k)
-        finished = time.perf_counter()
-        return {
-            "ok": True,
-            "predictions": predictions,
-            "model": model.info,
-            "timing_ms": {
-                "preprocess": round((preprocessed - started) * 1000, 3),
-                "inference": round((predicted - preprocessed) * 1000, 3),
-                "postprocess": round((finished - predicted) * 1000, 3),
-            },
-        }
+        return {"ok": True, "predictions": result.predictions, "model": model.info, "timing_ms": result.timing_ms}

@@ -13,19 +13,19 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import sys
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
+from tqdm import tqdm
 
 from fieldlens_core.atomic import atomic_write
-from fieldlens_inference.preprocess import resize_and_crop, to_tensor
+from fieldlens_core.preprocess import image_tensor
 from fieldlens_retrain.backbone import FEATURE_DIM, INPUT_SPEC, load_backbone, weights_path
+from fieldlens_retrain.onnx_export import export_onnx
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,6 @@ def views_of(image: Image.Image) -> list[Image.Image]:
         ImageEnhance.Brightness(image).enhance(0.6),
         ImageEnhance.Brightness(image).enhance(1.4),
     ]
-
-
-def tensor_of(image: Image.Image) -> np.ndarray:
-    return to_tensor(resize_and_crop(image.convert("RGB"), INPUT_SPEC), INPUT_SPEC)
 
 
 class FeatureBackbone:
@@ -68,6 +64,7 @@ class FeatureBackbone:
 
 
 def export_features() -> bytes:
+    """The backbone up to global pooling, exported the way every model package is."""
     import torch
 
     model = load_backbone()
@@ -81,19 +78,9 @@ def export_features() -> bytes:
             pooled: torch.Tensor = self.net._avg_pooling(self.net.extract_features(x))
             return pooled.flatten(1)
 
-    with tempfile.TemporaryDirectory() as scratch, torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the legacy exporter's notes on constant folding and deprecation
+    with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "features.onnx"
-        torch.onnx.export(
-            Features().eval(),
-            (torch.zeros(1, 3, INPUT_SPEC.size, INPUT_SPEC.size),),
-            str(path),
-            input_names=["input"],
-            output_names=["features"],
-            dynamic_axes={"input": {0: "batch"}, "features": {0: "batch"}},
-            opset_version=17,
-            dynamo=False,
-        )
+        export_onnx(Features().eval(), path, INPUT_SPEC.size)
         return path.read_bytes()
 
 
@@ -128,9 +115,11 @@ class EmbeddingCache:
                 missing.append((sha256, path))
         backbone = self._ensure_backbone()
         per_batch = max(1, BATCH // len(VIEWS))
+        bar = tqdm(total=len(missing), desc="embedding", unit="image", disable=None if progress else True)
         for start in range(0, len(missing), per_batch):
             chunk = missing[start : start + per_batch]
-            tensors = [tensor_of(view) for _, path in chunk for view in views_of(Image.open(path).convert("RGB"))]
+            views = [view for _, path in chunk for view in views_of(Image.open(path).convert("RGB"))]
+            tensors = [image_tensor(view, INPUT_SPEC) for view in views]
             features = backbone(np.concatenate(tensors)).reshape(len(chunk), len(VIEWS), FEATURE_DIM)
             for (sha256, _), vectors in zip(chunk, features, strict=True):
                 stored = vectors.astype(np.float16)
@@ -141,11 +130,10 @@ class EmbeddingCache:
                 atomic_write(target, buffer.getvalue(), durable=False)
                 result[sha256] = stored
                 self.computed += 1
-            done = min(start + per_batch, len(missing))
-            if progress and (done == len(missing) or done % (per_batch * 20) == 0):
-                sys.stderr.write(f"\rembedding {done}/{len(missing)} new images ({self.reused} cached)")
-        if progress and missing:
-            sys.stderr.write("\n")
+            bar.update(len(chunk))
+        bar.close()
+        if missing or self.reused:
+            log.info("embedded %d new images, %d from the cache", len(missing), len(result) - len(missing))
         return result
 
 

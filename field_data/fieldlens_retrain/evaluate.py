@@ -14,22 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw
 
-from fieldlens_inference.model_manager import load_model
-from fieldlens_inference.preprocess import preprocess
-
-BATCH = 16
+from fieldlens_core.loaded_model import load_model
 
 
 def predict_files(model_dir: Path, paths: Sequence[Path], variant: str = "fp32") -> list[str]:
-    model = load_model(model_dir, variant)
-    spec, labels = model.package.card.input, model.package.labels
-    predicted: list[str] = []
-    for start in range(0, len(paths), BATCH):
-        batch = np.concatenate([preprocess(p.read_bytes(), spec) for p in paths[start : start + BATCH]])
-        predicted += [labels[int(i)] for i in model.predict_batch(batch).argmax(axis=1)]
-    return predicted
+    return load_model(model_dir, variant).top1([p.read_bytes() for p in paths])
 
 
 def score(truth: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
@@ -60,24 +50,29 @@ def score(truth: Sequence[str], predicted: Sequence[str], labels: Sequence[str])
 
 def confusion_png(metrics: dict[str, Any], path: Path, title: str) -> None:
     """The confusion matrix as a picture: rows are the truth, columns the prediction."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on a build machine or a device
+    from matplotlib import pyplot as plt
+
     labels, matrix = metrics["labels"], np.asarray(metrics["confusion"])
-    cell, margin = 34, 150
-    size = margin + cell * len(labels)
-    image = Image.new("RGB", (size + 10, size + 40), "white")
-    draw = ImageDraw.Draw(image)
-    draw.text((10, 8), f"{title}: accuracy {metrics['accuracy']:.1%} on {metrics['images']} images", fill="black")
-    peak = max(1, int(matrix.max()))
-    for row, label in enumerate(labels):
-        draw.text((6, 40 + margin + row * cell + 10), label[:22], fill="black")
-        draw.text((margin + row * cell + 2, 40 + margin - 14 - (row % 4) * 24), label[:10], fill="black")
-        for column in range(len(labels)):
-            value = int(matrix[row, column])
-            shade = 255 - int(200 * value / peak)
-            box = (margin + column * cell, 40 + margin + row * cell)
-            colour = (shade, shade, 255) if row == column else (255, shade, shade)
-            draw.rectangle([box, (box[0] + cell - 2, box[1] + cell - 2)], fill=colour)
-            draw.text((box[0] + 6, box[1] + 10), str(value), fill="black")
-    image.save(path)
+    side = max(4.0, 0.45 * len(labels) + 2)
+    figure, axes = plt.subplots(figsize=(side + 1, side))
+    try:
+        axes.imshow(matrix, cmap="Blues")
+        axes.set_xticks(range(len(labels)), labels, rotation=90)
+        axes.set_yticks(range(len(labels)), labels)
+        peak = max(1, int(matrix.max()))
+        for (row, column), value in np.ndenumerate(matrix):
+            colour = "white" if value > peak / 2 else "black"
+            axes.text(column, row, str(value), ha="center", va="center", color=colour, fontsize=8)
+        axes.set_title(f"{title}: accuracy {metrics['accuracy']:.1%} on {metrics['images']} images")
+        axes.set_xlabel("predicted")
+        axes.set_ylabel("true")
+        figure.tight_layout()
+        figure.savefig(path, dpi=100)
+    finally:
+        plt.close(figure)
 
 
 @dataclass(frozen=True)

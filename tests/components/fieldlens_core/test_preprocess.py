@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from fieldlens_core.model_package import InputSpec
-from fieldlens_inference.preprocess import BadImageError, preprocess
+from fieldlens_core.preprocess import BadImageError, preprocess
 from tests.helpers.images import solid_jpeg, solid_png
 
 SPEC = InputSpec(size=32, resize=36, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
@@ -53,7 +53,7 @@ def test_a_large_png_is_refused_before_it_is_decoded() -> None:
 
     from PIL import Image
 
-    from fieldlens_inference.preprocess import MAX_DECODED_PIXELS, BadImageError
+    from fieldlens_core.preprocess import MAX_DECODED_PIXELS, BadImageError
 
     buffer = io.BytesIO()
     Image.new("L", (5000, 4000)).save(buffer, format="PNG")  # 20 Mpx, a few KB compressed
@@ -62,7 +62,7 @@ def test_a_large_png_is_refused_before_it_is_decoded() -> None:
 
 
 def test_a_large_jpeg_decodes_scaled_down_in_draft_mode() -> None:
-    from fieldlens_inference.preprocess import decode
+    from fieldlens_core.preprocess import decode
 
     image = decode(solid_jpeg((10, 200, 10), size=(6000, 4000)), SPEC, "image/jpeg")  # 24 Mpx, a Pi HQ frame is 12
     assert image.width * image.height <= 1_000_000

@@ -1,0 +1,51 @@
+"""The layers import downwards only: core <- field data <- training <- components <- cli.
+
+Read from the source (every import statement, lazy ones inside functions included), so a
+training module that reaches into a component, or a component into the CLI, fails here.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ALLOWED = {
+    "fieldlens_core": {"fieldlens_core"},
+    "fieldlens_fielddata": {"fieldlens_core", "fieldlens_fielddata"},
+    "fieldlens_retrain": {"fieldlens_core", "fieldlens_fielddata", "fieldlens_retrain"},
+    "fieldlens_inference": {"fieldlens_core", "fieldlens_inference"},
+    "fieldlens_classifier": {"fieldlens_core", "fieldlens_fielddata", "fieldlens_classifier"},
+    "fieldlens_uploader": {"fieldlens_core", "fieldlens_fielddata", "fieldlens_uploader"},
+    "fieldlens_lambda_v1": {"fieldlens_core", "fieldlens_fielddata", "fieldlens_classifier", "fieldlens_lambda_v1"},
+    "fieldlens_infra": {"fieldlens_core", "fieldlens_infra"},
+}
+"""What each package may import from the project (the CLI, at the top, may import anything)."""
+
+PACKAGES = sorted(p for base in ("components", "field_data", "infra") for p in (ROOT / base).glob("fieldlens_*"))
+
+
+def project_imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return {name for name in names if name.startswith("fieldlens_")}
+
+
+def test_every_package_has_a_layer() -> None:
+    assert {p.name for p in PACKAGES} - {"fieldlens_cli"} == set(ALLOWED)
+
+
+@pytest.mark.parametrize("package", [p for p in PACKAGES if p.name in ALLOWED], ids=lambda p: p.name)
+def test_imports_go_downwards_only(package: Path) -> None:
+    upward = {
+        f"{module.relative_to(ROOT)} imports {name}"
+        for module in package.rglob("*.py")
+        for name in project_imports(module) - ALLOWED[package.name]
+    }
+    assert not upward, sorted(upward)
