@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from fieldlens_core import topics
-from fieldlens_core.config import CameraConfig, InferenceClientConfig, StrictModel, default_thing_name
+from fieldlens_core.config import BusSettings, CameraConfig, InferenceClientConfig, default_thing_name
 from fieldlens_core.messages import DEFAULT_MAX_PAYLOAD_BYTES
 from fieldlens_fielddata.layout import DEFAULT_S3_PREFIX
 from fieldlens_fielddata.sampling.config import SamplingConfig
 
 
-class ClassifierConfig(StrictModel):
+class ClassifierConfig(BusSettings):
     name: str = Field(
         default=topics.DEFAULT_NAME,
         title="Name",
@@ -96,14 +95,6 @@ class ClassifierConfig(StrictModel):
         le=16,
         title="Workers",
         description="Requests processed at once; more than one lets capture, keeping and inference overlap.",
-    )
-    bus_scope: Literal["iot_core", "local"] = Field(
-        default="iot_core",
-        title="Bus scope",
-        description="On Greengrass: IoT Core topics (the console's MQTT test page) or local pub/sub.",
-    )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", title="Log level", description="Python logging level."
     )
 
     @field_validator("name")

@@ -12,21 +12,13 @@ import logging
 import sys
 from typing import Any
 
+from fieldlens_classifier.build import build_classifier
 from fieldlens_classifier.config import ClassifierConfig
-from fieldlens_classifier.service import Classifier
-from fieldlens_core.broker_args import BROKER_FLAGS, add_broker_arguments, set_up_component
-from fieldlens_core.camera.registry import build_camera, parse_camera_flag
+from fieldlens_core.bootstrap import BROKER_FLAGS, add_broker_arguments, run_component, set_up_component
+from fieldlens_core.camera.registry import parse_camera_flag
 from fieldlens_core.component_config import given_flags
 from fieldlens_core.errors import ConfigurationError, StartupError
-from fieldlens_core.inference.client import InferenceClient
-from fieldlens_core.lifecycle import (
-    announce_ready,
-    configure_logging,
-    startup_failure,
-    wait_for_termination,
-    watch_connection,
-)
-from fieldlens_fielddata.store import FieldStore
+from fieldlens_core.lifecycle import configure_logging, startup_failure
 
 log = logging.getLogger("fieldlens_classifier")
 COMPONENT = "fieldlens-classifier"
@@ -70,39 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (ConfigurationError, StartupError, ConnectionError) as exc:
         return startup_failure(log, exc)
-    config, bus, greengrass = setup.config, setup.bus, setup.greengrass
-    logging.getLogger().setLevel(config.log_level)
-    camera = build_camera(config.camera)
-    inference = InferenceClient(config.inference, pool_size=config.workers)
-    store = FieldStore(
-        config.field_data_dir,
-        config.thing_name,
-        config.s3_prefix,
-        config.sync_interval_s,
-        max_bytes=config.max_field_bytes,
-        max_images=config.max_field_images,
-    )
-    classifier = Classifier(config, bus, camera, inference, store)
+    logging.getLogger().setLevel(setup.config.log_level)
+    classifier, closing = build_classifier(setup.config, setup.bus)
     try:
         classifier.start()
     except (StartupError, ConnectionError) as exc:  # a subscription the accessControl does not allow
         classifier.stop()
-        bus.stop()
+        setup.bus.stop()
         return startup_failure(log, exc)
-    if greengrass is not None:
-        greengrass.watch(classifier.update_config)
-    watch_connection(bus, COMPONENT)
-    announce_ready(COMPONENT)
-    signum = wait_for_termination()
-    log.info("stopping on signal %d", signum)
-    classifier.stop()  # answers what is queued; anything arriving now gets BUSY
-    bus.stop()
-    inference.close()
-    camera.close()
-    store.close()
-    if greengrass is not None:
-        greengrass.stop()
-    return 0
+    return run_component(COMPONENT, setup, closing, classifier.update_config)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,24 @@ class StrictModel(BaseModel):
     )
 
 
+class ComponentSettings(StrictModel):
+    """What every component's configuration has."""
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", title="Log level", description="Python logging level."
+    )
+
+
+class BusSettings(ComponentSettings):
+    """What a component that talks MQTT has besides: where its messages go on a Greengrass core."""
+
+    bus_scope: Literal["iot_core", "local"] = Field(
+        default="iot_core",
+        title="Bus scope",
+        description="On Greengrass: IoT Core topics (the console's MQTT test page) or local pub/sub.",
+    )
+
+
 class BrokerConfig(StrictModel):
     """Where an off-device component finds MQTT: a local broker or AWS IoT Core with X.509."""
 

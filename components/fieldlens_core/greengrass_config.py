@@ -35,22 +35,30 @@ def _own_keys(raw: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (raw or {}).items() if k not in GREENGRASS_RESERVED_KEYS}
 
 
+def _stream_error(error: Exception) -> bool:
+    """A configuration stream's error: logged, and the stream kept (False), so updates keep coming."""
+    log.error("configuration stream error: %s", error)
+    return False
+
+
 class GreengrassConfiguration(Generic[M]):
     def __init__(self, client: Any, model: type[M], overrides: dict[str, Any] | None = None) -> None:
         """``overrides`` (the Run step's flags) win over the nucleus's configuration, in loads and validations."""
-        self._client = client
+        self.client = client  # the IPC client, which the IPC bus shares
         self._model = model
         self._overrides = overrides or {}
         self._operations: list[Any] = []
 
     def load(self) -> M:
         """This component's whole configuration, validated; ConfigurationError when it does not validate."""
-        response = self._client.get_configuration(key_path=[])
+        response = self.client.get_configuration(key_path=[])
         return validate_config(self._model, merge_config(self._model, _own_keys(response.value), self._overrides))
 
     def watch(self, on_change: Callable[[M], None]) -> None:
         """Validate proposed updates (ACCEPTED/REJECTED) and pass accepted ones to ``on_change``."""
-        _, validation = self._client.subscribe_to_validate_configuration_updates(on_stream_event=self._on_validate)
+        _, validation = self.client.subscribe_to_validate_configuration_updates(
+            on_stream_event=self._on_validate, on_stream_error=_stream_error
+        )
 
         def on_update(event: ConfigurationUpdateEvents) -> None:
             try:
@@ -60,7 +68,9 @@ class GreengrassConfiguration(Generic[M]):
                 return
             on_change(config)
 
-        _, updates = self._client.subscribe_to_configuration_update(key_path=[], on_stream_event=on_update)
+        _, updates = self.client.subscribe_to_configuration_update(
+            key_path=[], on_stream_event=on_update, on_stream_error=_stream_error
+        )
         self._operations = [validation, updates]
 
     def _on_validate(self, event: ValidateConfigurationUpdateEvents) -> None:
@@ -71,7 +81,7 @@ class GreengrassConfiguration(Generic[M]):
         except ConfigurationError as exc:
             status, message = ConfigurationValidityStatus.REJECTED, str(exc)
         log.info("configuration proposal of deployment %s: %s (%s)", proposal.deployment_id, status, message)
-        self._client.send_configuration_validity_report(
+        self.client.send_configuration_validity_report(
             configuration_validity_report=ConfigurationValidityReport(
                 status=status, deployment_id=proposal.deployment_id, message=message
             )

@@ -7,11 +7,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from fieldlens_core.config import DEFAULT_SERVICE_NAME, StrictModel, default_inference_socket
+from fieldlens_core.config import DEFAULT_SERVICE_NAME, ComponentSettings, default_inference_socket
 from fieldlens_core.inference.protocol import DEFAULT_MAX_BODY_BYTES
 
 
-class InferenceServiceConfig(StrictModel):
+class InferenceServiceConfig(ComponentSettings):
     service_name: str = Field(
         default=DEFAULT_SERVICE_NAME,
         title="Service name",
@@ -53,7 +53,4 @@ class InferenceServiceConfig(StrictModel):
     )
     max_body_bytes: int = Field(
         default=DEFAULT_MAX_BODY_BYTES, ge=1024, title="Max image", description="Largest image accepted, bytes."
-    )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", title="Log level", description="Python logging level."
     )

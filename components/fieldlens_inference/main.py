@@ -12,9 +12,10 @@ import argparse
 import logging
 import sys
 
-from fieldlens_core.component_config import given_flags, on_greengrass, resolve_config
+from fieldlens_core.bootstrap import load_component_config, run_component
+from fieldlens_core.component_config import given_flags
 from fieldlens_core.errors import ConfigurationError, ModelPackageError, StartupError
-from fieldlens_core.lifecycle import announce_ready, configure_logging, startup_failure, wait_for_termination
+from fieldlens_core.lifecycle import configure_logging, startup_failure
 from fieldlens_inference.batcher import BatchRunner
 from fieldlens_inference.config import InferenceServiceConfig
 from fieldlens_inference.model_manager import ModelManager
@@ -43,38 +44,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     flags = given_flags(args)
     configure_logging(flags.get("log_level", "INFO"))
-    greengrass = None
     try:
-        if on_greengrass():
-            from fieldlens_core.broker_args import connect_nucleus
-            from fieldlens_core.greengrass_config import GreengrassConfiguration
-
-            greengrass = GreengrassConfiguration(connect_nucleus(), InferenceServiceConfig, flags)
-        config = resolve_config(InferenceServiceConfig, flags, args.config, greengrass)
+        setup = load_component_config(InferenceServiceConfig, flags, args.config)
     except (ConfigurationError, StartupError) as exc:
         return startup_failure(log, exc)
-
+    config = setup.config
     manager = ModelManager(config.model_dir, config.model_variant, config.intra_op_threads, config.allow_spinning)
     try:
         manager.load_initial()
-        runner = BatchRunner(config.max_batch)
-        service = InferenceService(manager, {config.service_name}, runner)
+        service = InferenceService(manager, {config.service_name}, BatchRunner(config.max_batch))
         server = InferenceSocketServer(config.socket_path, service, config.max_body_bytes)
     except (ModelPackageError, SocketInUseError, OSError) as exc:
         return startup_failure(log, exc)
     server.start()
     manager.start_watching(config.reload_interval_s)
-    if greengrass is not None:
-        greengrass.watch(lambda new: manager.reconfigure(new.model_variant, new.intra_op_threads))
     log.info("serving %r on %s", config.service_name, config.socket_path)
-    announce_ready(COMPONENT)
-    signum = wait_for_termination()
-    log.info("stopping on signal %d", signum)
-    manager.stop()
-    server.stop()
-    if greengrass is not None:
-        greengrass.stop()
-    return 0
+    return run_component(
+        COMPONENT,
+        setup,
+        [manager.stop, server.stop],
+        lambda new: manager.reconfigure(new.model_variant, new.intra_op_threads),
+    )
 
 
 if __name__ == "__main__":

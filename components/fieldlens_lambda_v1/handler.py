@@ -14,14 +14,12 @@ import logging
 import os
 from typing import Any
 
+from fieldlens_classifier.build import build_classifier
 from fieldlens_classifier.config import ClassifierConfig
 from fieldlens_classifier.service import Classifier
 from fieldlens_core.bus import Message, MessageHandler
-from fieldlens_core.camera.registry import build_camera
 from fieldlens_core.config import validate_config
-from fieldlens_core.inference.client import InferenceClient
 from fieldlens_core.messages import ClassifyResponse
-from fieldlens_fielddata.store import FieldStore
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +40,10 @@ class IotDataBus:
         return None
 
 
-def build_classifier(client: Any, config: ClassifierConfig) -> Classifier:
-    store = FieldStore(
-        config.field_data_dir,
-        config.thing_name,
-        config.s3_prefix,
-        config.sync_interval_s,
-        config.max_field_bytes,
-        config.max_field_images,
-    )
-    return Classifier(config, IotDataBus(client), build_camera(config.camera), InferenceClient(config.inference), store)
+def build_v1_classifier(client: Any, config: ClassifierConfig) -> Classifier:
+    """The component's classifier, answering through the v1 iot-data client (pinned: never closed)."""
+    classifier, _ = build_classifier(config, IotDataBus(client))
+    return classifier
 
 
 _classifier: Classifier | None = None
@@ -64,7 +56,7 @@ def classifier() -> Classifier:
         import greengrasssdk
 
         config = validate_config(ClassifierConfig, json.loads(os.environ.get("FIELDLENS_CONFIG", "{}")))
-        _classifier = build_classifier(greengrasssdk.client("iot-data"), config)
+        _classifier = build_v1_classifier(greengrasssdk.client("iot-data"), config)
     return _classifier
 
 

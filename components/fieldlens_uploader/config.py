@@ -8,13 +8,13 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from fieldlens_core.config import StrictModel, default_thing_name
+from fieldlens_core.config import BusSettings, default_thing_name
 from fieldlens_core.topics import validate_publish_topic
 
 log = logging.getLogger(__name__)
 
 
-class UploaderConfig(StrictModel):
+class UploaderConfig(BusSettings):
     field_data_dir: Path = Field(
         default=Path("fieldlens-data/field-images"),
         title="Field-data directory",
@@ -60,12 +60,6 @@ class UploaderConfig(StrictModel):
     )
     status_interval_s: float = Field(
         default=30.0, gt=0, le=86400, title="Status interval", description="How often status is published."
-    )
-    bus_scope: Literal["iot_core", "local"] = Field(
-        default="iot_core", title="Bus scope", description="On Greengrass: status to IoT Core or to local pub/sub."
-    )
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
-        default="INFO", title="Log level", description="Python logging level."
     )
 
     @model_validator(mode="before")

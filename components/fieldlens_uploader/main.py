@@ -6,16 +6,10 @@ import argparse
 import logging
 import sys
 
-from fieldlens_core.broker_args import BROKER_FLAGS, add_broker_arguments, set_up_component
+from fieldlens_core.bootstrap import BROKER_FLAGS, add_broker_arguments, run_component, set_up_component
 from fieldlens_core.component_config import given_flags
 from fieldlens_core.errors import ConfigurationError, StartupError
-from fieldlens_core.lifecycle import (
-    announce_ready,
-    configure_logging,
-    startup_failure,
-    wait_for_termination,
-    watch_connection,
-)
+from fieldlens_core.lifecycle import configure_logging, startup_failure
 from fieldlens_fielddata.retry import Backoff
 from fieldlens_uploader.build import build_uploader
 from fieldlens_uploader.config import UploaderConfig
@@ -51,29 +45,18 @@ def main(argv: list[str] | None = None) -> int:
         setup = set_up_component(UploaderConfig, flags, args, lambda c: f"fieldlens-uploader-{c.thing_name}")
     except (ConfigurationError, StartupError, ConnectionError) as exc:
         return startup_failure(log, exc)
-    config, bus, greengrass = setup.config, setup.bus, setup.greengrass
+    config = setup.config
     logging.getLogger().setLevel(config.log_level)
-    uploader = build_uploader(config)
     service = UploaderService(
-        uploader,
+        build_uploader(config),
         Backoff(config.retry_initial_s, config.retry_max_s),
-        bus,
+        setup.bus,
         config.effective_status_topic,
         config.poll_interval_s,
         config.status_interval_s,
     )
     service.start()
-    if greengrass is not None:  # proposals are validated (ACCEPTED/REJECTED); accepted ones apply on restart
-        greengrass.watch(lambda new: log.warning("configuration changed: it takes effect when the component restarts"))
-    watch_connection(bus, COMPONENT)
-    announce_ready(COMPONENT)
-    signum = wait_for_termination()
-    log.info("stopping on signal %d", signum)
-    service.stop()
-    bus.stop()
-    if greengrass is not None:
-        greengrass.stop()
-    return 0
+    return run_component(COMPONENT, setup, [service.stop])  # updates are validated, applied on restart
 
 
 if __name__ == "__main__":

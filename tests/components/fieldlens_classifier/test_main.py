@@ -38,7 +38,7 @@ def test_a_name_the_access_control_does_not_allow_exits_4_naming_the_entry_to_ad
     """What a user hits after setting `name: hens` in a deployment and not the recipe's accessControl."""
     import logging
 
-    from fieldlens_core import broker_args
+    from fieldlens_core import bootstrap
     from fieldlens_core.component_config import NUCLEUS_SOCKET_ENV
     from fieldlens_core.errors import EXIT_NOT_AUTHORISED
     from tests.helpers.ipc import FakeGreengrassIpc
@@ -48,7 +48,7 @@ def test_a_name_the_access_control_does_not_allow_exits_4_naming_the_entry_to_ad
         allowed=("/request/classify/beverage_container", "/request/classify", "/response/#"),
     )
     monkeypatch.setenv(NUCLEUS_SOCKET_ENV, str(tmp_path / "ipc.socket"))
-    monkeypatch.setattr(broker_args, "connect_nucleus", lambda: nucleus)
+    monkeypatch.setattr(bootstrap, "connect_nucleus", lambda: nucleus)
     try:
         assert classifier_main.main([]) == EXIT_NOT_AUTHORISED
     finally:

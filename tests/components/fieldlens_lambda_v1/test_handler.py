@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fieldlens_lambda_v1.handler import build_classifier, function_handler
+from fieldlens_lambda_v1.handler import build_v1_classifier, function_handler
 
 from fieldlens_classifier.config import ClassifierConfig
 from tests.helpers.images import solid_jpeg
@@ -35,7 +35,7 @@ def test_requests_are_answered_through_greengrasssdk(tmp_path: Path, tiny_server
         }
     )
     client = FakeIotData()
-    target = build_classifier(client, config)
+    target = build_v1_classifier(client, config)
 
     answer = function_handler({"request_id": "v1", "top_k": 1}, None, target)
     assert answer["request_id"] == "v1" and answer["predictions"][0]["label"] == "red"
