@@ -45,7 +45,7 @@ COMPONENTS: dict[str, ComponentSource] = {
         ("fieldlens_core", "fieldlens_classifier", "fieldlens_fielddata"),
         ("pillow", "pydantic", "paho-mqtt", "awsiotsdk"),
     ),
-    "fieldlens.FieldDataUploader": ComponentSource(
+    "fieldlens.Uploader": ComponentSource(
         "fieldlens-uploader",
         ("fieldlens_core", "fieldlens_fielddata", "fieldlens_uploader"),
         ("boto3", "pydantic", "paho-mqtt", "awsiotsdk", "pillow"),

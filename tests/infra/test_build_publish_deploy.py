@@ -27,7 +27,7 @@ def built(tmp_path: Path) -> Path:
     assert versions == {
         "fieldlens.InferenceService": "0.2.0",
         "fieldlens.Classifier": "0.2.0",
-        "fieldlens.FieldDataUploader": "0.2.0",
+        "fieldlens.Uploader": "0.2.0",
         "fieldlens.Model": "1.3.0",
     }
     return tmp_path / "greengrass-build"
@@ -49,7 +49,7 @@ def test_recipes_are_rendered_with_version_and_bucket(built: Path) -> None:
     assert recipe["ComponentVersion"] == "0.2.0"
     uri = recipe["Manifests"][0]["Artifacts"][0]["URI"]
     assert uri == f"s3://{BUCKET}/fieldlens.Classifier/0.2.0/fieldlens-classifier.zip"
-    uploader = yaml.safe_load((built / "recipes/fieldlens.FieldDataUploader-0.2.0.yaml").read_text())
+    uploader = yaml.safe_load((built / "recipes/fieldlens.Uploader-0.2.0.yaml").read_text())
     assert uploader["ComponentConfiguration"]["DefaultConfiguration"]["bucket"] == BUCKET
 
 
@@ -77,7 +77,7 @@ def test_publish_uploads_artifacts_and_creates_component_versions(built: Path, a
     assert set(arns) == {
         "fieldlens.InferenceService",
         "fieldlens.Classifier",
-        "fieldlens.FieldDataUploader",
+        "fieldlens.Uploader",
         "fieldlens.Model",
     }
     head = s3.head_object(Bucket=BUCKET, Key="fieldlens.Model/1.3.0/fieldlens-model.zip")

@@ -21,7 +21,7 @@ RECIPES = sorted((ROOT / "recipes").glob("*.yaml"))
 MODELS: dict[str, type[BaseModel]] = {
     "fieldlens.Classifier": ClassifierConfig,
     "fieldlens.InferenceService": InferenceServiceConfig,
-    "fieldlens.FieldDataUploader": UploaderConfig,
+    "fieldlens.Uploader": UploaderConfig,
 }
 
 
@@ -97,7 +97,7 @@ def authorised(name: str, scope: str, action: str, topic: str) -> bool:
     )
 
 
-@pytest.mark.parametrize("name", ["fieldlens.Classifier", "fieldlens.FieldDataUploader"])
+@pytest.mark.parametrize("name", ["fieldlens.Classifier", "fieldlens.Uploader"])
 def test_access_control_names_exact_topics_and_wildcards_only_under_the_reply_prefix(name: str) -> None:
     prefix = default_configuration("fieldlens.Classifier")["replyTopicPrefix"]
     for service, policies in access_control(name).items():
@@ -131,8 +131,8 @@ def test_every_topic_the_classifier_uses_is_authorised_and_nothing_wider(options
 @pytest.mark.parametrize("scope", ["iot_core", "local"])
 def test_the_uploaders_status_topic_is_authorised_in_either_scope(scope: str) -> None:
     status = UploaderConfig(thing_name="{iot:thingName}").effective_status_topic
-    assert authorised("fieldlens.FieldDataUploader", scope, "publish", status)
-    assert not authorised("fieldlens.FieldDataUploader", scope, "publish", "/status/field-data/other-thing")
+    assert authorised("fieldlens.Uploader", scope, "publish", status)
+    assert not authorised("fieldlens.Uploader", scope, "publish", "/status/field-data/other-thing")
 
 
 def default_configuration(name: str) -> dict[str, Any]:
@@ -147,7 +147,7 @@ def test_dependencies_that_make_a_new_model_reach_the_service() -> None:
     assert service["ComponentDependencies"]["fieldlens.Model"]["DependencyType"] == "HARD"
     run = service["Manifests"][0]["Lifecycle"]["Run"]
     assert "{fieldlens.Model:artifacts:decompressedPath}/fieldlens-model" in run
-    uploader = load(ROOT / "recipes" / "fieldlens.FieldDataUploader.yaml")
+    uploader = load(ROOT / "recipes" / "fieldlens.Uploader.yaml")
     assert "aws.greengrass.TokenExchangeService" in uploader["ComponentDependencies"]
 
 
@@ -161,6 +161,6 @@ def test_install_builds_a_venv_that_sees_apt_packages(name: str) -> None:
     module = {
         "fieldlens.Classifier": "fieldlens_classifier",
         "fieldlens.InferenceService": "fieldlens_inference",
-        "fieldlens.FieldDataUploader": "fieldlens_uploader",
+        "fieldlens.Uploader": "fieldlens_uploader",
     }[name]
     assert f"-m {module}.main" in lifecycle["Run"]
