@@ -1,4 +1,4 @@
-"""The layers import downwards only: core <- field data <- training <- components <- cli.
+"""The layers import downwards only: core <- field data, samples <- training; core <- components <- cli.
 
 Read from the source (every import statement, lazy ones inside functions included), so a
 training module that reaches into a component, or a component into the CLI, fails here.
@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 ALLOWED = {
     "fieldlens_core": {"fieldlens_core"},
     "fieldlens_fielddata": {"fieldlens_core", "fieldlens_fielddata"},
-    "fieldlens_retrain": {"fieldlens_core", "fieldlens_fielddata", "fieldlens_retrain"},
+    "fieldlens_samples": {"fieldlens_core", "fieldlens_samples"},
+    "fieldlens_retrain": {"fieldlens_core", "fieldlens_fielddata", "fieldlens_samples", "fieldlens_retrain"},
     "fieldlens_inference": {"fieldlens_core", "fieldlens_inference"},
     "fieldlens_classifier": {"fieldlens_core", "fieldlens_fielddata", "fieldlens_classifier"},
     "fieldlens_uploader": {"fieldlens_core", "fieldlens_fielddata", "fieldlens_uploader"},

@@ -74,7 +74,7 @@ def pure_inference(model_dir: Path, variant: str, runs: int) -> dict[str, float]
 def camera_photos(folder: Path) -> Path:
     from PIL import ImageOps
 
-    from fieldlens_retrain.photos import sample_photos
+    from fieldlens_samples.photos import sample_photos
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, image in sample_photos().items():

@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from fieldlens_retrain import fashion
 from fieldlens_retrain.dataset import build_manifest, write_manifest
 from fieldlens_retrain.evaluate import predict_files, score
 from fieldlens_retrain.pipeline import RetrainReport, run_retrain
+from fieldlens_samples import fashion
 
 
 def _timed_retrain(work: Path, folder: Path, current: Path | None, name: str) -> tuple[RetrainReport, float]:

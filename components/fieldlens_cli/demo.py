@@ -93,7 +93,7 @@ def print_table(responses: list[tuple[dict[str, Any], float]], field: Path) -> N
 
 
 def run_demo(data_dir: Path, port: int | None, keep_running: bool) -> int:
-    from fieldlens_retrain.photos import write_sample_photos
+    from fieldlens_samples.photos import write_sample_photos
 
     data_dir = data_dir.absolute()
     model_dir, photos, field = data_dir / "model", data_dir / "photos", data_dir / "field-images"

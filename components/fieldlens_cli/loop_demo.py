@@ -32,10 +32,10 @@ from fieldlens_core.model_install import install_package
 from fieldlens_core.model_package import load_package
 from fieldlens_fielddata.directory import FieldDataDir
 from fieldlens_fielddata.sidecar import Sidecar
-from fieldlens_retrain import fashion
 from fieldlens_retrain.dataset import balance_report, build_manifest, write_manifest
 from fieldlens_retrain.labels import import_labels
 from fieldlens_retrain.pipeline import run_retrain
+from fieldlens_samples import fashion
 
 log = logging.getLogger(__name__)
 

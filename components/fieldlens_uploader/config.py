@@ -21,7 +21,9 @@ class UploaderConfig(BusSettings):
         description="The classifier's field-data directory: every complete pair there without a receipt is queued.",
     )
     thing_name: str = Field(
-        default_factory=default_thing_name, title="Thing name", description="Named in status; the keys' <thing> level is the one each sidecar names."
+        default_factory=default_thing_name,
+        title="Thing name",
+        description="Named in status; the keys' <thing> level is the one each sidecar names.",
     )
     bucket: str | None = Field(
         default=None,

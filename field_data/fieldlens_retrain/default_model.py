@@ -20,7 +20,7 @@ from fieldlens_core.model_package import ModelCard
 from fieldlens_core.preprocess import image_tensor
 from fieldlens_retrain.backbone import ARCHITECTURE, INPUT_SPEC, imagenet_labels, load_backbone
 from fieldlens_retrain.packaging import write_package
-from fieldlens_retrain.photos import bundled_photos, random_views, sample_photos
+from fieldlens_samples.photos import bundled_photos, random_views, sample_photos
 
 log = logging.getLogger(__name__)
 

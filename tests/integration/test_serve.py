@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fieldlens_cli.embedded_broker import free_port
-from fieldlens_retrain.photos import write_sample_photos
+from fieldlens_samples.photos import write_sample_photos
 from tests.helpers.broker import Mosquitto
 from tests.helpers.waiting import wait_until
 
@@ -220,7 +220,7 @@ def test_kill_9_of_the_classifier_mid_burst_leaves_only_complete_pairs(
 
 
 def test_the_retrain_loop_demo_improves_field_accuracy(tmp_path: Path) -> None:
-    from fieldlens_retrain.fashion import DATASET_DIR
+    from fieldlens_samples.fashion import DATASET_DIR
 
     if not DATASET_DIR.exists() and not os.environ.get("CI"):
         pytest.skip("Debian's dataset-fashion-mnist is not installed (make system-deps installs it)")

@@ -13,7 +13,7 @@ from fieldlens_inference.model_manager import ModelManager
 from fieldlens_inference.service import InferenceService
 from fieldlens_retrain.backbone import imagenet_labels
 from fieldlens_retrain.default_model import int8_agreement
-from fieldlens_retrain.photos import sample_photos
+from fieldlens_samples.photos import sample_photos
 
 pytestmark = pytest.mark.slow
 
