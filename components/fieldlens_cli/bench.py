@@ -1,355 +1,51 @@
-"""`fieldlens bench`: the edge path's speed and memory, every figure measured in this one run.
+"""`fieldlens bench`: the edge path, the field-data upload and the retrain, each measured in this run.
 
-Baselines come from the same run: pure ONNX Runtime inference on a ready tensor is the
-floor that end-to-end latency and throughput are compared with. End to end means: publish
-on the broker -> classifier -> camera (folder of 400x400 JPEGs, the seed's resolution) ->
-inference service over its socket -> image and sidecar kept with fsync -> response
-received by the requester.
+Each part lives in its own module (:mod:`.bench_edge`, :mod:`.bench_upload`,
+:mod:`.bench_retrain`) with a ``run`` that measures and a ``report`` that prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
-import logging
 import os
 import platform
-import shutil
-import statistics
-import subprocess
-import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import psutil
-
-from fieldlens_cli.commands import connect
-from fieldlens_cli.embedded_broker import EmbeddedBroker, free_port
+from fieldlens_cli.arguments import DATA_DIR, Subcommands
 from fieldlens_cli.output import emit
-from fieldlens_cli.requester import Pending, Requester
-from fieldlens_cli.supervisor import Child, ServeOptions, start_components, stop_children
-from fieldlens_core import topics
-from fieldlens_core.config import private_socket
-from fieldlens_core.model_package import load_package
 
-log = logging.getLogger(__name__)
-
-CAMERA_SIZE = (400, 400)
-TARGETS = {
-    "e2e_p50_over_floor_ms": 5.0,
-    "throughput_ratio": 0.70,
-    "classifier_rss_mb": 128.0,
-    "inference_rss_mb": 200.0,
-    "cold_start_s": 3.0,
+PARTS = {
+    "edge": "fieldlens_cli.bench_edge",
+    "upload": "fieldlens_cli.bench_upload",
+    "retrain": "fieldlens_cli.bench_retrain",
 }
 
 
-def percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
-
-
-def pure_inference(model_dir: Path, variant: str, runs: int) -> dict[str, float]:
-    """The floor: ONNX Runtime alone, default session options, on a ready tensor, nothing else running."""
-    import onnxruntime as ort
-
-    package = load_package(model_dir, variant)
-    session = ort.InferenceSession(str(package.model_path), providers=["CPUExecutionProvider"])
-    size = package.card.input.size
-    feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal((1, 3, size, size), np.float32)}
-    for _ in range(10):
-        session.run(None, feed)
-    latencies = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        session.run(None, feed)
-        latencies.append((time.perf_counter() - started) * 1000)
-    mean = statistics.fmean(latencies)
-    return {"p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99), "throughput_per_s": 1000 / mean}
-
-
-def camera_photos(folder: Path) -> Path:
-    from PIL import ImageOps
-
-    from fieldlens_samples.photos import sample_photos
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, image in sample_photos().items():
-        ImageOps.fit(image, CAMERA_SIZE).save(folder / f"{name}.jpg", format="JPEG", quality=90)
-    return folder
-
-
-def rss_mb(pid: int) -> dict[str, float]:
-    """Resident memory now and its peak (VmHWM), from /proc."""
-    fields = dict(
-        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Vm")
-    )
-    return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024, "peak_rss_mb": int(fields["VmHWM"].split()[0]) / 1024}
-
-
-@contextmanager
-def broker() -> Iterator[tuple[str, str]]:
-    """Debian's mosquitto on a free loopback port when installed, else the embedded broker."""
-    binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
-    if binary is None:
-        with EmbeddedBroker() as embedded:
-            yield embedded.url, "amqtt (embedded; mosquitto is not installed)"
-        return
-    port = free_port()
-    with tempfile.TemporaryDirectory() as scratch:
-        config = Path(scratch) / "mosquitto.conf"
-        config.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\n")
-        process = subprocess.Popen([binary, "-c", str(config)], stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    connect(f"mqtt://127.0.0.1:{port}", "bench-probe").stop()
-                    break
-                except ConnectionError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-            yield f"mqtt://127.0.0.1:{port}", "mosquitto " + _mosquitto_version(binary)
-        finally:
-            process.terminate()
-            process.wait(10)
-
-
-def _mosquitto_version(binary: str) -> str:
-    result = subprocess.run([binary, "-h"], capture_output=True, text=True, check=False)
-    first = (result.stdout or result.stderr).splitlines()
-    return first[0].split("version")[-1].strip() if first else "?"
-
-
-def wait_all(pending: list[Pending], timeout_s: float) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    out = []
-    for item in pending:
-        response = item.wait(max(0.0, deadline - time.monotonic()))
-        if response is None:
-            raise RuntimeError(f"request {item.request_id} got no response within {timeout_s}s")
-        out.append(response)
-    return out
-
-
-def run_edge(args: argparse.Namespace, model_dir: Path, work: Path, url: str) -> dict[str, Any]:
-    photos = camera_photos(work / "photos")
-    options = ServeOptions(
-        broker=url,
-        name="bench",
-        camera=f"folder:{photos}",
-        field_data=work / "field",
-        model_dir=model_dir,
-        socket_path=private_socket(f"bench-{os.getpid()}"),
-        service_name="bench",
-        variant=args.variant,
-        thing_name="bench",
-        queue_size=max(8, args.burst),
-        workers=args.workers,
-        allow_spinning=args.spinning,
-        log_level="WARNING",
-    )
-    requester_bus = connect(url, "bench")
-    requester = Requester(requester_bus, topics.request_topic("bench"), topics.response_topic("bench"))
-    requester.listen()
-    children: list[Child] = []
-    try:
-        started = time.perf_counter()
-        children = start_components(options)
-        ready = time.perf_counter()
-        first = requester.send(b"{}")
-        wait_all([first], 30)
-        cold = {"cold_start_s": first.received_at - started, "ready_s": ready - started}
-
-        for _ in range(10):  # warm-up
-            wait_all([requester.send(b"{}")], 30)
-        sequential = []
-        for _ in range(args.requests):
-            item = requester.send(b"{}")
-            wait_all([item], 30)
-            sequential.append(item.latency_ms)
-
-        processes = {child.name: psutil.Process(child.pid) for child in children}
-        processes["requester (this process)"] = psutil.Process()
-        cpu_before = {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
-        burst_started = time.perf_counter()
-        burst = [requester.send(b"{}") for _ in range(args.burst)]
-        responses = wait_all(burst, 300)
-        burst_seconds = max(p.received_at for p in burst) - burst_started
-        cpu_ms_per_request = {
-            name: (sum(p.cpu_times()[:2]) - cpu_before[name]) * 1000 / args.burst for name, p in processes.items()
-        }
-        errors = sum(1 for r in responses if "error" in r)
-        memory = {child.name: rss_mb(child.pid) for child in children}
-    finally:
-        requester_bus.stop()
-        stop_children(children)
-    return {
-        **cold,
-        "e2e_p50_ms": percentile(sequential, 50),
-        "e2e_p99_ms": percentile(sequential, 99),
-        "burst_requests": args.burst,
-        "burst_errors": errors,
-        "burst_throughput_per_s": args.burst / burst_seconds,
-        "burst_cpu_ms_per_request": cpu_ms_per_request,
-        "memory": memory,
-    }
-
-
-def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per figure, the median over the repeated edge runs; memory, the largest seen."""
-    merged: dict[str, Any] = {}
-    for key, value in runs[0].items():
-        if key == "memory":
-            merged[key] = {name: {m: max(r["memory"][name][m] for r in runs) for m in value[name]} for name in value}
-        elif isinstance(value, dict):
-            merged[key] = {k: statistics.median(r[key][k] for r in runs) for k in value}
-        else:
-            merged[key] = statistics.median(r[key] for r in runs)
-    merged["repeats"] = len(runs)
-    return merged
+def register(commands: Subcommands) -> None:
+    parser = commands.add_parser("bench", help="measure latency, throughput, memory and cold start")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--requests", type=int, default=200, help="sequential end-to-end requests")
+    parser.add_argument("--burst", type=int, default=200, help="requests in the concurrent burst")
+    parser.add_argument("--variant", default="fp32", choices=["fp32", "int8"])
+    parser.add_argument("--workers", type=int, help="classifier workers (default: the component's)")
+    parser.add_argument("--spinning", action="store_true", help="let the inference service's ORT threads spin")
+    parser.add_argument("--repeat", type=int, default=3, help="edge runs; each figure is their median")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--only", choices=["edge", "upload", "retrain"], help="run one part only")
+    parser.set_defaults(handler=run_bench)
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    emit(f"fieldlens bench on {platform.machine()}, {_cpu_count()} CPUs")
+    emit(f"fieldlens bench on {platform.machine()}, {len(os.sched_getaffinity(0))} CPUs")
     results: dict[str, Any] = {}
-    if args.only in (None, "edge"):
-        results["edge"] = run_edge_bench(args)
-        report(results["edge"])
-    if args.only in (None, "upload"):
-        results["upload"] = run_upload_bench()
-        report_upload(results["upload"])
-    if args.only in (None, "retrain"):
-        from fieldlens_cli import bench_retrain
-
-        emit("\nretrain: Fashion-MNIST photos under field conditions (Debian's dataset-fashion-mnist)")
-        results["retrain"] = bench_retrain.run()
-        report_retrain(results["retrain"])
+    for part, module_name in PARTS.items():
+        if args.only in (None, part):
+            module = importlib.import_module(module_name)
+            results[part] = module.run(args)
+            module.report(results[part])
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
-
-
-def run_edge_bench(args: argparse.Namespace) -> dict[str, Any]:
-    from fieldlens_cli.demo import ensure_default_model
-
-    model_dir = args.data_dir.absolute() / "model"
-    ensure_default_model(model_dir)
-    package = load_package(model_dir, args.variant)
-    emit(f"edge path: {package.card.name} {package.card.version} ({args.variant})")
-    runs = max(100, args.requests)
-    before = pure_inference(model_dir, args.variant, runs)
-    # field images go where a device keeps them (the data directory), not to the temp directory
-    args.data_dir.mkdir(parents=True, exist_ok=True)
-    runs_of_edge = []
-    with broker() as (url, broker_name):
-        emit(f"broker: {broker_name}")
-        for _ in range(args.repeat):
-            with tempfile.TemporaryDirectory(prefix=".bench-", dir=args.data_dir) as scratch:
-                runs_of_edge.append(run_edge(args, model_dir, Path(scratch), url))
-    edge = median_run(runs_of_edge)
-    after = pure_inference(model_dir, args.variant, runs)
-    # Shared machines drift: the floor is measured before and after the edge run, and the
-    # faster of the two is the baseline, so the ratios are never flattered by a slow floor.
-    floor = min(before, after, key=lambda f: f["p50_ms"])
-    emit(f"pure ONNX Runtime p50: {before['p50_ms']:.2f} ms before, {after['p50_ms']:.2f} ms after the edge run")
-    return {
-        "model": f"{package.card.name} {package.card.version} {args.variant}",
-        "broker": broker_name,
-        "floor": floor,
-        **edge,
-        "e2e_p50_over_floor_ms": edge["e2e_p50_ms"] - floor["p50_ms"],
-        "throughput_ratio": edge["burst_throughput_per_s"] / floor["throughput_per_s"],
-    }
-
-
-def run_upload_bench() -> dict[str, Any]:
-    from fieldlens_cli import bench_upload
-
-    emit("\nfield-data upload: moto's S3 server on 127.0.0.1 (its own process), 400x400 photos")
-    photos = [
-        path.read_bytes() for path in sorted(camera_photos(Path(tempfile.mkdtemp(prefix="fl-photos-"))).iterdir())
-    ]
-    return bench_upload.run(photos)
-
-
-def report_retrain(r: dict[str, Any]) -> None:
-    cold, warm, scenario = r["cold"], r["warm"], r["scenario"]
-    emit("")
-    emit("| measure | result | target |")
-    emit("| --- | --- | --- |")
-    emit(
-        f"| retrain, {cold['images']} labelled field images, cold cache | {cold['seconds']:.1f} s (embed "
-        f"{cold['embed']:.1f}, train {cold['train']:.1f}, export {cold['export']:.1f}, the rest evaluation) | <= 60 s |"
-    )
-    emit(
-        f"| retrain with {warm['new_images']} new images (embedded: {warm['embedded']}) | {warm['seconds']:.1f} s "
-        f"(embed {warm['embed']:.1f}, train {warm['train']:.1f}, export {warm['export']:.1f}) | <= 10 s |"
-    )
-    emit(
-        f"| accuracy on {scenario['holdout_images']} held-out field images, base model -> retrained with "
-        f"{scenario['field_images']} field images | {scenario['before']:.1%} -> {scenario['after']:.1%} "
-        f"({100 * (scenario['after'] - scenario['before']):+.1f} points) | >= +20 points |"
-    )
-
-
-def report_upload(r: dict[str, Any]) -> None:
-    emit("")
-    emit("| network round trip (simulated) | sequential put_object loop | uploader (8 in flight) | ratio | target |")
-    emit("| --- | --- | --- | --- | --- |")
-    for row in r["throughput"]:
-        emit(
-            f"| {row['rtt_ms']:.0f} ms | {row['sequential_pairs_per_s']:.1f} pairs/s | "
-            f"{row['uploader_pairs_per_s']:.1f} pairs/s | {row['ratio']:.1f}x | >= 3x |"
-        )
-    memory = r["memory_mb"]
-    emit(f"\nuploader peak RSS: {memory['100']:.1f} MB with 100 queued, {memory['10000']:.1f} MB with 10,000 queued")
-
-
-def _cpu_count() -> int:
-    return len(os.sched_getaffinity(0))
-
-
-def report(r: dict[str, Any]) -> None:
-    memory = r["memory"]
-    rows = [
-        ("pure inference p50 / p99 (floor)", f"{r['floor']['p50_ms']:.2f} / {r['floor']['p99_ms']:.2f} ms", ""),
-        ("pure inference throughput", f"{r['floor']['throughput_per_s']:.1f} /s", ""),
-        ("end-to-end p50 / p99", f"{r['e2e_p50_ms']:.2f} / {r['e2e_p99_ms']:.2f} ms", ""),
-        (
-            "end-to-end p50 over the floor",
-            f"{r['e2e_p50_over_floor_ms']:.2f} ms",
-            f"<= {TARGETS['e2e_p50_over_floor_ms']} ms",
-        ),
-        (
-            f"burst of {r['burst_requests']} concurrent requests",
-            f"{r['burst_throughput_per_s']:.1f} /s ({r['burst_errors']} errors)",
-            "",
-        ),
-        ("burst throughput / pure inference", f"{r['throughput_ratio']:.0%}", f">= {TARGETS['throughput_ratio']:.0%}"),
-        (
-            "classifier RSS (peak)",
-            f"{memory['classifier']['rss_mb']:.0f} MB ({memory['classifier']['peak_rss_mb']:.0f})",
-            f"<= {TARGETS['classifier_rss_mb']:.0f} MB",
-        ),
-        (
-            "inference service RSS (peak)",
-            f"{memory['inference']['rss_mb']:.0f} MB ({memory['inference']['peak_rss_mb']:.0f})",
-            f"<= {TARGETS['inference_rss_mb']:.0f} MB",
-        ),
-        ("cold start: spawn -> first answer", f"{r['cold_start_s']:.2f} s", f"<= {TARGETS['cold_start_s']} s"),
-    ]
-    emit("")
-    emit("| measure | result | target |")
-    emit("| --- | --- | --- |")
-    for name, value, target in rows:
-        emit(f"| {name} | {value} | {target} |")
-    emit("")
-    emit(
-        "CPU time per request during the burst: "
-        + ", ".join(f"{name} {ms:.2f} ms" for name, ms in r["burst_cpu_ms_per_request"].items())
-    )

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from fieldlens_cli.output import emit
 from fieldlens_retrain.dataset import build_manifest, write_manifest
 from fieldlens_retrain.evaluate import predict_files, score
 from fieldlens_retrain.pipeline import RetrainReport, run_retrain
@@ -40,7 +42,8 @@ def _as_class_folders(folder: Path, truth: dict[str, str], into: Path) -> Path:
     return into
 
 
-def run() -> dict[str, Any]:
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    emit("\nretrain: Fashion-MNIST photos under field conditions (Debian's dataset-fashion-mnist)")
     rng = np.random.default_rng(7)
     train_images, train_labels = fashion.load("train")
     test_images, test_labels = fashion.load("t10k")
@@ -83,3 +86,23 @@ def run() -> dict[str, Any]:
             "after": after,
         }
     return results
+
+
+def report(r: dict[str, Any]) -> None:
+    cold, warm, scenario = r["cold"], r["warm"], r["scenario"]
+    emit("")
+    emit("| measure | result | target |")
+    emit("| --- | --- | --- |")
+    emit(
+        f"| retrain, {cold['images']} labelled field images, cold cache | {cold['seconds']:.1f} s (embed "
+        f"{cold['embed']:.1f}, train {cold['train']:.1f}, export {cold['export']:.1f}, the rest evaluation) | <= 60 s |"
+    )
+    emit(
+        f"| retrain with {warm['new_images']} new images (embedded: {warm['embedded']}) | {warm['seconds']:.1f} s "
+        f"(embed {warm['embed']:.1f}, train {warm['train']:.1f}, export {warm['export']:.1f}) | <= 10 s |"
+    )
+    emit(
+        f"| accuracy on {scenario['holdout_images']} held-out field images, base model -> retrained with "
+        f"{scenario['field_images']} field images | {scenario['before']:.1%} -> {scenario['after']:.1%} "
+        f"({100 * (scenario['after'] - scenario['before']):+.1f} points) | >= +20 points |"
+    )

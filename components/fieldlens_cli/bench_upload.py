@@ -11,6 +11,7 @@ length.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -22,7 +23,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from fieldlens_cli.embedded_broker import free_port
+from fieldlens_cli.bench_edge import camera_photos
+from fieldlens_cli.brokers import free_port
+from fieldlens_cli.output import emit
 from fieldlens_fielddata.destination import S3Destination
 from fieldlens_fielddata.layout import new_image_id
 from fieldlens_fielddata.sidecar import Observation
@@ -146,7 +149,15 @@ def probe(root: Path) -> None:
     sys.stdout.write(json.dumps({"peak_rss_mb": peak, "queued": status["queued"]}) + "\n")
 
 
-def run(photos: list[bytes], pairs: int = 200, concurrency: int = 8) -> dict[str, Any]:
+def run(args: argparse.Namespace, pairs: int = 200, concurrency: int = 8) -> dict[str, Any]:
+    """Throughput against moto's S3 with simulated round trips, and the uploader's memory."""
+    emit("\nfield-data upload: moto's S3 server on 127.0.0.1 (its own process), 400x400 photos")
+    with tempfile.TemporaryDirectory(prefix="fl-photos-") as scratch:
+        photos = [path.read_bytes() for path in sorted(camera_photos(Path(scratch)).iterdir())]
+    return measure(photos, pairs, concurrency)
+
+
+def measure(photos: list[bytes], pairs: int = 200, concurrency: int = 8) -> dict[str, Any]:
     results: dict[str, Any] = {
         "throughput": [throughput(pairs, photos, concurrency, rtt) for rtt in (0.0, 0.02, 0.05)],
     }
@@ -156,3 +167,16 @@ def run(photos: list[bytes], pairs: int = 200, concurrency: int = 8) -> dict[str
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "probe":
     probe(Path(sys.argv[2]))
+
+
+def report(r: dict[str, Any]) -> None:
+    emit("")
+    emit("| network round trip (simulated) | sequential put_object loop | uploader (8 in flight) | ratio | target |")
+    emit("| --- | --- | --- | --- | --- |")
+    for row in r["throughput"]:
+        emit(
+            f"| {row['rtt_ms']:.0f} ms | {row['sequential_pairs_per_s']:.1f} pairs/s | "
+            f"{row['uploader_pairs_per_s']:.1f} pairs/s | {row['ratio']:.1f}x | >= 3x |"
+        )
+    memory = r["memory_mb"]
+    emit(f"\nuploader peak RSS: {memory['100']:.1f} MB with 100 queued, {memory['10000']:.1f} MB with 10,000 queued")

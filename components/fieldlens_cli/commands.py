@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import threading
-import uuid
 from pathlib import Path
 
+from fieldlens_cli.arguments import DATA_DIR, Subcommands, broker_arguments, upload_arguments
 from fieldlens_cli.output import emit
 from fieldlens_cli.requester import Requester
+from fieldlens_cli.stack import connect
 from fieldlens_cli.supervisor import (
     ChildFailedError,
     ServeOptions,
@@ -22,8 +24,8 @@ from fieldlens_cli.supervisor import (
 )
 from fieldlens_core import topics
 from fieldlens_core.bus import Message
-from fieldlens_core.bus.mqtt import BusConnectionError, MqttBus
-from fieldlens_core.config import BrokerConfig
+from fieldlens_core.bus.mqtt import BusConnectionError
+from fieldlens_core.config import DEFAULT_SERVICE_NAME, private_socket
 from fieldlens_core.errors import ConfigurationError
 from fieldlens_core.model_package import CARD_FILE, resolve_package_dir
 
@@ -32,11 +34,40 @@ log = logging.getLogger(__name__)
 EXIT_PREDICTION, EXIT_ERROR_RESPONSE, EXIT_TIMEOUT, EXIT_NO_BROKER = 0, 1, 2, 3
 
 
-def connect(broker_url: str, role: str) -> MqttBus:
-    return MqttBus(BrokerConfig(url=broker_url), f"fieldlens-{role}-{uuid.uuid4().hex[:8]}").connect()
+def register(commands: Subcommands) -> None:
+    serve_parser = commands.add_parser("serve", help="run the inference service and the classifier")
+    broker_arguments(serve_parser, serving=True)
+    serve_parser.add_argument("--camera", default="test-pattern", help="folder:DIR | test-pattern | picamera2")
+    serve_parser.add_argument("--field-data", type=Path, default=DATA_DIR / "field-images")
+    serve_parser.add_argument("--model", type=Path, default=DATA_DIR / "model", help="model package directory")
+    serve_parser.add_argument("--variant", default="fp32", choices=["fp32", "int8"])
+    serve_parser.add_argument("--socket", type=Path, help="inference socket (default: a fresh one in the temp dir)")
+    serve_parser.add_argument("--service-name", default=DEFAULT_SERVICE_NAME)
+    serve_parser.add_argument("--thing-name")
+    upload_arguments(serve_parser)
+    serve_parser.add_argument("--no-upload", action="store_true", help="do not run the field-data uploader")
+    serve_parser.add_argument(
+        "--max-disconnected-s",
+        type=float,
+        default=60.0,
+        help="stop (exit 1) when a component stays disconnected from the broker this long (default %(default)s)",
+    )
+    serve_parser.set_defaults(handler=serve)
+
+    classify_parser = commands.add_parser("classify", help="send one classify request and print the response")
+    broker_arguments(classify_parser)
+    classify_parser.add_argument("--payload", default="{}", help="request JSON (default: {})")
+    classify_parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default %(default)s)")
+    classify_parser.set_defaults(handler=classify)
+
+    watch_parser = commands.add_parser("watch", help="print each response as it arrives")
+    broker_arguments(watch_parser)
+    watch_parser.add_argument("--count", type=int, help="exit after this many responses")
+    watch_parser.set_defaults(handler=watch)
 
 
-def serve(args: argparse.Namespace, socket_path: Path) -> int:
+def serve(args: argparse.Namespace) -> int:
+    socket_path = args.socket or private_socket(f"serve-{os.getpid()}")
     if not (resolve_package_dir(args.model) / CARD_FILE).exists():
         log.error(
             "no model package at %s; build one with `fieldlens model build-default --out %s`", args.model, args.model

@@ -7,27 +7,24 @@ whose answers are printed as a table.
 
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import socket
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from fieldlens_cli.commands import connect
-from fieldlens_cli.embedded_broker import EmbeddedBroker, free_port
+from fieldlens_cli.arguments import DATA_DIR, Subcommands
+from fieldlens_cli.brokers import free_port
+from fieldlens_cli.model_commands import ensure_default_model
 from fieldlens_cli.output import emit
-from fieldlens_cli.requester import Requester
-from fieldlens_cli.supervisor import (
-    ServeOptions,
-    UploadOptions,
-    start_components,
-    stop_children,
-    wait_until_signal_or_exit,
-)
+from fieldlens_cli.stack import local_stack
+from fieldlens_cli.supervisor import ServeOptions, UploadOptions, wait_until_signal_or_exit
 from fieldlens_core import topics
 from fieldlens_core.config import DEFAULT_SERVICE_NAME, private_socket
-from fieldlens_core.model_package import CARD_FILE, read_card, resolve_package_dir
+from fieldlens_core.model_package import read_card, resolve_package_dir
 from fieldlens_fielddata.directory import FieldDataDir, PairState
 from fieldlens_fielddata.sidecar import Sidecar, SidecarError
 
@@ -38,14 +35,21 @@ REQUEST_TIMEOUT_S = 30.0
 UPLOAD_WAIT_S = 15.0
 
 
-def ensure_default_model(model_dir: Path) -> None:
-    if (resolve_package_dir(model_dir) / CARD_FILE).exists():
-        return
-    from fieldlens_retrain.default_model import build_default_model
+def register(commands: Subcommands) -> None:
+    parser = commands.add_parser("demo", help="the whole edge path on embedded defaults")
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument("--port", type=int, help="embedded broker port (default: 1883 if free, else any free port)")
+    parser.add_argument("--keep-running", action="store_true", help="keep serving after the demo requests")
+    parser.add_argument("--loop", action="store_true", help="the retrain loop: collect, label, retrain, reload")
+    parser.set_defaults(handler=demo)
 
-    emit(f"Building the default model into {model_dir} (EfficientNet-Lite0, ImageNet; once, ~15 s) ...")
-    card = build_default_model(model_dir)
-    emit(f"  done: {card.name} {card.version}; coffee photo check: {card.metrics['coffee_photo_top1']}")
+
+def demo(args: argparse.Namespace) -> int:
+    if args.loop:
+        from fieldlens_cli.loop_demo import run_loop_demo
+
+        return run_loop_demo(args.data_dir, args.port)
+    return run_demo(args.data_dir, args.port, args.keep_running)
 
 
 def wait_for_upload(field: Path, timeout_s: float) -> int:
@@ -101,52 +105,49 @@ def run_demo(data_dir: Path, port: int | None, keep_running: bool) -> int:
     ensure_default_model(model_dir)
     photo_paths = write_sample_photos(photos)
     card = read_card(resolve_package_dir(model_dir))
-    with EmbeddedBroker(port=port or preferred_port()) as broker:
-        emit(f"Embedded MQTT broker on {broker.url}")
-        options = ServeOptions(
-            broker=broker.url,
+
+    def options(url: str) -> ServeOptions:
+        return ServeOptions(
+            broker=url,
             name=topics.DEFAULT_NAME,
             camera=f"folder:{photos}",
             field_data=field,
             model_dir=model_dir,
-            socket_path=private_socket(f"demo-{broker.port}"),
+            socket_path=private_socket(f"demo-{os.getpid()}"),
             service_name=DEFAULT_SERVICE_NAME,
             thing_name=THING,
             log_level="WARNING",
             upload=UploadOptions(local_bucket_dir=bucket),
         )
-        children = start_components(options)
-        bus = connect(broker.url, "demo")
-        try:
-            emit(f"Serving {card.name} {card.version}: camera = {len(photo_paths)} photos in {photos}")
-            request_topic, response_topic = (
-                topics.request_topic(topics.DEFAULT_NAME),
-                topics.response_topic(topics.DEFAULT_NAME),
-            )
-            emit(f"Publishing classify requests to {request_topic}, reading {response_topic}\n")
-            requester = Requester(bus, request_topic, response_topic)
-            answered: list[tuple[dict[str, Any], float]] = []
-            for payload in [b'{"top_k": 3}'] * len(photo_paths) + [b'{"top_k": "three"}']:
-                pending = requester.send(payload)
-                response = pending.wait(REQUEST_TIMEOUT_S)
-                if response is None:
-                    log.error("no response within %ss", REQUEST_TIMEOUT_S)
-                    return 1
-                answered.append((response, pending.latency_ms))
-            print_table(answered, field)
-            emit(f"\nField images and their JSON sidecars were kept under {field}")
-            shipped = wait_for_upload(field, UPLOAD_WAIT_S)
-            emit(f"The uploader shipped {shipped} of them to {bucket} (it stands in for an S3 bucket: pass --bucket)")
-            emit("The last row is a deliberately malformed request: errors come back as structured responses.")
-            own_request = f"fieldlens classify --broker {broker.url} --payload '{{\"top_k\": 3}}'"
-            if keep_running:
-                emit(f"\nStill serving. In another terminal:\n  {own_request}\n  fieldlens watch --broker {broker.url}")
-                emit("Ctrl-C to stop.")
-                wait_until_signal_or_exit(children)
-            else:
-                emit("\nTo send your own requests: run `fieldlens demo --keep-running`, then from another terminal")
-                emit(f"  {own_request}\n(or publish to {request_topic} from any MQTT client).")
-        finally:
-            bus.stop()
-            stop_children(children)
+
+    with local_stack(options, "demo", port or preferred_port()) as stack:
+        emit(f"Embedded MQTT broker on {stack.url}")
+        emit(f"Serving {card.name} {card.version}: camera = {len(photo_paths)} photos in {photos}")
+        request_topic, response_topic = (
+            topics.request_topic(topics.DEFAULT_NAME),
+            topics.response_topic(topics.DEFAULT_NAME),
+        )
+        emit(f"Publishing classify requests to {request_topic}, reading {response_topic}\n")
+        requester = stack.requester()
+        answered: list[tuple[dict[str, Any], float]] = []
+        for payload in [b'{"top_k": 3}'] * len(photo_paths) + [b'{"top_k": "three"}']:
+            pending = requester.send(payload)
+            response = pending.wait(REQUEST_TIMEOUT_S)
+            if response is None:
+                log.error("no response within %ss", REQUEST_TIMEOUT_S)
+                return 1
+            answered.append((response, pending.latency_ms))
+        print_table(answered, field)
+        emit(f"\nField images and their JSON sidecars were kept under {field}")
+        shipped = wait_for_upload(field, UPLOAD_WAIT_S)
+        emit(f"The uploader shipped {shipped} of them to {bucket} (it stands in for an S3 bucket: pass --bucket)")
+        emit("The last row is a deliberately malformed request: errors come back as structured responses.")
+        own_request = f"fieldlens classify --broker {stack.url} --payload '{{\"top_k\": 3}}'"
+        if keep_running:
+            emit(f"\nStill serving. In another terminal:\n  {own_request}\n  fieldlens watch --broker {stack.url}")
+            emit("Ctrl-C to stop.")
+            wait_until_signal_or_exit(stack.children)
+        else:
+            emit("\nTo send your own requests: run `fieldlens demo --keep-running`, then from another terminal")
+            emit(f"  {own_request}\n(or publish to {request_topic} from any MQTT client).")
     return 0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from fieldlens_cli.arguments import DATA_DIR, Subcommands, upload_arguments
 from fieldlens_cli.output import emit
 from fieldlens_core.errors import ConfigurationError
 from fieldlens_fielddata.directory import FieldDataDir
@@ -25,6 +26,23 @@ BANDS = ((0.6, "< 0.6"), (0.9, "0.6-0.9"), (1.01, "> 0.9"))  # the seed's confid
 
 def band(confidence: float) -> str:
     return next(name for upper, name in BANDS if confidence < upper)
+
+
+def register(commands: Subcommands) -> None:
+    field_data = commands.add_parser("field-data", help="field images kept locally and in the bucket")
+    field_commands = field_data.add_subparsers(dest="field_command", required=True)
+    for name, text in (
+        ("ls", "list kept images and their upload state"),
+        ("stats", "counts per predicted label and confidence band"),
+        ("sync", "upload the queue now, with a progress bar"),
+    ):
+        sub = field_commands.add_parser(name, help=text)
+        sub.add_argument("--field-data", type=Path, default=DATA_DIR / "field-images")
+        sub.add_argument("--thing-name", help="the device named in status (default: host name)")
+        upload_arguments(sub)
+        if name == "ls":
+            sub.add_argument("--remote", action="store_true", help="list the bucket's keys instead")
+        sub.set_defaults(handler=run_field_data)
 
 
 def uploader_config(args: argparse.Namespace) -> UploaderConfig:

@@ -10,10 +10,36 @@ from typing import Any
 
 import yaml
 
+from fieldlens_cli.arguments import DATA_DIR, Subcommands
 from fieldlens_cli.output import emit
 from fieldlens_core.errors import ModelPackageError
 
 log = logging.getLogger(__name__)
+
+
+def register(commands: Subcommands) -> None:
+    build = commands.add_parser("build", help="zip component artifacts and render recipes (GDK layout)")
+    build.add_argument("--version", default="0.1.0", help="component version of the three components")
+    build.add_argument("--bucket", default="BUCKET_NAME", help="artifacts bucket the recipes point at")
+    build.add_argument("--model", type=Path, default=DATA_DIR / "model", help="model package for fieldlens.Model")
+    build.add_argument("--no-model", action="store_true", help="build without the model component")
+    build.add_argument("--out", type=Path, default=Path("greengrass-build"))
+    build.add_argument("--gdk-component", help="build one component the way `gdk component build` expects")
+    build.set_defaults(handler=build_command)
+    for verb, text, handler in (
+        ("publish", "upload artifacts and create component versions", publish_command),
+        ("deploy", "deploy the built component versions to a thing group", deploy_command),
+    ):
+        sub = commands.add_parser(verb, help=text)
+        sub.add_argument("--build", type=Path, default=Path("greengrass-build"))
+        sub.add_argument("--region")
+        sub.add_argument("--endpoint-url", help="S3 endpoint (tests)")
+        if verb == "publish":
+            sub.add_argument("--bucket", required=True)
+        else:
+            sub.add_argument("--thing-group", required=True, help="thing group ARN")
+            sub.add_argument("--merge", action="append", help="COMPONENT=JSON configuration to merge")
+        sub.set_defaults(handler=handler)
 
 
 def build_command(args: argparse.Namespace) -> int:

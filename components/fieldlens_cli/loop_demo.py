@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 import time
@@ -20,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from fieldlens_cli.commands import connect
-from fieldlens_cli.embedded_broker import EmbeddedBroker, free_port
 from fieldlens_cli.output import emit
-from fieldlens_cli.requester import Requester
-from fieldlens_cli.supervisor import ServeOptions, UploadOptions, start_components, stop_children
+from fieldlens_cli.stack import local_stack
+from fieldlens_cli.supervisor import ServeOptions, UploadOptions
 from fieldlens_core import topics
 from fieldlens_core.config import InferenceClientConfig, private_socket
+from fieldlens_core.errors import TrainingError
 from fieldlens_core.inference.client import InferenceClient
 from fieldlens_core.model_install import install_package
 from fieldlens_core.model_package import load_package
@@ -83,17 +83,19 @@ def run_loop_demo(data_dir: Path, port: int | None) -> int:
     base_manifest = build_manifest(None, {}, work / "base", None, new_labels=True)
     write_manifest(base_manifest, work / "base.json")
     base = run_retrain(work / "base.json", work / "models", None, work / "cache", force=True, name="fashion")
-    assert base.package is not None
+    if base.package is None:
+        raise TrainingError(f"the base model was not written: {base.decision.reason}")
     install_package(base.package, work / "model")
     emit(
         f"2. base model {base.version} trained on studio photos in {sum(base.timings_s.values()):.0f}s and "
         f"installed (accuracy on studio photos: {base.candidate['accuracy']:.1%})"
     )
 
-    with EmbeddedBroker(port=port or free_port()) as broker:
-        socket_path = private_socket(f"loop-{broker.port}")
-        options = ServeOptions(
-            broker=broker.url,
+    socket_path = private_socket(f"loop-{os.getpid()}")
+
+    def options(url: str) -> ServeOptions:
+        return ServeOptions(
+            broker=url,
             name=topics.DEFAULT_NAME,
             camera=f"folder:{work / 'camera'}",
             field_data=work / "field-images",
@@ -104,12 +106,12 @@ def run_loop_demo(data_dir: Path, port: int | None) -> int:
             log_level="WARNING",
             upload=UploadOptions(local_bucket_dir=work / "bucket"),
         )
-        children = start_components(options)
-        bus = connect(broker.url, "loop-demo")
+
+    with local_stack(options, "loop-demo", port) as stack:
         client = InferenceClient(InferenceClientConfig(service_name=SERVICE, socket_path=socket_path, timeout_s=30))
         try:
             before, before_version = accuracy_through_service(client, work / "holdout", holdout_truth)
-            requester = Requester(bus, topics.request_topic(options.name), topics.response_topic(options.name))
+            requester = stack.requester()
             kept = sum(
                 1 for _ in camera_truth if (requester.request(b'{"top_k": 3}', 30) or {}).get("image", {}).get("kept")
             )
@@ -148,6 +150,4 @@ def run_loop_demo(data_dir: Path, port: int | None) -> int:
             emit(f"confusion matrices and the gate's report: {report.report_dir}")
         finally:
             client.close()
-            bus.stop()
-            stop_children(children)
     return 0

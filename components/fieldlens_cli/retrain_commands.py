@@ -1,22 +1,85 @@
-"""`fieldlens label`, `dataset`, `retrain` and `model install`: the retrain loop from the command line."""
+"""`fieldlens label`, `dataset` and `retrain`: the retrain loop from the command line."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from fieldlens_cli.arguments import DATA_DIR, Subcommands
 from fieldlens_cli.output import emit
-from fieldlens_core.errors import ModelPackageError
-from fieldlens_core.model_install import install_package
-from fieldlens_core.model_package import ModelPackage
-from fieldlens_retrain.labels import LabelError, export_labels, import_labels, labelled, read_labels
-from fieldlens_retrain.pipeline import current_package
+from fieldlens_core.errors import ConfigurationError
+from fieldlens_core.model_package import current_package
+from fieldlens_retrain.labels import export_labels, import_labels, labelled, read_labels
+
+if TYPE_CHECKING:
+    from fieldlens_retrain.pipeline import RetrainReport
 
 log = logging.getLogger(__name__)
 
 EXIT_REJECTED = 4  # `retrain`: the candidate did not beat the current model
+
+
+def register(commands: Subcommands) -> None:
+    label_parser = commands.add_parser("label", help="labels of field images")
+    label_commands = label_parser.add_subparsers(dest="label_command", required=True)
+    label_in = label_commands.add_parser(
+        "import", help="write labels from a CSV (key,label) or COCO JSON into sidecars"
+    )
+    label_in.add_argument("file", type=Path)
+    label_out = label_commands.add_parser("export", help="labels from the sidecars to a CSV or COCO JSON")
+    label_out.add_argument("--format", choices=["csv", "coco"], default="csv")
+    label_out.add_argument("--out", type=Path, required=True)
+    for sub in (label_in, label_out):
+        sub.add_argument("--field-data", type=Path, default=DATA_DIR / "field-images")
+        sub.set_defaults(handler=label)
+    label_in.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model (its labels)")
+    label_in.add_argument("--new-labels", action="store_true", help="allow labels the current model does not know")
+
+    dataset_parser = commands.add_parser("dataset", help="dataset manifests")
+    dataset_commands = dataset_parser.add_subparsers(dest="dataset_command", required=True)
+    build = dataset_commands.add_parser("build", help="build a manifest from field images (and a base set)")
+    build.add_argument(
+        "--from",
+        dest="source",
+        default=str(DATA_DIR / "field-images"),
+        help="a field-data directory or s3://bucket/prefix",
+    )
+    build.add_argument("--labels", type=Path, help="a labels CSV or COCO JSON (besides sidecar labels)")
+    build.add_argument("--base", type=Path, help="a folder of class folders to train on as well")
+    build.add_argument("--new-labels", action="store_true", help="a new label set (else: the model's)")
+    build.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model")
+    build.add_argument("--pseudo-threshold", type=float, help="pseudo-label unlabelled images this confident")
+    build.add_argument("--val-percent", type=int, default=20)
+    build.add_argument("--cache", type=Path, default=DATA_DIR / "cache")
+    build.add_argument("--endpoint-url")
+    build.add_argument("--region")
+    build.add_argument("--out", type=Path, required=True)
+    build.set_defaults(handler=dataset)
+
+    retrain_parser = commands.add_parser(
+        "retrain", help="train a candidate, evaluate it against the current model, gate it"
+    )
+    arg = retrain_parser.add_argument
+    arg("--dataset", type=Path, required=True, help="a manifest from `fieldlens dataset build`")
+    arg("--out", type=Path, default=DATA_DIR / "models")
+    arg("--model", type=Path, default=DATA_DIR / "model", help="the current model")
+    arg("--force", action="store_true", help="publish even if it does not beat the current model")
+    arg("--margin", type=float, default=0.02, help="accuracy it must gain to be published")
+    arg("--epochs", type=int, default=100)
+    arg("--seed", type=int, default=0)
+    arg("--name", help="model name (default: the current model's, or fieldlens-classifier)")
+    arg("--cache", type=Path, default=DATA_DIR / "cache")
+    arg("--backend", choices=["local", "sagemaker"], default="local")
+    arg("--role-arn", help="SageMaker execution role (--backend sagemaker)")
+    arg("--bucket", help="S3 bucket for SageMaker input and output")
+    arg("--region")
+    arg("--endpoint-url", help="S3/SageMaker endpoint (tests)")
+    arg("--instance-type", default="ml.m5.large")
+    arg("--publish", action="store_true", help="publish the new model as a fieldlens.Model version")
+    arg("--deploy", metavar="THING_GROUP_ARN", help="then deploy it to this thing group")
+    retrain_parser.set_defaults(handler=retrain)
 
 
 def known_labels(model_dir: Path | None) -> list[str] | None:
@@ -25,17 +88,14 @@ def known_labels(model_dir: Path | None) -> list[str] | None:
 
 
 def label(args: argparse.Namespace) -> int:
-    try:
-        if args.label_command == "import":
-            count = import_labels(args.field_data, read_labels(args.file), known_labels(args.model), args.new_labels)
-            emit(f"labelled {count} images in {args.field_data}")
-        else:
-            found = labelled(args.field_data)
-            export_labels(found, args.out, args.format)
-            emit(f"wrote {len(found)} labels to {args.out}")
-    except LabelError as exc:
-        log.error("%s", exc)
-        return 2
+    """A bad labels file or an unknown label is a LabelError: main() reports it (exit 2)."""
+    if args.label_command == "import":
+        count = import_labels(args.field_data, read_labels(args.file), known_labels(args.model), args.new_labels)
+        emit(f"labelled {count} images in {args.field_data}")
+    else:
+        found = labelled(args.field_data)
+        export_labels(found, args.out, args.format)
+        emit(f"wrote {len(found)} labels to {args.out}")
     return 0
 
 
@@ -49,26 +109,18 @@ def dataset(args: argparse.Namespace) -> int:
     from fieldlens_retrain.dataset import balance_report, build_manifest, download_field_data, write_manifest
 
     source = str(args.source)
-    try:
-        field = (
-            download_field_data(source, args.cache / "s3", s3_client(args))
-            if source.startswith("s3://")
-            else Path(source)
-        )
-        labels = read_labels(args.labels) if args.labels else {}
-        manifest = build_manifest(
-            field,
-            labels,
-            args.base,
-            known_labels(args.model),
-            args.new_labels,
-            args.pseudo_threshold,
-            args.val_percent,
-            trust_sidecar_labels=not source.startswith("s3://"),  # devices wrote those sidecars
-        )
-    except LabelError as exc:
-        log.error("%s", exc)
-        return 2
+    from_s3 = source.startswith("s3://")
+    field = download_field_data(source, args.cache / "s3", s3_client(args)) if from_s3 else Path(source)
+    manifest = build_manifest(
+        field,
+        read_labels(args.labels) if args.labels else {},
+        args.base,
+        known_labels(args.model),
+        args.new_labels,
+        args.pseudo_threshold,
+        args.val_percent,
+        trust_sidecar_labels=not from_s3,  # devices wrote those sidecars
+    )
     write_manifest(manifest, args.out)
     for line in balance_report(manifest):
         emit(line)
@@ -80,10 +132,13 @@ def retrain(args: argparse.Namespace) -> int:
     from fieldlens_retrain.pipeline import run_retrain
     from fieldlens_retrain.train import TrainSettings
 
-    settings = TrainSettings(epochs=args.epochs, seed=args.seed)
     if args.backend == "sagemaker":
-        return retrain_on_sagemaker(args)
-    report = run_retrain(args.dataset, args.out, args.model, args.cache, args.margin, args.force, settings, args.name)
+        report = retrain_on_sagemaker(args)
+    else:
+        settings = TrainSettings(epochs=args.epochs, seed=args.seed)
+        report = run_retrain(
+            args.dataset, args.out, args.model, args.cache, args.margin, args.force, settings, args.name
+        )
     for line in report.summary():
         emit(line)
     if not report.decision.publish or report.package is None:
@@ -116,51 +171,18 @@ def ship(args: argparse.Namespace, package: Path) -> int:
     return 0
 
 
-def reversion(candidate: Path, parent: ModelPackage | None) -> None:
-    """The job does not know the current model: version the candidate from it here, as a local retrain does."""
-    from fieldlens_core.model_package import load_package, write_card
-    from fieldlens_retrain.train import next_version
-
-    package = load_package(candidate)
-    version = next_version(parent.card if parent else None, package.labels, parent.labels if parent else None)
-    fields = package.card.model_dump(exclude={"files"})
-    write_card(candidate, {**fields, "version": version, "parent_version": parent.card.version if parent else None})
-
-
-def install(args: argparse.Namespace) -> int:
-    try:
-        card = install_package(args.package, args.model_dir)
-    except ModelPackageError as exc:
-        log.error("not installed: %s", exc)
-        return 1
-    emit(f"installed {card.name} {card.version} into {args.model_dir} (now current)")
-    return 0
-
-
-def retrain_on_sagemaker(args: argparse.Namespace) -> int:
-    import tempfile
-
+def retrain_on_sagemaker(args: argparse.Namespace) -> RetrainReport:
     import boto3
 
-    from fieldlens_retrain.dataset import read_manifest
-    from fieldlens_retrain.pipeline import publish_candidate
+    from fieldlens_retrain.pipeline import run_sagemaker_retrain
     from fieldlens_retrain.sagemaker import SageMakerRetrain
 
     if not args.role_arn or not args.bucket:
-        log.error("--backend sagemaker needs --role-arn and --bucket")
-        return 2
+        raise ConfigurationError("--backend sagemaker needs --role-arn and --bucket")
     region = args.region or boto3.session.Session().region_name or "us-east-1"
     s3 = boto3.client("s3", region_name=region, endpoint_url=args.endpoint_url)
     sagemaker = boto3.client("sagemaker", region_name=region, endpoint_url=args.endpoint_url)
-    manifest = read_manifest(args.dataset)
     runner = SageMakerRetrain(s3, sagemaker, args.bucket, args.role_arn, region, args.instance_type)
-    job = runner.wait(runner.start(manifest, args.epochs, args.seed), report=emit)
-    args.out.mkdir(parents=True, exist_ok=True)
-    candidate = runner.fetch(job, Path(tempfile.mkdtemp(prefix=".sagemaker-", dir=args.out)))
-    reversion(candidate, current_package(args.model))
-    report = publish_candidate(manifest, candidate, args.out, args.model, args.margin, args.force)
-    for line in report.summary():
-        emit(line)
-    if not report.decision.publish or report.package is None:
-        return EXIT_REJECTED
-    return ship(args, report.package)
+    return run_sagemaker_retrain(
+        runner, args.dataset, args.out, args.model, args.epochs, args.seed, args.margin, args.force, report=emit
+    )

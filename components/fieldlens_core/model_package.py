@@ -154,3 +154,10 @@ def write_card(package_dir: Path, card_fields: dict[str, Any]) -> ModelCard:
         os.fsync(handle.fileno())
     os.replace(temporary, package_dir / CARD_FILE)
     return card
+
+
+def current_package(model_dir: Path | None) -> ModelPackage | None:
+    """The package installed at ``model_dir`` (its ``current``), or None when there is none."""
+    if model_dir is None or not (resolve_package_dir(model_dir) / CARD_FILE).exists():
+        return None
+    return load_package(model_dir)

@@ -9,16 +9,21 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fieldlens_core.atomic import atomic_write
-from fieldlens_core.model_package import CARD_FILE, ModelPackage, load_package, resolve_package_dir, write_card
+from fieldlens_core.model_package import ModelPackage, current_package, load_package, write_card
 from fieldlens_retrain.dataset import Manifest, read_manifest
 from fieldlens_retrain.embeddings import EmbeddingCache
 from fieldlens_retrain.evaluate import GateDecision, confusion_png, gate, predict_files, score
-from fieldlens_retrain.train import DEFAULT_SETTINGS, TrainSettings, retrain
+from fieldlens_retrain.train import DEFAULT_SETTINGS, TrainSettings, next_version, retrain
+
+if TYPE_CHECKING:
+    from fieldlens_retrain.sagemaker import SageMakerRetrain
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +52,6 @@ class RetrainReport:
         ]
 
 
-def current_package(model_dir: Path | None) -> ModelPackage | None:
-    if model_dir is None or not (resolve_package_dir(model_dir) / CARD_FILE).exists():
-        return None
-    return load_package(model_dir)
-
-
 def run_retrain(
     manifest_path: Path,
     out_dir: Path,
@@ -73,6 +72,35 @@ def run_retrain(
     report.timings_s, report.embedded, report.reused = result.timings_s, result.embedded, result.reused
     write_report(report, manifest)
     return report
+
+
+def run_sagemaker_retrain(
+    runner: SageMakerRetrain,
+    manifest_path: Path,
+    out_dir: Path,
+    current_dir: Path | None,
+    epochs: int,
+    seed: int,
+    margin: float = 0.02,
+    force: bool = False,
+    report: Callable[[str], None] = log.info,
+) -> RetrainReport:
+    """Train a candidate on SageMaker, then version, evaluate, gate and publish it here, as a local
+    retrain does. TrainingError when the job fails (its failure reason), or its package does not verify."""
+    manifest = read_manifest(manifest_path)
+    job = runner.wait(runner.start(manifest, epochs, seed), report=report)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    candidate = runner.fetch(job, Path(tempfile.mkdtemp(prefix=".sagemaker-", dir=out_dir)))
+    reversion(candidate, current_package(current_dir))
+    return publish_candidate(manifest, candidate, out_dir, current_dir, margin, force)
+
+
+def reversion(candidate: Path, parent: ModelPackage | None) -> None:
+    """The job does not know the current model: version the candidate from it here, as a local retrain does."""
+    package = load_package(candidate)
+    version = next_version(parent.card if parent else None, package.labels, parent.labels if parent else None)
+    fields = package.card.model_dump(exclude={"files"})
+    write_card(candidate, {**fields, "version": version, "parent_version": parent.card.version if parent else None})
 
 
 def publish_candidate(

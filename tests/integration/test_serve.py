@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fieldlens_cli.embedded_broker import free_port
+from fieldlens_cli.brokers import free_port
 from fieldlens_samples.photos import write_sample_photos
 from tests.helpers.broker import Mosquitto
 from tests.helpers.waiting import wait_until
@@ -195,8 +195,8 @@ def test_the_demo_runs_on_embedded_defaults(default_model: Path, tmp_path: Path)
 def test_kill_9_of_the_classifier_mid_burst_leaves_only_complete_pairs(
     serve: Serve, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    from fieldlens_cli.commands import connect
     from fieldlens_cli.requester import Requester
+    from fieldlens_cli.stack import connect
 
     bus = connect(mosquitto.url, "kill-test")
     try:

@@ -15,7 +15,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from fieldlens_cli.embedded_broker import free_port
+from fieldlens_cli.brokers import free_port
 from fieldlens_fielddata.directory import FieldDataDir
 from tests.helpers.broker import Mosquitto
 from tests.helpers.field_data import keep_images

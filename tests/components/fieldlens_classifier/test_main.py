@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from fieldlens_classifier import main as classifier_main
-from fieldlens_cli.embedded_broker import free_port
+from fieldlens_cli.brokers import free_port
 
 
 def test_flags_shape_the_nested_configuration() -> None:

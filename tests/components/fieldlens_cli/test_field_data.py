@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fieldlens_cli.embedded_broker import free_port
+from fieldlens_cli.brokers import free_port
 from fieldlens_cli.main import main
 from tests.helpers.field_data import keep_images
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from fieldlens_cli.embedded_broker import free_port
+from fieldlens_cli.brokers import free_port
 from fieldlens_core.bus import Message
 from fieldlens_core.bus.mqtt import BusConnectionError, MqttBus
 from fieldlens_core.config import BrokerConfig

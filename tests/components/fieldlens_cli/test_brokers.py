@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import threading
 
-from fieldlens_cli.embedded_broker import EmbeddedBroker
+from fieldlens_cli.brokers import EmbeddedBroker
 from fieldlens_cli.requester import Requester
 from fieldlens_core.bus.mqtt import MqttBus
 from fieldlens_core.config import BrokerConfig

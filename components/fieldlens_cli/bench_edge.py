@@ -1,0 +1,238 @@
+"""`fieldlens bench`, the edge path: speed and memory, every figure measured in this one run.
+
+Baselines come from the same run: pure ONNX Runtime inference on a ready tensor is the
+floor that end-to-end latency and throughput are compared with. End to end means: publish
+on the broker -> classifier -> camera (folder of 400x400 JPEGs, the seed's resolution) ->
+inference service over its socket -> image and sidecar kept with fsync -> response
+received by the requester.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+
+from fieldlens_cli.model_commands import ensure_default_model
+from fieldlens_cli.output import emit
+from fieldlens_cli.requester import Pending
+from fieldlens_cli.stack import local_stack
+from fieldlens_cli.supervisor import ServeOptions
+from fieldlens_core.config import private_socket
+from fieldlens_core.model_package import load_package
+
+CAMERA_SIZE = (400, 400)
+TARGETS = {
+    "e2e_p50_over_floor_ms": 5.0,
+    "throughput_ratio": 0.70,
+    "classifier_rss_mb": 128.0,
+    "inference_rss_mb": 200.0,
+    "cold_start_s": 3.0,
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def pure_inference(model_dir: Path, variant: str, runs: int) -> dict[str, float]:
+    """The floor: ONNX Runtime alone, default session options, on a ready tensor, nothing else running."""
+    import onnxruntime as ort
+
+    package = load_package(model_dir, variant)
+    session = ort.InferenceSession(str(package.model_path), providers=["CPUExecutionProvider"])
+    size = package.card.input.size
+    feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal((1, 3, size, size), np.float32)}
+    for _ in range(10):
+        session.run(None, feed)
+    latencies = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        session.run(None, feed)
+        latencies.append((time.perf_counter() - started) * 1000)
+    mean = statistics.fmean(latencies)
+    return {"p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99), "throughput_per_s": 1000 / mean}
+
+
+def camera_photos(folder: Path) -> Path:
+    from PIL import ImageOps
+
+    from fieldlens_samples.photos import sample_photos
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, image in sample_photos().items():
+        ImageOps.fit(image, CAMERA_SIZE).save(folder / f"{name}.jpg", format="JPEG", quality=90)
+    return folder
+
+
+def rss_mb(pid: int) -> dict[str, float]:
+    """Resident memory now and its peak (VmHWM), from /proc."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("Vm")
+    )
+    return {"rss_mb": int(fields["VmRSS"].split()[0]) / 1024, "peak_rss_mb": int(fields["VmHWM"].split()[0]) / 1024}
+
+
+def wait_all(pending: list[Pending], timeout_s: float) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout_s
+    out = []
+    for item in pending:
+        response = item.wait(max(0.0, deadline - time.monotonic()))
+        if response is None:
+            raise RuntimeError(f"request {item.request_id} got no response within {timeout_s}s")
+        out.append(response)
+    return out
+
+
+def run_edge(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[str, Any]:
+    photos = camera_photos(work / "photos")
+
+    def options(url: str) -> ServeOptions:
+        return ServeOptions(
+            broker=url,
+            name="bench",
+            camera=f"folder:{photos}",
+            field_data=work / "field",
+            model_dir=model_dir,
+            socket_path=private_socket(f"bench-{os.getpid()}"),
+            service_name="bench",
+            variant=args.variant,
+            thing_name="bench",
+            queue_size=max(8, args.burst),
+            workers=args.workers,
+            allow_spinning=args.spinning,
+            log_level="WARNING",
+        )
+
+    with local_stack(options, "bench", prefer_mosquitto=True) as stack:
+        requester = stack.requester()
+        first = requester.send(b"{}")
+        wait_all([first], 30)
+        cold = {"cold_start_s": first.received_at - stack.launched_at, "ready_s": stack.ready_at - stack.launched_at}
+
+        for _ in range(10):  # warm-up
+            wait_all([requester.send(b"{}")], 30)
+        sequential = []
+        for _ in range(args.requests):
+            item = requester.send(b"{}")
+            wait_all([item], 30)
+            sequential.append(item.latency_ms)
+
+        processes = {child.name: psutil.Process(child.pid) for child in stack.children}
+        processes["requester (this process)"] = psutil.Process()
+        cpu_before = {name: sum(p.cpu_times()[:2]) for name, p in processes.items()}
+        burst_started = time.perf_counter()
+        burst = [requester.send(b"{}") for _ in range(args.burst)]
+        responses = wait_all(burst, 300)
+        burst_seconds = max(p.received_at for p in burst) - burst_started
+        cpu_ms_per_request = {
+            name: (sum(p.cpu_times()[:2]) - cpu_before[name]) * 1000 / args.burst for name, p in processes.items()
+        }
+        errors = sum(1 for r in responses if "error" in r)
+        memory = {child.name: rss_mb(child.pid) for child in stack.children}
+    return {
+        **cold,
+        "broker": stack.broker,
+        "e2e_p50_ms": percentile(sequential, 50),
+        "e2e_p99_ms": percentile(sequential, 99),
+        "burst_requests": args.burst,
+        "burst_errors": errors,
+        "burst_throughput_per_s": args.burst / burst_seconds,
+        "burst_cpu_ms_per_request": cpu_ms_per_request,
+        "memory": memory,
+    }
+
+
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per figure, the median over the repeated edge runs; memory, the largest seen."""
+    merged: dict[str, Any] = {}
+    for key, value in runs[0].items():
+        if key == "memory":
+            merged[key] = {name: {m: max(r["memory"][name][m] for r in runs) for m in value[name]} for name in value}
+        elif isinstance(value, dict):
+            merged[key] = {k: statistics.median(r[key][k] for r in runs) for k in value}
+        else:
+            merged[key] = statistics.median(r[key] for r in runs)
+    merged["repeats"] = len(runs)
+    return merged
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    model_dir = args.data_dir.absolute() / "model"
+    ensure_default_model(model_dir)
+    package = load_package(model_dir, args.variant)
+    emit(f"edge path: {package.card.name} {package.card.version} ({args.variant})")
+    runs = max(100, args.requests)
+    before = pure_inference(model_dir, args.variant, runs)
+    # field images go where a device keeps them (the data directory), not to the temp directory
+    args.data_dir.mkdir(parents=True, exist_ok=True)
+    runs_of_edge = []
+    for _ in range(args.repeat):
+        with tempfile.TemporaryDirectory(prefix=".bench-", dir=args.data_dir) as scratch:
+            runs_of_edge.append(run_edge(args, model_dir, Path(scratch)))
+    broker_name = runs_of_edge[0].pop("broker")
+    for run in runs_of_edge[1:]:
+        run.pop("broker")
+    emit(f"broker: {broker_name}")
+    edge = median_run(runs_of_edge)
+    after = pure_inference(model_dir, args.variant, runs)
+    # Shared machines drift: the floor is measured before and after the edge run, and the
+    # faster of the two is the baseline, so the ratios are never flattered by a slow floor.
+    floor = min(before, after, key=lambda f: f["p50_ms"])
+    emit(f"pure ONNX Runtime p50: {before['p50_ms']:.2f} ms before, {after['p50_ms']:.2f} ms after the edge run")
+    return {
+        "model": f"{package.card.name} {package.card.version} {args.variant}",
+        "broker": broker_name,
+        "floor": floor,
+        **edge,
+        "e2e_p50_over_floor_ms": edge["e2e_p50_ms"] - floor["p50_ms"],
+        "throughput_ratio": edge["burst_throughput_per_s"] / floor["throughput_per_s"],
+    }
+
+
+def report(r: dict[str, Any]) -> None:
+    memory = r["memory"]
+    rows = [
+        ("pure inference p50 / p99 (floor)", f"{r['floor']['p50_ms']:.2f} / {r['floor']['p99_ms']:.2f} ms", ""),
+        ("pure inference throughput", f"{r['floor']['throughput_per_s']:.1f} /s", ""),
+        ("end-to-end p50 / p99", f"{r['e2e_p50_ms']:.2f} / {r['e2e_p99_ms']:.2f} ms", ""),
+        (
+            "end-to-end p50 over the floor",
+            f"{r['e2e_p50_over_floor_ms']:.2f} ms",
+            f"<= {TARGETS['e2e_p50_over_floor_ms']} ms",
+        ),
+        (
+            f"burst of {r['burst_requests']} concurrent requests",
+            f"{r['burst_throughput_per_s']:.1f} /s ({r['burst_errors']} errors)",
+            "",
+        ),
+        ("burst throughput / pure inference", f"{r['throughput_ratio']:.0%}", f">= {TARGETS['throughput_ratio']:.0%}"),
+        (
+            "classifier RSS (peak)",
+            f"{memory['classifier']['rss_mb']:.0f} MB ({memory['classifier']['peak_rss_mb']:.0f})",
+            f"<= {TARGETS['classifier_rss_mb']:.0f} MB",
+        ),
+        (
+            "inference service RSS (peak)",
+            f"{memory['inference']['rss_mb']:.0f} MB ({memory['inference']['peak_rss_mb']:.0f})",
+            f"<= {TARGETS['inference_rss_mb']:.0f} MB",
+        ),
+        ("cold start: spawn -> first answer", f"{r['cold_start_s']:.2f} s", f"<= {TARGETS['cold_start_s']} s"),
+    ]
+    emit("")
+    emit("| measure | result | target |")
+    emit("| --- | --- | --- |")
+    for name, value, target in rows:
+        emit(f"| {name} | {value} | {target} |")
+    emit("")
+    emit(
+        "CPU time per request during the burst: "
+        + ", ".join(f"{name} {ms:.2f} ms" for name, ms in r["burst_cpu_ms_per_request"].items())
+    )

@@ -1,0 +1,57 @@
+"""`fieldlens model build-default` and `model install`: the packages a device serves."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from fieldlens_cli.arguments import DATA_DIR, Subcommands
+from fieldlens_cli.output import emit
+from fieldlens_core.errors import ModelPackageError
+from fieldlens_core.model_install import install_package
+from fieldlens_core.model_package import CARD_FILE, resolve_package_dir
+
+log = logging.getLogger(__name__)
+
+
+def register(commands: Subcommands) -> None:
+    model = commands.add_parser("model", help="model packages")
+    model_commands = model.add_subparsers(dest="model_command", required=True)
+    build = model_commands.add_parser("build-default", help="export EfficientNet-Lite0 (ImageNet) as a package")
+    build.add_argument("--out", type=Path, default=DATA_DIR / "model")
+    build.set_defaults(handler=build_default)
+    install = model_commands.add_parser("install", help="install a package and make it current (atomically)")
+    install.add_argument("package", type=Path)
+    install.add_argument("--model-dir", type=Path, default=DATA_DIR / "model")
+    install.set_defaults(handler=install_command)
+
+
+def build_default(args: argparse.Namespace) -> int:
+    from fieldlens_retrain.default_model import build_default_model
+
+    card = build_default_model(args.out)
+    emit(f"model {card.name} {card.version} written to {args.out}")
+    emit(f"coffee photo check: {card.metrics['coffee_photo_top1']}")
+    return 0
+
+
+def ensure_default_model(model_dir: Path) -> None:
+    """Build the default package into ``model_dir`` unless one is there (the demo and the bench)."""
+    if (resolve_package_dir(model_dir) / CARD_FILE).exists():
+        return
+    from fieldlens_retrain.default_model import build_default_model
+
+    emit(f"Building the default model into {model_dir} (EfficientNet-Lite0, ImageNet; once, ~15 s) ...")
+    card = build_default_model(model_dir)
+    emit(f"  done: {card.name} {card.version}; coffee photo check: {card.metrics['coffee_photo_top1']}")
+
+
+def install_command(args: argparse.Namespace) -> int:
+    try:
+        card = install_package(args.package, args.model_dir)
+    except ModelPackageError as exc:
+        log.error("not installed: %s", exc)
+        return 1
+    emit(f"installed {card.name} {card.version} into {args.model_dir} (now current)")
+    return 0
