@@ -24,14 +24,13 @@ from fieldlens_cli.supervisor import (
 )
 from fieldlens_core import topics
 from fieldlens_core.bus import Message
-from fieldlens_core.bus.mqtt import BusConnectionError
 from fieldlens_core.config import DEFAULT_SERVICE_NAME, private_socket
 from fieldlens_core.errors import ConfigurationError
 from fieldlens_core.model_package import CARD_FILE, resolve_package_dir
 
 log = logging.getLogger(__name__)
 
-EXIT_PREDICTION, EXIT_ERROR_RESPONSE, EXIT_TIMEOUT, EXIT_NO_BROKER = 0, 1, 2, 3
+EXIT_PREDICTION, EXIT_ERROR_RESPONSE, EXIT_TIMEOUT = 0, 1, 2  # and 3, no broker: BusConnectionError.exit_code
 
 
 def register(commands: Subcommands) -> None:
@@ -113,11 +112,7 @@ def upload_options(args: argparse.Namespace) -> UploadOptions:
 
 
 def classify(args: argparse.Namespace) -> int:
-    try:
-        bus = connect(args.broker, "classify")
-    except BusConnectionError as exc:
-        log.error("%s", exc)
-        return EXIT_NO_BROKER
+    bus = connect(args.broker, "classify")  # BusConnectionError: main() reports it, exit 3
     try:
         requester = Requester(bus, topics.request_topic(args.name), topics.response_topic(args.name))
         response = requester.request(args.payload.encode(), args.timeout)
@@ -131,11 +126,7 @@ def classify(args: argparse.Namespace) -> int:
 
 
 def watch(args: argparse.Namespace) -> int:
-    try:
-        bus = connect(args.broker, "watch")
-    except BusConnectionError as exc:
-        log.error("%s", exc)
-        return EXIT_NO_BROKER
+    bus = connect(args.broker, "watch")
     done = threading.Event()
     seen = [0]
 

@@ -42,3 +42,12 @@ def test_a_failure_from_the_tree_is_one_line_and_its_exit_code(
     with caplog.at_level(logging.ERROR):
         assert cli.main(["watch"]) == EXIT_CONFIGURATION
     assert "fieldlens watch: bucket: not a bucket name (exit 2)" in caplog.text
+
+
+def test_classify_without_a_broker_exits_3_with_one_line(caplog: pytest.LogCaptureFixture) -> None:
+    from fieldlens_cli.brokers import free_port
+
+    with caplog.at_level(logging.ERROR):
+        assert cli.main(["classify", "--broker", f"mqtt://127.0.0.1:{free_port()}"]) == 3
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "fieldlens"]
+    assert line.startswith("fieldlens classify: cannot reach MQTT broker") and line.endswith("(exit 3)")
