@@ -9,7 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from fieldlens_core import topics
 from fieldlens_core.config import BusSettings, CameraConfig, InferenceClientConfig, default_thing_name
 from fieldlens_core.messages import DEFAULT_MAX_PAYLOAD_BYTES
-from fieldlens_fielddata.layout import DEFAULT_S3_PREFIX
+from fieldlens_fielddata.directory import DEFAULT_S3_PREFIX
 from fieldlens_fielddata.sampling.config import SamplingConfig
 
 

@@ -14,9 +14,8 @@ from typing import Any
 
 from fieldlens_classifier.build import build_classifier
 from fieldlens_classifier.config import ClassifierConfig
-from fieldlens_core.bootstrap import BROKER_FLAGS, add_broker_arguments, run_component, set_up_component
+from fieldlens_core.bootstrap import BROKER_FLAGS, add_broker_arguments, given_flags, run_component, set_up_component
 from fieldlens_core.camera.registry import parse_camera_flag
-from fieldlens_core.component_config import given_flags
 from fieldlens_core.errors import ConfigurationError, StartupError
 from fieldlens_core.lifecycle import configure_logging, startup_failure
 

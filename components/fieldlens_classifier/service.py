@@ -38,7 +38,7 @@ from fieldlens_core.messages import (
     salvage_request_id,
     utc_timestamp,
 )
-from fieldlens_fielddata.layout import new_image_id
+from fieldlens_fielddata.directory import new_image_id
 from fieldlens_fielddata.sampling.policy import SamplingPolicy
 from fieldlens_fielddata.sidecar import ModelRef, Observation
 from fieldlens_fielddata.store import FieldStore, StoreFullError

@@ -27,7 +27,7 @@ from fieldlens_cli.bench_edge import camera_photos
 from fieldlens_cli.brokers import free_port
 from fieldlens_cli.output import emit
 from fieldlens_fielddata.destination import S3Destination
-from fieldlens_fielddata.layout import new_image_id
+from fieldlens_fielddata.directory import new_image_id
 from fieldlens_fielddata.sidecar import Observation
 from fieldlens_fielddata.store import FieldStore
 from fieldlens_fielddata.uploader import Uploader

@@ -12,8 +12,7 @@ from tqdm import tqdm
 from fieldlens_cli.arguments import DATA_DIR, Subcommands, upload_arguments
 from fieldlens_cli.output import emit
 from fieldlens_core.errors import ConfigurationError
-from fieldlens_fielddata.directory import FieldDataDir
-from fieldlens_fielddata.layout import DEFAULT_S3_PREFIX
+from fieldlens_fielddata.directory import DEFAULT_S3_PREFIX, FieldDataDir
 from fieldlens_fielddata.sidecar import Sidecar, SidecarError
 from fieldlens_fielddata.uploader import DrainReport
 from fieldlens_uploader.build import build_destination, build_uploader

@@ -1,6 +1,7 @@
 """A model package loaded into ONNX Runtime: the one place an image becomes predictions.
 
-preprocess (the card's InputSpec) -> predict (the session) -> postprocess (softmax, top k).
+preprocess (the card's InputSpec, :mod:`fieldlens_core.preprocess`) -> predict (the session)
+-> postprocess (softmax, top k, here).
 The inference service, the retrain gate and the default model's checks all classify through
 :meth:`LoadedModel.classify` or :meth:`LoadedModel.top1`, so what is measured offline is
 what the device runs.
@@ -20,8 +21,22 @@ from PIL import Image
 
 from fieldlens_core.errors import ModelPackageError
 from fieldlens_core.model_package import InputSpec, ModelPackage, load_package
-from fieldlens_core.postprocess import top_k
 from fieldlens_core.preprocess import image_tensor, preprocess
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max()
+    exp = np.exp(shifted, dtype=np.float64)
+    result: np.ndarray = exp / exp.sum()
+    return result
+
+
+def top_k(logits: np.ndarray, labels: list[str], k: int) -> list[dict[str, Any]]:
+    probabilities = softmax(np.asarray(logits, dtype=np.float64).reshape(-1))
+    k = max(1, min(k, len(labels)))
+    best = np.argpartition(-probabilities, k - 1)[:k]
+    best = best[np.argsort(-probabilities[best], kind="stable")]
+    return [{"label": labels[i], "confidence": round(float(probabilities[i]), 6)} for i in best]
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,7 @@ import argparse
 import logging
 import sys
 
-from fieldlens_core.bootstrap import load_component_config, run_component
-from fieldlens_core.component_config import given_flags
+from fieldlens_core.bootstrap import given_flags, load_component_config, run_component
 from fieldlens_core.errors import ConfigurationError, ModelPackageError, StartupError
 from fieldlens_core.lifecycle import configure_logging, startup_failure
 from fieldlens_inference.batcher import BatchRunner

@@ -6,8 +6,7 @@ import argparse
 import logging
 import sys
 
-from fieldlens_core.bootstrap import BROKER_FLAGS, add_broker_arguments, run_component, set_up_component
-from fieldlens_core.component_config import given_flags
+from fieldlens_core.bootstrap import BROKER_FLAGS, add_broker_arguments, given_flags, run_component, set_up_component
 from fieldlens_core.errors import ConfigurationError, StartupError
 from fieldlens_core.lifecycle import configure_logging, startup_failure
 from fieldlens_fielddata.retry import Backoff

@@ -1,11 +1,18 @@
-"""The field-data directory: the one code that knows its layout and reads or rewrites its sidecars.
+"""The field-data directory: the one code that knows its layout, its names and keys, and its sidecars.
 
-Layout (names and keys come from :mod:`fieldlens_fielddata.layout`)::
+Locally::
 
     <root>/<yyyy>/<mm>/<dd>/<image_id>.jpg        the image
     <root>/<yyyy>/<mm>/<dd>/<image_id>.json       its sidecar: present = the pair is complete
     <root>/<yyyy>/<mm>/<dd>/<image_id>.uploaded   the upload receipt: present = in the bucket
     <root>/quarantine/                            pairs the uploader could not read
+
+In the bucket (README, "How they reach S3")::
+
+    <prefix>/<thing>/<yyyy>/<mm>/<dd>/<image_id>.jpg   and   <image_id>.json
+
+Keys derive from the image id, the thing and the prefix alone, so an upload repeated after a
+crash writes the same keys again: never a second copy.
 
 The store writes new pairs, the uploader ships them, the labelling step and the dataset
 builder read and label them: each through this class. Listing walks one day directory at a
@@ -17,16 +24,65 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
+import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 
 from fieldlens_core.atomic import TEMP_SUFFIX, atomic_write
 from fieldlens_core.messages import utc_timestamp
-from fieldlens_fielddata.layout import IMAGE_SUFFIX, RECEIPT_SUFFIX, SIDECAR_SUFFIX, date_path, image_time, is_image_id
 from fieldlens_fielddata.sidecar import LabelSource, Sidecar, SidecarError, StaleSidecarError
+
+DEFAULT_S3_PREFIX = "field-data"
+IMAGE_SUFFIX = ".jpg"
+SIDECAR_SUFFIX = ".json"
+RECEIPT_SUFFIX = ".uploaded"
+
+
+def new_image_id(when: datetime) -> str:
+    """Sortable by time and unique across restarts: ``20261122T221530123Z-1a2b3c4d``."""
+    return f"{when.astimezone(UTC):%Y%m%dT%H%M%S}{when.microsecond // 1000:03d}Z-{secrets.token_hex(4)}"
+
+
+def image_time(image_id: str) -> datetime | None:
+    """The capture time encoded in an image id; None for a name that is not one of ours."""
+    stamp = image_id[:19]  # YYYYmmddTHHMMSSfffZ
+    if len(stamp) != 19 or stamp[8] != "T" or stamp[18] != "Z" or not (stamp[:8] + stamp[9:18]).isdigit():
+        return None
+    try:
+        return datetime(
+            int(stamp[0:4]),
+            int(stamp[4:6]),
+            int(stamp[6:8]),
+            int(stamp[9:11]),
+            int(stamp[11:13]),
+            int(stamp[13:15]),
+            int(stamp[15:18]) * 1000,
+            tzinfo=UTC,
+        )
+    except ValueError:
+        return None
+
+
+IMAGE_ID = re.compile(r"[0-9]{8}T[0-9]{9}Z-[0-9A-Za-z]{1,64}")
+
+
+def is_image_id(name: str) -> bool:
+    """True for a name :func:`new_image_id` could have made: safe to join onto a directory."""
+    return IMAGE_ID.fullmatch(name) is not None and image_time(name) is not None
+
+
+def date_path(when: datetime) -> str:
+    return f"{when.astimezone(UTC):%Y/%m/%d}"
+
+
+def s3_key(prefix: str, thing: str, when: datetime, image_id: str, suffix: str = IMAGE_SUFFIX) -> str:
+    parts = [p for p in (prefix.strip("/"), thing, date_path(when), image_id + suffix) if p]
+    return "/".join(parts)
+
 
 QUARANTINE_DIR = "quarantine"
 LOCK_FILE = ".sidecars.lock"

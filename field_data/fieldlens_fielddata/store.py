@@ -32,8 +32,7 @@ from pathlib import Path
 
 from fieldlens_core.atomic import fsync_directory, fsync_path
 from fieldlens_core.errors import FieldlensError
-from fieldlens_fielddata.directory import FieldDataDir, Pair
-from fieldlens_fielddata.layout import DEFAULT_S3_PREFIX, s3_key
+from fieldlens_fielddata.directory import DEFAULT_S3_PREFIX, FieldDataDir, Pair, s3_key
 from fieldlens_fielddata.sidecar import Observation, Sidecar, SidecarError
 
 log = logging.getLogger(__name__)

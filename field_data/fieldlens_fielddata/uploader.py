@@ -33,8 +33,7 @@ from urllib.parse import quote
 
 from fieldlens_core.messages import utc_timestamp
 from fieldlens_fielddata.destination import Destination
-from fieldlens_fielddata.directory import FieldDataDir, Pair
-from fieldlens_fielddata.layout import IMAGE_SUFFIX, SIDECAR_SUFFIX, date_path
+from fieldlens_fielddata.directory import IMAGE_SUFFIX, SIDECAR_SUFFIX, FieldDataDir, Pair, date_path
 from fieldlens_fielddata.retry import is_pair_specific, is_transient
 from fieldlens_fielddata.sidecar import Sidecar, SidecarError
 

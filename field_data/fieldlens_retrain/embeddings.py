@@ -25,7 +25,7 @@ from tqdm import tqdm
 from fieldlens_core.atomic import atomic_write
 from fieldlens_core.preprocess import image_tensor
 from fieldlens_retrain.backbone import FEATURE_DIM, INPUT_SPEC, load_backbone, weights_path
-from fieldlens_retrain.onnx_export import export_onnx
+from fieldlens_retrain.packaging import export_onnx
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from fieldlens_fielddata.layout import new_image_id
+from fieldlens_fielddata.directory import new_image_id
 from fieldlens_fielddata.sidecar import ModelRef, Observation
 from fieldlens_fielddata.store import FieldStore, KeptImage
 from tests.helpers.images import solid_jpeg

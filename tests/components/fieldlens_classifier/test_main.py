@@ -39,7 +39,7 @@ def test_a_name_the_access_control_does_not_allow_exits_4_naming_the_entry_to_ad
     import logging
 
     from fieldlens_core import bootstrap
-    from fieldlens_core.component_config import NUCLEUS_SOCKET_ENV
+    from fieldlens_core.bootstrap import NUCLEUS_SOCKET_ENV
     from fieldlens_core.errors import EXIT_NOT_AUTHORISED
     from tests.helpers.ipc import FakeGreengrassIpc
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from fieldlens_classifier import main as classifier_main
-from fieldlens_core.bootstrap import connect_nucleus
-from fieldlens_core.component_config import NUCLEUS_SOCKET_ENV
+from fieldlens_core.bootstrap import NUCLEUS_SOCKET_ENV, connect_nucleus
 from fieldlens_core.errors import EXIT_CANNOT_CONNECT, NucleusConnectionError
 from fieldlens_inference import main as inference_main
 from fieldlens_uploader import main as uploader_main

@@ -10,7 +10,7 @@ import pytest
 
 from fieldlens_core import atomic
 from fieldlens_fielddata import directory as field_directory
-from fieldlens_fielddata.layout import new_image_id, s3_key
+from fieldlens_fielddata.directory import new_image_id, s3_key
 from fieldlens_fielddata.sidecar import Observation
 from fieldlens_fielddata.store import FieldStore, StoreFullError
 

@@ -15,7 +15,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from fieldlens_fielddata.destination import LocalDirectoryDestination, S3Destination, sha256_b64
-from fieldlens_fielddata.layout import new_image_id
+from fieldlens_fielddata.directory import new_image_id
 from fieldlens_fielddata.sidecar import Observation
 from fieldlens_fielddata.store import FieldStore
 from fieldlens_fielddata.uploader import Uploader

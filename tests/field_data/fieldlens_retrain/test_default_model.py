@@ -58,7 +58,7 @@ def test_int8_agrees_with_fp32_on_views_it_never_saw(default_model: Path) -> Non
 
 
 def test_int8_weights_are_unsigned_so_no_cpu_saturates(default_model: Path) -> None:
-    """U8S8 saturates in VPMADDUBSW on AVX2 without VNNI; U8U8 has no such path (onnx_export.quantize_int8)."""
+    """U8S8 saturates in VPMADDUBSW on AVX2 without VNNI; U8U8 has no such path (packaging.quantize_int8)."""
     import onnx
 
     graph = onnx.load(str(default_model / "model.int8.onnx")).graph

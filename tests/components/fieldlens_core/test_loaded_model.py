@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fieldlens_core.postprocess import softmax, top_k
+from fieldlens_core.loaded_model import softmax, top_k
 
 
 def test_top_k_is_sorted_probabilities() -> None:
