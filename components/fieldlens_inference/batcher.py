@@ -22,7 +22,7 @@ from itertools import groupby
 
 import numpy as np
 
-from fieldlens_core.loaded_model import LoadedModel
+from fieldlens_core.model import LoadedModel
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Keeps the current model package loaded and swaps in new versions atomically.
 
-Requests take a reference to the current :class:`~fieldlens_core.loaded_model.LoadedModel` when they start, so a swap
+Requests take a reference to the current :class:`~fieldlens_core.model.LoadedModel` when they start, so a swap
 never changes the model under a request in flight: the old session lives until its last
 request finishes. A package that fails verification or does not load is logged and the
 current model keeps serving.
@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 from fieldlens_core.errors import ModelPackageError
-from fieldlens_core.loaded_model import LoadedModel, load_model
+from fieldlens_core.model import LoadedModel, load_model
 from fieldlens_core.model_package import CARD_FILE, resolve_package_dir
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from fieldlens_core.inference.protocol import CONTENT_TYPES, WireCode
-from fieldlens_core.preprocess import BadImageError
+from fieldlens_core.model import BadImageError
 from fieldlens_inference.batcher import BatchRunner
 from fieldlens_inference.model_manager import ModelManager
 

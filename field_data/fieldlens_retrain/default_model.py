@@ -15,9 +15,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fieldlens_core.loaded_model import LoadedModel
+from fieldlens_core.model import LoadedModel, image_tensor
 from fieldlens_core.model_package import ModelCard
-from fieldlens_core.preprocess import image_tensor
 from fieldlens_retrain.backbone import ARCHITECTURE, INPUT_SPEC, imagenet_labels, load_backbone
 from fieldlens_retrain.packaging import write_package
 from fieldlens_samples.photos import bundled_photos, random_views, sample_photos

@@ -23,7 +23,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from tqdm import tqdm
 
 from fieldlens_core.atomic import atomic_write
-from fieldlens_core.preprocess import image_tensor
+from fieldlens_core.model import image_tensor
 from fieldlens_retrain.backbone import FEATURE_DIM, INPUT_SPEC, load_backbone, weights_path
 from fieldlens_retrain.packaging import export_onnx
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fieldlens_core.loaded_model import load_model
+from fieldlens_core.model import load_model
 
 
 def predict_files(model_dir: Path, paths: Sequence[Path], variant: str = "fp32") -> list[str]:

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from fieldlens_core.errors import TrainingError
-from fieldlens_core.loaded_model import LoadedModel, load_model
 from fieldlens_core.messages import utc_timestamp
+from fieldlens_core.model import LoadedModel, load_model
 from fieldlens_core.model_package import LABELS_FILE, InputSpec, ModelCard, write_card
 
 log = logging.getLogger(__name__)

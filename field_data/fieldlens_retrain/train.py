@@ -22,8 +22,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from fieldlens_core.errors import TrainingError
+from fieldlens_core.model import image_tensor
 from fieldlens_core.model_package import ModelCard, ModelPackage
-from fieldlens_core.preprocess import image_tensor
 from fieldlens_retrain.backbone import ARCHITECTURE, FEATURE_DIM, INPUT_SPEC, load_backbone
 from fieldlens_retrain.dataset import Manifest
 from fieldlens_retrain.embeddings import VIEWS, EmbeddingCache, stack

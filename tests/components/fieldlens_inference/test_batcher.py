@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fieldlens_core.loaded_model import LoadedModel, load_model
-from fieldlens_core.preprocess import preprocess
+from fieldlens_core.model import LoadedModel, load_model, preprocess
 from fieldlens_inference.batcher import BatchRunner
 from tests.helpers.images import solid_jpeg
 from tests.helpers.tiny_model import make_tiny_package

@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from fieldlens_core.errors import ModelPackageError
-from fieldlens_core.loaded_model import load_model
+from fieldlens_core.model import load_model, preprocess
 from fieldlens_core.model_package import sha256_file
-from fieldlens_core.preprocess import preprocess
 from fieldlens_inference.model_manager import ModelManager
 from tests.helpers.images import solid_jpeg
 from tests.helpers.tiny_model import make_tiny_package

@@ -1,16 +1,35 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from fieldlens_core.model import BadImageError, load_model, preprocess, softmax, top_k
 from fieldlens_core.model_package import InputSpec
-from fieldlens_core.preprocess import BadImageError, preprocess
 from tests.helpers.images import solid_jpeg, solid_png
+from tests.helpers.tiny_model import make_tiny_package
 
 SPEC = InputSpec(size=32, resize=36, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
+
+
+def test_top_k_is_sorted_probabilities() -> None:
+    result = top_k(np.array([1.0, 3.0, 2.0, -1.0]), ["a", "b", "c", "d"], 3)
+    assert [r["label"] for r in result] == ["b", "c", "a"]
+    confidences = [r["confidence"] for r in result]
+    assert confidences == sorted(confidences, reverse=True)
+    assert all(0.0 <= c <= 1.0 for c in confidences) and sum(confidences) < 1.0
+
+
+def test_k_is_clipped_to_the_label_count() -> None:
+    assert len(top_k(np.array([0.0, 1.0]), ["a", "b"], 10)) == 2
+
+
+def test_softmax_is_stable_for_large_logits() -> None:
+    probabilities = softmax(np.array([1000.0, 1000.0]))
+    assert probabilities == pytest.approx([0.5, 0.5])
 
 
 def test_tensor_shape_scaling_and_channel_order() -> None:
@@ -53,7 +72,7 @@ def test_a_large_png_is_refused_before_it_is_decoded() -> None:
 
     from PIL import Image
 
-    from fieldlens_core.preprocess import MAX_DECODED_PIXELS, BadImageError
+    from fieldlens_core.model import MAX_DECODED_PIXELS, BadImageError
 
     buffer = io.BytesIO()
     Image.new("L", (5000, 4000)).save(buffer, format="PNG")  # 20 Mpx, a few KB compressed
@@ -62,7 +81,35 @@ def test_a_large_png_is_refused_before_it_is_decoded() -> None:
 
 
 def test_a_large_jpeg_decodes_scaled_down_in_draft_mode() -> None:
-    from fieldlens_core.preprocess import decode
+    from fieldlens_core.model import decode
 
     image = decode(solid_jpeg((10, 200, 10), size=(6000, 4000)), SPEC, "image/jpeg")  # 24 Mpx, a Pi HQ frame is 12
     assert image.width * image.height <= 1_000_000
+
+
+def test_classify_and_top1_give_the_same_answer_from_bytes_and_from_a_decoded_image(tmp_path: Path) -> None:
+    """The service (bytes), the gate (top1 in batches) and the checks on photos (PIL) share one path."""
+    make_tiny_package(tmp_path)
+    model = load_model(tmp_path, "fp32")
+    red, blue = solid_jpeg((240, 10, 10)), solid_jpeg((10, 10, 240))
+    result = model.classify(red, 2, "image/jpeg")
+    assert len(result.predictions) == 2 and set(result.timing_ms) == {"preprocess", "inference", "postprocess"}
+    decoded = Image.open(io.BytesIO(red))
+    assert model.classify(decoded, 1).predictions[0]["label"] == result.predictions[0]["label"]
+    assert model.top1([red, blue, decoded]) == [
+        model.classify(image, 1).predictions[0]["label"] for image in (red, blue, decoded)
+    ]
+    assert model.top1([red, blue])[0] != model.top1([red, blue])[1]  # the tiny model tells red from blue
+
+
+def test_classify_takes_the_callers_predict(tmp_path: Path) -> None:
+    make_tiny_package(tmp_path)
+    model = load_model(tmp_path, "fp32")
+    shapes: list[tuple[int, ...]] = []
+
+    def predict(tensor: np.ndarray) -> np.ndarray:
+        shapes.append(tensor.shape)
+        return model.predict(tensor)
+
+    model.classify(solid_jpeg((240, 10, 10)), 1, predict=predict)
+    assert shapes == [(1, 3, model.spec.size, model.spec.size)]
