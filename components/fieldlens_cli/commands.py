@@ -90,12 +90,12 @@ def serve(args: argparse.Namespace) -> int:
     except (ChildFailedError, ConfigurationError) as exc:
         log.error("could not start: %s", exc)
         return 1
-    emit(
+    ready = (
         f"fieldlens ready: requests on {topics.request_topic(args.name)} and {topics.FLEET_REQUEST_TOPIC}, "
         f"responses on {topics.response_topic(args.name)} and {topics.FLEET_RESPONSE_TOPIC} via {args.broker} "
         f"(pids {', '.join(str(c.pid) for c in children)})"
     )
-    reason = wait_until_signal_or_exit(children, args.max_disconnected_s)
+    reason = wait_until_signal_or_exit(children, args.max_disconnected_s, on_watching=lambda: emit(ready))
     log.info("stopping: %s", reason)
     stop_children(children)
     return 0 if reason in ("SIGINT", "SIGTERM") else 1

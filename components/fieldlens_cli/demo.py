@@ -144,9 +144,8 @@ def run_demo(data_dir: Path, port: int | None, keep_running: bool) -> int:
         emit("The last row is a deliberately malformed request: errors come back as structured responses.")
         own_request = f"fieldlens classify --broker {stack.url} --payload '{{\"top_k\": 3}}'"
         if keep_running:
-            emit(f"\nStill serving. In another terminal:\n  {own_request}\n  fieldlens watch --broker {stack.url}")
-            emit("Ctrl-C to stop.")
-            wait_until_signal_or_exit(stack.children)
+            still = f"\nStill serving. In another terminal:\n  {own_request}\n  fieldlens watch --broker {stack.url}"
+            wait_until_signal_or_exit(stack.children, on_watching=lambda: emit(still + "\nCtrl-C to stop."))
         else:
             emit("\nTo send your own requests: run `fieldlens demo --keep-running`, then from another terminal")
             emit(f"  {own_request}\n(or publish to {request_topic} from any MQTT client).")

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -208,9 +208,14 @@ def start_components(options: ServeOptions) -> list[Child]:
     return children
 
 
-def wait_until_signal_or_exit(children: Sequence[Child], max_disconnected_s: float = 60.0) -> str:
+def wait_until_signal_or_exit(
+    children: Sequence[Child], max_disconnected_s: float = 60.0, on_watching: Callable[[], None] | None = None
+) -> str:
     """Block until SIGINT/SIGTERM, until a child exits, or until a child has been disconnected from
-    its broker for ``max_disconnected_s`` (alive but deaf); returns what happened."""
+    its broker for ``max_disconnected_s`` (alive but deaf); returns what happened.
+
+    ``on_watching`` runs once the signal handlers are in place: announce readiness there, or a
+    SIGTERM sent on reading the announcement can arrive while the default handler still kills."""
     done = threading.Event()
     reason = ["signal"]
 
@@ -237,5 +242,7 @@ def wait_until_signal_or_exit(children: Sequence[Child], max_disconnected_s: flo
 
         threading.Thread(target=watch, daemon=True).start()
         threading.Thread(target=watch_link, daemon=True).start()
+    if on_watching is not None:
+        on_watching()
     done.wait()
     return reason[0]
