@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the system packages the tests and the retrain demo use (Debian): the mosquitto broker,
 # its command-line clients (mosquitto_pub/mosquitto_sub, what a user tries first), and Fashion-MNIST's
-# labelled product photos (dataset-fashion-mnist).
+# labelled product photos (dataset-fashion-mnist), and Chromium with its WebDriver for the labelling
+# page's browser tests (Debian's builds: nothing downloads a browser).
 # The tests start their own mosquitto on 127.0.0.1 and a free port (tests/helpers/broker.py).
 set -euo pipefail
 SUDO=""
@@ -11,6 +12,8 @@ missing=""
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then missing="$missing mosquitto"; fi
 if ! command -v mosquitto_pub >/dev/null 2>&1; then missing="$missing mosquitto-clients"; fi
 if [ ! -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then missing="$missing dataset-fashion-mnist"; fi
+if ! command -v chromium >/dev/null 2>&1; then missing="$missing chromium"; fi
+if ! command -v chromedriver >/dev/null 2>&1; then missing="$missing chromium-driver"; fi
 if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
   # shellcheck disable=SC2086

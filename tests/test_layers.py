@@ -17,6 +17,7 @@ ALLOWED = {
     "fieldlens_fielddata": {"fieldlens_core", "fieldlens_fielddata"},
     "fieldlens_samples": {"fieldlens_core", "fieldlens_samples"},
     "fieldlens_retrain": {"fieldlens_core", "fieldlens_fielddata", "fieldlens_samples", "fieldlens_retrain"},
+    "fieldlens_labelling": {"fieldlens_core", "fieldlens_fielddata", "fieldlens_retrain", "fieldlens_labelling"},
     "fieldlens_inference": {"fieldlens_core", "fieldlens_inference"},
     "fieldlens_classifier": {"fieldlens_core", "fieldlens_fielddata", "fieldlens_classifier"},
     "fieldlens_uploader": {"fieldlens_core", "fieldlens_fielddata", "fieldlens_uploader"},

@@ -35,6 +35,16 @@ def register(commands: Subcommands) -> None:
         sub.add_argument("--field-data", type=Path, default=DATA_DIR / "field-images")
         sub.set_defaults(handler=label)
     label_in.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model (its labels)")
+    page = label_commands.add_parser("serve", help="a page to label field images with the keyboard")
+    page.add_argument("--field-data", type=Path, default=DATA_DIR / "field-images")
+    page.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model (its labels)")
+    page.add_argument("--new-labels", action="store_true", help="allow labels the current model does not know")
+    page.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    page.add_argument("--port", type=int, default=8080, help="port (default %(default)s; 0 for any free port)")
+    page.add_argument("--blank-label", default="blank", help="the label `b` gives (default %(default)s)")
+    page.add_argument("--labeller", help="your name in the sidecars (default: your user name)")
+    page.add_argument("--cache", type=Path, default=DATA_DIR / "cache", help="where thumbnails are kept")
+    page.set_defaults(handler=label_page)
     label_in.add_argument("--new-labels", action="store_true", help="allow labels the current model does not know")
 
     dataset_parser = commands.add_parser("dataset", help="dataset manifests")
@@ -96,6 +106,25 @@ def label(args: argparse.Namespace) -> int:
         found = labelled(args.field_data)
         export_labels(found, args.out, args.format)
         emit(f"wrote {len(found)} labels to {args.out}")
+    return 0
+
+
+def label_page(args: argparse.Namespace) -> int:
+    from fieldlens_labelling.serve import LabelServer, PageOptions
+
+    options = PageOptions(
+        field_data=args.field_data,
+        model_dir=args.model,
+        cache_dir=args.cache,
+        host=args.host,
+        port=args.port,
+        new_labels=args.new_labels,
+        blank_label=args.blank_label,
+        labeller=args.labeller,
+    )
+    server = LabelServer(options)
+    emit(f"labelling {len(server.index)} field images in {args.field_data}: open {server.url}")
+    server.run()
     return 0
 
 

@@ -275,8 +275,10 @@ class FieldDataDir:
         source: LabelSource,
         labeller: str | None = None,
         expected_revision: int | None = None,
+        excluded: bool = False,
     ) -> Sidecar:
-        """Set (or, with None, clear) an image's label; the rest of the sidecar is kept as written.
+        """Set (or, with None, clear) an image's label, or mark it ``excluded`` (unusable: never
+        trained on); the rest of the sidecar is kept as written.
 
         Atomic (a crash leaves the old or the new sidecar) and serialised across processes by a
         lock file, so two writers never lose each other's label silently: with
@@ -293,12 +295,14 @@ class FieldDataDir:
                     f"{image_id} was changed since you loaded it (revision {current.revision}, you had "
                     f"{expected_revision}; its label is now {current.label!r}): reload and label it again"
                 )
+            given = label is not None or excluded
             labelled = current.model_copy(
                 update={
-                    "label": label,
-                    "label_source": source if label is not None else None,
-                    "labelled_at": utc_timestamp() if label is not None else None,
-                    "labeller": labeller if label is not None else None,
+                    "label": None if excluded else label,
+                    "excluded": excluded,
+                    "label_source": source if given else None,
+                    "labelled_at": utc_timestamp() if given else None,
+                    "labeller": labeller if given else None,
                     "revision": current.revision + 1,
                 }
             )

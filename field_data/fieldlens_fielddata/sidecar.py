@@ -9,8 +9,8 @@ Versions:
 
 - 1 (no ``schema_version``): the first devices. ``saved`` was not written: a pair was kept
   on request when its ``reason`` was ``"request: save"``.
-- 2: ``schema_version``, ``saved``, ``revision``, and the labelling fields ``labelled_at``
-  and ``labeller``.
+- 2: ``schema_version``, ``saved``, ``revision``, and the labelling fields ``labelled_at``,
+  ``labeller`` and ``excluded``.
 
 Unknown fields are kept (``extra="allow"``), so a labelling tool of this version rewriting
 a sidecar a newer device wrote loses nothing.
@@ -76,6 +76,7 @@ class Sidecar(Observation):
     label_source: str | None = Field(default=None, description="import | human; anything else is not trusted.")
     labelled_at: str | None = Field(default=None, description="When the label was given, RFC 3339 UTC.")
     labeller: str | None = Field(default=None, description="Who gave it.")
+    excluded: bool = Field(default=False, description="A person marked it unusable: it is never trained on.")
 
     @model_validator(mode="before")
     @classmethod
@@ -95,7 +96,9 @@ class Sidecar(Observation):
     @property
     def trusted_label(self) -> str | None:
         """The label, if the labelling step wrote it (a device can put anything in its sidecars)."""
-        return self.label if self.label and self.label_source in ("import", "human") else None
+        if self.excluded or self.label_source not in ("import", "human"):
+            return None
+        return self.label or None
 
     def encode(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()

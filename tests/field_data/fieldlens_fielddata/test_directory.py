@@ -92,3 +92,14 @@ def test_clearing_a_label_removes_its_provenance(tmp_path: Path) -> None:
 def test_labelling_an_image_that_is_not_here_says_so(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no field image"):
         FieldDataDir(tmp_path).label("20261120T080000000Z-ffffffff", "hen", "human")
+
+
+def test_an_excluded_image_has_no_trusted_label_and_says_who_excluded_it(tmp_path: Path) -> None:
+    (kept,) = keep_images(tmp_path, 1)
+    directory = FieldDataDir(tmp_path)
+    directory.label(kept.image_id, "hen", "human")
+    excluded = directory.label(kept.image_id, "hen", "human", labeller="ana", excluded=True)
+    assert excluded.excluded and excluded.label is None and excluded.trusted_label is None
+    assert excluded.labeller == "ana"
+    relabelled = directory.label(kept.image_id, "hen", "human")
+    assert not relabelled.excluded and relabelled.trusted_label == "hen"

@@ -36,6 +36,7 @@ def test_image_and_sidecar_land_in_the_dated_layout(tmp_path: Path) -> None:
         "score": 0.0,
         "saved": False,
         "revision": 0,
+        "excluded": False,
     }
     assert kept.s3_key == "field-data/coop-1/2026/03/04/img-1.jpg"
 

@@ -1,0 +1,211 @@
+"""The labelling page's HTTP API and static files (Starlette).
+
+    GET  /                      the page
+    GET  /api/state             label set, orders, progress, model, who labels
+    GET  /api/items             ?order=useful&show=todo|all&offset=0&limit=200
+    GET  /api/images/{id}       the field image           GET /api/thumbnails/{id}   its thumbnail
+    POST /api/labels            {"items": [{"id", "revision"}], "label": str|null, "excluded": bool}
+
+A write names the revision of each sidecar it was made against; one that someone else has
+replaced since is refused (409) with the label it now has, and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from fieldlens_fielddata.sidecar import SidecarError, StaleSidecarError
+from fieldlens_labelling.index import ORDERS, LabelIndex, Order
+from fieldlens_labelling.security import Guard, refuse
+from fieldlens_labelling.thumbnails import Thumbnails
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).with_name("static")
+MAX_LABEL = 100
+MAX_ITEMS_PER_WRITE = 1000
+MAX_PAGE = 1000
+
+
+@dataclass
+class Settings:
+    labels: list[str]
+    """The label set offered: the current model's, and those already given."""
+    allow_new_labels: bool
+    blank_label: str
+    labeller: str
+    model: dict[str, str] | None
+    token: str
+    host: str
+    port: int
+    target_per_class: int = 30
+
+
+class BadInput(ValueError):
+    """A request that does not say what it must: 400 with this message."""
+
+
+def check_label(given: Any, settings: Settings) -> str | None:
+    if given is None:
+        return None
+    if not isinstance(given, str) or not given.strip() or len(given) > MAX_LABEL or not given.isprintable():
+        raise BadInput(f"a label is a printable string of 1 to {MAX_LABEL} characters")
+    label = given.strip()
+    if label not in settings.labels and label != settings.blank_label:
+        if not settings.allow_new_labels:
+            raise BadInput(f"{label!r} is not one of the model's labels (start the page with --new-labels to add one)")
+        settings.labels.append(label)
+        log.info("new label %r", label)
+    return label
+
+
+def parse_write(body: bytes, settings: Settings) -> tuple[list[tuple[str, int]], str | None, bool]:
+    try:
+        document = json.loads(body)
+    except ValueError as exc:
+        raise BadInput(f"the body is not JSON: {exc}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("items"), list):
+        raise BadInput('expected {"items": [{"id": ..., "revision": ...}], "label": ..., "excluded": ...}')
+    items = document["items"]
+    if not 1 <= len(items) <= MAX_ITEMS_PER_WRITE:
+        raise BadInput(f"from 1 to {MAX_ITEMS_PER_WRITE} items per write")
+    wanted = []
+    for item in items:
+        if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+            raise BadInput("each item needs an id (a string)")
+        revision = item.get("revision")
+        if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
+            raise BadInput("each item needs the revision it was labelled against (an integer)")
+        wanted.append((item["id"], revision))
+    excluded = document.get("excluded", False)
+    if not isinstance(excluded, bool):
+        raise BadInput("excluded is true or false")
+    return wanted, check_label(document.get("label"), settings), excluded
+
+
+def create_app(index: LabelIndex, settings: Settings, thumbnails: Thumbnails) -> Starlette:
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC / "index.html")
+
+    async def state(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "labels": sorted(set(settings.labels)),
+                "blank_label": settings.blank_label,
+                "allow_new_labels": settings.allow_new_labels,
+                "orders": list(ORDERS),
+                "labeller": settings.labeller,
+                "model": settings.model,
+                "progress": index.progress(settings.labels, settings.target_per_class),
+            }
+        )
+
+    async def items(request: Request) -> Response:
+        order = request.query_params.get("order", "useful")
+        show = request.query_params.get("show", "todo")
+        if order not in ORDERS:
+            return refuse(400, f"order is one of {', '.join(ORDERS)}")
+        if show not in ("todo", "all"):
+            return refuse(400, "show is todo or all")
+        try:
+            offset = int(request.query_params.get("offset", "0"))
+            limit = int(request.query_params.get("limit", "200"))
+        except ValueError:
+            return refuse(400, "offset and limit are integers")
+        if offset < 0 or not 1 <= limit <= MAX_PAGE:
+            return refuse(400, f"offset >= 0 and limit from 1 to {MAX_PAGE}")
+        ordered = index.ordered(_order(order))
+        if show == "todo":
+            ordered = [i for i in ordered if not i.done]
+        page_items = ordered[offset : offset + limit]
+        return JSONResponse({"total": len(ordered), "offset": offset, "items": [i.to_json() for i in page_items]})
+
+    def _pair(image_id: str) -> Any:
+        item = index.get(image_id)
+        return item.directory.find(image_id) if item is not None else None
+
+    async def image(request: Request) -> Response:
+        pair = _pair(request.path_params["image_id"])
+        if pair is None or not pair.image_path.exists():
+            return refuse(404, "no such field image")
+        return FileResponse(pair.image_path, media_type="image/jpeg")
+
+    async def thumbnail(request: Request) -> Response:
+        pair = _pair(request.path_params["image_id"])
+        if pair is None:
+            return refuse(404, "no such field image")
+        try:
+            body = thumbnails.get(pair)
+        except OSError as exc:
+            return refuse(422, f"the image cannot be read: {exc}")
+        return Response(body, media_type="image/jpeg")
+
+    async def write_labels(request: Request) -> Response:
+        try:
+            wanted, label, excluded = parse_write(await request.body(), settings)
+        except BadInput as exc:
+            return refuse(400, str(exc))
+        updated: list[dict[str, object]] = []
+        conflicts: list[dict[str, Any]] = []
+        missing: list[str] = []
+        for image_id, revision in wanted:
+            item = index.get(image_id)
+            if item is None:
+                missing.append(image_id)
+                continue
+            try:
+                sidecar = item.directory.label(
+                    image_id, label, "human", settings.labeller, expected_revision=revision, excluded=excluded
+                )
+            except StaleSidecarError as exc:
+                conflicts.append({"id": image_id, "message": str(exc)})
+                continue
+            except (FileNotFoundError, SidecarError) as exc:
+                missing.append(image_id)
+                log.warning("cannot label %s: %s", image_id, exc)
+                continue
+            updated.append(index.update(sidecar).to_json())
+        for conflict in conflicts:  # the page shows what the image has now
+            current = index.get(str(conflict["id"]))
+            if current is not None:
+                fresh = current.directory.find(current.image_id)
+                if fresh is not None:
+                    conflict["item"] = index.update(current.directory.read(fresh)).to_json()
+        status = 200 if not conflicts and not missing else 409 if conflicts else 404
+        body: dict[str, Any] = {"updated": updated, "conflicts": conflicts, "missing": missing}
+        if status != 200:
+            body["error"] = (
+                conflicts[0]["message"] if conflicts else f"no field image {missing[0]!r} (removed, or never here)"
+            )
+        return JSONResponse(body, status_code=status)
+
+    routes = [
+        Route("/", page),
+        Route("/api/state", state),
+        Route("/api/items", items),
+        Route("/api/images/{image_id}", image),
+        Route("/api/thumbnails/{image_id}", thumbnail),
+        Route("/api/labels", write_labels, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    guard = Guard(settings.token, settings.host, settings.port)
+    return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)])
+
+
+def _order(name: str) -> Order:
+    for order in ORDERS:
+        if order == name:
+            return order
+    raise BadInput(name)

@@ -1,0 +1,172 @@
+"""What the labelling page shows: every field image with its suggestions, scores and label, in order.
+
+Built once from the field-data directory (through :class:`FieldDataDir`, the only code that
+reads sidecars) and then kept current by the page's own writes, so ordering and progress
+never walk the directory again. Orders:
+
+- ``useful`` (the default): most uncertain first, by the mean of the three uncertainty scores
+  the sampling policy uses (least confidence, margin, normalised entropy), each 0 to 1;
+- ``least_confidence``, ``margin``, ``entropy``: one of them alone;
+- ``newest``; ``class`` (by predicted label, then most uncertain); ``device`` (by thing, then newest).
+
+Unlabelled images come before labelled ones in every order.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from fieldlens_fielddata.directory import FieldDataDir, device_directories
+from fieldlens_fielddata.sampling.entropy import normalised_entropy
+from fieldlens_fielddata.sidecar import Sidecar
+
+Order = Literal["useful", "least_confidence", "margin", "entropy", "newest", "class", "device"]
+MAX_LISTED_CLASSES = 100
+ORDERS: tuple[Order, ...] = ("useful", "least_confidence", "margin", "entropy", "newest", "class", "device")
+
+
+@dataclass
+class Item:
+    image_id: str
+    thing: str
+    timestamp: str
+    reason: str
+    prediction: str | None
+    suggestions: list[tuple[str, float]]
+    scores: dict[str, float]
+    label: str | None
+    excluded: bool
+    revision: int
+    directory: FieldDataDir = field(repr=False)
+
+    @property
+    def done(self) -> bool:
+        """Labelled, or set aside as unusable."""
+        return self.label is not None or self.excluded
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "id": self.image_id,
+            "thing": self.thing,
+            "timestamp": self.timestamp,
+            "reason": self.reason,
+            "prediction": self.prediction,
+            "suggestions": [{"label": label, "confidence": round(p, 4)} for label, p in self.suggestions],
+            "scores": {k: round(v, 4) for k, v in self.scores.items()},
+            "label": self.label,
+            "excluded": self.excluded,
+            "revision": self.revision,
+        }
+
+
+def uncertainty(suggestions: list[tuple[str, float]]) -> dict[str, float]:
+    """The sampling policy's three scores, each 0 (sure) to 1 (unsure), and their mean (``useful``)."""
+    first = suggestions[0][1] if suggestions else 0.0
+    second = suggestions[1][1] if len(suggestions) > 1 else 0.0
+    scores = {
+        "least_confidence": 1.0 - first,
+        "margin": 1.0 - (first - second),
+        "entropy": normalised_entropy(suggestions),
+    }
+    scores["useful"] = sum(scores.values()) / 3
+    return scores
+
+
+def item_of(sidecar: Sidecar, directory: FieldDataDir, trusted: bool) -> Item:
+    suggestions = [(p.label, p.confidence) for p in sidecar.predictions]
+    if not suggestions and sidecar.prediction:
+        suggestions = [(sidecar.prediction, sidecar.confidence)]
+    return Item(
+        image_id=sidecar.image_id,
+        thing=sidecar.thing,
+        timestamp=sidecar.timestamp or "",
+        reason=sidecar.reason,
+        prediction=sidecar.prediction,
+        suggestions=suggestions,
+        scores=uncertainty(suggestions),
+        label=sidecar.trusted_label if trusted else None,
+        excluded=sidecar.excluded and trusted,
+        revision=sidecar.revision,
+        directory=directory,
+    )
+
+
+SORT_KEYS: dict[Order, Callable[[Item], tuple[object, ...]]] = {
+    "useful": lambda i: (-i.scores["useful"], i.image_id),
+    "least_confidence": lambda i: (-i.scores["least_confidence"], i.image_id),
+    "margin": lambda i: (-i.scores["margin"], i.image_id),
+    "entropy": lambda i: (-i.scores["entropy"], i.image_id),
+    "newest": lambda i: (_reverse(i.image_id),),
+    "class": lambda i: (i.prediction or "", -i.scores["useful"], i.image_id),
+    "device": lambda i: (i.thing, _reverse(i.image_id)),
+}
+
+
+def _reverse(text: str) -> tuple[int, ...]:
+    return tuple(-ord(c) for c in text)
+
+
+class LabelIndex:
+    """Items by image id; thread-safe (the server answers requests on several threads)."""
+
+    def __init__(self, items: Iterable[Item]) -> None:
+        self._lock = threading.Lock()
+        self._items = {item.image_id: item for item in items}
+
+    @classmethod
+    def load(cls, root: Path, trusted: bool = True) -> LabelIndex:
+        """Every readable pair under ``root`` (a device's directory or a bucket mirror);
+        ``trusted=False`` ignores labels found in the sidecars (a device wrote those)."""
+        items = []
+        for directory in device_directories(root):
+            for _, sidecar in directory.read_all():
+                if isinstance(sidecar, Sidecar):
+                    items.append(item_of(sidecar, directory, trusted))
+        return cls(items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, image_id: str) -> Item | None:
+        with self._lock:
+            return self._items.get(image_id)
+
+    def ordered(self, order: Order) -> list[Item]:
+        with self._lock:
+            items = list(self._items.values())
+        key = SORT_KEYS[order]
+        return sorted(items, key=lambda i: (i.done, *key(i)))
+
+    def update(self, sidecar: Sidecar) -> Item:
+        """The index after a write through the directory (the new label and revision)."""
+        with self._lock:
+            item = self._items[sidecar.image_id]
+            item.label, item.excluded, item.revision = sidecar.trusted_label, sidecar.excluded, sidecar.revision
+            return item
+
+    def progress(self, labels: list[str], target_per_class: int) -> dict[str, object]:
+        """Labelled / total, counts per class, and how many more labels the weakest class needs
+        to reach ``target_per_class`` (or the largest class, if that is smaller). The classes are
+        the labels given so far, and the model's when it has at most MAX_LISTED_CLASSES (an
+        ImageNet model's 1,000 are not a labelling target)."""
+        with self._lock:
+            items = list(self._items.values())
+        counts = Counter(i.label for i in items if i.label is not None)
+        classes = sorted(set(labels if len(labels) <= MAX_LISTED_CLASSES else ()) | set(counts))
+        per_class = {label: counts.get(label, 0) for label in classes}
+        target = min(target_per_class, max(per_class.values(), default=0)) or target_per_class
+        weakest = min(per_class, key=lambda label: per_class[label]) if per_class else None
+        return {
+            "total": len(items),
+            "labelled": sum(1 for i in items if i.label is not None),
+            "excluded": sum(1 for i in items if i.excluded),
+            "per_class": per_class,
+            "weakest": weakest,
+            "weakest_needs": max(0, target - per_class[weakest]) if weakest is not None else 0,
+            "target_per_class": target,
+        }

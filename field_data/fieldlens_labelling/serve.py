@@ -1,0 +1,104 @@
+"""`fieldlens label serve`: the page under uvicorn, on 127.0.0.1 unless told otherwise.
+
+:class:`LabelServer` runs it on a thread too: the loop demo and the tests label through the
+same HTTP API a person's browser uses.
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import secrets
+import socket
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from fieldlens_core.model_package import current_package
+from fieldlens_labelling.app import Settings, create_app
+from fieldlens_labelling.index import LabelIndex
+from fieldlens_labelling.thumbnails import Thumbnails
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class PageOptions:
+    field_data: Path
+    model_dir: Path | None
+    cache_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8080
+    new_labels: bool = False
+    blank_label: str = "blank"
+    labeller: str | None = None
+    token: str | None = None
+
+
+class LabelServer:
+    """The page on its own thread; ``url`` carries the token."""
+
+    def __init__(self, options: PageOptions) -> None:
+        self.token = options.token or secrets.token_urlsafe(24)
+        family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
+        self._socket = socket.socket(family, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind((options.host, options.port))
+        self.host, self.port = options.host, self._socket.getsockname()[1]
+        self.index = LabelIndex.load(options.field_data)
+        package = current_package(options.model_dir)
+        items = self.index.ordered("newest")
+        given = {item.label for item in items if item.label is not None}
+        # without a model package, the labels its predictions named stand in for its label set
+        known = set(package.labels) if package else {label for item in items for label, _ in item.suggestions}
+        settings = Settings(
+            labels=sorted((known | given) - {options.blank_label}),
+            allow_new_labels=options.new_labels or package is None,
+            blank_label=options.blank_label,
+            labeller=options.labeller or getpass.getuser(),
+            model={"name": package.card.name, "version": package.card.version} if package else None,
+            token=self.token,
+            host=options.host,
+            port=self.port,
+        )
+        self.app = create_app(self.index, settings, Thumbnails(options.cache_dir / "thumbnails"))
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/?token={self.token}"
+
+    def run(self) -> None:
+        """Serve in this thread until SIGINT/SIGTERM (uvicorn installs the handlers)."""
+        self._server.run(sockets=[self._socket])
+
+    def start(self) -> LabelServer:
+        # uvicorn installs signal handlers on the main thread only: this one leaves them alone
+        self._thread = threading.Thread(target=self.run, name="label-page", daemon=True)
+        self._thread.start()
+        while not self._server.started and self._thread.is_alive():
+            threading.Event().wait(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._socket.close()
+
+    def __enter__(self) -> LabelServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,309 @@
+// fieldlens labelling page: one image at a time with the keyboard, or a grid for bulk work.
+// Every label goes to POST /api/labels with the revision it was made against; a 409 says
+// someone else labelled the image meanwhile, and the page shows what it has now.
+"use strict";
+
+const S = {
+  state: null, items: [], pos: 0, highlight: 0, history: [], typing: false,
+  grid: false, selected: new Set(), anchor: null, chain: Promise.resolve(),
+};
+
+// Actions run one after another, in the order their keys were pressed: Enter, Enter, Enter
+// labels three images even when the server answers the first after the third key.
+function queue(action) { S.chain = S.chain.then(action).catch((error) => message(String(error), "error")); }
+const $ = (id) => document.getElementById(id);
+
+async function api(path, body) {
+  const options = body === undefined ? {} : {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  };
+  const response = await fetch(path, { credentials: "same-origin", ...options });
+  const data = await response.json();
+  return { status: response.status, data };
+}
+
+function message(text, kind) {
+  const box = $("message");
+  box.textContent = text;
+  box.className = kind;
+  clearTimeout(message.timer);
+  message.timer = setTimeout(() => { box.className = ""; }, kind === "error" ? 6000 : 2000);
+}
+
+async function loadState() {
+  const { data } = await api("/api/state");
+  S.state = data;
+  const order = $("order");
+  if (!order.options.length) {
+    for (const name of data.orders) order.add(new Option(name.replace("_", " "), name));
+  }
+  $("model").textContent = data.model ? `${data.model.name} ${data.model.version}` : "no model";
+  renderProgress();
+}
+
+async function loadItems(keepId) {
+  const show = $("show-all").checked ? "all" : "todo";
+  const { status, data } = await api(`/api/items?order=${$("order").value}&show=${show}&limit=1000`);
+  if (status !== 200) { message(data.error, "error"); return; }
+  S.items = data.items;
+  const at = keepId ? S.items.findIndex((item) => item.id === keepId) : -1;
+  S.pos = at >= 0 ? at : 0;
+  render();
+}
+
+function current() { return S.items[S.pos]; }
+
+function choices() {
+  const item = current();
+  const text = $("filter").value.trim();
+  if (!text) {
+    return (item ? item.suggestions : []).slice(0, 9).map((s) => ({ label: s.label, confidence: s.confidence }));
+  }
+  const lower = text.toLowerCase();
+  const labels = [...S.state.labels, S.state.blank_label];
+  const starts = labels.filter((l) => l.toLowerCase().startsWith(lower));
+  const contains = labels.filter((l) => !l.toLowerCase().startsWith(lower) && l.toLowerCase().includes(lower));
+  const found = [...new Set([...starts, ...contains])].slice(0, 50).map((label) => ({ label }));
+  if (S.state.allow_new_labels && !labels.includes(text)) found.push({ label: text, isNew: true });
+  return found;
+}
+
+function render() {
+  $("single").hidden = S.grid;
+  $("grid").hidden = !S.grid;
+  $("view-toggle").textContent = S.grid ? "one at a time" : "grid";
+  if (S.grid) { renderGrid(); return; }
+  const item = current();
+  const photo = $("photo");
+  if (!item) {
+    photo.removeAttribute("src");
+    $("info").textContent = "Nothing left to label in this view.";
+    $("choices").replaceChildren();
+    return;
+  }
+  photo.src = `/api/images/${item.id}`;
+  const state = item.excluded ? "unusable" : item.label ? `labelled ${item.label}` : "not labelled";
+  $("info").textContent =
+    `${S.pos + 1} of ${S.items.length} · ${state}\n${item.thing} · ${item.timestamp}\nkept: ${item.reason}`;
+  const list = choices();
+  S.highlight = Math.min(S.highlight, Math.max(0, list.length - 1));
+  const rows = list.map((choice, n) => {
+    const li = document.createElement("li");
+    li.className = (n === S.highlight ? "highlight " : "") + (choice.isNew ? "new" : "");
+    const number = document.createElement("span");
+    number.className = "n";
+    number.textContent = $("filter").value.trim() ? "" : String(n + 1);
+    const name = document.createElement("span");
+    name.className = "name";
+    name.textContent = choice.isNew ? `new label: ${choice.label}` : choice.label;
+    const confidence = document.createElement("span");
+    confidence.textContent = choice.confidence === undefined ? "" : choice.confidence.toFixed(3);
+    li.append(number, name, confidence);
+    li.addEventListener("click", () => labelItems([item], choice.label, false));
+    return li;
+  });
+  $("choices").replaceChildren(...rows);
+}
+
+function renderProgress() {
+  const p = S.state.progress;
+  $("progress-text").textContent = `${p.labelled} of ${p.total} labelled · ${p.excluded} unusable`;
+  $("bar-done").style.width = p.total ? `${(100 * (p.labelled + p.excluded)) / p.total}%` : "0";
+  $("weakest").textContent = p.weakest === null ? "" :
+    `weakest class: ${p.weakest}, ${p.weakest_needs} more to reach ${p.target_per_class}`;
+  const most = Math.max(1, ...Object.values(p.per_class));
+  const rows = Object.entries(p.per_class).sort((a, b) => b[1] - a[1]).slice(0, 40).map(([label, count]) => {
+    const tr = document.createElement("tr");
+    const name = document.createElement("td");
+    name.textContent = label;
+    const number = document.createElement("td");
+    number.textContent = String(count);
+    const balance = document.createElement("td");
+    balance.className = "balance";
+    const bar = document.createElement("div");
+    bar.style.width = `${(100 * count) / most}%`;
+    balance.append(bar);
+    tr.append(name, number, balance);
+    return tr;
+  });
+  $("classes").replaceChildren(...rows);
+}
+
+async function labelItems(items, label, excluded, fromUndo) {
+  const body = { items: items.map((i) => ({ id: i.id, revision: i.revision })), label, excluded };
+  const before = items.map((i) => ({ id: i.id, label: i.label, excluded: i.excluded }));
+  const { status, data } = await api("/api/labels", body);
+  for (const fresh of [...(data.updated || []), ...(data.conflicts || []).map((c) => c.item).filter(Boolean)]) {
+    const at = S.items.findIndex((i) => i.id === fresh.id);
+    if (at >= 0) S.items[at] = fresh;
+  }
+  if (status !== 200) {
+    message(data.error, "error");
+  } else if (!fromUndo) {
+    S.history.push(before.map((b) => ({ ...b, revision: data.updated.find((u) => u.id === b.id).revision })));
+    message(excluded ? "marked unusable" : label === null ? "label cleared" : `labelled ${label}`, "info");
+  }
+  await loadState();
+  return status === 200;
+}
+
+function next() {
+  for (let n = S.pos + 1; n < S.items.length; n++) {
+    if (!S.items[n].label && !S.items[n].excluded) { S.pos = n; return; }
+  }
+  S.pos = Math.min(S.pos + 1, S.items.length - 1);
+}
+
+async function labelCurrent(label, excluded) {
+  const item = current();
+  if (!item) return;
+  if (await labelItems([item], label, excluded)) next();
+  resetFilter();
+  render();
+}
+
+async function undo() {
+  const last = S.history.pop();
+  if (!last) { message("nothing to undo", "info"); return; }
+  for (const b of last) {
+    const item = S.items.find((i) => i.id === b.id);
+    if (!item) continue;
+    await labelItems([{ ...item, revision: b.revision }], b.label, b.excluded, true);
+  }
+  const at = S.items.findIndex((i) => i.id === last[0].id);
+  if (at >= 0) S.pos = at;
+  message("undone", "info");
+  render();
+}
+
+function resetFilter() { $("filter").value = ""; S.typing = false; S.highlight = 0; }
+
+function accept() {
+  const choice = choices()[S.highlight];
+  return choice && labelCurrent(choice.label, false);
+}
+
+function onSingleKey(event) {
+  const text = $("filter").value;
+  const commands = !text && !S.typing;
+  if (event.key === "Enter") { event.preventDefault(); queue(accept); return; }
+  if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+    event.preventDefault();
+    const size = choices().length;
+    S.highlight = (S.highlight + (event.key === "ArrowDown" ? 1 : size - 1)) % Math.max(1, size);
+    render();
+    return;
+  }
+  if (event.key === "Escape") { resetFilter(); render(); return; }
+  if (!commands) return; // the key types into the filter
+  if (event.key === "ArrowRight") { S.pos = Math.min(S.pos + 1, S.items.length - 1); render(); return; }
+  if (event.key === "ArrowLeft") { S.pos = Math.max(S.pos - 1, 0); render(); return; }
+  if (/^[1-9]$/.test(event.key)) {
+    event.preventDefault();
+    const n = Number(event.key) - 1;
+    queue(() => { const choice = choices()[n]; return choice && labelCurrent(choice.label, false); });
+    return;
+  }
+  const action = {
+    b: () => labelCurrent(S.state.blank_label, false),
+    x: () => labelCurrent(null, true),
+    u: undo, Backspace: undo, g: toggleGrid,
+    "/": () => { S.typing = true; },
+  }[event.key];
+  if (action) { event.preventDefault(); queue(action); }
+}
+
+function toggleGrid() {
+  S.grid = !S.grid;
+  S.selected.clear();
+  render();
+  (S.grid ? $("grid-label") : $("filter")).focus();
+}
+
+function renderGrid() {
+  const shown = S.items.slice(0, 300);
+  const cells = shown.map((item, n) => {
+    const cell = document.createElement("div");
+    cell.className = "thumb" + (S.selected.has(item.id) ? " selected" : "") +
+      (item.label || item.excluded ? " done" : "");
+    cell.dataset.id = item.id;
+    const img = document.createElement("img");
+    img.src = `/api/thumbnails/${item.id}`;
+    img.alt = item.id;
+    const caption = document.createElement("span");
+    caption.textContent = item.excluded ? "unusable" : item.label || item.prediction || "";
+    cell.append(img, caption);
+    cell.addEventListener("click", (event) => select(n, event));
+    return cell;
+  });
+  $("thumbs").replaceChildren(...cells);
+  $("selection-count").textContent = `${S.selected.size} selected`;
+}
+
+function select(n, event) {
+  const id = S.items[n].id;
+  if (event.shiftKey && S.anchor !== null) {
+    const [from, to] = [Math.min(S.anchor, n), Math.max(S.anchor, n)];
+    for (let k = from; k <= to; k++) S.selected.add(S.items[k].id);
+  } else if (event.ctrlKey || event.metaKey) {
+    if (S.selected.has(id)) S.selected.delete(id); else S.selected.add(id);
+    S.anchor = n;
+  } else {
+    S.selected = new Set([id]);
+    S.anchor = n;
+  }
+  renderGrid();
+  $("grid-label").focus();
+}
+
+function gridLabel(text) {
+  const labels = [...S.state.labels, S.state.blank_label];
+  if (labels.includes(text)) return text;
+  const lower = text.toLowerCase();
+  const found = labels.find((l) => l.toLowerCase().startsWith(lower)) || labels.find((l) => l.toLowerCase().includes(lower));
+  if (found) return found;
+  return S.state.allow_new_labels ? text : null;
+}
+
+async function labelSelection(label, excluded) {
+  const items = S.items.filter((i) => S.selected.has(i.id));
+  if (!items.length) { message("select images first", "error"); return; }
+  if (await labelItems(items, label, excluded)) S.selected.clear();
+  $("grid-label").value = "";
+  renderGrid();
+}
+
+function onGridKey(event) {
+  const text = $("grid-label").value.trim();
+  if (event.key === "Enter" && text) {
+    event.preventDefault();
+    const label = gridLabel(text);
+    if (label === null) { message(`${text} is not a label`, "error"); return; }
+    queue(() => labelSelection(label, false));
+    return;
+  }
+  if (event.key === "Escape") { S.selected.clear(); $("grid-label").value = ""; renderGrid(); return; }
+  if (text) return;
+  const action = {
+    b: () => labelSelection(S.state.blank_label, false),
+    x: () => labelSelection(null, true),
+    u: async () => { await undo(); renderGrid(); },
+    g: toggleGrid,
+  }[event.key];
+  if (action) { event.preventDefault(); queue(action); }
+}
+
+document.addEventListener("keydown", (event) => {
+  if (!S.state || event.target === $("order")) return;
+  if (S.grid) onGridKey(event); else onSingleKey(event);
+});
+document.addEventListener("DOMContentLoaded", async () => {
+  $("filter").addEventListener("input", () => { S.highlight = 0; render(); });
+  $("order").addEventListener("change", () => loadItems());
+  $("show-all").addEventListener("change", () => loadItems(current() && current().id));
+  $("view-toggle").addEventListener("click", toggleGrid);
+  await loadState();
+  await loadItems();
+  $("filter").focus();
+  document.body.dataset.ready = "true"; // the browser tests wait for this
+});

@@ -1,0 +1,40 @@
+"""Field images with chosen predictions, and the labelling page on a thread, for the page's tests."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from fieldlens_core.messages import Prediction
+from fieldlens_fielddata.directory import new_image_id
+from fieldlens_fielddata.sidecar import ModelRef, Observation
+from fieldlens_fielddata.store import FieldStore
+from tests.helpers.field_data import START
+from tests.helpers.images import solid_jpeg
+
+LABELS = ["hen", "egg", "fox"]
+
+
+def keep_predicted(root: Path, tops: list[tuple[str, float]], thing: str = "coop-1") -> list[str]:
+    """One kept image per (label, confidence), a minute apart; the rest of the mass on the other labels."""
+    store = FieldStore(root, thing)
+    ids = []
+    for n, (label, confidence) in enumerate(tops):
+        when = START + timedelta(minutes=n)
+        others = [other for other in LABELS if other != label]
+        rest = (1.0 - confidence) / len(others)
+        predictions = [Prediction(label=label, confidence=confidence)] + [
+            Prediction(label=other, confidence=rest) for other in others
+        ]
+        seen = Observation(
+            prediction=label,
+            confidence=confidence,
+            predictions=predictions,
+            model=ModelRef(name="m", version="1.0.0"),
+            timestamp=f"{when:%Y-%m-%dT%H:%M:%S}.000Z",
+            reason="least confidence",
+        )
+        image_id = new_image_id(when)
+        store.keep(image_id, when, solid_jpeg(((n * 53) % 256, (n * 97) % 256, 90), (96, 64)), seen, 1 - confidence)
+        ids.append(image_id)
+    return ids
