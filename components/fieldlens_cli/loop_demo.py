@@ -4,7 +4,8 @@
    studio photos (Debian's dataset-fashion-mnist), installed as version 1.0.0.
 2. The device serves it (embedded broker, the real component processes); its camera shows
    other photos of the dataset under field conditions, and classify requests collect them.
-3. Labelling: the dataset's ground truth stands in for a person (the demo says so).
+3. Labelling through the labelling page's HTTP API, most useful first: the dataset's ground truth
+   stands in for the person at the keyboard (the demo says so).
 4. Dataset manifest, retrain, evaluation against the current model, the gate.
 5. `model install`: the running inference service reloads; held-out field photos are
    classified through it before and after.
@@ -32,8 +33,9 @@ from fieldlens_core.model_install import install_package
 from fieldlens_core.model_package import load_package
 from fieldlens_fielddata.directory import FieldDataDir
 from fieldlens_fielddata.sidecar import Sidecar
+from fieldlens_labelling.client import PageClient
+from fieldlens_labelling.serve import LabelServer, PageOptions
 from fieldlens_retrain.dataset import balance_report, build_manifest, write_manifest
-from fieldlens_retrain.labels import import_labels
 from fieldlens_retrain.pipeline import run_retrain
 from fieldlens_samples import fashion
 
@@ -59,6 +61,28 @@ def wait_for_version(client: InferenceClient, version: str, timeout_s: float = 6
         if time.monotonic() > deadline:
             raise RuntimeError(f"the inference service did not load {version} within {timeout_s}s")
         pause.wait(0.2)
+
+
+def label_through_the_page(work: Path, camera_truth: dict[str, str]) -> int:
+    """What a person does on the page, scripted: every kept image, in the page's order, gets its true label."""
+    truth = {
+        pair.image_id: camera_truth[str(sidecar.capture["file"])]
+        for pair, sidecar in FieldDataDir(work / "field-images").read_all()
+        if isinstance(sidecar, Sidecar)
+    }
+    options = PageOptions(
+        field_data=work / "field-images",
+        model_dir=work / "model",
+        cache_dir=work / "cache",
+        port=0,
+        labeller="loop-demo",
+    )
+    with LabelServer(options) as page:
+        client = PageClient(page.base_url, page.token)
+        items = list(client.items("useful"))
+        for item in items:
+            client.label([item], truth[item["id"]])
+    return len(items)
 
 
 def run_loop_demo(data_dir: Path, port: int | None) -> int:
@@ -120,13 +144,11 @@ def run_loop_demo(data_dir: Path, port: int | None) -> int:
                 f"(field accuracy of {before_version}: {before:.1%} on the held-out photos)"
             )
 
-            labels = {
-                pair.image_id: camera_truth[str(sidecar.capture["file"])]
-                for pair, sidecar in FieldDataDir(work / "field-images").read_all()
-                if isinstance(sidecar, Sidecar)
-            }
-            labelled = import_labels(work / "field-images", labels, load_package(work / "model").labels, False)
-            emit(f"4. labelled {labelled} kept images: the dataset's ground truth stands in for a person here")
+            labelled = label_through_the_page(work, camera_truth)
+            emit(
+                f"4. labelled {labelled} kept images through the labelling page's HTTP API (`fieldlens label "
+                "serve`), most useful first: the dataset's ground truth stands in for the person at the keyboard"
+            )
 
             current_labels = load_package(work / "model").labels
             manifest = build_manifest(work / "field-images", {}, work / "base", current_labels, new_labels=False)

@@ -234,6 +234,7 @@ def test_the_retrain_loop_demo_improves_field_accuracy(tmp_path: Path) -> None:
     change = re.search(r"change: ([+-][\d.]+) points", result.stdout)
     assert change and float(change.group(1)) >= 20, result.stdout
     assert "reloaded it with no restart" in result.stdout and "the dataset's ground truth stands in" in result.stdout
+    assert "through the labelling page's HTTP API" in result.stdout
 
 
 def test_serve_stops_when_a_component_stays_disconnected(
