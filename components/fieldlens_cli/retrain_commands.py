@@ -29,11 +29,21 @@ def register(commands: Subcommands) -> None:
     )
     label_in.add_argument("file", type=Path)
     label_out = label_commands.add_parser("export", help="labels from the sidecars to a CSV or COCO JSON")
-    label_out.add_argument("--format", choices=["csv", "coco"], default="csv")
+    label_out.add_argument("--format", choices=["csv", "coco", "label-studio"], default="csv")
+    label_out.add_argument(
+        "--image-url",
+        help="label-studio: each image's URL, with {id} and {s3_key} filled in (default: the labelling page's, "
+        "http://127.0.0.1:8080/api/images/{id}?token=TOKEN with --token; s3://BUCKET/{s3_key} for an s3:// source)",
+    )
+    label_out.add_argument("--token", help="label-studio: the labelling page's token, for its image URLs")
     label_out.add_argument("--out", type=Path, required=True)
     for sub in (label_in, label_out):
         sub.add_argument("--field-data", type=Path, default=DATA_DIR / "field-images")
         sub.set_defaults(handler=label)
+    label_out.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model (its labels)")
+    label_out.add_argument("--cache", type=Path, default=DATA_DIR / "cache", help="where an s3:// source is mirrored")
+    label_out.add_argument("--endpoint-url")
+    label_out.add_argument("--region")
     label_in.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model (its labels)")
     page = label_commands.add_parser("serve", help="a page to label field images with the keyboard")
     page.add_argument("--field-data", type=Path, default=DATA_DIR / "field-images")
@@ -102,10 +112,43 @@ def label(args: argparse.Namespace) -> int:
     if args.label_command == "import":
         count = import_labels(args.field_data, read_labels(args.file), known_labels(args.model), args.new_labels)
         emit(f"labelled {count} images in {args.field_data}")
+    elif args.format == "label-studio":
+        return export_label_studio(args)
     else:
         found = labelled(args.field_data)
         export_labels(found, args.out, args.format)
         emit(f"wrote {len(found)} labels to {args.out}")
+    return 0
+
+
+def export_label_studio(args: argparse.Namespace) -> int:
+    """Tasks with the model's suggestions, and the project's labelling interface beside them."""
+    import json
+
+    from fieldlens_core.atomic import atomic_write
+    from fieldlens_fielddata.directory import device_directories
+    from fieldlens_retrain.label_studio import labeling_config, tasks
+
+    source = str(args.field_data)
+    if source.startswith("s3://"):
+        from fieldlens_retrain.dataset import download_field_data
+
+        bucket = source.removeprefix("s3://").split("/", 1)[0]
+        root = download_field_data(source, args.cache / "s3", s3_client(args))
+        template = args.image_url or f"s3://{bucket}/{{s3_key}}"
+    else:
+        root = Path(source)
+        query = f"?token={args.token}" if args.token else ""
+        template = args.image_url or f"http://127.0.0.1:8080/api/images/{{id}}{query}"
+    found = tasks(
+        device_directories(root), lambda pair, sidecar: template.format(id=pair.image_id, s3_key=sidecar.s3_key)
+    )
+    atomic_write(args.out, json.dumps(found, indent=1).encode())
+    suggested = {str(t["predictions"][0]["result"][0]["value"]["choices"][0]) for t in found if "predictions" in t}
+    labels = known_labels(args.model) or sorted(suggested)
+    config = args.out.with_suffix(".label-config.xml")
+    atomic_write(config, labeling_config(labels).encode())
+    emit(f"wrote {len(found)} Label Studio tasks to {args.out} and the labelling interface to {config}")
     return 0
 
 

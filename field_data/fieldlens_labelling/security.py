@@ -2,7 +2,8 @@
 
 - **A token, always.** `fieldlens label serve` prints a URL that carries it; opening that URL
   trades it for a cookie (HttpOnly, SameSite=Strict) and drops it from the address bar.
-  Scripts send ``Authorization: Bearer <token>``. Other local users, or a page in another tab,
+  Scripts send ``Authorization: Bearer <token>``. Image URLs alone may carry ``?token=``
+  (read-only), so that Label Studio can show the page's images. Other local users, or a page in another tab,
   have neither. On an address other than the loopback this is what keeps the page private;
   on the loopback it still keeps other users of the machine out.
 - **The Host header** must name the address the page listens on (a DNS-rebinding page in the
@@ -26,6 +27,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 COOKIE = "fieldlens_token"
 MAX_BODY = 64 * 1024
 SAFE_METHODS = ("GET", "HEAD")
+IMAGE_PATHS = ("/api/images/", "/api/thumbnails/")
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -53,6 +55,8 @@ class Guard:
         header = request.headers.get("authorization", "")
         if header.startswith("Bearer "):
             given = header.removeprefix("Bearer ")
+        elif request.method in SAFE_METHODS and request.url.path.startswith(IMAGE_PATHS):
+            given = request.query_params.get("token", given)  # image URLs handed to Label Studio
         return bool(given) and secrets.compare_digest(given.encode(), self.token.encode())
 
     async def __call__(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

@@ -17,6 +17,7 @@ from typing import Any
 from fieldlens_core.errors import EXIT_CONFIGURATION, FieldlensError
 from fieldlens_fielddata.directory import device_directories
 from fieldlens_fielddata.sidecar import Sidecar
+from fieldlens_retrain.label_studio import read_export
 
 
 class LabelError(FieldlensError, ValueError):
@@ -32,13 +33,14 @@ def image_id_of(key: str) -> str:
 
 
 def read_labels(path: Path) -> dict[str, str]:
-    """image id -> label, from a CSV with a header (key,label) or a COCO classification JSON."""
+    """image id -> label, from a CSV with a header (key,label), a COCO classification JSON or Label
+    Studio's JSON export."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise LabelError(f"cannot read {path}: {exc}") from None
     if path.suffix.lower() == ".json":
-        return _read_coco(text, path)
+        return _read_json(text, path)
     rows = list(csv.DictReader(text.splitlines()))
     if rows and not {"key", "label"} <= set(rows[0]):
         raise LabelError(f"{path}: the header must name the columns key and label")
@@ -51,9 +53,22 @@ def read_labels(path: Path) -> dict[str, str]:
     return labels
 
 
-def _read_coco(text: str, path: Path) -> dict[str, str]:
+def _read_json(text: str, path: Path) -> dict[str, str]:
+    """A COCO classification file (an object), or Label Studio's JSON export (a list of tasks)."""
     try:
         document = json.loads(text)
+    except ValueError as exc:
+        raise LabelError(f"{path} is not JSON: {exc}") from None
+    if isinstance(document, list):
+        try:
+            return read_export(document)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise LabelError(f"{path} is not a Label Studio export: {exc}") from None
+    return _read_coco(document, path)
+
+
+def _read_coco(document: Any, path: Path) -> dict[str, str]:
+    try:
         categories = {c["id"]: c["name"] for c in document["categories"]}
         files = {i["id"]: i["file_name"] for i in document["images"]}
         return {image_id_of(files[a["image_id"]]): categories[a["category_id"]] for a in document["annotations"]}
