@@ -21,6 +21,7 @@ PARTS = {
     "edge": "fieldlens_cli.bench_edge",
     "upload": "fieldlens_cli.bench_upload",
     "retrain": "fieldlens_cli.bench_retrain",
+    "label": "fieldlens_cli.bench_label",
 }
 
 
@@ -34,7 +35,8 @@ def register(commands: Subcommands) -> None:
     parser.add_argument("--spinning", action="store_true", help="let the inference service's ORT threads spin")
     parser.add_argument("--repeat", type=int, default=3, help="edge runs; each figure is their median")
     parser.add_argument("--json", type=Path, help="also write the figures here")
-    parser.add_argument("--only", choices=["edge", "upload", "retrain"], help="run one part only")
+    parser.add_argument("--only", choices=list(PARTS), help="run one part only")
+    parser.add_argument("--label-images", type=int, default=100_000, help="sidecars for the labelling page's part")
     parser.set_defaults(handler=run_bench)
 
 

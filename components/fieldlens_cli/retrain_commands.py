@@ -166,7 +166,7 @@ def label_page(args: argparse.Namespace) -> int:
         labeller=args.labeller,
     )
     server = LabelServer(options)
-    emit(f"labelling {len(server.index)} field images in {args.field_data}: open {server.url}")
+    emit(f"labelling the field images in {args.field_data}: open {server.url}")
     server.run()
     return 0
 

@@ -42,7 +42,8 @@ MAX_PAGE = 1000
 @dataclass
 class Settings:
     labels: list[str]
-    """The label set offered: the current model's, and those already given."""
+    """The model's label set (empty without a model: then the labels its predictions named stand in).
+    Labels already given, and new ones the page accepts, are offered too."""
     allow_new_labels: bool
     blank_label: str
     labeller: str
@@ -57,21 +58,24 @@ class BadInput(ValueError):
     """A request that does not say what it must: 400 with this message."""
 
 
-def check_label(given: Any, settings: Settings) -> str | None:
+def label_set(settings: Settings, index: LabelIndex) -> set[str]:
+    return set(settings.labels) | index.label_names(suggested=not settings.labels) | {settings.blank_label}
+
+
+def check_label(given: Any, settings: Settings, known: set[str]) -> str | None:
     if given is None:
         return None
     if not isinstance(given, str) or not given.strip() or len(given) > MAX_LABEL or not given.isprintable():
         raise BadInput(f"a label is a printable string of 1 to {MAX_LABEL} characters")
     label = given.strip()
-    if label not in settings.labels and label != settings.blank_label:
+    if label not in known:
         if not settings.allow_new_labels:
             raise BadInput(f"{label!r} is not one of the model's labels (start the page with --new-labels to add one)")
-        settings.labels.append(label)
         log.info("new label %r", label)
     return label
 
 
-def parse_write(body: bytes, settings: Settings) -> tuple[list[tuple[str, int]], str | None, bool]:
+def parse_write(body: bytes, settings: Settings, known: set[str]) -> tuple[list[tuple[str, int]], str | None, bool]:
     try:
         document = json.loads(body)
     except ValueError as exc:
@@ -92,7 +96,7 @@ def parse_write(body: bytes, settings: Settings) -> tuple[list[tuple[str, int]],
     excluded = document.get("excluded", False)
     if not isinstance(excluded, bool):
         raise BadInput("excluded is true or false")
-    return wanted, check_label(document.get("label"), settings), excluded
+    return wanted, check_label(document.get("label"), settings, known), excluded
 
 
 def create_app(index: LabelIndex, settings: Settings, thumbnails: Thumbnails) -> Starlette:
@@ -102,13 +106,15 @@ def create_app(index: LabelIndex, settings: Settings, thumbnails: Thumbnails) ->
     async def state(request: Request) -> Response:
         return JSONResponse(
             {
-                "labels": sorted(set(settings.labels)),
+                "labels": sorted(label_set(settings, index) - {settings.blank_label}),
                 "blank_label": settings.blank_label,
                 "allow_new_labels": settings.allow_new_labels,
                 "orders": list(ORDERS),
                 "labeller": settings.labeller,
                 "model": settings.model,
-                "progress": index.progress(settings.labels, settings.target_per_class),
+                "progress": index.progress(
+                    sorted(label_set(settings, index) - {settings.blank_label}), settings.target_per_class
+                ),
             }
         )
 
@@ -154,7 +160,7 @@ def create_app(index: LabelIndex, settings: Settings, thumbnails: Thumbnails) ->
 
     async def write_labels(request: Request) -> Response:
         try:
-            wanted, label, excluded = parse_write(await request.body(), settings)
+            wanted, label, excluded = parse_write(await request.body(), settings, label_set(settings, index))
         except BadInput as exc:
             return refuse(400, str(exc))
         updated: list[dict[str, object]] = []

@@ -112,25 +112,87 @@ def _reverse(text: str) -> tuple[int, ...]:
 
 
 class LabelIndex:
-    """Items by image id; thread-safe (the server answers requests on several threads)."""
+    """Items by image id; thread-safe (the server answers requests on several threads).
 
-    def __init__(self, items: Iterable[Item]) -> None:
+    Reading 100,000 sidecars takes seconds (listing, reading and parsing each cost about as much
+    on an SD card or a small VM), so :meth:`start_loading` indexes on a thread, a chunk at a
+    time, and the page serves what is indexed so far from the first chunk on: the first image
+    shows in well under a second, and the order covers every image once ``loaded`` is set.
+    """
+
+    CHUNK = 500
+
+    def __init__(self, items: Iterable[Item] = ()) -> None:
         self._lock = threading.Lock()
-        self._items = {item.image_id: item for item in items}
+        self._items: dict[str, Item] = {}
+        # kept as items come and labels change, so that a write or a progress report costs the
+        # same with 100 images as with 100,000 (counting them each time cost 40 ms per label there)
+        self._given: Counter[str] = Counter()
+        self._excluded = 0
+        self._suggested: set[str] = set()
+        self.loaded = threading.Event()
+        self.load_error: str | None = None
+        self._add(list(items))
 
     @classmethod
     def load(cls, root: Path, trusted: bool = True) -> LabelIndex:
-        """Every readable pair under ``root`` (a device's directory or a bucket mirror);
+        """Every readable pair under ``root`` (a device's directory or a bucket mirror), read now;
         ``trusted=False`` ignores labels found in the sidecars (a device wrote those)."""
-        items = []
-        for directory in device_directories(root):
-            for _, sidecar in directory.read_all():
-                if isinstance(sidecar, Sidecar):
-                    items.append(item_of(sidecar, directory, trusted))
-        return cls(items)
+        index = cls()
+        index._load(root, trusted)
+        return index
+
+    def start_loading(self, root: Path, trusted: bool = True) -> threading.Thread:
+        """Index ``root`` on a thread; returns once the first chunk (or everything, if less) is in."""
+        first = threading.Event()
+        thread = threading.Thread(target=self._load, args=(root, trusted, first), name="label-index", daemon=True)
+        thread.start()
+        first.wait()
+        return thread
+
+    def _load(self, root: Path, trusted: bool, first: threading.Event | None = None) -> None:
+        chunk: list[Item] = []
+        try:
+            for directory in device_directories(root):
+                for _, sidecar in directory.read_all():
+                    if isinstance(sidecar, Sidecar):
+                        chunk.append(item_of(sidecar, directory, trusted))
+                    if len(chunk) >= self.CHUNK:
+                        self._add(chunk)
+                        chunk = []
+                        if first is not None:
+                            first.set()
+            self._add(chunk)
+        except OSError as exc:  # the directory went away or became unreadable: say so, serve what we have
+            self.load_error = f"indexing stopped: {exc}"
+        finally:
+            self.loaded.set()
+            if first is not None:
+                first.set()
+
+    def _add(self, items: list[Item]) -> None:
+        with self._lock:
+            for item in items:
+                if item.image_id in self._items:
+                    continue  # a write through the page may already be in
+                self._items[item.image_id] = item
+                self._count(item, +1)
+                self._suggested.update(label for label, _ in item.suggestions)
+
+    def _count(self, item: Item, sign: int) -> None:
+        if item.label is not None:
+            self._given[item.label] += sign
+            if self._given[item.label] <= 0:
+                del self._given[item.label]
+        self._excluded += sign * item.excluded
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def label_names(self, suggested: bool) -> set[str]:
+        """Labels given so far, and (``suggested``) every label a prediction named."""
+        with self._lock:
+            return set(self._given) | (self._suggested if suggested else set())
 
     def get(self, image_id: str) -> Item | None:
         with self._lock:
@@ -146,7 +208,9 @@ class LabelIndex:
         """The index after a write through the directory (the new label and revision)."""
         with self._lock:
             item = self._items[sidecar.image_id]
+            self._count(item, -1)
             item.label, item.excluded, item.revision = sidecar.trusted_label, sidecar.excluded, sidecar.revision
+            self._count(item, +1)
             return item
 
     def progress(self, labels: list[str], target_per_class: int) -> dict[str, object]:
@@ -155,16 +219,17 @@ class LabelIndex:
         the labels given so far, and the model's when it has at most MAX_LISTED_CLASSES (an
         ImageNet model's 1,000 are not a labelling target)."""
         with self._lock:
-            items = list(self._items.values())
-        counts = Counter(i.label for i in items if i.label is not None)
+            counts, total, excluded = Counter(self._given), len(self._items), self._excluded
         classes = sorted(set(labels if len(labels) <= MAX_LISTED_CLASSES else ()) | set(counts))
         per_class = {label: counts.get(label, 0) for label in classes}
         target = min(target_per_class, max(per_class.values(), default=0)) or target_per_class
         weakest = min(per_class, key=lambda label: per_class[label]) if per_class else None
         return {
-            "total": len(items),
-            "labelled": sum(1 for i in items if i.label is not None),
-            "excluded": sum(1 for i in items if i.excluded),
+            "indexing": not self.loaded.is_set(),
+            "index_error": self.load_error,
+            "total": total,
+            "labelled": sum(counts.values()),
+            "excluded": excluded,
             "per_class": per_class,
             "weakest": weakest,
             "weakest_needs": max(0, target - per_class[weakest]) if weakest is not None else 0,

@@ -49,14 +49,11 @@ class LabelServer:
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._socket.bind((options.host, options.port))
         self.host, self.port = options.host, self._socket.getsockname()[1]
-        self.index = LabelIndex.load(options.field_data)
+        self.index = LabelIndex()
+        self.index.start_loading(options.field_data)
         package = current_package(options.model_dir)
-        items = self.index.ordered("newest")
-        given = {item.label for item in items if item.label is not None}
-        # without a model package, the labels its predictions named stand in for its label set
-        known = set(package.labels) if package else {label for item in items for label, _ in item.suggestions}
         settings = Settings(
-            labels=sorted((known | given) - {options.blank_label}),
+            labels=sorted(set(package.labels) - {options.blank_label}) if package else [],
             allow_new_labels=options.new_labels or package is None,
             blank_label=options.blank_label,
             labeller=options.labeller or getpass.getuser(),

@@ -39,6 +39,14 @@ async function loadState() {
   }
   $("model").textContent = data.model ? `${data.model.name} ${data.model.version}` : "no model";
   renderProgress();
+  if (data.progress.indexing && !loadState.polling) {
+    // the server is still reading sidecars: look again, and take the full order once it is done
+    loadState.polling = setTimeout(async () => {
+      loadState.polling = null;
+      await loadState();
+      if (!S.state.progress.indexing) await loadItems(current() && current().id);
+    }, 2000);
+  }
 }
 
 async function loadItems(keepId) {
@@ -107,7 +115,8 @@ function render() {
 
 function renderProgress() {
   const p = S.state.progress;
-  $("progress-text").textContent = `${p.labelled} of ${p.total} labelled · ${p.excluded} unusable`;
+  const indexing = p.indexing ? ` · indexing (${p.total} so far)` : p.index_error ? ` · ${p.index_error}` : "";
+  $("progress-text").textContent = `${p.labelled} of ${p.total} labelled · ${p.excluded} unusable${indexing}`;
   $("bar-done").style.width = p.total ? `${(100 * (p.labelled + p.excluded)) / p.total}%` : "0";
   $("weakest").textContent = p.weakest === null ? "" :
     `weakest class: ${p.weakest}, ${p.weakest_needs} more to reach ${p.target_per_class}`;

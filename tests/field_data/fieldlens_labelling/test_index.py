@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fieldlens_fielddata.directory import FieldDataDir
+from fieldlens_labelling.index import LabelIndex, uncertainty
+from tests.helpers.labelling import keep_predicted
+
+
+def test_uncertainty_scores_run_from_sure_to_unsure() -> None:
+    sure = uncertainty([("hen", 0.98), ("egg", 0.01), ("fox", 0.01)])
+    unsure = uncertainty([("hen", 0.34), ("egg", 0.33), ("fox", 0.33)])
+    for name in ("least_confidence", "margin", "entropy", "useful"):
+        assert 0.0 <= sure[name] < unsure[name] <= 1.0
+
+
+def test_progress_follows_every_write(tmp_path: Path) -> None:
+    ids = keep_predicted(tmp_path, [("hen", 0.9), ("egg", 0.5), ("fox", 0.6), ("hen", 0.7)])
+    index, directory = LabelIndex.load(tmp_path), FieldDataDir(tmp_path)
+    index.update(directory.label(ids[0], "hen", "human"))
+    index.update(directory.label(ids[1], "hen", "human"))
+    index.update(directory.label(ids[1], "egg", "human"))  # relabelled: counted once, as egg
+    index.update(directory.label(ids[2], None, "human", excluded=True))
+    progress = index.progress(["hen", "egg", "fox"], target_per_class=30)
+    assert (progress["total"], progress["labelled"], progress["excluded"]) == (4, 2, 1)
+    assert progress["per_class"] == {"egg": 1, "fox": 0, "hen": 1} and progress["weakest"] == "fox"
+    assert index.label_names(suggested=False) == {"hen", "egg"}
+    assert index.label_names(suggested=True) == {"hen", "egg", "fox"}
+    reloaded = LabelIndex.load(tmp_path).progress(["hen", "egg", "fox"], target_per_class=30)
+    assert {k: v for k, v in reloaded.items() if k != "indexing"} == {
+        k: v for k, v in progress.items() if k != "indexing"
+    }
+
+
+def test_the_first_chunk_is_served_while_the_rest_is_indexed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    keep_predicted(tmp_path, [("hen", 0.5 + i / 100) for i in range(7)])
+    monkeypatch.setattr(LabelIndex, "CHUNK", 3)
+    index = LabelIndex()
+    thread = index.start_loading(tmp_path)
+    assert len(index) >= 3  # start_loading returned with at least the first chunk
+    thread.join(timeout=10)
+    assert index.loaded.is_set() and len(index) == 7 and index.progress([], 30)["indexing"] is False
+
+
+def test_an_unreadable_directory_is_reported_not_fatal(tmp_path: Path) -> None:
+    index = LabelIndex()
+    index.start_loading(tmp_path / "missing").join(timeout=10)
+    assert index.loaded.is_set() and len(index) == 0
