@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo demo-loop test test-fast lint bench system-deps clean
+.PHONY: setup demo demo-loop test test-fast lint bench system-deps label-studio clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,12 +27,15 @@ demo-loop: setup system-deps
 system-deps:
 	bash tests/system-deps.sh
 
+label-studio:
+	bash tests/label-studio.sh
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy components field_data infra tests
 
-test: setup system-deps lint
+test: setup system-deps label-studio lint
 	$(BIN)/pytest
 
 test-fast: setup
