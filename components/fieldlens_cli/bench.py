@@ -22,6 +22,7 @@ PARTS = {
     "upload": "fieldlens_cli.bench_upload",
     "retrain": "fieldlens_cli.bench_retrain",
     "label": "fieldlens_cli.bench_label",
+    "label-order": "fieldlens_cli.bench_label_order",
 }
 
 

@@ -1,0 +1,162 @@
+"""`fieldlens bench --only label-order`: how many labels the page's order saves, measured by retraining.
+
+The loop demo's set-up on Fashion-MNIST: a base model trained on studio photos; a device keeps
+600 field photos with that model's predictions (classified by LoadedModel, as the service
+does). A scripted labeller answers with the ground truth through the labelling page's own HTTP
+API, in the page's default order (most useful first) and in random orders; after each step the
+model is retrained (base photos + the field labels so far) and scored on 300 other field photos.
+The figure goes to ``--plot`` (matplotlib).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fieldlens_cli.output import emit
+from fieldlens_core.model import load_model
+from fieldlens_core.model_install import install_package
+from fieldlens_fielddata.directory import new_image_id
+from fieldlens_fielddata.sidecar import ModelRef, Observation
+from fieldlens_fielddata.store import FieldStore
+from fieldlens_labelling.client import PageClient
+from fieldlens_labelling.serve import LabelServer, PageOptions
+from fieldlens_retrain.dataset import build_manifest, write_manifest
+from fieldlens_retrain.evaluate import predict_files, score
+from fieldlens_retrain.pipeline import run_retrain
+from fieldlens_samples import fashion
+
+STEPS = (25, 50, 100, 150, 200)
+RANDOM_SEEDS = (1, 2)
+BASE_PER_CLASS, POOL_PER_CLASS, HOLDOUT_PER_CLASS = 30, 60, 30
+
+
+def keep_pool(work: Path, truth: dict[str, str]) -> dict[str, str]:
+    """The device's part: classify each pool photo with the base model and keep it; image id -> truth."""
+    model = load_model(work / "model", "fp32")
+    store = FieldStore(work / "field", "bench", sync_interval_s=30)
+    by_id = {}
+    start = datetime(2026, 11, 24, tzinfo=UTC)
+    for n, name in enumerate(sorted(truth)):
+        jpeg = (work / "pool" / name).read_bytes()
+        ranked = model.classify(jpeg, 10, "image/jpeg").predictions
+        seen = Observation(
+            prediction=ranked[0]["label"],
+            confidence=ranked[0]["confidence"],
+            predictions=ranked,
+            model=ModelRef(**model.info),
+            capture={"file": name},
+            reason="bench",
+        )
+        when = start + timedelta(seconds=n)
+        image_id = new_image_id(when)
+        store.keep(image_id, when, jpeg, seen)
+        by_id[image_id] = truth[name]
+    store.close()
+    return by_id
+
+
+def curve(
+    work: Path, name: str, order: list[str] | None, truth: dict[str, str], holdout: dict[str, str]
+) -> list[float]:
+    """Accuracy after each step of labelling in ``order`` (None: the page's own order)."""
+    field = work / f"field-{name}"
+    shutil.copytree(work / "field", field)
+    labels = sorted(set(truth.values()))
+    paths = [work / "holdout" / photo for photo in sorted(holdout)]
+    accuracies = []
+    options = PageOptions(field_data=field, model_dir=work / "model", cache_dir=work / "page-cache", port=0)
+    with LabelServer(options) as page:
+        client = PageClient(page.base_url, page.token)
+        page.index.loaded.wait()
+        items = {item["id"]: item for item in client.items("useful", show="all")}
+        sequence = list(items) if order is None else order
+        done = 0
+        for step in STEPS:
+            for image_id in sequence[done:step]:
+                client.label([items[image_id]], truth[image_id])
+            done = step
+            manifest = build_manifest(field, {}, work / "base", labels, new_labels=False)
+            write_manifest(manifest, work / f"{name}-{step}.json")
+            report = run_retrain(
+                work / f"{name}-{step}.json", work / f"models-{name}", None, work / "cache", force=True
+            )
+            if report.package is None:
+                raise RuntimeError(f"no package for {name} at {step}: {report.decision.reason}")
+            predicted = predict_files(report.package, paths)
+            accuracies.append(score([holdout[p.name] for p in paths], predicted, labels)["accuracy"])
+            emit(f"  {name}: {step} labels -> {accuracies[-1]:.1%}")
+    return accuracies
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    emit("\nlabels saved by the order: Fashion-MNIST field photos, labelled through the page's HTTP API")
+    rng = np.random.default_rng(3)
+    train_images, train_labels = fashion.load("train")
+    test_images, test_labels = fashion.load("t10k")
+    with tempfile.TemporaryDirectory(prefix="fl-label-order-") as scratch:
+        work = Path(scratch)
+        base_indices = fashion.pick(train_labels, BASE_PER_CLASS, rng)
+        fashion.write_studio(work / "base", train_images, train_labels, base_indices)
+        write_manifest(build_manifest(None, {}, work / "base", None, new_labels=True), work / "base.json")
+        base = run_retrain(work / "base.json", work / "models-base", None, work / "cache", force=True, name="fashion")
+        if base.package is None:
+            raise RuntimeError(f"the base model was not written: {base.decision.reason}")
+        install_package(base.package, work / "model")
+        pool = fashion.pick(test_labels, POOL_PER_CLASS, rng)
+        held = fashion.pick(test_labels, HOLDOUT_PER_CLASS, rng, exclude=set(pool))
+        truth = keep_pool(work, fashion.write_field(work / "pool", test_images, test_labels, pool, seed=1))
+        holdout = fashion.write_field(work / "holdout", test_images, test_labels, held, seed=2)
+        useful = curve(work, "useful", None, truth, holdout)
+        randoms = []
+        for seed in RANDOM_SEEDS:
+            shuffled = sorted(truth)
+            np.random.default_rng(seed).shuffle(shuffled)
+            randoms.append(curve(work, f"random-{seed}", shuffled, truth, holdout))
+    random_mean = [statistics.mean(values) for values in zip(*randoms, strict=True)]
+    result = {"steps": list(STEPS), "useful": useful, "random": randoms, "random_mean": random_mean}
+    plot(result, args.data_dir / "bench" / "label-order.png")
+    return result
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure, axes = plt.subplots(figsize=(6.4, 4.0))
+    try:
+        axes.plot(result["steps"], result["useful"], "o-", label="the page's order (most useful first)")
+        for n, values in enumerate(result["random"]):
+            axes.plot(result["steps"], values, ":", color="grey", alpha=0.7, label="random order" if n == 0 else None)
+        axes.plot(result["steps"], result["random_mean"], "s--", color="black", label="random order, mean")
+        axes.set_xlabel("field images labelled")
+        axes.set_ylabel("accuracy on 300 held-out field photos")
+        axes.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+        axes.grid(alpha=0.3)
+        axes.legend()
+        figure.tight_layout()
+        figure.savefig(path, dpi=110)
+    finally:
+        plt.close(figure)
+    emit(f"figure: {path}")
+
+
+def report(r: dict[str, Any]) -> None:
+    emit("")
+    emit("| labels | page's order | random order (mean of " + f"{len(r['random'])}) |")
+    emit("| --- | --- | --- |")
+    for step, useful, random in zip(r["steps"], r["useful"], r["random_mean"], strict=True):
+        emit(f"| {step} | {useful:.1%} | {random:.1%} |")
+    at_200 = r["random_mean"][-1]
+    reached = next((s for s, u in zip(r["steps"], r["useful"], strict=True) if u >= at_200), None)
+    emit(f"\nrandom order at 200 labels: {at_200:.1%}; the page's order reaches it at {reached or 'more than 200'}")
