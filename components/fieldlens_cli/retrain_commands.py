@@ -53,7 +53,9 @@ def register(commands: Subcommands) -> None:
     page.add_argument("--port", type=int, default=8080, help="port (default %(default)s; 0 for any free port)")
     page.add_argument("--blank-label", default="blank", help="the label `b` gives (default %(default)s)")
     page.add_argument("--labeller", help="your name in the sidecars (default: your user name)")
-    page.add_argument("--cache", type=Path, default=DATA_DIR / "cache", help="where thumbnails are kept")
+    page.add_argument("--cache", type=Path, default=DATA_DIR / "cache", help="thumbnails and embeddings")
+    page.add_argument("--models", type=Path, default=DATA_DIR / "models", help="where Retrain writes candidates")
+    page.add_argument("--base", type=Path, help="a folder of class folders to train on as well")
     page.set_defaults(handler=label_page)
     label_in.add_argument("--new-labels", action="store_true", help="allow labels the current model does not know")
 
@@ -164,6 +166,8 @@ def label_page(args: argparse.Namespace) -> int:
         new_labels=args.new_labels,
         blank_label=args.blank_label,
         labeller=args.labeller,
+        models_dir=args.models,
+        base=args.base,
     )
     server = LabelServer(options)
     emit(f"labelling the field images in {args.field_data}: open {server.url}")

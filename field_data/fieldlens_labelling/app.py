@@ -5,6 +5,10 @@
     GET  /api/items             ?order=useful&show=todo|all&offset=0&limit=200
     GET  /api/images/{id}       the field image           GET /api/thumbnails/{id}   its thumbnail
     POST /api/labels            {"items": [{"id", "revision"}], "label": str|null, "excluded": bool}
+    GET  /api/models            the current model, every gate report, the retrain's progress
+    GET  /api/reports/{version}/{picture}                  a confusion matrix
+    POST /api/retrain           dataset build -> retrain -> gate, on a thread (409 while one runs)
+    POST /api/install           {"version": ...}: a candidate that passed the gate becomes current
 
 A write names the revision of each sidecar it was made against; one that someone else has
 replaced since is refused (409) with the label it now has, and nothing is lost.
@@ -26,8 +30,11 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from fieldlens_core.errors import ModelPackageError
+from fieldlens_core.safe_paths import UnsafePathError
 from fieldlens_fielddata.sidecar import SidecarError, StaleSidecarError
 from fieldlens_labelling.index import ORDERS, LabelIndex, Order
+from fieldlens_labelling.models import DeskError, ModelDesk
 from fieldlens_labelling.security import Guard, refuse
 from fieldlens_labelling.thumbnails import Thumbnails
 
@@ -99,7 +106,9 @@ def parse_write(body: bytes, settings: Settings, known: set[str]) -> tuple[list[
     return wanted, check_label(document.get("label"), settings, known), excluded
 
 
-def create_app(index: LabelIndex, settings: Settings, thumbnails: Thumbnails) -> Starlette:
+def create_app(
+    index: LabelIndex, settings: Settings, thumbnails: Thumbnails, desk: ModelDesk | None = None
+) -> Starlette:
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html")
 
@@ -111,7 +120,8 @@ def create_app(index: LabelIndex, settings: Settings, thumbnails: Thumbnails) ->
                 "allow_new_labels": settings.allow_new_labels,
                 "orders": list(ORDERS),
                 "labeller": settings.labeller,
-                "model": settings.model,
+                "model": desk.current() if desk is not None else settings.model,
+                "desk": desk is not None,
                 "progress": index.progress(
                     sorted(label_set(settings, index) - {settings.blank_label}), settings.target_per_class
                 ),
@@ -197,6 +207,44 @@ def create_app(index: LabelIndex, settings: Settings, thumbnails: Thumbnails) ->
             )
         return JSONResponse(body, status_code=status)
 
+    async def models(request: Request) -> Response:
+        if desk is None:
+            return refuse(404, "start the page with --model to see and retrain models")
+        return JSONResponse({"current": desk.current(), "reports": desk.reports(), "retrain": desk.status.to_json()})
+
+    async def report_file(request: Request) -> Response:
+        if desk is None:
+            return refuse(404, "no model desk")
+        try:
+            path = desk.report_file(request.path_params["version"], request.path_params["name"])
+        except DeskError as exc:
+            return refuse(404, str(exc))
+        return FileResponse(path, media_type="image/png")
+
+    async def retrain(request: Request) -> Response:
+        if desk is None:
+            return refuse(404, "start the page with --model to retrain")
+        try:
+            desk.start_retrain()
+        except DeskError as exc:
+            return refuse(409, str(exc))
+        return JSONResponse({"retrain": desk.status.to_json()}, status_code=202)
+
+    async def install(request: Request) -> Response:
+        if desk is None:
+            return refuse(404, "start the page with --model to install")
+        try:
+            version = json.loads(await request.body()).get("version")
+        except (ValueError, AttributeError):
+            return refuse(400, 'expected {"version": "..."}')
+        if not isinstance(version, str):
+            return refuse(400, 'expected {"version": "..."}')
+        try:
+            installed = desk.install(version)
+        except (DeskError, UnsafePathError, ModelPackageError) as exc:
+            return refuse(409, str(exc))
+        return JSONResponse({"installed": installed})
+
     routes = [
         Route("/", page),
         Route("/api/state", state),
@@ -204,6 +252,10 @@ def create_app(index: LabelIndex, settings: Settings, thumbnails: Thumbnails) ->
         Route("/api/images/{image_id}", image),
         Route("/api/thumbnails/{image_id}", thumbnail),
         Route("/api/labels", write_labels, methods=["POST"]),
+        Route("/api/models", models),
+        Route("/api/reports/{version}/{name}", report_file),
+        Route("/api/retrain", retrain, methods=["POST"]),
+        Route("/api/install", install, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     guard = Guard(settings.token, settings.host, settings.port)

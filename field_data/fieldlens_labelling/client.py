@@ -58,3 +58,14 @@ class PageClient:
         body = {"items": [{"id": i["id"], "revision": i["revision"]} for i in items], "label": label}
         updated: list[dict[str, Any]] = self._call("/api/labels", {**body, "excluded": excluded})["updated"]
         return updated
+
+    def models(self) -> dict[str, Any]:
+        """The current model, every gate report, and the retrain's progress."""
+        return self._call("/api/models")
+
+    def retrain(self) -> dict[str, Any]:
+        """Start dataset build -> retrain -> gate from the labels given so far."""
+        return self._call("/api/retrain", {})
+
+    def install(self, version: str) -> dict[str, Any]:
+        return self._call("/api/install", {"version": version})

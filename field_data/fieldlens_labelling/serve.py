@@ -19,6 +19,7 @@ import uvicorn
 from fieldlens_core.model_package import current_package
 from fieldlens_labelling.app import Settings, create_app
 from fieldlens_labelling.index import LabelIndex
+from fieldlens_labelling.models import DeskPaths, ModelDesk
 from fieldlens_labelling.thumbnails import Thumbnails
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ class PageOptions:
     blank_label: str = "blank"
     labeller: str | None = None
     token: str | None = None
+    models_dir: Path | None = None
+    """Where the page's retrains write candidates and reports (default: beside the model directory)."""
+    base: Path | None = None
+    """A folder of class folders trained on as well (as `dataset build --base`)."""
 
 
 class LabelServer:
@@ -62,7 +67,18 @@ class LabelServer:
             host=options.host,
             port=self.port,
         )
-        self.app = create_app(self.index, settings, Thumbnails(options.cache_dir / "thumbnails"))
+        desk = None
+        if options.model_dir is not None:
+            paths = DeskPaths(
+                field_data=options.field_data,
+                model_dir=options.model_dir,
+                models_dir=options.models_dir or options.model_dir.absolute().parent / "models",
+                cache_dir=options.cache_dir,
+                base=options.base,
+            )
+            desk = ModelDesk(paths)
+        self.desk = desk
+        self.app = create_app(self.index, settings, Thumbnails(options.cache_dir / "thumbnails"), desk)
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None

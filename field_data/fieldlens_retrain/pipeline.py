@@ -61,13 +61,17 @@ def run_retrain(
     force: bool = False,
     settings: TrainSettings = DEFAULT_SETTINGS,
     name: str | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> RetrainReport:
-    """Train a candidate locally, then evaluate, gate and publish it."""
+    """Train a candidate locally, then evaluate, gate and publish it; ``on_stage`` hears each step
+    begin (embedding, training, exporting, evaluating), for a progress display."""
     manifest = read_manifest(manifest_path)
     parent = current_package(current_dir)
     cache = EmbeddingCache(cache_dir)
     model_name = name or (parent.card.name if parent and parent.labels == manifest.labels else "fieldlens-classifier")
-    result = retrain(manifest, out_dir / ".work", cache, parent, model_name, settings)
+    result = retrain(manifest, out_dir / ".work", cache, parent, model_name, settings, on_stage)
+    if on_stage is not None:
+        on_stage("evaluating")
     report = publish_candidate(manifest, result.package_dir, out_dir, current_dir, margin, force)
     report.timings_s, report.embedded, report.reused = result.timings_s, result.embedded, result.reused
     write_report(report, manifest)

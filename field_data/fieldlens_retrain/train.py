@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,7 @@ def retrain(
     parent: ModelPackage | None,
     name: str,
     settings: TrainSettings = DEFAULT_SETTINGS,
+    on_stage: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train and package a candidate into a fresh directory under ``work_dir``; nothing is published."""
     import torch
@@ -112,16 +114,20 @@ def retrain(
     if not train:
         raise TrainingError("the dataset has no training images")
     index = {label: i for i, label in enumerate(manifest.labels)}
+    stage = on_stage or (lambda name: None)
+    stage("embedding")
     embeddings = cache.embed([(e.sha256, Path(e.path)) for e in manifest.entries])
     timings["embed"] = time.perf_counter() - started
 
     started = time.perf_counter()
+    stage("training")
     features = stack(embeddings, [e.sha256 for e in train], views=True)
     targets = np.repeat(np.array([index[e.label] for e in train]), len(VIEWS))
     weight, bias = train_head(features, targets, len(manifest.labels), settings)
     timings["train"] = time.perf_counter() - started
 
     started = time.perf_counter()
+    stage("exporting")
     network = load_backbone(num_classes=len(manifest.labels))
     with torch.no_grad():
         network._fc.weight.copy_(weight)

@@ -5,7 +5,7 @@
 
 const S = {
   state: null, items: [], pos: 0, highlight: 0, history: [], typing: false,
-  grid: false, selected: new Set(), anchor: null, chain: Promise.resolve(),
+  grid: false, models: false, selected: new Set(), anchor: null, chain: Promise.resolve(),
 };
 
 // Actions run one after another, in the order their keys were pressed: Enter, Enter, Enter
@@ -77,6 +77,7 @@ function choices() {
 }
 
 function render() {
+  if (S.models) return;
   $("single").hidden = S.grid;
   $("grid").hidden = !S.grid;
   $("view-toggle").textContent = S.grid ? "one at a time" : "grid";
@@ -216,7 +217,7 @@ function onSingleKey(event) {
   const action = {
     b: () => labelCurrent(S.state.blank_label, false),
     x: () => labelCurrent(null, true),
-    u: undo, Backspace: undo, g: toggleGrid,
+    u: undo, Backspace: undo, g: toggleGrid, m: toggleModels,
     "/": () => { S.typing = true; },
   }[event.key];
   if (action) { event.preventDefault(); queue(action); }
@@ -302,8 +303,81 @@ function onGridKey(event) {
   if (action) { event.preventDefault(); queue(action); }
 }
 
+// -- the model desk: gate reports, Retrain with its progress, Install -------------------------
+async function toggleModels() {
+  S.models = !S.models;
+  $("models").hidden = !S.models;
+  $("single").hidden = S.models || S.grid;
+  $("grid").hidden = S.models || !S.grid;
+  $("models-toggle").textContent = S.models ? "label" : "model";
+  if (S.models) await loadModels(); else render();
+}
+
+async function loadModels() {
+  const { status, data } = await api("/api/models");
+  if (status !== 200) { message(data.error, "error"); return; }
+  $("current-model").textContent = data.current ? `serving ${data.current.name} ${data.current.version}` : "no model";
+  const r = data.retrain;
+  $("retrain").disabled = r.state === "running";
+  $("retrain-status").textContent = r.state === "idle" ? "" :
+    `${r.state}${r.stage ? ": " + r.stage : ""} (${r.elapsed_s} s) ${r.message || ""}`;
+  $("reports").replaceChildren(...data.reports.map((report) => renderReport(report, data.current)));
+  if (r.state === "running") setTimeout(loadModels, 1000);
+}
+
+function cell(row, text, tag = "td") {
+  const element = document.createElement(tag);
+  element.textContent = text;
+  row.append(element);
+}
+
+function renderReport(report, current) {
+  const box = document.createElement("div");
+  box.className = "report";
+  const title = document.createElement("h3");
+  const before = report.current ? `${(100 * report.current.accuracy).toFixed(1)}%` : "n/a";
+  title.textContent = `${report.version}: ${(100 * report.candidate.accuracy).toFixed(1)}% (current model ${before})`;
+  const reason = document.createElement("p");
+  reason.textContent = report.reason;
+  const table = document.createElement("table");
+  const head = document.createElement("tr");
+  ["class", "precision", "recall", "images"].forEach((name) => cell(head, name, "th"));
+  table.append(head);
+  for (const [label, m] of Object.entries(report.candidate.per_class)) {
+    const row = document.createElement("tr");
+    [label, m.precision.toFixed(2), m.recall.toFixed(2), String(m.support)].forEach((t) => cell(row, t));
+    table.append(row);
+  }
+  box.append(title, reason, table);
+  for (const picture of report.pictures) {
+    const img = document.createElement("img");
+    img.src = `/api/reports/${report.version}/${picture}`;
+    img.alt = picture;
+    box.append(img);
+  }
+  if (report.installable && !(current && current.version === report.version)) {
+    const button = document.createElement("button");
+    button.textContent = `Install ${report.version}`;
+    button.addEventListener("click", async () => {
+      const { status, data } = await api("/api/install", { version: report.version });
+      message(status === 200 ? `installed ${data.installed.version}: the service reloads it` : data.error,
+        status === 200 ? "info" : "error");
+      await loadModels();
+    });
+    box.append(button);
+  }
+  return box;
+}
+
+async function retrain() {
+  const { status, data } = await api("/api/retrain", {});
+  if (status !== 202) message(data.error, "error");
+  await loadModels();
+}
+
 document.addEventListener("keydown", (event) => {
   if (!S.state || event.target === $("order")) return;
+  if (S.models) { if (event.key === "m") toggleModels(); return; }
   if (S.grid) onGridKey(event); else onSingleKey(event);
 });
 document.addEventListener("DOMContentLoaded", async () => {
@@ -311,6 +385,8 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("order").addEventListener("change", () => loadItems());
   $("show-all").addEventListener("change", () => loadItems(current() && current().id));
   $("view-toggle").addEventListener("click", toggleGrid);
+  $("models-toggle").addEventListener("click", toggleModels);
+  $("retrain").addEventListener("click", retrain);
   await loadState();
   await loadItems();
   $("filter").focus();

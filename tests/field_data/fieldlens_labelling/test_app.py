@@ -11,6 +11,7 @@ from starlette.testclient import TestClient
 
 from fieldlens_labelling.app import Settings, create_app
 from fieldlens_labelling.index import LabelIndex
+from fieldlens_labelling.models import DeskPaths, ModelDesk
 from fieldlens_labelling.thumbnails import Thumbnails
 from tests.helpers.labelling import LABELS, keep_predicted
 
@@ -203,3 +204,38 @@ def test_thumbnails_are_made_once_and_a_corrupt_image_is_a_clear_error(
 def test_bad_query_parameters_are_400(client: TestClient) -> None:
     for query in ("order=loudest", "show=some", "limit=0", "limit=x", "offset=-1"):
         assert client.get(f"/api/items?{query}").status_code == 400
+
+
+def desk_client(root: Path, tmp_path: Path) -> tuple[TestClient, ModelDesk]:
+    settings = Settings(
+        labels=[],
+        allow_new_labels=True,
+        blank_label="blank",
+        labeller="ana",
+        model=None,
+        token=TOKEN,
+        host="127.0.0.1",
+        port=8080,
+    )
+    desk = ModelDesk(DeskPaths(root, tmp_path / "model", tmp_path / "models", tmp_path / "cache"))
+    client = TestClient(create_app(LabelIndex.load(root), settings, Thumbnails(tmp_path / "t"), desk), base_url=BASE)
+    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    return client, desk
+
+
+def test_the_desk_refuses_what_it_cannot_do(field: tuple[Path, list[str]], tmp_path: Path) -> None:
+    client, desk = desk_client(field[0], tmp_path)
+    assert client.get("/api/models").json() == {"current": None, "reports": [], "retrain": desk.status.to_json()}
+    refused = write_to(client, "/api/install", {"version": "1.0.0"})
+    assert refused.status_code == 409 and "not a candidate that passed the gate" in refused.json()["error"]
+    assert write_to(client, "/api/install", {"version": "../../etc"}).status_code == 409
+    assert write_to(client, "/api/install", ["1.0.0"]).status_code == 400
+    for path in ("/api/reports/../x/confusion-candidate.png", "/api/reports/1.0.0/report.json"):
+        assert client.get(path).status_code == 404
+    desk.status.state = "running"  # as while a retrain runs
+    busy = write_to(client, "/api/retrain", {})
+    assert busy.status_code == 409 and "running already" in busy.json()["error"]
+
+
+def write_to(client: TestClient, path: str, body: Any) -> Any:
+    return client.post(path, content=json.dumps(body), headers={"Content-Type": "application/json"})
