@@ -11,6 +11,7 @@ from fieldlens_cli.arguments import DATA_DIR, Subcommands
 from fieldlens_cli.output import emit
 from fieldlens_core.errors import ConfigurationError
 from fieldlens_core.model_package import current_package
+from fieldlens_retrain.bucket_labels import BucketLabels
 from fieldlens_retrain.labels import export_labels, import_labels, labelled, read_labels
 
 if TYPE_CHECKING:
@@ -46,7 +47,11 @@ def register(commands: Subcommands) -> None:
     label_out.add_argument("--region")
     label_in.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model (its labels)")
     page = label_commands.add_parser("serve", help="a page to label field images with the keyboard")
-    page.add_argument("--field-data", type=Path, default=DATA_DIR / "field-images")
+    page.add_argument(
+        "--field-data", default=str(DATA_DIR / "field-images"), help="a field-data directory or s3://bucket/prefix"
+    )
+    page.add_argument("--endpoint-url", help="S3 endpoint (an s3:// source)")
+    page.add_argument("--region", help="AWS region (an s3:// source)")
     page.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model (its labels)")
     page.add_argument("--new-labels", action="store_true", help="allow labels the current model does not know")
     page.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
@@ -157,8 +162,15 @@ def export_label_studio(args: argparse.Namespace) -> int:
 def label_page(args: argparse.Namespace) -> int:
     from fieldlens_labelling.serve import LabelServer, PageOptions
 
+    source, bucket = str(args.field_data), None
+    if source.startswith("s3://"):
+        bucket = BucketLabels(s3_client(args), source)
+        field = bucket.mirror(args.cache / "s3")
+        emit(f"mirrored {source} into {field}; labels are written to s3://{bucket.bucket}/{bucket.labels_prefix}/")
+    else:
+        field = Path(source)
     options = PageOptions(
-        field_data=args.field_data,
+        field_data=field,
         model_dir=args.model,
         cache_dir=args.cache,
         host=args.host,
@@ -168,6 +180,7 @@ def label_page(args: argparse.Namespace) -> int:
         labeller=args.labeller,
         models_dir=args.models,
         base=args.base,
+        bucket=bucket,
     )
     server = LabelServer(options)
     emit(f"labelling the field images in {args.field_data}: open {server.url}")
@@ -182,11 +195,12 @@ def s3_client(args: argparse.Namespace) -> Any:
 
 
 def dataset(args: argparse.Namespace) -> int:
-    from fieldlens_retrain.dataset import balance_report, build_manifest, download_field_data, write_manifest
+    from fieldlens_retrain.dataset import balance_report, build_manifest, write_manifest
 
     source = str(args.source)
-    from_s3 = source.startswith("s3://")
-    field = download_field_data(source, args.cache / "s3", s3_client(args)) if from_s3 else Path(source)
+    field = (
+        BucketLabels(s3_client(args), source).mirror(args.cache / "s3") if source.startswith("s3://") else Path(source)
+    )
     manifest = build_manifest(
         field,
         read_labels(args.labels) if args.labels else {},
@@ -195,7 +209,7 @@ def dataset(args: argparse.Namespace) -> int:
         args.new_labels,
         args.pseudo_threshold,
         args.val_percent,
-        trust_sidecar_labels=not from_s3,  # devices wrote those sidecars
+        trust_sidecar_labels=True,  # a bucket's mirror keeps only the labels from its label objects
     )
     write_manifest(manifest, args.out)
     for line in balance_report(manifest):

@@ -37,6 +37,7 @@ from fieldlens_labelling.index import ORDERS, LabelIndex, Order
 from fieldlens_labelling.models import DeskError, ModelDesk
 from fieldlens_labelling.security import Guard, refuse
 from fieldlens_labelling.thumbnails import Thumbnails
+from fieldlens_retrain.bucket_labels import BucketLabelError, BucketLabels
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +108,15 @@ def parse_write(body: bytes, settings: Settings, known: set[str]) -> tuple[list[
 
 
 def create_app(
-    index: LabelIndex, settings: Settings, thumbnails: Thumbnails, desk: ModelDesk | None = None
+    index: LabelIndex,
+    settings: Settings,
+    thumbnails: Thumbnails,
+    desk: ModelDesk | None = None,
+    bucket: BucketLabels | None = None,
 ) -> Starlette:
+    """``bucket``: the images are a mirror of a bucket's; each label is also written there, as its
+    own object (:mod:`fieldlens_retrain.bucket_labels`), before the write is answered."""
+
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html")
 
@@ -192,6 +200,14 @@ def create_app(
                 missing.append(image_id)
                 log.warning("cannot label %s: %s", image_id, exc)
                 continue
+            if bucket is not None:
+                try:
+                    bucket.put(sidecar)
+                except BucketLabelError as exc:  # undo the mirror's copy: the bucket is where labels live
+                    previous = item.label, item.excluded
+                    item.directory.label(image_id, previous[0], "human", settings.labeller, excluded=previous[1])
+                    index.update(item.directory.read(item.directory.find(image_id) or _gone(image_id)))
+                    return refuse(502, f"{exc}; nothing was labelled, try again")
             updated.append(index.update(sidecar).to_json())
         for conflict in conflicts:  # the page shows what the image has now
             current = index.get(str(conflict["id"]))
@@ -260,6 +276,10 @@ def create_app(
     ]
     guard = Guard(settings.token, settings.host, settings.port)
     return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)])
+
+
+def _gone(image_id: str) -> Any:
+    raise FileNotFoundError(f"{image_id} went away while it was being labelled")
 
 
 def _order(name: str) -> Order:

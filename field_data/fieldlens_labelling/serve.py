@@ -21,6 +21,7 @@ from fieldlens_labelling.app import Settings, create_app
 from fieldlens_labelling.index import LabelIndex
 from fieldlens_labelling.models import DeskPaths, ModelDesk
 from fieldlens_labelling.thumbnails import Thumbnails
+from fieldlens_retrain.bucket_labels import BucketLabels
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class PageOptions:
     """Where the page's retrains write candidates and reports (default: beside the model directory)."""
     base: Path | None = None
     """A folder of class folders trained on as well (as `dataset build --base`)."""
+    bucket: BucketLabels | None = None
+    """When ``field_data`` is the mirror of a bucket (BucketLabels.mirror): labels go there too."""
 
 
 class LabelServer:
@@ -78,7 +81,8 @@ class LabelServer:
             )
             desk = ModelDesk(paths)
         self.desk = desk
-        self.app = create_app(self.index, settings, Thumbnails(options.cache_dir / "thumbnails"), desk)
+        thumbnails = Thumbnails(options.cache_dir / "thumbnails")
+        self.app = create_app(self.index, settings, thumbnails, desk, options.bucket)
         config = uvicorn.Config(self.app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
