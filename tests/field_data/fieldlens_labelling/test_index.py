@@ -48,3 +48,13 @@ def test_an_unreadable_directory_is_reported_not_fatal(tmp_path: Path) -> None:
     index = LabelIndex()
     index.start_loading(tmp_path / "missing").join(timeout=10)
     assert index.loaded.is_set() and len(index) == 0
+
+
+def test_useful_takes_the_predicted_classes_in_turn(tmp_path: Path) -> None:
+    """Pure uncertainty would give the three unsure hens before the one unsure egg."""
+    ids = keep_predicted(tmp_path, [("hen", 0.40), ("hen", 0.42), ("hen", 0.45), ("egg", 0.60), ("fox", 0.9)])
+    index = LabelIndex.load(tmp_path)
+    assert [i.image_id for i in index.ordered("least_confidence")] == ids
+    assert [i.image_id for i in index.ordered("useful")] == [ids[0], ids[3], ids[4], ids[1], ids[2]]
+    index.update(FieldDataDir(tmp_path).label(ids[0], "hen", "human"))
+    assert [i.image_id for i in index.ordered("useful")] == [ids[1], ids[3], ids[4], ids[2], ids[0]]
