@@ -119,7 +119,7 @@ function renderProgress() {
   const indexing = p.indexing ? ` · indexing (${p.total} so far)` : p.index_error ? ` · ${p.index_error}` : "";
   $("progress-text").textContent = `${p.labelled} of ${p.total} labelled · ${p.excluded} unusable${indexing}`;
   $("bar-done").style.width = p.total ? `${(100 * (p.labelled + p.excluded)) / p.total}%` : "0";
-  $("weakest").textContent = p.weakest === null ? "" :
+  $("weakest").textContent = p.weakest === null ? "No labels yet." :
     `weakest class: ${p.weakest}, ${p.weakest_needs} more to reach ${p.target_per_class}`;
   const most = Math.max(1, ...Object.values(p.per_class));
   const rows = Object.entries(p.per_class).sort((a, b) => b[1] - a[1]).slice(0, 40).map(([label, count]) => {
@@ -321,7 +321,9 @@ async function loadModels() {
   $("retrain").disabled = r.state === "running";
   $("retrain-status").textContent = r.state === "idle" ? "" :
     `${r.state}${r.stage ? ": " + r.stage : ""} (${r.elapsed_s} s) ${r.message || ""}`;
-  $("reports").replaceChildren(...data.reports.map((report) => renderReport(report, data.current)));
+  const none = document.createElement("p");
+  none.textContent = "No gate reports yet: label some images, then Retrain.";
+  $("reports").replaceChildren(...(data.reports.length ? data.reports.map((r) => renderReport(r, data.current)) : [none]));
   if (r.state === "running") setTimeout(loadModels, 1000);
 }
 

@@ -58,3 +58,10 @@ def test_useful_takes_the_predicted_classes_in_turn(tmp_path: Path) -> None:
     assert [i.image_id for i in index.ordered("useful")] == [ids[0], ids[3], ids[4], ids[1], ids[2]]
     index.update(FieldDataDir(tmp_path).label(ids[0], "hen", "human"))
     assert [i.image_id for i in index.ordered("useful")] == [ids[1], ids[3], ids[4], ids[2], ids[0]]
+
+
+def test_random_is_a_fixed_shuffle(tmp_path: Path) -> None:
+    ids = keep_predicted(tmp_path, [("hen", 0.5)] * 12)
+    first = [i.image_id for i in LabelIndex.load(tmp_path).ordered("random")]
+    assert first == [i.image_id for i in LabelIndex.load(tmp_path).ordered("random")]
+    assert sorted(first) == sorted(ids) and first != ids and first != ids[::-1]
