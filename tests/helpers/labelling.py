@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+from fieldlens_cli.main import main
 from fieldlens_core.messages import Prediction
 from fieldlens_fielddata.directory import new_image_id
 from fieldlens_fielddata.sidecar import ModelRef, Observation
@@ -38,3 +39,9 @@ def keep_predicted(root: Path, tops: list[tuple[str, float]], thing: str = "coop
         store.keep(image_id, when, solid_jpeg(((n * 53) % 256, (n * 97) % 256, 90), (96, 64)), seen, 1 - confidence)
         ids.append(image_id)
     return ids
+
+
+def export_tasks(field: Path, out: Path, model: Path, *extra: str) -> None:
+    """`fieldlens label export --format label-studio`, as a user runs it."""
+    arguments = ["label", "export", "--format", "label-studio", "--field-data", str(field), "--out", str(out)]
+    assert main([*arguments, "--model", str(model), *extra]) == 0

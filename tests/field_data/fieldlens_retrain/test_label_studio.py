@@ -11,7 +11,7 @@ from fieldlens_cli.main import main
 from fieldlens_fielddata.directory import FieldDataDir
 from fieldlens_retrain.label_studio import labeling_config, read_export, tasks
 from fieldlens_retrain.labels import LabelError, read_labels
-from tests.helpers.labelling import keep_predicted
+from tests.helpers.labelling import export_tasks, keep_predicted
 
 
 def annotation(label: str, updated: str, cancelled: bool = False) -> dict[str, Any]:
@@ -65,25 +65,7 @@ def test_export_then_import_through_the_command_line(tmp_path: Path) -> None:
     field = tmp_path / "field"
     ids = keep_predicted(field, [("hen", 0.9), ("egg", 0.4)])
     out = tmp_path / "tasks.json"
-    assert (
-        main(
-            [
-                "label",
-                "export",
-                "--format",
-                "label-studio",
-                "--field-data",
-                str(field),
-                "--out",
-                str(out),
-                "--model",
-                str(tmp_path / "none"),
-                "--token",
-                "t0k",
-            ]
-        )
-        == 0
-    )
+    export_tasks(field, out, tmp_path / "none", "--token", "t0k")
     exported = json.loads(out.read_text())
     assert exported[1]["data"]["image"] == f"http://127.0.0.1:8080/api/images/{ids[1]}?token=t0k"
     config = ET.fromstring(out.with_suffix(".label-config.xml").read_text())
