@@ -1,4 +1,5 @@
-"""The sampling policy: strategies in order, then the per-class quota, then the rate caps.
+"""The sampling policy: strategies in order, then the per-class quota, then the rate caps (sliding
+windows, below: the policy is their only user).
 
 ``decide`` returns whether to keep an image, why (the reason goes into the response and
 the sidecar), and a usefulness score the store evicts by (1 - top-1 confidence; an image a
@@ -11,15 +12,44 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from fieldlens_fielddata.sampling import Scores
 from fieldlens_fielddata.sampling.config import RateCapsConfig, SamplingConfig
-from fieldlens_fielddata.sampling.limits import DAY, HOUR, MINUTE, SlidingWindow
 from fieldlens_fielddata.sampling.registry import build_sampler
 
 SAVED_SCORE_BONUS = 1.0
+
+MINUTE, HOUR, DAY = 60.0, 3600.0, 86400.0
+
+
+class SlidingWindow:
+    """How many events happened in the last ``span`` seconds; memory bounded by the limit."""
+
+    def __init__(self, span: float, limit: int) -> None:
+        self.span = span
+        self.limit = limit
+        self._times: deque[float] = deque()
+
+    def _expire(self, now: float) -> None:
+        while self._times and self._times[0] <= now - self.span:
+            self._times.popleft()
+
+    def full(self, now: float) -> bool:
+        self._expire(now)
+        return len(self._times) >= self.limit
+
+    def add(self, now: float) -> None:
+        self._times.append(now)
+        while len(self._times) > self.limit:  # never needs more than `limit` entries
+            self._times.popleft()
+
+    def seed(self, times: Iterable[float], now: float) -> None:
+        for moment in sorted(times):
+            if moment > now - self.span:
+                self.add(moment)
 
 
 @dataclass(frozen=True)
