@@ -30,7 +30,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from fieldlens_core.errors import ModelPackageError
+from fieldlens_core.errors import FieldlensError, ModelPackageError
 from fieldlens_core.safe_paths import UnsafePathError
 from fieldlens_fielddata.sidecar import SidecarError, StaleSidecarError
 from fieldlens_labelling.index import ORDERS, LabelIndex, Order
@@ -62,7 +62,7 @@ class Settings:
     target_per_class: int = 30
 
 
-class BadInput(ValueError):
+class BadInput(FieldlensError, ValueError):
     """A request that does not say what it must: 400 with this message."""
 
 
