@@ -45,3 +45,9 @@ def export_tasks(field: Path, out: Path, model: Path, *extra: str) -> None:
     """`fieldlens label export --format label-studio`, as a user runs it."""
     arguments = ["label", "export", "--format", "label-studio", "--field-data", str(field), "--out", str(out)]
     assert main([*arguments, "--model", str(model), *extra]) == 0
+
+
+def import_export(export: Path, field: Path, model: Path) -> None:
+    """`fieldlens label import EXPORT --new-labels`, as a user runs it on Label Studio's export."""
+    arguments = ["label", "import", str(export), "--field-data", str(field), "--model", str(model), "--new-labels"]
+    assert main(arguments) == 0

@@ -7,11 +7,10 @@ from typing import Any
 
 import pytest
 
-from fieldlens_cli.main import main
 from fieldlens_fielddata.directory import FieldDataDir
 from fieldlens_retrain.label_studio import labeling_config, read_export, tasks
 from fieldlens_retrain.labels import LabelError, read_labels
-from tests.helpers.labelling import export_tasks, keep_predicted
+from tests.helpers.labelling import export_tasks, import_export, keep_predicted
 
 
 def annotation(label: str, updated: str, cancelled: bool = False) -> dict[str, Any]:
@@ -73,20 +72,6 @@ def test_export_then_import_through_the_command_line(tmp_path: Path) -> None:
     for task in exported:  # what Label Studio's export adds: the annotations
         task["annotations"] = [annotation("egg", "2026-11-24T10:00")]
     (tmp_path / "export.json").write_text(json.dumps(exported))
-    assert (
-        main(
-            [
-                "label",
-                "import",
-                str(tmp_path / "export.json"),
-                "--field-data",
-                str(field),
-                "--model",
-                str(tmp_path / "none"),
-                "--new-labels",
-            ]
-        )
-        == 0
-    )
+    import_export(tmp_path / "export.json", field, tmp_path / "none")
     labelled = [FieldDataDir(field).read(p) for p in FieldDataDir(field).pairs()]
     assert [(s.label, s.label_source) for s in labelled] == [("egg", "import")] * 2

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from fieldlens_cli.main import main
 from fieldlens_fielddata.directory import FieldDataDir
 from tests.helpers.label_studio import LabelStudio
-from tests.helpers.labelling import export_tasks, keep_predicted
+from tests.helpers.labelling import export_tasks, import_export, keep_predicted
 
 pytestmark = pytest.mark.slow
 
@@ -41,21 +40,7 @@ def test_a_round_trip_through_label_studio(tmp_path: Path) -> None:
         studio.stop()
 
     (tmp_path / "export.json").write_text(json.dumps(export))
-    assert (
-        main(
-            [
-                "label",
-                "import",
-                str(tmp_path / "export.json"),
-                "--field-data",
-                str(field),
-                "--model",
-                none,
-                "--new-labels",
-            ]
-        )
-        == 0
-    )
+    import_export(tmp_path / "export.json", field, Path(none))
     directory = FieldDataDir(field)
     labelled = {pair.image_id: directory.read(pair) for pair in directory.pairs()}
     assert {image_id: sidecar.label for image_id, sidecar in labelled.items()} == truth
