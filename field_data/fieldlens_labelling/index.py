@@ -92,7 +92,7 @@ def uncertainty(suggestions: list[tuple[str, float]]) -> dict[str, float]:
     return scores
 
 
-def item_of(sidecar: Sidecar, directory: FieldDataDir, trusted: bool) -> Item:
+def item_of(sidecar: Sidecar, directory: FieldDataDir) -> Item:
     suggestions = [(p.label, p.confidence) for p in sidecar.predictions]
     if not suggestions and sidecar.prediction:
         suggestions = [(sidecar.prediction, sidecar.confidence)]
@@ -104,8 +104,8 @@ def item_of(sidecar: Sidecar, directory: FieldDataDir, trusted: bool) -> Item:
         prediction=sidecar.prediction,
         suggestions=suggestions,
         scores=uncertainty(suggestions),
-        label=sidecar.trusted_label if trusted else None,
-        excluded=sidecar.excluded and trusted,
+        label=sidecar.trusted_label,
+        excluded=sidecar.excluded,
         revision=sidecar.revision,
         directory=directory,
     )
@@ -161,28 +161,28 @@ class LabelIndex:
         self._add(list(items))
 
     @classmethod
-    def load(cls, root: Path, trusted: bool = True) -> LabelIndex:
-        """Every readable pair under ``root`` (a device's directory or a bucket mirror), read now;
-        ``trusted=False`` ignores labels found in the sidecars (a device wrote those)."""
+    def load(cls, root: Path) -> LabelIndex:
+        """Every readable pair under ``root`` (a device's directory or a bucket's mirror, whose
+        labels BucketLabels.mirror made the trusted ones), read now."""
         index = cls()
-        index._load(root, trusted)
+        index._load(root)
         return index
 
-    def start_loading(self, root: Path, trusted: bool = True) -> threading.Thread:
+    def start_loading(self, root: Path) -> threading.Thread:
         """Index ``root`` on a thread; returns once the first chunk (or everything, if less) is in."""
         first = threading.Event()
-        thread = threading.Thread(target=self._load, args=(root, trusted, first), name="label-index", daemon=True)
+        thread = threading.Thread(target=self._load, args=(root, first), name="label-index", daemon=True)
         thread.start()
         first.wait()
         return thread
 
-    def _load(self, root: Path, trusted: bool, first: threading.Event | None = None) -> None:
+    def _load(self, root: Path, first: threading.Event | None = None) -> None:
         chunk: list[Item] = []
         try:
             for directory in device_directories(root):
                 for _, sidecar in directory.read_all():
                     if isinstance(sidecar, Sidecar):
-                        chunk.append(item_of(sidecar, directory, trusted))
+                        chunk.append(item_of(sidecar, directory))
                     if len(chunk) >= self.CHUNK:
                         self._add(chunk)
                         chunk = []

@@ -25,8 +25,6 @@ from fieldlens_retrain.bucket_labels import BucketLabels
 
 log = logging.getLogger(__name__)
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
-
 
 @dataclass(frozen=True)
 class PageOptions:
