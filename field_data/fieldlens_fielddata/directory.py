@@ -175,22 +175,31 @@ class FieldDataDir:
             for month in _sorted_subdirs(year):
                 yield from _sorted_subdirs(month)
 
-    def pairs(self, include_uploaded: bool = True) -> Iterator[Pair]:
-        """Every complete pair (its sidecar written), oldest first, lazily; not the quarantine."""
+    def _listing(self) -> Iterator[tuple[Path, set[str]]]:
+        """(day directory, the names in it), oldest day first: one directory read per day."""
         for day in self.day_directories():
             try:
                 with os.scandir(day) as entries:
                     names = {e.name for e in entries}
             except FileNotFoundError:
                 continue
-            for name in sorted(names):
-                if not name.endswith(SIDECAR_SUFFIX):
-                    continue
-                image_id = name[: -len(SIDECAR_SUFFIX)]
-                when = image_time(image_id)
-                if when is None or (not include_uploaded and image_id + RECEIPT_SUFFIX in names):
-                    continue
-                yield Pair(image_id, when, day / (image_id + IMAGE_SUFFIX))
+            yield day, names
+
+    @staticmethod
+    def _pairs_in(day: Path, names: set[str], include_uploaded: bool) -> Iterator[Pair]:
+        for name in sorted(names):
+            if not name.endswith(SIDECAR_SUFFIX):
+                continue
+            image_id = name[: -len(SIDECAR_SUFFIX)]
+            when = image_time(image_id)
+            if when is None or (not include_uploaded and image_id + RECEIPT_SUFFIX in names):
+                continue
+            yield Pair(image_id, when, day / (image_id + IMAGE_SUFFIX))
+
+    def pairs(self, include_uploaded: bool = True) -> Iterator[Pair]:
+        """Every complete pair (its sidecar written), oldest first, lazily; not the quarantine."""
+        for day, names in self._listing():
+            yield from self._pairs_in(day, names, include_uploaded)
 
     def pending(self) -> Iterator[Pair]:
         """The upload queue: every complete pair without a receipt, oldest first."""
@@ -222,20 +231,17 @@ class FieldDataDir:
         Removes temporaries of interrupted writes and images whose sidecar was never written;
         never touches a file whose name is not one of ours.
         """
-        for day in self.day_directories():
-            for path in sorted(day.iterdir()):
-                name = path.name
-                if name.startswith(".") and name.endswith(TEMP_SUFFIX) and image_time(name[1:]) is not None:
-                    path.unlink(missing_ok=True)
-                elif (
-                    name.endswith(IMAGE_SUFFIX)
-                    and image_time(path.stem) is not None
-                    and not path.with_suffix(SIDECAR_SUFFIX).exists()
-                ):
-                    path.unlink(missing_ok=True)  # a crash between the image and its sidecar
-        for pair in self.pairs():
-            if pair.image_path.exists():  # half-deleted pairs are the uploader's to quarantine or skip
-                yield pair
+        for day, names in self._listing():
+            for name in sorted(names):
+                temporary = name.startswith(".") and name.endswith(TEMP_SUFFIX) and image_time(name[1:]) is not None
+                stem = name.removesuffix(IMAGE_SUFFIX)
+                orphan = stem != name and image_time(stem) is not None and stem + SIDECAR_SUFFIX not in names
+                if temporary or orphan:  # an interrupted write, or a crash between image and sidecar
+                    (day / name).unlink(missing_ok=True)
+                    names.discard(name)
+            for pair in self._pairs_in(day, names, include_uploaded=True):
+                if pair.image_path.name in names:  # half-deleted pairs are the uploader's to quarantine or skip
+                    yield pair
 
     # -- sidecars -----------------------------------------------------------------------------
     def read(self, pair: Pair) -> Sidecar:
