@@ -119,6 +119,10 @@ def top_k(logits: np.ndarray, labels: list[str], k: int) -> list[dict[str, Any]]
     return [{"label": labels[i], "confidence": round(float(probabilities[i]), 6)} for i in best]
 
 
+BATCH = 16
+"""Images per run when many are classified offline (the gate, the default model's checks)."""
+
+
 @dataclass(frozen=True)
 class Classification:
     predictions: list[dict[str, Any]]
@@ -177,13 +181,18 @@ class LoadedModel:
             },
         )
 
-    def top1(self, images: Sequence[bytes | Image.Image], batch: int = 16) -> list[str]:
+    def top1(self, images: Sequence[bytes | Image.Image], batch: int = BATCH) -> list[str]:
         """The top-1 label of each image, run in batches (the gate's evaluation)."""
         labels: list[str] = []
         for start in range(0, len(images), batch):
-            tensors = np.concatenate([self.tensor(image) for image in images[start : start + batch]])
-            labels += [self.labels[int(i)] for i in self.predict_batch(tensors).argmax(axis=1)]
+            tensors = [self.tensor(image) for image in images[start : start + batch]]
+            labels += [self.labels[int(i)] for i in self.logits(tensors, batch).argmax(axis=1)]
         return labels
+
+    def logits(self, tensors: Sequence[np.ndarray], batch: int = BATCH) -> np.ndarray:
+        """Logits of many ready tensors, ``batch`` images per run: memory stays that of one batch."""
+        runs = [self.predict_batch(np.concatenate(tensors[s : s + batch])) for s in range(0, len(tensors), batch)]
+        return np.concatenate(runs) if runs else np.empty((0, len(self.labels)), dtype=np.float32)
 
     def predict(self, tensor: np.ndarray) -> np.ndarray:
         """Logits of one image."""
