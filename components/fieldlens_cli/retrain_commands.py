@@ -38,8 +38,11 @@ def register(commands: Subcommands) -> None:
     )
     label_out.add_argument("--token", help="label-studio: the labelling page's token, for its image URLs")
     label_out.add_argument("--out", type=Path, required=True)
+    label_in.add_argument("--field-data", type=Path, default=DATA_DIR / "field-images")
+    label_out.add_argument(
+        "--field-data", default=str(DATA_DIR / "field-images"), help="a field-data directory or s3://bucket/prefix"
+    )
     for sub in (label_in, label_out):
-        sub.add_argument("--field-data", type=Path, default=DATA_DIR / "field-images")
         sub.set_defaults(handler=label)
     label_out.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model (its labels)")
     label_out.add_argument("--cache", type=Path, default=DATA_DIR / "cache", help="where an s3:// source is mirrored")
@@ -122,7 +125,7 @@ def label(args: argparse.Namespace) -> int:
     elif args.format == "label-studio":
         return export_label_studio(args)
     else:
-        found = labelled(args.field_data)
+        found = labelled(field_data_root(args.field_data, args)[0])
         export_labels(found, args.out, args.format)
         emit(f"wrote {len(found)} labels to {args.out}")
     return 0
@@ -136,15 +139,10 @@ def export_label_studio(args: argparse.Namespace) -> int:
     from fieldlens_fielddata.directory import device_directories
     from fieldlens_retrain.label_studio import labeling_config, tasks
 
-    source = str(args.field_data)
-    if source.startswith("s3://"):
-        from fieldlens_retrain.dataset import download_field_data
-
-        bucket = source.removeprefix("s3://").split("/", 1)[0]
-        root = download_field_data(source, args.cache / "s3", s3_client(args))
-        template = args.image_url or f"s3://{bucket}/{{s3_key}}"
+    root, bucket = field_data_root(args.field_data, args)
+    if bucket is not None:
+        template = args.image_url or f"s3://{bucket.bucket}/{{s3_key}}"
     else:
-        root = Path(source)
         query = f"?token={args.token}" if args.token else ""
         template = args.image_url or f"http://127.0.0.1:8080/api/images/{{id}}{query}"
     found = tasks(
@@ -162,13 +160,9 @@ def export_label_studio(args: argparse.Namespace) -> int:
 def label_page(args: argparse.Namespace) -> int:
     from fieldlens_labelling.serve import LabelServer, PageOptions
 
-    source, bucket = str(args.field_data), None
-    if source.startswith("s3://"):
-        bucket = BucketLabels(s3_client(args), source)
-        field = bucket.mirror(args.cache / "s3")
-        emit(f"mirrored {source} into {field}; labels are written to s3://{bucket.bucket}/{bucket.labels_prefix}/")
-    else:
-        field = Path(source)
+    field, bucket = field_data_root(args.field_data, args)
+    if bucket is not None:
+        emit(f"labels for {bucket.url} are written to s3://{bucket.bucket}/{bucket.labels_prefix}/")
     options = PageOptions(
         field_data=field,
         model_dir=args.model,
@@ -188,6 +182,18 @@ def label_page(args: argparse.Namespace) -> int:
     return 0
 
 
+def field_data_root(source: str, args: argparse.Namespace) -> tuple[Path, BucketLabels | None]:
+    """A field-data directory as given, or ``s3://bucket/prefix`` mirrored into ``--cache`` with only
+    the labels of its label objects (BucketLabels.mirror): what label serve, label export and
+    dataset build each start from."""
+    if not source.startswith("s3://"):
+        return Path(source), None
+    bucket = BucketLabels(s3_client(args), source)
+    root = bucket.mirror(args.cache / "s3")
+    emit(f"mirrored {source} into {root}")
+    return root, bucket
+
+
 def s3_client(args: argparse.Namespace) -> Any:
     import boto3
 
@@ -197,10 +203,7 @@ def s3_client(args: argparse.Namespace) -> Any:
 def dataset(args: argparse.Namespace) -> int:
     from fieldlens_retrain.dataset import balance_report, build_manifest, write_manifest
 
-    source = str(args.source)
-    field = (
-        BucketLabels(s3_client(args), source).mirror(args.cache / "s3") if source.startswith("s3://") else Path(source)
-    )
+    field, _ = field_data_root(args.source, args)
     manifest = build_manifest(
         field,
         read_labels(args.labels) if args.labels else {},

@@ -41,7 +41,7 @@ def keep_predicted(root: Path, tops: list[tuple[str, float]], thing: str = "coop
     return ids
 
 
-def export_tasks(field: Path, out: Path, model: Path, *extra: str) -> None:
+def export_tasks(field: Path | str, out: Path, model: Path, *extra: str) -> None:
     """`fieldlens label export --format label-studio`, as a user runs it."""
     arguments = ["label", "export", "--format", "label-studio", "--field-data", str(field), "--out", str(out)]
     assert main([*arguments, "--model", str(model), *extra]) == 0

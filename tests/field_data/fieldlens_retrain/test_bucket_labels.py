@@ -14,7 +14,7 @@ from fieldlens_labelling.client import PageClient, PageError
 from fieldlens_labelling.serve import LabelServer, PageOptions
 from fieldlens_retrain.bucket_labels import BucketLabels
 from fieldlens_retrain.dataset import build_manifest
-from tests.helpers.labelling import keep_predicted
+from tests.helpers.labelling import export_tasks, keep_predicted
 
 BUCKET = "fl-field"
 
@@ -89,3 +89,14 @@ def test_when_the_bucket_refuses_the_label_nothing_is_labelled(s3: Any, tmp_path
         assert client.state()["progress"]["labelled"] == 0
     (pair,) = list(FieldDataDir(root / "coop-1").pairs())
     assert pair.image_id == ids[0] and FieldDataDir(root / "coop-1").read(pair).label is None
+
+
+def test_label_studio_tasks_from_a_bucket_point_at_its_objects(s3: Any, tmp_path: Path) -> None:
+    """`--field-data s3://…` once reached the export as a Path, which folds "s3://" into "s3:/"."""
+    ids = keep_predicted(tmp_path / "device", [("hen", 0.9)])
+    objects = upload_as_the_device(s3, tmp_path / "device")
+    out = tmp_path / "tasks.json"
+    export_tasks(f"s3://{BUCKET}/field-data", out, tmp_path / "none", "--cache", str(tmp_path / "cache"))
+    (task,) = json.loads(out.read_text())
+    image_key = next(key for key in objects if key.endswith(f"{ids[0]}.jpg"))
+    assert task["data"] == {**task["data"], "image": f"s3://{BUCKET}/{image_key}", "fieldlens_id": ids[0]}
