@@ -204,10 +204,11 @@ def create_app(
                 try:
                     bucket.put(sidecar)
                 except BucketLabelError as exc:  # undo the mirror's copy: the bucket is where labels live
-                    previous = item.label, item.excluded
-                    item.directory.label(image_id, previous[0], "human", settings.labeller, excluded=previous[1])
-                    index.update(item.directory.read(item.directory.find(image_id) or _gone(image_id)))
-                    return refuse(502, f"{exc}; nothing was labelled, try again")
+                    labeller = settings.labeller
+                    index.update(item.directory.label(image_id, item.label, "human", labeller, excluded=item.excluded))
+                    done = f"the {len(updated)} before it were labelled" if updated else "nothing was labelled"
+                    message = f"{exc}; {image_id} and any after it were not, {done}: try again"
+                    return JSONResponse({"updated": updated, "error": message}, status_code=502)
             updated.append(index.update(sidecar).to_json())
         for conflict in conflicts:  # the page shows what the image has now
             current = index.get(str(conflict["id"]))
@@ -276,10 +277,6 @@ def create_app(
     ]
     guard = Guard(settings.token, settings.host, settings.port)
     return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)])
-
-
-def _gone(image_id: str) -> Any:
-    raise FileNotFoundError(f"{image_id} went away while it was being labelled")
 
 
 def _order(name: str) -> Order:

@@ -100,3 +100,24 @@ def test_label_studio_tasks_from_a_bucket_point_at_its_objects(s3: Any, tmp_path
     (task,) = json.loads(out.read_text())
     image_key = next(key for key in objects if key.endswith(f"{ids[0]}.jpg"))
     assert task["data"] == {**task["data"], "image": f"s3://{BUCKET}/{image_key}", "fieldlens_id": ids[0]}
+
+
+def test_a_bulk_write_the_bucket_refuses_half_way_says_which_were_labelled(s3: Any, tmp_path: Path) -> None:
+    keep_predicted(tmp_path / "device", [("hen", 0.9), ("egg", 0.8), ("fox", 0.7)])
+    upload_as_the_device(s3, tmp_path / "device")
+
+    class RefusesAfterOne(BucketLabels):
+        def put(self, sidecar: Any) -> None:
+            if self.s3.list_objects_v2(Bucket=BUCKET, Prefix="labels/").get("KeyCount", 0):
+                self.bucket = "no-such-bucket"
+            super().put(sidecar)
+
+    bucket = RefusesAfterOne(s3, f"s3://{BUCKET}/field-data")
+    root = bucket.mirror(tmp_path / "mirror")
+    options = PageOptions(field_data=root, model_dir=None, cache_dir=tmp_path / "cache", port=0, bucket=bucket)
+    with LabelServer(options) as server:
+        client = PageClient(server.base_url, server.token)
+        items = list(client.items("newest"))
+        with pytest.raises(PageError, match="502 .*the 1 before it were labelled"):
+            client.label(items, "hen")
+        assert client.state()["progress"]["labelled"] == 1
