@@ -264,12 +264,13 @@ class FieldDataDir:
             except FileNotFoundError:
                 continue  # uploaded and deleted, or evicted, since the listing
 
-    def write_new(self, pair: Pair, jpeg: bytes, sidecar: Sidecar, durable: bool) -> None:
-        """Write the image, then its sidecar, each atomically: no torn file and no orphan image."""
+    def write_new(self, pair: Pair, jpeg: bytes, sidecar: bytes, durable: bool) -> None:
+        """Write the image, then its sidecar (``Sidecar.encode()``, which the caller has already
+        sized), each atomically: no torn file and no orphan image."""
         pair.image_path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(pair.image_path, jpeg, durable=durable, sync_directory=False)
         try:
-            atomic_write(pair.sidecar_path, sidecar.encode(), durable=durable)
+            atomic_write(pair.sidecar_path, sidecar, durable=durable)
         except BaseException:
             pair.image_path.unlink(missing_ok=True)
             raise

@@ -167,10 +167,11 @@ class FieldStore:
         sidecar = Sidecar(
             **observation.model_dump(), image_id=image_id, thing=self.thing, s3_key=key, score=score, saved=saved
         )
-        size = len(jpeg) + len(sidecar.encode())
+        encoded = sidecar.encode()
+        size = len(jpeg) + len(encoded)
         with self._lock:
             self._make_room(size, saved)
-            self.directory.write_new(pair, jpeg, sidecar, durable=self._commit is None)
+            self.directory.write_new(pair, jpeg, encoded, durable=self._commit is None)
             self._entries[image_id] = _Entry(pair, size, score, saved)
             self._bytes += size
         if self._commit is not None:
