@@ -187,6 +187,8 @@ def field_data_root(source: str, args: argparse.Namespace) -> tuple[Path, Bucket
     the labels of its label objects (BucketLabels.mirror): what label serve, label export and
     dataset build each start from."""
     if not source.startswith("s3://"):
+        if not Path(source).is_dir():
+            raise ConfigurationError(f"no field-data directory at {source}")
         return Path(source), None
     bucket = BucketLabels(s3_client(args), source)
     root = bucket.mirror(args.cache / "s3")

@@ -67,7 +67,7 @@ class UploaderConfig(BusSettings):
     @model_validator(mode="before")
     @classmethod
     def _drop_prefix(cls, data: Any) -> Any:
-        """``prefix`` (before 0.2): keys now come from the sidecars, whose prefix is the classifier's
+        """``prefix`` (earlier versions): keys now come from the sidecars, whose prefix is the classifier's
         ``s3Prefix``. A device upgraded with its old configuration must still start."""
         if isinstance(data, dict) and "prefix" in data:
             log.warning("uploader configuration key prefix is ignored: keys come from the classifier's s3Prefix")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import uvicorn
 
+from fieldlens_core.errors import StartupError
 from fieldlens_core.model_package import current_package
 from fieldlens_labelling.app import Settings, create_app
 from fieldlens_labelling.index import LabelIndex
@@ -53,7 +54,14 @@ class LabelServer:
         family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((options.host, options.port))
+        try:
+            self._socket.bind((options.host, options.port))
+        except OSError as exc:
+            self._socket.close()
+            raise StartupError(
+                f"cannot listen on {options.host}:{options.port}: {exc.strerror} "
+                "(another page there? --port 0 takes any free port)"
+            ) from None
         self.host, self.port = options.host, self._socket.getsockname()[1]
         self.index = LabelIndex()
         self.index.start_loading(options.field_data)
