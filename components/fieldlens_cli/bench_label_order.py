@@ -3,9 +3,12 @@
 The loop demo's set-up on Fashion-MNIST: a base model trained on studio photos; a device keeps
 600 field photos with that model's predictions (classified by LoadedModel, as the service
 does). A scripted labeller answers with the ground truth through the labelling page's own HTTP
-API, in the page's default order (most useful first) and in random orders; after each step the
-model is retrained (base photos + the field labels so far) and scored on 300 other field photos.
-The figure goes to ``--plot`` (matplotlib).
+API, taking the page's next images in its default order (``useful``) and in its ``uncertain``
+order, and in random orders; after each step the model is retrained (base photos + the field
+labels so far) and scored on 300 other field photos. Two yardsticks no page could have: a
+class-balanced order that knows every image's true class (the best class coverage an order can
+give), and every pool image labelled (the ceiling). The figure goes to
+``<data dir>/bench/label-order.png`` (matplotlib).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import shutil
 import statistics
 import tempfile
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +68,15 @@ def keep_pool(work: Path, truth: dict[str, str]) -> dict[str, str]:
 
 
 def curve(
-    work: Path, name: str, order: list[str] | None, truth: dict[str, str], holdout: dict[str, str]
+    work: Path,
+    name: str,
+    order: str | list[str],
+    truth: dict[str, str],
+    holdout: dict[str, str],
+    steps: tuple[int, ...] = STEPS,
 ) -> list[float]:
-    """Accuracy after each step of labelling in ``order`` (None: the page's own order)."""
+    """Accuracy after each step of labelling in ``order``: one of the page's orders, asked for its
+    next images at every step (as a person would see them), or a list of image ids."""
     field = work / f"field-{name}"
     shutil.copytree(work / "field", field)
     labels = sorted(set(truth.values()))
@@ -76,12 +86,15 @@ def curve(
     with LabelServer(options) as page:
         client = PageClient(page.base_url, page.token)
         page.index.loaded.wait()
-        items = {item["id"]: item for item in client.items("useful", show="all")}
-        sequence = list(items) if order is None else order
         done = 0
-        for step in STEPS:
-            for image_id in sequence[done:step]:
-                client.label([items[image_id]], truth[image_id])
+        for step in steps:
+            if isinstance(order, str):
+                batch = list(islice(client.items(order), step - done))
+            else:
+                items = {item["id"]: item for item in client.items(show="all")}
+                batch = [items[image_id] for image_id in order[done:step]]
+            for item in batch:
+                client.label([item], truth[item["id"]])
             done = step
             manifest = build_manifest(field, {}, work / "base", labels, new_labels=False)
             write_manifest(manifest, work / f"{name}-{step}.json")
@@ -94,6 +107,17 @@ def curve(
             accuracies.append(score([holdout[p.name] for p in paths], predicted, labels)["accuracy"])
             emit(f"  {name}: {step} labels -> {accuracies[-1]:.1%}")
     return accuracies
+
+
+def balanced(truth: dict[str, str], seed: int) -> list[str]:
+    """Every class in turn, by the true labels: the best class coverage any order could give."""
+    shuffled = sorted(truth)
+    np.random.default_rng(seed).shuffle(shuffled)
+    by_class: dict[str, list[str]] = {}
+    for image_id in shuffled:
+        by_class.setdefault(truth[image_id], []).append(image_id)
+    queues = list(by_class.values())
+    return [q[n] for n in range(max(map(len, queues))) for q in queues if n < len(q)]
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -114,14 +138,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         held = fashion.pick(test_labels, HOLDOUT_PER_CLASS, rng, exclude=set(pool))
         truth = keep_pool(work, fashion.write_field(work / "pool", test_images, test_labels, pool, seed=1))
         holdout = fashion.write_field(work / "holdout", test_images, test_labels, held, seed=2)
-        useful = curve(work, "useful", None, truth, holdout)
+        useful = curve(work, "useful", "useful", truth, holdout)
+        uncertain = curve(work, "uncertain", "uncertain", truth, holdout)
         randoms = []
         for seed in RANDOM_SEEDS:
             shuffled = sorted(truth)
             np.random.default_rng(seed).shuffle(shuffled)
             randoms.append(curve(work, f"random-{seed}", shuffled, truth, holdout))
+        by_class = curve(work, "balanced", balanced(truth, 1), truth, holdout)
+        ceiling = curve(work, "every", sorted(truth), truth, holdout, steps=(len(truth),))[0]
     random_mean = [statistics.mean(values) for values in zip(*randoms, strict=True)]
-    result = {"steps": list(STEPS), "useful": useful, "random": randoms, "random_mean": random_mean}
+    result = {
+        "steps": list(STEPS),
+        "useful": useful,
+        "uncertain": uncertain,
+        "random": randoms,
+        "random_mean": random_mean,
+        "balanced": by_class,
+        "ceiling": ceiling,
+        "pool": len(truth),
+    }
     plot(result, args.data_dir / "bench" / "label-order.png")
     return result
 
@@ -133,17 +169,22 @@ def plot(result: dict[str, Any], path: Path) -> None:
     from matplotlib import pyplot as plt
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(figsize=(6.4, 4.0))
+    figure, axes = plt.subplots(figsize=(9.0, 4.0))
     try:
-        axes.plot(result["steps"], result["useful"], "o-", label="the page's order (most useful first)")
+        axes.plot(result["steps"], result["useful"], "o-", label="the page's default order (useful)")
+        axes.plot(result["steps"], result["uncertain"], "^-", label="the page's uncertain order")
+        axes.plot(
+            result["steps"], result["balanced"], "d-.", color="tab:green", label="class-balanced (knows the truth)"
+        )
         for n, values in enumerate(result["random"]):
             axes.plot(result["steps"], values, ":", color="grey", alpha=0.7, label="random order" if n == 0 else None)
         axes.plot(result["steps"], result["random_mean"], "s--", color="black", label="random order, mean")
+        axes.axhline(result["ceiling"], color="tab:red", alpha=0.6, label=f"all {result['pool']} field images labelled")
         axes.set_xlabel("field images labelled")
         axes.set_ylabel("accuracy on 300 held-out field photos")
         axes.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
         axes.grid(alpha=0.3)
-        axes.legend()
+        axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")  # beside: the curves cross
         figure.tight_layout()
         figure.savefig(path, dpi=110)
     finally:
@@ -153,10 +194,12 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 def report(r: dict[str, Any]) -> None:
     emit("")
-    emit("| labels | page's order | random order (mean of " + f"{len(r['random'])}) |")
-    emit("| --- | --- | --- |")
-    for step, useful, random in zip(r["steps"], r["useful"], r["random_mean"], strict=True):
-        emit(f"| {step} | {useful:.1%} | {random:.1%} |")
+    emit(f"| labels | useful (default) | uncertain | random (mean of {len(r['random'])}) | class-balanced (oracle) |")
+    emit("| --- | --- | --- | --- | --- |")
+    rows = zip(r["steps"], r["useful"], r["uncertain"], r["random_mean"], r["balanced"], strict=True)
+    for step, *values in rows:
+        emit(f"| {step} | " + " | ".join(f"{v:.1%}" for v in values) + " |")
+    emit(f"| {r['pool']} (every one) | {r['ceiling']:.1%} | | | |")
     at_200 = r["random_mean"][-1]
     reached = next((s for s, u in zip(r["steps"], r["useful"], strict=True) if u >= at_200), None)
     emit(f"\nrandom order at 200 labels: {at_200:.1%}; the page's order reaches it at {reached or 'more than 200'}")

@@ -4,7 +4,7 @@
    studio photos (Debian's dataset-fashion-mnist), installed as version 1.0.0.
 2. The device serves it (embedded broker, the real component processes); its camera shows
    other photos of the dataset under field conditions, and classify requests collect them.
-3. Labelling through the labelling page's HTTP API, most useful first: the dataset's ground truth
+3. Labelling every kept image through the labelling page's HTTP API: the dataset's ground truth
    stands in for the person at the keyboard (the demo says so).
 4. Dataset manifest, retrain, evaluation against the current model, the gate.
 5. `model install`: the running inference service reloads; held-out field photos are
@@ -147,7 +147,7 @@ def run_loop_demo(data_dir: Path, port: int | None) -> int:
             labelled = label_through_the_page(work, camera_truth)
             emit(
                 f"4. labelled {labelled} kept images through the labelling page's HTTP API (`fieldlens label "
-                "serve`), most useful first: the dataset's ground truth stands in for the person at the keyboard"
+                "serve`): the dataset's ground truth stands in for the person at the keyboard"
             )
 
             current_labels = load_package(work / "model").labels

@@ -36,6 +36,9 @@ async function loadState() {
   const order = $("order");
   if (!order.options.length) {
     for (const name of data.orders) order.add(new Option(name.replace("_", " "), name));
+    // the order chosen is kept in the address (#order=margin): a reload or a shared link keeps it
+    const asked = new URLSearchParams(location.hash.slice(1)).get("order");
+    if (data.orders.includes(asked)) order.value = asked;
   }
   $("model").textContent = data.model ? `${data.model.name} ${data.model.version}` : "no model";
   renderProgress();
@@ -121,6 +124,12 @@ function renderProgress() {
   $("bar-done").style.width = p.total ? `${(100 * (p.labelled + p.excluded)) / p.total}%` : "0";
   $("weakest").textContent = p.weakest === null ? "No labels yet." :
     `weakest class: ${p.weakest}, ${p.weakest_needs} more to reach ${p.target_per_class}`;
+  const u = p.useful;
+  const agreed = `the model agreed with ${u.agreed} of ${u.judged} labels so far`;
+  $("useful-note").textContent = u.is === "uncertain"
+    ? `Order "useful": most uncertain first; ${agreed}.`
+    : `Order "useful": a representative sample; ${agreed}. Uncertainty leads once it agrees with ` +
+      `${Math.round(100 * u.trust_agreement)}% of ${u.trust_after} or more.`;
   const most = Math.max(1, ...Object.values(p.per_class));
   const rows = Object.entries(p.per_class).sort((a, b) => b[1] - a[1]).slice(0, 40).map(([label, count]) => {
     const tr = document.createElement("tr");
@@ -384,7 +393,10 @@ document.addEventListener("keydown", (event) => {
 });
 document.addEventListener("DOMContentLoaded", async () => {
   $("filter").addEventListener("input", () => { S.highlight = 0; render(); });
-  $("order").addEventListener("change", () => loadItems());
+  $("order").addEventListener("change", () => {
+    history.replaceState(null, "", `#order=${$("order").value}`);
+    loadItems();
+  });
   $("show-all").addEventListener("change", () => loadItems(current() && current().id));
   $("view-toggle").addEventListener("click", toggleGrid);
   $("models-toggle").addEventListener("click", toggleModels);

@@ -75,15 +75,16 @@ def test_a_foreign_host_header_is_refused(client: TestClient) -> None:
     assert response.status_code == 400 and "Host" in response.json()["error"]
 
 
-def test_the_default_order_puts_the_most_uncertain_first_and_hides_what_is_done(
-    client: TestClient, field: tuple[Path, list[str]]
-) -> None:
+def test_orders_put_what_is_done_last(client: TestClient, field: tuple[Path, list[str]]) -> None:
     ids = field[1]
-    useful = [i["id"] for i in client.get("/api/items").json()["items"]]
-    assert useful == [ids[1], ids[3], ids[2], ids[0]]  # confidences 0.40, 0.55, 0.70, 0.95
+    uncertain = [i["id"] for i in client.get("/api/items?order=uncertain").json()["items"]]
+    assert uncertain == [ids[1], ids[3], ids[2], ids[0]]  # confidences 0.40, 0.55, 0.70, 0.95
+    random = [i["id"] for i in client.get("/api/items?order=random").json()["items"]]
+    assert [i["id"] for i in client.get("/api/items").json()["items"]] == random  # no label has judged the model
+    assert client.get("/api/state").json()["progress"]["useful"]["is"] == "random"
     assert [i["id"] for i in client.get("/api/items?order=newest").json()["items"]] == ids[::-1]
     assert write(client, {"items": [{"id": ids[1], "revision": 0}], "label": "egg"}).status_code == 200
-    assert [i["id"] for i in client.get("/api/items").json()["items"]] == [ids[3], ids[2], ids[0]]
+    assert [i["id"] for i in client.get("/api/items?order=uncertain").json()["items"]] == [ids[3], ids[2], ids[0]]
     everything = client.get("/api/items?show=all").json()["items"]
     assert everything[-1]["id"] == ids[1] and everything[-1]["label"] == "egg"  # done goes last
 

@@ -12,7 +12,7 @@ from tests.helpers.labelling import keep_predicted
 def test_uncertainty_scores_run_from_sure_to_unsure() -> None:
     sure = uncertainty([("hen", 0.98), ("egg", 0.01), ("fox", 0.01)])
     unsure = uncertainty([("hen", 0.34), ("egg", 0.33), ("fox", 0.33)])
-    for name in ("least_confidence", "margin", "entropy", "useful"):
+    for name in ("least_confidence", "margin", "entropy", "uncertain"):
         assert 0.0 <= sure[name] < unsure[name] <= 1.0
 
 
@@ -50,14 +50,40 @@ def test_an_unreadable_directory_is_reported_not_fatal(tmp_path: Path) -> None:
     assert index.loaded.is_set() and len(index) == 0
 
 
-def test_useful_takes_the_predicted_classes_in_turn(tmp_path: Path) -> None:
+def test_uncertain_takes_the_predicted_classes_in_turn(tmp_path: Path) -> None:
     """Pure uncertainty would give the three unsure hens before the one unsure egg."""
     ids = keep_predicted(tmp_path, [("hen", 0.40), ("hen", 0.42), ("hen", 0.45), ("egg", 0.60), ("fox", 0.9)])
     index = LabelIndex.load(tmp_path)
     assert [i.image_id for i in index.ordered("least_confidence")] == ids
-    assert [i.image_id for i in index.ordered("useful")] == [ids[0], ids[3], ids[4], ids[1], ids[2]]
+    assert [i.image_id for i in index.ordered("uncertain")] == [ids[0], ids[3], ids[4], ids[1], ids[2]]
     index.update(FieldDataDir(tmp_path).label(ids[0], "hen", "human"))
-    assert [i.image_id for i in index.ordered("useful")] == [ids[1], ids[3], ids[4], ids[2], ids[0]]
+    assert [i.image_id for i in index.ordered("uncertain")] == [ids[1], ids[3], ids[4], ids[2], ids[0]]
+
+
+def test_useful_is_a_representative_sample_until_people_agree_with_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(LabelIndex, "TRUST_AFTER", 4)
+    monkeypatch.setattr(LabelIndex, "TRUST_AGREEMENT", 0.8)
+    ids = keep_predicted(tmp_path, [("hen", 0.3 + i / 40) for i in range(12)])
+    index, directory = LabelIndex.load(tmp_path), FieldDataDir(tmp_path)
+
+    def useful() -> list[str]:
+        return [i.image_id for i in index.ordered("useful")]
+
+    assert useful() == [i.image_id for i in index.ordered("random")] != ids
+    for image_id, label in zip(ids[:3], ("hen", "hen", "hen"), strict=True):
+        index.update(directory.label(image_id, label, "human"))
+    assert index.useful_is() == "random"  # 3 of 3 agree, but 3 labels judge nothing yet
+    index.update(directory.label(ids[3], "egg", "human"))
+    assert index.useful_is() == "random"  # 3 of 4 agree: below TRUST_AGREEMENT
+    index.update(directory.label(ids[4], "hen", "human"))
+    assert index.useful_is() == "uncertain"  # 4 of 5
+    assert useful() == [i.image_id for i in index.ordered("uncertain")] and useful()[:7] == ids[5:]
+    index.update(directory.label(ids[4], "fox", "human"))  # relabelled: 3 of 5 again
+    assert index.useful_is() == "random"
+    useful_state = index.progress(["hen", "egg", "fox"], 30)["useful"]
+    assert useful_state == {"is": "random", "judged": 5, "agreed": 3, "trust_after": 4, "trust_agreement": 0.8}
 
 
 def test_random_is_a_fixed_shuffle(tmp_path: Path) -> None:

@@ -65,8 +65,10 @@ def until(driver: Any, condition: Callable[[], Any], what: str) -> Any:
     return WebDriverWait(driver, 10, poll_frequency=0.05).until(lambda _: condition(), message=what)
 
 
-def open_page(driver: Any, server: LabelServer) -> None:
-    driver.get(server.url)
+def open_page(driver: Any, server: LabelServer, order: str = "uncertain") -> None:
+    """The page in ``order`` (the tests' images are in a known uncertainty order; the default,
+    ``useful``, is a fixed shuffle until labels show the model can be trusted)."""
+    driver.get(f"{server.url}#order={order}")
     until(driver, lambda: driver.find_element("tag name", "body").get_attribute("data-ready") == "true", "page ready")
 
 
@@ -90,6 +92,7 @@ def test_every_key_labels_through_the_page(browser: Any, page: tuple[LabelServer
 
     server, root, ids = page
     open_page(browser, server)
+    assert browser.find_element("id", "order").get_attribute("value") == "uncertain"  # from the address
     assert shown_id(browser) == ids[1]  # the most uncertain first (egg at 0.40)
     screenshot(browser, "01-first-image")
 
@@ -121,6 +124,24 @@ def test_every_key_labels_through_the_page(browser: Any, page: tuple[LabelServer
     screenshot(browser, "02-filtering")
     press(browser, Keys.ENTER)
     until(browser, lambda: sidecar(root, shown).get("label") == "fox", "typed label")
+
+
+def test_the_default_order_says_what_it_shows_and_a_chosen_one_is_kept(
+    browser: Any, page: tuple[LabelServer, Path, list[str]]
+) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    server, _, _ = page
+    browser.get(server.url)
+    until(browser, lambda: browser.find_element("tag name", "body").get_attribute("data-ready") == "true", "ready")
+    assert browser.find_element("id", "order").get_attribute("value") == "useful"
+    note = browser.find_element("id", "useful-note").text
+    assert "representative sample" in note and "agreed with 0 of 0 labels" in note
+    screenshot(browser, "07-default-order")
+    Select(browser.find_element("id", "order")).select_by_value("margin")
+    until(browser, lambda: browser.current_url.endswith("#order=margin"), "the address keeps the order")
+    browser.refresh()
+    until(browser, lambda: browser.find_element("id", "order").get_attribute("value") == "margin", "kept on reload")
 
 
 def test_labels_survive_a_reload(browser: Any, page: tuple[LabelServer, Path, list[str]]) -> None:
