@@ -3,14 +3,83 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from fieldlens_classifier.smoothing import SmoothingSettings
 from fieldlens_core import topics
-from fieldlens_core.config import BusSettings, CameraConfig, InferenceClientConfig, default_thing_name
+from fieldlens_core.config import BusSettings, CameraConfig, InferenceClientConfig, StrictModel, default_thing_name
 from fieldlens_core.messages import DEFAULT_MAX_PAYLOAD_BYTES
 from fieldlens_fielddata.directory import DEFAULT_S3_PREFIX
 from fieldlens_fielddata.sampling.config import SamplingConfig
+
+SAMPLING_TOP_K = 10  # predictions asked of the service per frame: entropy needs the spread
+
+
+class ContinuousConfig(StrictModel):
+    """Continuous mode: classify a stream of frames, smooth them, publish one start and one end
+    event per object (README, "Continuous mode")."""
+
+    enabled: bool = Field(
+        default=False,
+        title="Enabled",
+        description="Run the capture loop; a configuration update or a command on /request/continuous starts "
+        "and stops it live.",
+    )
+    fps: float | None = Field(
+        default=5.0,
+        gt=0,
+        le=60,
+        title="Frames per second",
+        description="The capture rate; null: as fast as inference allows. Frames inference is too slow for are "
+        "dropped (counted), never queued.",
+    )
+    window_frames: int = Field(
+        default=3, ge=1, le=300, title="Window", description="Frames the smoothing window holds."
+    )
+    window_s: float | None = Field(
+        default=None, gt=0, le=600, title="Window span", description="Frames older than this leave the window too."
+    )
+    aggregate: Literal["mean", "vote"] = Field(
+        default="mean",
+        title="Aggregate",
+        description="mean: of the frames' probability vectors; vote: the majority of their top-1 labels.",
+    )
+    hold_frames: int = Field(
+        default=2,
+        ge=1,
+        le=300,
+        title="Hold",
+        description="A label starts (or ends) an event only after leading the window this many frames in a row.",
+    )
+    min_confidence: float = Field(
+        default=0.5, ge=0, le=1, title="Confidence", description="The window's aggregate a label needs to start."
+    )
+    blank_labels: list[str] = Field(
+        default_factory=lambda: ["blank"],
+        title="Blank labels",
+        description="Labels meaning nothing is in view: they end an event and are never reported as one.",
+    )
+    publish_frames: bool = Field(
+        default=False,
+        title="Publish frames",
+        description="Also publish each frame's predictions on /event/frame/<name> (rate-limited).",
+    )
+    max_frame_messages_per_s: float = Field(
+        default=1.0, gt=0, le=30, title="Frame message rate", description="Most frame messages a second."
+    )
+    top_k: int = Field(default=3, ge=1, le=100, title="Top k", description="Predictions in a frame message.")
+
+    def smoothing(self) -> SmoothingSettings:
+        return SmoothingSettings(
+            window_frames=self.window_frames,
+            window_s=self.window_s,
+            aggregate=self.aggregate,
+            hold_frames=self.hold_frames,
+            min_confidence=self.min_confidence,
+            blank_labels=frozenset(self.blank_labels),
+        )
 
 
 class ClassifierConfig(BusSettings):
@@ -89,6 +158,11 @@ class ClassifierConfig(BusSettings):
     queue_size: int = Field(
         default=8, ge=1, le=1000, title="Queue size", description="Requests waiting beyond this get BUSY."
     )
+    continuous: ContinuousConfig = Field(
+        default_factory=ContinuousConfig,
+        title="Continuous mode",
+        description="A capture loop with windowed smoothing and events; off by default.",
+    )
     workers: int = Field(
         default=4,
         ge=1,
@@ -129,6 +203,14 @@ class ClassifierConfig(BusSettings):
             routes.setdefault(topics.FLEET_REQUEST_TOPIC, topics.FLEET_RESPONSE_TOPIC)
         return routes
 
+    @property
+    def continuous_routes(self) -> dict[str, str]:
+        """Each continuous-command topic -> where its commands are answered by default."""
+        routes = {topics.continuous_request_topic(self.name): topics.continuous_response_topic(self.name)}
+        if self.fleet_topics:
+            routes[topics.CONTINUOUS_REQUEST_TOPIC] = topics.CONTINUOUS_RESPONSE_TOPIC
+        return routes
+
 
 # Fields that a live configuration update may change without a restart.
-HOT_FIELDS = ("sampling", "default_top_k", "max_payload_bytes", "reply_topic_prefix", "log_level")
+HOT_FIELDS = ("continuous", "sampling", "default_top_k", "max_payload_bytes", "reply_topic_prefix", "log_level")

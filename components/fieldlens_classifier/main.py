@@ -37,17 +37,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int)
     parser.add_argument("--queue-size", dest="queue_size", type=int)
     parser.add_argument("--log-level", dest="log_level")
+    parser.add_argument("--continuous", action="store_true", help="start continuous mode (README, Continuous mode)")
+    parser.add_argument("--fps", type=float, help="continuous mode's frames per second (default 5)")
     return parser.parse_args(argv)
 
 
 def config_flags(args: argparse.Namespace) -> dict[str, Any]:
     """Flags shaped like ClassifierConfig: nested camera and inference sections."""
-    flags = given_flags(args, skip=("config", "camera", "socket", "service_name", *BROKER_FLAGS))
+    flags = given_flags(args, skip=("config", "camera", "socket", "service_name", "continuous", "fps", *BROKER_FLAGS))
     if args.camera:
         flags["camera"] = parse_camera_flag(args.camera)
     inference = {k: v for k, v in (("socket_path", args.socket), ("service_name", args.service_name)) if v}
     if inference:
         flags["inference"] = inference
+    continuous = {k: v for k, v in (("enabled", args.continuous or None), ("fps", args.fps)) if v is not None}
+    if continuous:
+        flags["continuous"] = continuous
     return flags
 
 

@@ -18,22 +18,27 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Literal
 
-from fieldlens_classifier.config import HOT_FIELDS, ClassifierConfig
+from fieldlens_classifier.config import HOT_FIELDS, SAMPLING_TOP_K, ClassifierConfig
+from fieldlens_classifier.continuous import ContinuousLoop
 from fieldlens_core import topics
 from fieldlens_core.bus import Bus, Message
 from fieldlens_core.camera import Camera
 from fieldlens_core.errors import BadRequestError, BusyError, ErrorCode, FieldlensError
-from fieldlens_core.inference.client import InferenceResult
+from fieldlens_core.inference.client import Inference
 from fieldlens_core.messages import (
     ClassifyRequest,
     ClassifyResponse,
+    ContinuousCommand,
+    ContinuousResponse,
+    ErrorInfo,
     ImageInfo,
     ModelInfo,
     Prediction,
     Timing,
     new_request_id,
+    parse_payload,
     parse_request,
     salvage_request_id,
     utc_timestamp,
@@ -46,11 +51,6 @@ from fieldlens_fielddata.store import FieldStore, StoreFullError
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 10.0  # Greengrass's default shutdown timeout is 15 s
-SAMPLING_TOP_K = 10  # the sampling strategies see at least this many classes (entropy needs the spread)
-
-
-class Inference(Protocol):
-    def classify(self, body: bytes, content_type: str = "image/jpeg", top_k: int = 5) -> InferenceResult: ...
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,16 @@ class Classifier:
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=config.queue_size)
         self._workers: list[threading.Thread] = []
         self._stopping = False
+        self._continuous = ContinuousLoop(
+            config.continuous,
+            config.thing_name,
+            camera,
+            inference,
+            self.keep,
+            bus.publish,
+            topics.event_topic(config.name),
+            topics.frame_topic(config.name),
+        )
 
     @property
     def config(self) -> ClassifierConfig:
@@ -104,6 +114,15 @@ class Classifier:
         for request_topic, response_topic in self._config.routes.items():
             self._bus.subscribe(request_topic, self.on_message)
             log.info("listening on %s, answering on %s", request_topic, response_topic)
+        for request_topic, response_topic in self._config.continuous_routes.items():
+            self._bus.subscribe(request_topic, self.on_command)
+            log.info("continuous-mode commands on %s, answered on %s", request_topic, response_topic)
+        if self._config.continuous.enabled:
+            self._continuous.start()
+
+    @property
+    def continuous(self) -> ContinuousLoop:
+        return self._continuous
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Finish the requests already queued, then stop the workers; later requests get BUSY.
@@ -113,6 +132,7 @@ class Classifier:
         """
         self._stopping = True
         deadline = time.monotonic() + timeout_s
+        self._continuous.close(timeout_s / 2)  # its last frame, then the end event of what is in view
         for _ in self._workers:
             try:
                 self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
@@ -148,6 +168,8 @@ class Classifier:
         self._config = old.model_copy(update={k: getattr(new, k) for k in changed & set(HOT_FIELDS)})
         if "sampling" in changed:
             self._policy = self._new_policy(self._config, self._store)
+        if "continuous" in changed:
+            self._continuous.reconfigure(self._config.continuous)
         logging.getLogger().setLevel(self._config.log_level)
 
     def on_message(self, message: Message) -> None:
@@ -197,17 +219,51 @@ class Classifier:
         default = _Reply(config.routes.get(message.topic, config.effective_response_topic), message.correlation_data)
         try:
             request = parse_request(message.payload, config.max_payload_bytes)
-            if request.reply_topic is not None:
-                topic = self._checked_reply_topic(request.reply_topic, "reply_topic")
-            elif message.response_topic is not None:
-                topic = self._checked_reply_topic(message.response_topic, "MQTT 5 response topic")
-            else:
-                return request, default
-            return request, _Reply(topic, message.correlation_data)
+            return request, self._reply(message, request.reply_topic, default)
         except FieldlensError as exc:
             request_id = salvage_request_id(message.payload) if exc.code == ErrorCode.BAD_REQUEST else new_request_id()
             log.info("rejected request %s: %s %s", request_id, exc.code, exc.message)
             return ClassifyResponse.failure(request_id, config.thing_name, exc.code, exc.message), default
+
+    def _reply(self, message: Message, reply_topic: str | None, default: _Reply) -> _Reply:
+        """Where to answer: the payload's reply_topic, else the MQTT 5 response topic, else ``default``."""
+        if reply_topic is not None:
+            return _Reply(self._checked_reply_topic(reply_topic, "reply_topic"), message.correlation_data)
+        if message.response_topic is not None:
+            topic = self._checked_reply_topic(message.response_topic, "MQTT 5 response topic")
+            return _Reply(topic, message.correlation_data)
+        return default
+
+    def on_command(self, message: Message) -> None:
+        """A continuous-mode command: start, stop or status, answered at once (README, "Continuous mode")."""
+        if message.retained:
+            log.warning("ignored a retained message on %s: retained messages are never commands", message.topic)
+            return
+        config = self._config
+        default_topic = config.continuous_routes.get(message.topic, topics.continuous_response_topic(config.name))
+        reply = _Reply(default_topic, message.correlation_data)
+        request_id, note = salvage_request_id(message.payload), None
+        try:
+            command = parse_payload(message.payload, ContinuousCommand, config.max_payload_bytes)
+            request_id, note = command.request_id, command.message
+            reply = self._reply(message, command.reply_topic, reply)
+            if self._stopping:
+                raise BusyError("the classifier is shutting down")
+            if command.action == "start":
+                self._continuous.start(command.fps)
+            elif command.action == "stop":
+                self._continuous.stop()
+            response = ContinuousResponse(
+                request_id=request_id, thing=config.thing_name, continuous=self._continuous.status(), message=note
+            )
+        except FieldlensError as exc:
+            log.info("rejected continuous-mode command %s: %s %s", request_id, exc.code, exc.message)
+            error = ErrorInfo(code=exc.code, message=exc.message)
+            response = ContinuousResponse(request_id=request_id, thing=config.thing_name, message=note, error=error)
+        try:
+            self._bus.publish(reply.topic, response.to_payload(), reply.correlation_data)
+        except Exception:
+            log.exception("could not publish the answer to command %s", request_id)
 
     def process(self, request: ClassifyRequest, received: float | None = None) -> ClassifyResponse:
         """Capture, classify and keep one image; never raises: failures become error responses.
@@ -238,7 +294,9 @@ class Classifier:
         now = datetime.now(UTC)
         timestamp = utc_timestamp(now)
         ranked, model = result.predictions, result.model
-        image = self._keep(request, now, timestamp, frame.jpeg, frame.metadata, ranked, model)
+        image = self.keep(
+            now, frame.jpeg, frame.metadata, ranked, model, request_id=request.request_id, save=request.save
+        )
         predictions = ranked[:top_k]
         finished = time.perf_counter()
         return ClassifyResponse(
@@ -254,39 +312,50 @@ class Classifier:
             message=request.message,
         )
 
-    def _keep(
+    def keep(
         self,
-        request: ClassifyRequest,
         now: datetime,
-        timestamp: str,
         jpeg: bytes,
         metadata: dict[str, object],
         predictions: list[Prediction],
         model: ModelInfo,
+        *,
+        request_id: str | None = None,
+        save: bool = False,
+        reason: str | None = None,
+        event_id: str | None = None,
+        event_role: Literal["best", "boundary"] | None = None,
     ) -> ImageInfo:
+        """Keep a frame if the sampling policy (or ``save``, within the save caps) says so; never
+        raises for storage: a full or failing disk is the ImageInfo's reason. ``reason`` replaces
+        the policy's in the sidecar (continuous mode's "event best frame")."""
         image_id = new_image_id(now)
-        verdict = self._policy.decide([(p.label, p.confidence) for p in predictions], saved=request.save)
+        verdict = self._policy.decide([(p.label, p.confidence) for p in predictions], saved=save)
         if not verdict.keep:
             return ImageInfo(id=image_id, kept=False, reason=verdict.reason)
         observation = Observation(
-            request_id=request.request_id,
-            timestamp=timestamp,
+            request_id=request_id,
+            timestamp=utc_timestamp(now),
             prediction=predictions[0].label,
             confidence=predictions[0].confidence,
             predictions=predictions,
             model=ModelRef(**model.model_dump()),
             capture=metadata,
-            reason=verdict.reason,
+            reason=reason or verdict.reason,
+            event_id=event_id,
+            event_role=event_role,
         )
         try:
-            kept = self._store.keep(image_id, now, jpeg, observation, verdict.score, saved=request.save)
+            kept = self._store.keep(image_id, now, jpeg, observation, verdict.score, saved=save)
         except StoreFullError as exc:
             log.warning("not keeping image %s: %s", image_id, exc)
             return ImageInfo(id=image_id, kept=False, reason=f"disk cap: {exc}")
         except OSError as exc:  # disk full, read-only card: the prediction still goes out
             log.error("could not keep image %s: %s", image_id, exc)
             return ImageInfo(id=image_id, kept=False, reason=f"storage failed: {exc.strerror or exc}")
-        return ImageInfo(id=image_id, kept=True, reason=verdict.reason, path=str(kept.image_path), s3_key=kept.s3_key)
+        return ImageInfo(
+            id=image_id, kept=True, reason=observation.reason, path=str(kept.image_path), s3_key=kept.s3_key
+        )
 
     @staticmethod
     def _new_policy(config: ClassifierConfig, store: FieldStore) -> SamplingPolicy:
@@ -303,8 +372,11 @@ class Classifier:
             raise BadRequestError(f"{source}: {exc}") from None
         if not topic.startswith(prefix):
             raise BadRequestError(f"{source} must start with {prefix!r}")
-        own = self._config.routes.values()
-        in_response_namespace = topic == topics.FLEET_RESPONSE_TOPIC or topic.startswith(topics.RESPONSE_PREFIX)
+        own = {*self._config.routes.values(), *self._config.continuous_routes.values()}
+        in_response_namespace = any(
+            topic == answers or topic.startswith(answers + "/")
+            for answers in (topics.FLEET_RESPONSE_TOPIC, topics.CONTINUOUS_RESPONSE_TOPIC)
+        )
         if in_response_namespace and topic not in own:
             raise BadRequestError(f"{source} may not be another device's response topic")
         return topic

@@ -46,6 +46,10 @@ def register(commands: Subcommands) -> None:
     upload_arguments(serve_parser)
     serve_parser.add_argument("--no-upload", action="store_true", help="do not run the field-data uploader")
     serve_parser.add_argument(
+        "--continuous", action="store_true", help="classify frames continuously and publish events (README)"
+    )
+    serve_parser.add_argument("--fps", type=float, help="continuous mode's frames per second (default 5)")
+    serve_parser.add_argument(
         "--max-disconnected-s",
         type=float,
         default=60.0,
@@ -83,6 +87,8 @@ def serve(args: argparse.Namespace) -> int:
         variant=args.variant,
         thing_name=args.thing_name,
         log_level=args.log_level,
+        continuous=args.continuous,
+        fps=args.fps,
         upload=None if args.no_upload else upload_options(args),
     )
     try:
@@ -95,6 +101,8 @@ def serve(args: argparse.Namespace) -> int:
         f"responses on {topics.response_topic(args.name)} and {topics.FLEET_RESPONSE_TOPIC} via {args.broker} "
         f"(pids {', '.join(str(c.pid) for c in children)})"
     )
+    if args.continuous:
+        ready += f"; continuous mode: events on {topics.event_topic(args.name)}"
     reason = wait_until_signal_or_exit(children, args.max_disconnected_s, on_watching=lambda: emit(ready))
     log.info("stopping: %s", reason)
     stop_children(children)

@@ -126,6 +126,8 @@ class ServeOptions:
     workers: int | None = None
     queue_size: int | None = None
     allow_spinning: bool = False
+    continuous: bool = False
+    fps: float | None = None
     log_level: str = "INFO"
     upload: UploadOptions | None = None  # None: no uploader process
 
@@ -169,10 +171,11 @@ def classifier_arguments(options: ServeOptions) -> list[str]:
         ("--workers", options.workers),
         ("--queue-size", options.queue_size),
         ("--s3-prefix", options.upload.prefix if options.upload else None),
+        ("--fps", options.fps),
     ):
         if value is not None:
             arguments += [flag, str(value)]
-    return arguments
+    return arguments + (["--continuous"] if options.continuous else [])
 
 
 def uploader_arguments(options: ServeOptions, upload: UploadOptions) -> list[str]:

@@ -138,6 +138,20 @@ class CameraConfig(StrictModel):
         description="picamera2 on a Raspberry Pi; folder cycles through images in `folder`; test-pattern draws one.",
     )
     folder: Path | None = Field(default=None, title="Folder", description="Images to cycle through (source=folder).")
+    folder_fps: float | None = Field(
+        default=None,
+        gt=0,
+        le=120,
+        title="Folder as video",
+        description="source=folder: play the images as a video at this rate (name order): a capture gets the frame "
+        "of that moment, frames nobody captured in time are skipped, as with a real camera. Null: each capture "
+        "takes the next image.",
+    )
+    folder_repeat: bool = Field(
+        default=True,
+        title="Repeat",
+        description="source=folder: start over after the last image; false: captures fail once it was shown.",
+    )
     width: int = Field(default=400, ge=32, le=4056, title="Width", description="Capture width in pixels.")
     height: int = Field(default=400, ge=32, le=3040, title="Height", description="Capture height in pixels.")
     jpeg_quality: int = Field(default=90, ge=10, le=100, title="JPEG quality", description="Encoder quality.")

@@ -16,6 +16,12 @@ FLEET_RESPONSE_TOPIC = "/response/prediction"
 REQUEST_PREFIX = FLEET_REQUEST_TOPIC + "/"
 RESPONSE_PREFIX = FLEET_RESPONSE_TOPIC + "/"
 
+# Continuous mode (README, "Continuous mode"): commands, their answers, events, frames.
+CONTINUOUS_REQUEST_TOPIC = "/request/continuous"
+CONTINUOUS_RESPONSE_TOPIC = "/response/continuous"
+EVENT_PREFIX = "/event/classification/"
+FRAME_PREFIX = "/event/frame/"
+
 # A name becomes one topic level: no separators, no wildcards.
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 MAX_TOPIC_BYTES = 256  # AWS IoT Core's limit on a topic name
@@ -36,6 +42,26 @@ def request_topic(name: str | None) -> str:
 def response_topic(name: str | None) -> str:
     """``/response/prediction/<name>``, or the fleet-wide ``/response/prediction`` without a name."""
     return FLEET_RESPONSE_TOPIC if name is None else RESPONSE_PREFIX + validate_name(name)
+
+
+def continuous_request_topic(name: str | None) -> str:
+    """``/request/continuous/<name>``, or the fleet-wide ``/request/continuous``."""
+    return CONTINUOUS_REQUEST_TOPIC if name is None else f"{CONTINUOUS_REQUEST_TOPIC}/{validate_name(name)}"
+
+
+def continuous_response_topic(name: str | None) -> str:
+    """``/response/continuous/<name>``, or the fleet-wide ``/response/continuous``."""
+    return CONTINUOUS_RESPONSE_TOPIC if name is None else f"{CONTINUOUS_RESPONSE_TOPIC}/{validate_name(name)}"
+
+
+def event_topic(name: str) -> str:
+    """``/event/classification/<name>``: an object's start and end events."""
+    return EVENT_PREFIX + validate_name(name)
+
+
+def frame_topic(name: str) -> str:
+    """``/event/frame/<name>``: per-frame predictions, when asked for."""
+    return FRAME_PREFIX + validate_name(name)
 
 
 MAX_TOPIC_SLASHES = 7  # AWS IoT Core refuses a topic with more forward slashes

@@ -60,6 +60,12 @@ class Observation(BaseModel):
     model: ModelRef | None = Field(default=None, description="The model that predicted.")
     capture: dict[str, Any] = Field(default_factory=dict, description="What the camera said of the frame.")
     reason: str = Field(default="", description="Why it was kept: the sampling strategy or the request.")
+    event_id: str | None = Field(default=None, description="The continuous-mode event the frame belongs to.")
+    event_role: Literal["best", "boundary"] | None = Field(
+        default=None,
+        description="best: the event's best frame (its end event names it); boundary: where the event started or "
+        "ended, the model hesitating (the labelling page shows these first in its uncertain order).",
+    )
 
 
 class Sidecar(Observation):

@@ -8,6 +8,10 @@ from typing import Any
 
 import boto3
 
+from fieldlens_classifier.config import ClassifierConfig
+from fieldlens_core import topics
+from fieldlens_core.messages import ClassificationEvent
+
 TEMPLATE = Path(__file__).resolve().parents[2] / "infra" / "cloudformation" / "fieldlens.yaml"
 
 
@@ -134,6 +138,37 @@ def test_each_device_may_act_only_as_itself() -> None:
         assert allowed(iot, "iot:Publish", f"{arn}:topic/{topic}", values), topic
     for topic in ("/response/prediction/other-group", "/response/reply/coop-70/x", "/status/field-data/coop-70"):
         assert not allowed(iot, "iot:Publish", f"{arn}:topic/{topic}", values), topic
+    config = ClassifierConfig(name="beverage_container", thing_name="coop-7")
+    for command_topic, answer_topic in config.continuous_routes.items():
+        assert allowed(iot, "iot:Subscribe", f"{arn}:topicfilter/{command_topic}", values), command_topic
+        assert allowed(iot, "iot:Receive", f"{arn}:topic/{command_topic}", values), command_topic
+        assert allowed(iot, "iot:Publish", f"{arn}:topic/{answer_topic}", values), answer_topic
+    for stream in (topics.event_topic(config.name), topics.frame_topic(config.name)):
+        assert allowed(iot, "iot:Publish", f"{arn}:topic/{stream}", values), stream
+    assert not allowed(iot, "iot:Publish", f"{arn}:topic//event/classification/other-group", values)
     role = template()["Resources"]["TokenExchangePolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert allowed(role, "s3:PutObject", "arn:aws:s3:::bucket/field-data/coop-7/2026/11/23/x.jpg", values)
     assert not allowed(role, "s3:PutObject", "arn:aws:s3:::bucket/field-data/coop-70/2026/11/23/x.jpg", values)
+
+
+def test_events_reach_s3_by_thing_and_date_and_the_glue_table_matches_the_event_contract() -> None:
+    """The rule reads the topic the classifier publishes events on; Firehose partitions by the
+    event's own ``thing`` and the day; the table's columns are the event's fields (thing is a
+    partition), so a field added to ClassificationEvent without a column fails here."""
+    resources = template()["Resources"]
+    sql = resources["EventsTopicRule"]["Properties"]["TopicRulePayload"]["Sql"]
+    assert sql.replace("${ClassifierName}", "beverage_container") == (
+        f"SELECT * FROM '{topics.event_topic('beverage_container')}'"
+    )
+    s3 = resources["EventsDeliveryStream"]["Properties"]["ExtendedS3DestinationConfiguration"]
+    assert s3["Prefix"] == "${EventsPrefix}/thing=!{partitionKeyFromQuery:thing}/date=!{timestamp:yyyy-MM-dd}/"
+    extraction = s3["ProcessingConfiguration"]["Processors"][0]["Parameters"][0]
+    assert extraction == {"ParameterName": "MetadataExtractionQuery", "ParameterValue": "{thing: .thing}"}
+    table = resources["EventsTable"]["Properties"]["TableInput"]
+    assert [k["Name"] for k in table["PartitionKeys"]] == ["thing", "date"]
+    columns = [c["Name"] for c in table["StorageDescriptor"]["Columns"]]
+    assert columns == [name for name in ClassificationEvent.model_fields if name != "thing"]
+    delivery = resources["EventsDeliveryRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    values = {"FieldDataBucket.Arn": "arn:aws:s3:::bucket", "EventsPrefix": "events/classification"}
+    assert allowed(delivery, "s3:PutObject", "arn:aws:s3:::bucket/events/classification/thing=a/date=b/x", values)
+    assert not allowed(delivery, "s3:PutObject", "arn:aws:s3:::bucket/field-data/a/x.jpg", values)

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel
 
 from fieldlens_classifier.config import ClassifierConfig
+from fieldlens_core import topics
 from fieldlens_core.bus import topic_matches
 from fieldlens_inference.config import InferenceServiceConfig
 from fieldlens_uploader.config import UploaderConfig
@@ -126,6 +127,12 @@ def test_every_topic_the_classifier_uses_is_authorised_and_nothing_wider(options
     for outside in ("/elsewhere", "/request/classify/beverage_container", "/status/x", "response/no-slash"):
         assert not authorised("fieldlens.Classifier", scope, "publish", outside), outside
     assert not authorised("fieldlens.Classifier", scope, "subscribe", "/request/classify/another-name")
+    for command_topic, answer_topic in config.continuous_routes.items():
+        assert authorised("fieldlens.Classifier", scope, "subscribe", command_topic), command_topic
+        assert authorised("fieldlens.Classifier", scope, "publish", answer_topic), answer_topic
+    for stream in (topics.event_topic(config.name), topics.frame_topic(config.name)):
+        assert authorised("fieldlens.Classifier", scope, "publish", stream), stream
+    assert not authorised("fieldlens.Classifier", scope, "publish", "/event/classification/another-name")
 
 
 @pytest.mark.parametrize("scope", ["iot_core", "local"])

@@ -1,4 +1,10 @@
-"""A camera that cycles through the images in a folder, in name order.
+"""A camera that cycles through the images in a folder, in name order, or plays them as a video.
+
+Without ``fps`` each capture takes the next image. With ``fps`` the folder is a video that
+starts at the first capture and runs on its own clock: a capture gets the frame of that
+moment, so a consumer slower than the video skips frames, as it would with a real camera.
+Without ``repeat``, captures fail with CameraUnavailableError once the last image was shown
+(the end of a scripted video).
 
 JPEG files pass through untouched (no re-encoding, so what is kept is what was classified);
 PNG and other formats Pillow reads are converted to JPEG.
@@ -8,6 +14,8 @@ from __future__ import annotations
 
 import io
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
@@ -19,9 +27,20 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 
 
 class FolderCamera:
-    def __init__(self, folder: Path, jpeg_quality: int = 90) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        jpeg_quality: int = 90,
+        fps: float | None = None,
+        repeat: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._folder = folder
         self._quality = jpeg_quality
+        self._fps = fps
+        self._repeat = repeat
+        self._clock = clock
+        self._started: float | None = None
         self._next = 0
         self._lock = threading.Lock()
         self._listing: tuple[int, list[Path]] = (-1, [])
@@ -42,8 +61,10 @@ class FolderCamera:
         if not images:
             raise CameraUnavailableError(f"image folder {self._folder} has no images ({', '.join(IMAGE_SUFFIXES)})")
         with self._lock:
-            path = images[self._next % len(images)]
-            self._next += 1
+            position = self._position()
+            if position >= len(images) and not self._repeat:
+                raise CameraUnavailableError(f"the video {self._folder} has ended ({len(images)} frames)")
+            path = images[position % len(images)]
         try:
             data = path.read_bytes()
         except OSError as exc:
@@ -57,7 +78,17 @@ class FolderCamera:
                     data = buffer.getvalue()
         except (UnidentifiedImageError, OSError) as exc:
             raise CameraUnavailableError(f"{path} is not a readable image: {exc}") from None
-        return Frame(data, {"source": "folder", "file": path.name, "width": width, "height": height})
+        return Frame(data, {"source": "folder", "file": path.name, "frame": position, "width": width, "height": height})
+
+    def _position(self) -> int:
+        """The frame to show now (the lock is held)."""
+        if self._fps is None:
+            self._next += 1
+            return self._next - 1
+        now = self._clock()
+        if self._started is None:
+            self._started = now
+        return int((now - self._started) * self._fps)
 
     def close(self) -> None:
         return None

@@ -13,7 +13,7 @@ from fieldlens_core.config import CameraConfig
 
 def _folder(config: CameraConfig) -> Camera:
     assert config.folder is not None  # CameraConfig guarantees it for source=folder
-    return FolderCamera(config.folder, config.jpeg_quality)
+    return FolderCamera(config.folder, config.jpeg_quality, fps=config.folder_fps, repeat=config.folder_repeat)
 
 
 CAMERA_SOURCES: dict[str, Callable[[CameraConfig], Camera]] = {

@@ -16,7 +16,7 @@ import socket
 import struct
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -36,6 +36,12 @@ class InferenceResult(BaseModel):
     predictions: list[Prediction] = Field(min_length=1)
     model: ModelInfo
     timing_ms: dict[str, float] = Field(default_factory=dict)
+
+
+class Inference(Protocol):
+    """What the classifier needs of the inference service (tests hand it a stand-in)."""
+
+    def classify(self, body: bytes, content_type: str = "image/jpeg", top_k: int = 5) -> InferenceResult: ...
 
 
 class InferenceClient:

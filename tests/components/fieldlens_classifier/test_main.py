@@ -20,6 +20,14 @@ def test_flags_shape_the_nested_configuration() -> None:
     }
 
 
+def test_continuous_flags_start_continuous_mode_at_a_rate() -> None:
+    assert classifier_main.config_flags(classifier_main.parse_args(["--continuous", "--fps", "2.5"])) == {
+        "continuous": {"enabled": True, "fps": 2.5}
+    }
+    assert classifier_main.config_flags(classifier_main.parse_args(["--fps", "8"])) == {"continuous": {"fps": 8.0}}
+    assert "continuous" not in classifier_main.config_flags(classifier_main.parse_args([]))
+
+
 def test_invalid_configuration_exits_2_with_the_reason(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     config = tmp_path / "c.json"
     config.write_text('{"defaultTopK": 0, "colour": "red"}')

@@ -13,6 +13,7 @@ from fieldlens_core.camera.test_pattern import TestPatternCamera
 from fieldlens_core.config import CameraConfig
 from fieldlens_core.errors import CameraUnavailableError
 from tests.helpers.images import solid_jpeg, solid_png
+from tests.helpers.video import write_video
 
 
 def test_test_pattern_gives_real_changing_jpegs_of_the_configured_size() -> None:
@@ -58,3 +59,31 @@ def test_registry_builds_each_source(tmp_path: Path) -> None:
     assert parse_camera_flag("picamera2") == {"source": "picamera2"}
     with pytest.raises(ValueError):
         parse_camera_flag("webcam")
+
+
+def test_a_folder_plays_as_a_video_on_its_own_clock(tmp_path: Path) -> None:
+    """A consumer slower than the video skips frames; without repeat, the video ends."""
+    frames = write_video(tmp_path / "video", ["blank", "hen", "egg", "fox", "blank"])
+    now = [100.0]
+    camera = FolderCamera(frames, fps=10, repeat=False, clock=lambda: now[0])
+    shown = []
+    for moment in (100.0, 100.05, 100.25, 100.42):
+        now[0] = moment
+        shown.append(camera.capture().metadata["frame"])
+    assert shown == [0, 0, 2, 4]  # the video started at the first capture
+    now[0] = 100.5
+    with pytest.raises(CameraUnavailableError, match="has ended"):
+        camera.capture()
+    looping = FolderCamera(frames, fps=10, clock=lambda: now[0])
+    assert looping.capture().metadata["frame"] == 0
+    now[0] = 101.2  # 0.7 s after its first capture
+    frame = looping.capture()
+    assert frame.metadata["frame"] == 7 and frame.metadata["file"] == "00002.jpg"
+
+
+def test_a_folder_without_a_rate_gives_each_image_once_then_ends(tmp_path: Path) -> None:
+    frames = write_video(tmp_path / "video", ["hen", "egg"])
+    camera = FolderCamera(frames, repeat=False)
+    assert [camera.capture().metadata["file"] for _ in range(2)] == ["00000.jpg", "00001.jpg"]
+    with pytest.raises(CameraUnavailableError):
+        camera.capture()

@@ -1,0 +1,332 @@
+"""Continuous mode: capture -> classify -> keep -> smooth -> events, on one thread of its own.
+
+One thread, one frame at a time: a frame is captured only when the previous one has been
+classified, so nothing ever queues. At ``fps`` the loop waits for the next tick; when
+inference is slower than the rate, the ticks it missed are counted as ``dropped`` and the loop
+takes the next frame at once (a camera that streams, picamera2, hands over its newest frame).
+Without ``fps`` it runs as fast as inference allows.
+
+Classify requests keep working meanwhile, on the classifier's workers: each captures a fresh
+frame of its own, so its answer is of the moment it was asked and never waits for the loop.
+
+Every frame goes past the sampling policy (as a request's would). Around each event the loop
+keeps, within the save caps, the frame where the model hesitated most (``event_role:
+boundary``: the most useful to label) and, when the event ends, its best frame (``best``,
+named by the end event's ``image``); both sidecars carry the event id.
+
+The thread lives as long as the classifier; ``start`` and ``stop`` only flip its state, so a
+command or a configuration update answers at once and can never leave two loops running.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, Protocol
+
+from fieldlens_classifier.config import SAMPLING_TOP_K, ContinuousConfig
+from fieldlens_classifier.smoothing import FrameResult, Smoother, Transition
+from fieldlens_core.camera import Camera
+from fieldlens_core.errors import FieldlensError
+from fieldlens_core.inference.client import Inference
+from fieldlens_core.messages import (
+    ClassificationEvent,
+    ContinuousStatus,
+    FramePrediction,
+    ImageInfo,
+    ModelInfo,
+    Prediction,
+    utc_timestamp,
+)
+
+log = logging.getLogger(__name__)
+
+ERROR_BACKOFF_S = 1.0  # a camera or inference service that fails is asked again this often
+RATE_WINDOW = 20  # frames the measured rate is taken over
+
+
+class Keep(Protocol):
+    def __call__(
+        self,
+        now: datetime,
+        jpeg: bytes,
+        metadata: dict[str, object],
+        predictions: list[Prediction],
+        model: ModelInfo,
+        *,
+        save: bool = False,
+        reason: str | None = None,
+        event_id: str | None = None,
+        event_role: Literal["best", "boundary"] | None = None,
+    ) -> ImageInfo: ...
+
+
+@dataclass
+class _Seen:
+    """A classified frame, as the event messages and keeping need it."""
+
+    jpeg: bytes
+    metadata: dict[str, object]
+    predictions: list[Prediction]
+    model: ModelInfo
+    wall: datetime
+    kept: ImageInfo | None = None  # what the sampling policy kept it as: never kept twice
+
+
+class ContinuousLoop:
+    def __init__(
+        self,
+        settings: ContinuousConfig,
+        thing: str,
+        camera: Camera,
+        inference: Inference,
+        keep: Keep,
+        publish: Callable[[str, bytes], None],
+        event_topic: str,
+        frame_topic: str,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._thing = thing
+        self._camera = camera
+        self._inference = inference
+        self._keep = keep
+        self._publish = publish
+        self._event_topic = event_topic
+        self._frame_topic = frame_topic
+        self._clock = clock
+        self._wake = threading.Condition()
+        self._active = False
+        self._closing = False
+        self._fps: float | None = settings.fps
+        self._thread: threading.Thread | None = None
+        self._reset_counters()
+
+    # -- control: called on the bus's or the configuration's thread; never blocks on a frame --
+
+    def start(self, fps: float | None = None) -> None:
+        """Run (again) at ``fps``, else at the configured rate; a running loop takes the new rate."""
+        with self._wake:
+            if not self._active:
+                self._reset_counters()
+            self._fps = fps if fps is not None else self._settings.fps
+            self._active = True
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="continuous", daemon=True)
+                self._thread.start()
+            self._wake.notify_all()
+        log.info("continuous mode on at %s", f"{self._fps} fps" if self._fps else "the rate inference allows")
+
+    def stop(self) -> None:
+        """Stop after the frame in hand; the event in view gets its end event."""
+        with self._wake:
+            was_active, self._active = self._active, False
+            self._wake.notify_all()
+        if was_active:
+            log.info("continuous mode off")
+
+    def reconfigure(self, settings: ContinuousConfig) -> None:
+        """A configuration update: new smoothing applies from the next start; ``enabled`` starts or stops."""
+        with self._wake:
+            self._settings = settings
+        if settings.enabled:
+            self.start()
+        else:
+            self.stop()
+
+    def close(self, timeout_s: float) -> None:
+        """End the thread (the classifier is stopping), within ``timeout_s``."""
+        with self._wake:
+            self._active, self._closing = False, True
+            self._wake.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    @property
+    def running(self) -> bool:
+        return self._active
+
+    def status(self) -> ContinuousStatus:
+        with self._wake:
+            times = list(self._times)
+            measured = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 and times[-1] > times[0] else None
+            return ContinuousStatus(
+                running=self._active,
+                fps=self._fps,
+                frames=self._frames,
+                dropped=self._dropped,
+                events=self._events,
+                in_view=self._in_view,
+                measured_fps=round(measured, 2) if measured is not None else None,
+                failing=self._failing,
+            )
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def _reset_counters(self) -> None:
+        self._started_at = ""  # when the event in view started (its first frame's capture)
+        self._frames = self._dropped = self._events = 0
+        self._in_view: str | None = None
+        self._failing: str | None = None
+        self._times: deque[float] = deque(maxlen=RATE_WINDOW)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._active and not self._closing:
+                    self._wake.wait()
+                if self._closing:
+                    return
+                settings = self._settings
+            self._stream(Smoother(settings.smoothing()), settings)
+
+    def _stream(self, smoother: Smoother, settings: ContinuousConfig) -> None:
+        """Frames until stopped; then the event in view ends."""
+        recent: dict[int, _Seen] = {}  # the frames the smoothing window can still name, by index
+        best: _Seen | None = None  # the best frame of the event in view
+        index, due, last_frame_message, failures = 0, self._clock(), float("-inf"), 0
+        while self._active:
+            started = self._clock()
+            try:
+                seen = self._classify(settings)
+                failures, self._failing = 0, None
+            except FieldlensError as exc:
+                failures, self._failing = failures + 1, exc.message
+                if failures == 1 or failures % 100 == 0:
+                    log.warning("continuous mode: frame failed (%d in a row): %s", failures, exc)
+                self._pause(ERROR_BACKOFF_S)
+                due = self._clock()
+                continue
+            recent[index] = seen
+            recent.pop(index - settings.window_frames - settings.hold_frames, None)
+            transitions = smoother.push(
+                FrameResult(index, started, [(p.label, p.confidence) for p in seen.predictions])
+            )
+            event = smoother.event
+            info = self._keep(
+                seen.wall,
+                seen.jpeg,
+                seen.metadata,
+                seen.predictions,
+                seen.model,
+                event_id=event.event_id if event else None,
+            )
+            seen.kept = info if info.kept else None
+            for transition in transitions:
+                if transition.type == "start" and transition.event.best is not None:
+                    best = recent.get(transition.event.best.index)
+                self._announce(transition, recent, best)
+            if event is not None and event.best is not None and event.best.index == index:
+                best = seen
+            now = self._clock()
+            if settings.publish_frames and now - last_frame_message >= 1 / settings.max_frame_messages_per_s:
+                last_frame_message = now
+                self._publish_frame(index, seen, settings.top_k, event.event_id if event else None)
+            with self._wake:
+                self._frames += 1
+                self._times.append(now)
+                self._in_view = event.label if event else None
+            index += 1
+            due = self._next_due(due, now)
+        for transition in smoother.flush(self._clock(), index - 1):
+            self._announce(transition, recent, best)
+        with self._wake:
+            self._in_view = None
+
+    def _classify(self, settings: ContinuousConfig) -> _Seen:
+        frame = self._camera.capture()
+        result = self._inference.classify(frame.jpeg, "image/jpeg", max(settings.top_k, SAMPLING_TOP_K))
+        return _Seen(frame.jpeg, frame.metadata, result.predictions, result.model, datetime.now(UTC))
+
+    def _next_due(self, due: float, now: float) -> float:
+        """Wait for the next tick at ``fps``; the ticks a slow frame overran are dropped (counted)."""
+        fps = self._fps
+        if not fps:
+            return now
+        period = 1 / fps
+        due += period
+        if now < due:
+            self._pause(due - now)
+            return due
+        missed = int((now - due) // period)
+        with self._wake:
+            self._dropped += missed
+        return due + missed * period  # already due: the next frame is taken at once
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep until the next frame is due, or until stopped (a stop never waits out a pause)."""
+        with self._wake:
+            if self._active:
+                self._wake.wait(seconds)
+
+    def _announce(self, transition: Transition, recent: dict[int, _Seen], best: _Seen | None) -> None:
+        """Publish an event; keep the frame where the model hesitated most around it and, at the
+        end, the event's best frame (a frame the sampling policy kept already is not kept again)."""
+        event = transition.event
+        hesitant = min(recent.values(), key=lambda seen: seen.predictions[0].confidence, default=None)
+        if hesitant is not None and hesitant.kept is None:
+            self._keep_for(hesitant, event.event_id, "boundary", f"event {transition.type}")
+        image = None
+        if transition.type == "end" and best is not None:
+            image = best.kept or self._keep_for(best, event.event_id, "best", "event best frame")
+        latest = recent[max(recent)] if recent else best
+        if latest is None:
+            return  # no frame was ever classified: there is no event
+        if transition.type == "start":
+            first = recent.get(event.first_frame, latest)
+            self._started_at = utc_timestamp(first.wall)
+            with self._wake:
+                self._events += 1
+        last = recent.get(event.last_frame) if event.last_frame is not None else None
+        message = ClassificationEvent(
+            event_id=event.event_id,
+            type=transition.type,
+            label=event.label,
+            confidence=round(event.confidence, 4),
+            frames=event.frames,
+            started=self._started_at,
+            ended=utc_timestamp((last or latest).wall) if transition.type == "end" else None,
+            thing=self._thing,
+            model=latest.model,
+            image=image,
+        )
+        try:
+            self._publish(self._event_topic, message.to_payload())
+        except Exception:  # the bus logs its reason; the loop goes on
+            log.exception("could not publish the %s event of %s", transition.type, event.event_id)
+
+    def _keep_for(self, seen: _Seen, event_id: str, role: Literal["best", "boundary"], reason: str) -> ImageInfo:
+        """Keep ``seen`` within the save caps; what was kept (or why not)."""
+        info = self._keep(
+            seen.wall,
+            seen.jpeg,
+            seen.metadata,
+            seen.predictions,
+            seen.model,
+            save=True,
+            reason=reason,
+            event_id=event_id,
+            event_role=role,
+        )
+        if info.kept:
+            seen.kept = info
+        return info
+
+    def _publish_frame(self, index: int, seen: _Seen, top_k: int, event_id: str | None) -> None:
+        message = FramePrediction(
+            thing=self._thing,
+            timestamp=utc_timestamp(seen.wall),
+            frame=index,
+            predictions=seen.predictions[:top_k],
+            model=seen.model,
+            event_id=event_id,
+        )
+        try:
+            self._publish(self._frame_topic, message.to_payload())
+        except Exception:
+            log.exception("could not publish frame %d", index)

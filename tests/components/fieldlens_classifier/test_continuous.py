@@ -1,0 +1,195 @@
+"""Continuous mode through the classifier: a scripted video from the folder camera, a stand-in model
+that reads each frame's colour, the in-memory bus and the real field store."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fieldlens_classifier.config import ClassifierConfig
+from fieldlens_classifier.service import Classifier
+from fieldlens_core.bus import Message
+from fieldlens_core.bus.memory import InMemoryBus
+from fieldlens_core.camera.folder import FolderCamera
+from fieldlens_fielddata.directory import FieldDataDir
+from fieldlens_fielddata.store import FieldStore
+from tests.helpers.collector import ResponseCollector
+from tests.helpers.video import ColourModel, script, write_video
+
+NAME = "conveyor"
+EVENTS = f"/event/classification/{NAME}"
+COMMANDS = f"/request/continuous/{NAME}"
+ANSWERS = f"/response/continuous/{NAME}"
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, camera: FolderCamera, **continuous: Any) -> None:
+        self.config = ClassifierConfig.model_validate(
+            {
+                "name": NAME,
+                "thing_name": "belt-1",
+                "field_data_dir": tmp_path / "field",
+                "continuous": {"fps": None, **continuous},
+                "sampling": {"strategies": []},  # nothing sampled: what is kept is the events' own
+            }
+        )
+        self.bus = InMemoryBus()
+        self.events, self.answers, self.frames = ResponseCollector(), ResponseCollector(), ResponseCollector()
+        self.bus.subscribe("/event/classification/#", self.events)
+        self.bus.subscribe("/response/continuous/#", self.answers)
+        self.bus.subscribe("/event/frame/#", self.frames)
+        self.store = FieldStore(self.config.field_data_dir, "belt-1", sync_interval_s=0)
+        self.model = ColourModel()
+        self.classifier = Classifier(self.config, self.bus, camera, self.model, self.store)
+        self.classifier.start()
+
+    def command(self, payload: dict[str, Any] | bytes, topic: str = COMMANDS, **properties: Any) -> dict[str, Any]:
+        before = len(self.answers.responses)
+        body = json.dumps(payload).encode() if isinstance(payload, dict) else payload
+        self.bus.deliver(Message(topic, body, **properties))
+        return self.answers.wait_for(before + 1)[before]
+
+    def sidecars(self) -> list[dict[str, Any]]:
+        return [json.loads(path.read_text()) for path in sorted(self.config.field_data_dir.rglob("*.json"))]
+
+
+def until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
+    """Wait for ``condition`` on the loop's own progress (a condition, not a sleep)."""
+    done = threading.Event()
+    for _ in range(int(timeout_s * 200)):
+        if condition():
+            return
+        done.wait(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def rig_of(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
+    rigs: list[Rig] = []
+
+    def make(camera: FolderCamera, **continuous: Any) -> Rig:
+        rigs.append(Rig(tmp_path, camera, **continuous))
+        return rigs[-1]
+
+    yield make
+    for rig in rigs:
+        rig.classifier.stop()
+
+
+def test_a_scripted_video_gives_one_start_and_one_end_per_object(tmp_path: Path, rig_of: Callable[..., Rig]) -> None:
+    video = script(["hen", "egg", "fox"], frames_each=30, gap=10, odd_every=10)
+    rig = rig_of(FolderCamera(write_video(tmp_path / "video", video.frames), repeat=False), enabled=True)
+    events = rig.events.wait_for(6)
+    assert [(e["type"], e["label"]) for e in events] == [
+        ("start", "hen"), ("end", "hen"), ("start", "egg"), ("end", "egg"), ("start", "fox"), ("end", "fox"),
+    ]  # fmt: skip
+    until(lambda: rig.classifier.continuous.status().frames == len(video.frames), "the whole video")
+    status = rig.classifier.continuous.status()
+    assert status.running and status.events == 3 and status.in_view is None and rig.model.calls == len(video.frames)
+    for start, end in zip(events[::2], events[1::2], strict=True):
+        assert start["event_id"] == end["event_id"] and start["thing"] == "belt-1"
+        assert start["started"] == end["started"] <= end["ended"] and "ended" not in start and "image" not in start
+        assert end["frames"] >= 25 and 0.5 <= start["confidence"] <= 1 and 0.5 <= end["confidence"] <= 1
+        assert end["image"]["kept"] is True and end["model"]["name"] == "colours"
+    sidecars = rig.sidecars()
+    best = [s for s in sidecars if s.get("event_role") == "best"]
+    assert sorted(s["event_id"] for s in best) == sorted(e["event_id"] for e in events[1::2])
+    assert {s["image_id"] for s in best} == {e["image"]["id"] for e in events[1::2]}
+    for end in events[1::2]:
+        kept = next(s for s in best if s["event_id"] == end["event_id"])
+        assert kept["prediction"] == end["label"] and kept["reason"] == "event best frame"
+    boundaries = [s for s in sidecars if s.get("event_role") == "boundary"]
+    assert len(boundaries) == 6 and {s["event_id"] for s in boundaries} == {e["event_id"] for e in events}
+    rig.classifier.continuous.stop()
+    assert len(rig.events.responses) == 6  # nothing was in view: stopping ends no event
+
+
+def test_commands_start_stop_and_report_and_the_console_default_asks_for_the_status(
+    tmp_path: Path, rig_of: Callable[..., Rig]
+) -> None:
+    rig = rig_of(FolderCamera(write_video(tmp_path / "video", ["hen"] * 5)))
+    hello = rig.command({"message": "Hello from AWS IoT console"}, topic="/request/continuous")
+    assert rig.answers.topics[-1] == "/response/continuous"  # the bare pair, like /request/classify
+    assert hello["continuous"]["running"] is False and hello["message"] == "Hello from AWS IoT console"
+    started = rig.command({"request_id": "go", "action": "start", "fps": 50})
+    assert rig.answers.topics[-1] == ANSWERS and started["request_id"] == "go"
+    assert started["continuous"]["running"] is True and started["continuous"]["fps"] == 50
+    start = rig.events.wait_for(1)[0]
+    assert (start["type"], start["label"]) == ("start", "hen")
+    stopped = rig.command({"action": "stop"})
+    assert stopped["continuous"]["running"] is False
+    end = rig.events.wait_for(2)[1]  # the hen was in view when it stopped
+    assert (end["type"], end["event_id"]) == ("end", start["event_id"])
+
+
+@pytest.mark.parametrize(
+    ("payload", "complaint"),
+    [
+        (b'{"action": "go"}', "action"),
+        (b'{"action": "start", "fps": 0}', "fps"),
+        (b'{"action": "start", "speed": 3}', "unknown field(s): speed"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"action": "start", "reply_topic": "/response/continuous/other"}', "another device"),
+    ],
+)
+def test_a_bad_command_gets_a_clear_error_and_changes_nothing(
+    tmp_path: Path, rig_of: Callable[..., Rig], payload: bytes, complaint: str
+) -> None:
+    rig = rig_of(FolderCamera(write_video(tmp_path / "video", ["hen"])))
+    answer = rig.command(payload)
+    assert answer["error"]["code"] == "BAD_REQUEST" and complaint in answer["error"]["message"]
+    assert rig.classifier.continuous.running is False
+
+
+def test_a_retained_command_is_never_run(tmp_path: Path, rig_of: Callable[..., Rig]) -> None:
+    rig = rig_of(FolderCamera(write_video(tmp_path / "video", ["hen"])))
+    rig.bus.deliver(Message(COMMANDS, b'{"action": "start"}', retained=True))
+    assert rig.classifier.continuous.running is False and rig.answers.responses == []
+
+
+def test_a_configuration_update_starts_and_stops_it_live(tmp_path: Path, rig_of: Callable[..., Rig]) -> None:
+    rig = rig_of(FolderCamera(write_video(tmp_path / "video", ["hen", "egg"])))
+    assert rig.classifier.continuous.running is False
+    enabled = rig.config.continuous.model_copy(update={"enabled": True, "fps": 30.0})
+    rig.classifier.update_config(rig.config.model_copy(update={"continuous": enabled}))
+    assert rig.classifier.continuous.status().running and rig.classifier.continuous.status().fps == 30.0
+    until(lambda: rig.classifier.continuous.status().frames > 0, "a frame")
+    rig.classifier.update_config(rig.config)
+    assert rig.classifier.continuous.running is False
+
+
+def test_classify_requests_are_answered_while_it_runs_and_frames_are_rate_limited(
+    tmp_path: Path, rig_of: Callable[..., Rig]
+) -> None:
+    rig = rig_of(
+        FolderCamera(write_video(tmp_path / "video", ["hen", "egg", "fox"])),
+        enabled=True,
+        publish_frames=True,
+        max_frame_messages_per_s=2,
+    )
+    responses = ResponseCollector()
+    rig.bus.subscribe(f"/response/prediction/{NAME}", responses)
+    until(lambda: rig.classifier.continuous.status().frames >= 20, "20 frames")
+    rig.bus.publish(f"/request/classify/{NAME}", b'{"request_id": "while-running"}')
+    answer = responses.wait_for(1)[0]
+    assert answer["request_id"] == "while-running" and answer["predictions"][0]["label"] in ("hen", "egg", "fox")
+    frames = rig.classifier.continuous.status().frames
+    rig.classifier.continuous.stop()
+    assert 1 <= len(rig.frames.responses) < frames  # at most 2 a second, however fast the loop ran
+    first = rig.frames.responses[0]
+    assert first["frame"] == 0 and len(first["predictions"]) == 3 and first["thing"] == "belt-1"
+
+
+def test_a_missing_camera_keeps_the_loop_alive_and_stoppable(tmp_path: Path, rig_of: Callable[..., Rig]) -> None:
+    rig = rig_of(FolderCamera(tmp_path / "unplugged"), enabled=True)
+    until(lambda: rig.classifier.continuous.status().failing is not None, "a failed frame")
+    answer = rig.command({"action": "status"})
+    assert answer["continuous"]["running"] is True and answer["continuous"]["frames"] == 0
+    assert "unplugged cannot be read" in answer["continuous"]["failing"]
+    assert rig.command({"action": "stop"})["continuous"]["running"] is False  # not after the 1 s back-off
+    assert rig.events.responses == [] and list(FieldDataDir(rig.config.field_data_dir).pending()) == []
