@@ -8,7 +8,7 @@ import pytest
 from pydantic import BaseModel
 from pydantic.alias_generators import to_camel
 
-from fieldlens_classifier.config import ClassifierConfig
+from fieldlens_classifier.config import ClassifierConfig, ContinuousConfig
 from fieldlens_core.config import CameraConfig, InferenceClientConfig
 from fieldlens_core.errors import ErrorCode
 from fieldlens_inference.config import InferenceServiceConfig
@@ -22,6 +22,7 @@ README = (Path(__file__).parents[1] / "README.md").read_text()
     [
         (ClassifierConfig, ""),
         (CameraConfig, "camera."),
+        (ContinuousConfig, "continuous."),
         (InferenceClientConfig, "inference."),
         (InferenceServiceConfig, ""),
         (UploaderConfig, ""),

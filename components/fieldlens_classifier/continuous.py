@@ -1,10 +1,11 @@
 """Continuous mode: capture -> classify -> keep -> smooth -> events, on one thread of its own.
 
 One thread, one frame at a time: a frame is captured only when the previous one has been
-classified, so nothing ever queues. At ``fps`` the loop waits for the next tick; when
-inference is slower than the rate, the ticks it missed are counted as ``dropped`` and the loop
-takes the next frame at once (a camera that streams, picamera2, hands over its newest frame).
-Without ``fps`` it runs as fast as inference allows.
+classified, so nothing ever queues. (Two or more frames in flight, for the service's batcher,
+measured no faster on 2 CPUs: README, "Continuous mode".) At ``fps`` the loop waits for the
+next tick; when inference is slower than the rate, the ticks it missed are counted as
+``dropped`` and the loop takes the next frame at once (a camera that streams, picamera2, hands
+over its newest frame). Without ``fps`` it runs as fast as inference allows.
 
 Classify requests keep working meanwhile, on the classifier's workers: each captures a fresh
 frame of its own, so its answer is of the moment it was asked and never waits for the loop.
@@ -25,15 +26,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, Protocol
 
 from fieldlens_classifier.config import SAMPLING_TOP_K, ContinuousConfig
 from fieldlens_classifier.smoothing import FrameResult, Smoother, Transition
-from fieldlens_core.camera import Camera
+from fieldlens_core.camera import Camera, Frame
 from fieldlens_core.errors import FieldlensError
-from fieldlens_core.inference.client import Inference
+from fieldlens_core.inference.client import Inference, InferenceResult
 from fieldlens_core.messages import (
     ClassificationEvent,
     ContinuousStatus,
@@ -64,6 +65,16 @@ class Keep(Protocol):
         event_id: str | None = None,
         event_role: Literal["best", "boundary"] | None = None,
     ) -> ImageInfo: ...
+
+
+@dataclass
+class _State:
+    """What one run of the loop carries from frame to frame."""
+
+    smoother: Smoother
+    recent: dict[int, _Seen] = field(default_factory=dict)  # the frames the window can still name
+    best: _Seen | None = None  # the best frame of the event in view
+    last_frame_message: float = float("-inf")
 
 
 @dataclass
@@ -170,6 +181,7 @@ class ContinuousLoop:
 
     def _reset_counters(self) -> None:
         self._started_at = ""  # when the event in view started (its first frame's capture)
+        self._failures = 0  # frames failed in a row
         self._frames = self._dropped = self._events = 0
         self._in_view: str | None = None
         self._failing: str | None = None
@@ -187,61 +199,73 @@ class ContinuousLoop:
 
     def _stream(self, smoother: Smoother, settings: ContinuousConfig) -> None:
         """Frames until stopped; then the event in view ends."""
-        recent: dict[int, _Seen] = {}  # the frames the smoothing window can still name, by index
-        best: _Seen | None = None  # the best frame of the event in view
-        index, due, last_frame_message, failures = 0, self._clock(), float("-inf"), 0
+        state = _State(smoother)
+        top_k = max(settings.top_k, SAMPLING_TOP_K)
+        index, due = 0, self._clock()
         while self._active:
-            started = self._clock()
+            started, wall = self._clock(), datetime.now(UTC)
             try:
-                seen = self._classify(settings)
-                failures, self._failing = 0, None
+                frame = self._camera.capture()
+                result = self._inference.classify(frame.for_inference, "image/jpeg", top_k)
             except FieldlensError as exc:
-                failures, self._failing = failures + 1, exc.message
-                if failures == 1 or failures % 100 == 0:
-                    log.warning("continuous mode: frame failed (%d in a row): %s", failures, exc)
-                self._pause(ERROR_BACKOFF_S)
+                self._failed(exc)
                 due = self._clock()
                 continue
-            recent[index] = seen
-            recent.pop(index - settings.window_frames - settings.hold_frames, None)
-            transitions = smoother.push(
-                FrameResult(index, started, [(p.label, p.confidence) for p in seen.predictions])
-            )
-            event = smoother.event
-            info = self._keep(
-                seen.wall,
-                seen.jpeg,
-                seen.metadata,
-                seen.predictions,
-                seen.model,
-                event_id=event.event_id if event else None,
-            )
-            seen.kept = info if info.kept else None
-            for transition in transitions:
-                if transition.type == "start" and transition.event.best is not None:
-                    best = recent.get(transition.event.best.index)
-                self._announce(transition, recent, best)
-            if event is not None and event.best is not None and event.best.index == index:
-                best = seen
-            now = self._clock()
-            if settings.publish_frames and now - last_frame_message >= 1 / settings.max_frame_messages_per_s:
-                last_frame_message = now
-                self._publish_frame(index, seen, settings.top_k, event.event_id if event else None)
-            with self._wake:
-                self._frames += 1
-                self._times.append(now)
-                self._in_view = event.label if event else None
+            self._settle(index, started, wall, frame, result, state, settings)
             index += 1
-            due = self._next_due(due, now)
+            due = self._next_due(due, self._clock())
         for transition in smoother.flush(self._clock(), index - 1):
-            self._announce(transition, recent, best)
+            self._announce(transition, state.recent, state.best)
         with self._wake:
             self._in_view = None
 
-    def _classify(self, settings: ContinuousConfig) -> _Seen:
-        frame = self._camera.capture()
-        result = self._inference.classify(frame.jpeg, "image/jpeg", max(settings.top_k, SAMPLING_TOP_K))
-        return _Seen(frame.jpeg, frame.metadata, result.predictions, result.model, datetime.now(UTC))
+    def _failed(self, exc: FieldlensError) -> None:
+        """A frame failed (camera or inference): say so now and then, and wait before the next."""
+        self._failures += 1
+        with self._wake:
+            self._failing = exc.message
+        if self._failures == 1 or self._failures % 100 == 0:
+            log.warning("continuous mode: frame failed (%d in a row): %s", self._failures, exc)
+        self._pause(ERROR_BACKOFF_S)
+
+    def _settle(
+        self,
+        index: int,
+        started: float,
+        wall: datetime,
+        frame: Frame,
+        result: InferenceResult,
+        state: _State,
+        settings: ContinuousConfig,
+    ) -> None:
+        """A classified frame: smooth, keep, announce, count."""
+        self._failures = 0
+        seen = _Seen(frame.jpeg, frame.metadata, result.predictions, result.model, wall)
+        state.recent[index] = seen
+        state.recent.pop(index - settings.window_frames - settings.hold_frames, None)
+        transitions = state.smoother.push(
+            FrameResult(index, started, [(p.label, p.confidence) for p in seen.predictions])
+        )
+        event = state.smoother.event
+        info = self._keep(
+            wall, seen.jpeg, seen.metadata, seen.predictions, seen.model, event_id=event.event_id if event else None
+        )
+        seen.kept = info if info.kept else None
+        for transition in transitions:
+            if transition.type == "start" and transition.event.best is not None:
+                state.best = state.recent.get(transition.event.best.index)
+            self._announce(transition, state.recent, state.best)
+        if event is not None and event.best is not None and event.best.index == index:
+            state.best = seen
+        now = self._clock()
+        if settings.publish_frames and now - state.last_frame_message >= 1 / settings.max_frame_messages_per_s:
+            state.last_frame_message = now
+            self._publish_frame(index, seen, settings.top_k, event.event_id if event else None)
+        with self._wake:
+            self._frames += 1
+            self._failing = None
+            self._times.append(now)
+            self._in_view = event.label if event else None
 
     def _next_due(self, due: float, now: float) -> float:
         """Wait for the next tick at ``fps``; the ticks a slow frame overran are dropped (counted)."""

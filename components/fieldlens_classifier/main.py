@@ -38,7 +38,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--queue-size", dest="queue_size", type=int)
     parser.add_argument("--log-level", dest="log_level")
     parser.add_argument("--continuous", action="store_true", help="start continuous mode (README, Continuous mode)")
-    parser.add_argument("--fps", type=float, help="continuous mode's frames per second (default 5)")
+    parser.add_argument(
+        "--fps", type=float, help="continuous mode's frames per second (default 5; 0: as fast as inference allows)"
+    )
     return parser.parse_args(argv)
 
 
@@ -50,7 +52,9 @@ def config_flags(args: argparse.Namespace) -> dict[str, Any]:
     inference = {k: v for k, v in (("socket_path", args.socket), ("service_name", args.service_name)) if v}
     if inference:
         flags["inference"] = inference
-    continuous = {k: v for k, v in (("enabled", args.continuous or None), ("fps", args.fps)) if v is not None}
+    continuous: dict[str, Any] = {"enabled": True} if args.continuous else {}
+    if args.fps is not None:
+        continuous["fps"] = args.fps or None  # 0: no rate, as fast as inference allows
     if continuous:
         flags["continuous"] = continuous
     return flags

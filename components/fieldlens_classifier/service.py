@@ -50,6 +50,7 @@ from fieldlens_fielddata.store import FieldStore, StoreFullError
 
 log = logging.getLogger(__name__)
 
+NOT_KEPT_LOG_INTERVAL_S = 60.0
 STOP_TIMEOUT_S = 10.0  # Greengrass's default shutdown timeout is 15 s
 
 
@@ -91,6 +92,8 @@ class Classifier:
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=config.queue_size)
         self._workers: list[threading.Thread] = []
         self._stopping = False
+        self._not_kept_lock = threading.Lock()
+        self._not_kept_logged_at, self._not_kept_count = float("-inf"), 0
         self._continuous = ContinuousLoop(
             config.continuous,
             config.thing_name,
@@ -289,7 +292,7 @@ class Classifier:
         frame = self._camera.capture()
         captured = time.perf_counter()
         top_k = request.top_k or config.default_top_k
-        result = self._inference.classify(frame.jpeg, "image/jpeg", max(top_k, SAMPLING_TOP_K))
+        result = self._inference.classify(frame.for_inference, "image/jpeg", max(top_k, SAMPLING_TOP_K))
         inferred = time.perf_counter()
         now = datetime.now(UTC)
         timestamp = utc_timestamp(now)
@@ -348,14 +351,26 @@ class Classifier:
         try:
             kept = self._store.keep(image_id, now, jpeg, observation, verdict.score, saved=save)
         except StoreFullError as exc:
-            log.warning("not keeping image %s: %s", image_id, exc)
+            self._not_kept(logging.WARNING, image_id, exc)
             return ImageInfo(id=image_id, kept=False, reason=f"disk cap: {exc}")
         except OSError as exc:  # disk full, read-only card: the prediction still goes out
-            log.error("could not keep image %s: %s", image_id, exc)
+            self._not_kept(logging.ERROR, image_id, exc)
             return ImageInfo(id=image_id, kept=False, reason=f"storage failed: {exc.strerror or exc}")
         return ImageInfo(
             id=image_id, kept=True, reason=observation.reason, path=str(kept.image_path), s3_key=kept.s3_key
         )
+
+    def _not_kept(self, level: int, image_id: str, exc: OSError) -> None:
+        """Logged at ``level`` once a minute at most: a full store or disk refuses every frame of
+        continuous mode, and a line per frame would bury everything else in the log."""
+        with self._not_kept_lock:
+            now = time.monotonic()
+            self._not_kept_count += 1
+            count, loud = self._not_kept_count, now - self._not_kept_logged_at >= NOT_KEPT_LOG_INTERVAL_S
+            if loud:
+                self._not_kept_logged_at, self._not_kept_count = now, 0
+        log.log(level if loud else logging.DEBUG, "not keeping image %s (%d not kept since the last report): %s",
+                image_id, count, exc)  # fmt: skip
 
     @staticmethod
     def _new_policy(config: ClassifierConfig, store: FieldStore) -> SamplingPolicy:

@@ -23,6 +23,7 @@ PARTS = {
     "retrain": "fieldlens_cli.bench_retrain",
     "label": "fieldlens_cli.bench_label",
     "label-order": "fieldlens_cli.bench_label_order",
+    "continuous": "fieldlens_cli.bench_continuous",
 }
 
 
@@ -37,6 +38,9 @@ def register(commands: Subcommands) -> None:
     parser.add_argument("--repeat", type=int, default=3, help="edge runs; each figure is their median")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--only", choices=list(PARTS), help="run one part only")
+    parser.add_argument(
+        "--continuous-seconds", type=float, default=20.0, help="each continuous-mode run's measured span"
+    )
     parser.add_argument("--label-images", type=int, default=100_000, help="sidecars for the labelling page's part")
     parser.set_defaults(handler=run_bench)
 

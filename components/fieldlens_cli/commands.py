@@ -48,7 +48,9 @@ def register(commands: Subcommands) -> None:
     serve_parser.add_argument(
         "--continuous", action="store_true", help="classify frames continuously and publish events (README)"
     )
-    serve_parser.add_argument("--fps", type=float, help="continuous mode's frames per second (default 5)")
+    serve_parser.add_argument(
+        "--fps", type=float, help="continuous mode's frames per second (default 5; 0: as fast as inference allows)"
+    )
     serve_parser.add_argument(
         "--max-disconnected-s",
         type=float,

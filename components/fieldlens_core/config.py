@@ -155,6 +155,16 @@ class CameraConfig(StrictModel):
     width: int = Field(default=400, ge=32, le=4056, title="Width", description="Capture width in pixels.")
     height: int = Field(default=400, ge=32, le=3040, title="Height", description="Capture height in pixels.")
     jpeg_quality: int = Field(default=90, ge=10, le=100, title="JPEG quality", description="Encoder quality.")
+    model_input_size: int | None = Field(
+        default=None,
+        ge=32,
+        le=1024,
+        title="Model input size",
+        description="picamera2: also stream a low-resolution image this wide (the model's resize size, 256 for "
+        "the default model; the height keeps the main stream's aspect), scaled by the image signal processor "
+        "instead of the CPU; inference gets it, the main stream is what is kept. Null: inference decodes the main "
+        "image.",
+    )
 
     @model_validator(mode="after")
     def _folder_needed(self) -> CameraConfig:

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +40,9 @@ from fieldlens_fielddata.sidecar import Observation, Sidecar, SidecarError
 log = logging.getLogger(__name__)
 
 EVICT_TO = 0.9  # evict down to this fraction of a cap
+# A full store that found nothing to evict says so again without looking for this long: looking
+# stats every kept pair (20,000 at the default cap), which cost 10 ms a frame in continuous mode.
+FULL_RECHECK_S = 5.0
 
 
 class StoreFullError(FieldlensError, OSError):
@@ -118,6 +123,7 @@ class FieldStore:
         sync_interval_s: float = 0.0,
         max_bytes: int | None = None,
         max_images: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.directory = FieldDataDir(root)
         self.root = self.directory.root
@@ -128,6 +134,8 @@ class FieldStore:
         self._lock = threading.Lock()
         self._entries: dict[str, _Entry] = {}
         self._bytes = 0
+        self._clock = clock
+        self._full_until = {False: float("-inf"), True: float("-inf")}  # by `saved`: see FULL_RECHECK_S
         self._commit = GroupCommit(sync_interval_s) if sync_interval_s > 0 else None
         self.root.mkdir(parents=True, exist_ok=True)
         self._scan()
@@ -194,6 +202,8 @@ class FieldStore:
             raise StoreFullError(f"an image of {size} bytes is larger than the whole cap ({self.max_bytes} bytes)")
         if not self._over(size, 1):
             return
+        if self._clock() < self._full_until[saved]:
+            raise StoreFullError(self._full_message())
         self._refresh()  # the uploader may have uploaded or deleted pairs since we last looked
         if not self._over(size, 1):
             return
@@ -211,10 +221,14 @@ class FieldStore:
                 break
             self._evict(entry, "not uploaded")
         if self._over(size, 1):
-            raise StoreFullError(
-                f"field-data cap reached ({len(self._entries)} images, {self._bytes} bytes) and no image that "
-                "is not uploaded yet may make way for this one"
-            )
+            self._full_until[saved] = self._clock() + FULL_RECHECK_S
+            raise StoreFullError(self._full_message())
+
+    def _full_message(self) -> str:
+        return (
+            f"field-data cap reached ({len(self._entries)} images, {self._bytes} bytes) and no image that is not "
+            f"uploaded yet may make way for this one (looked again at most every {FULL_RECHECK_S:.0f} s)"
+        )
 
     def _evict(self, entry: _Entry, state: str) -> None:
         self.directory.remove(entry.pair)

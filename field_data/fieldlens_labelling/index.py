@@ -11,10 +11,12 @@ never walk the directory again. Orders:
   uncertainty order trailed random order (README, "Labels saved by the order"). The page judges
   the model by the labels people give: once TRUST_AFTER of them have been given to images with
   a prediction and at least TRUST_AGREEMENT of those agree with it, ``useful`` is ``uncertain``;
-- ``uncertain``: most uncertain first, by the mean of the three uncertainty scores the sampling
-  policy uses (least confidence, margin, normalised entropy), each 0 to 1, taken round-robin
-  across the predicted classes (pure uncertainty spends the first labels on the one or two
-  classes the model confuses most, and a retrain needs every class early);
+- ``uncertain``: continuous mode's event-boundary frames first (where the smoothed decision
+  changed: the model hesitating between an object and the next, or nothing), then the rest,
+  each most uncertain first, by the mean of the three uncertainty scores the sampling policy
+  uses (least confidence, margin, normalised entropy), each 0 to 1, taken round-robin across
+  the predicted classes (pure uncertainty spends the first labels on the one or two classes the
+  model confuses most, and a retrain needs every class early);
 - ``least_confidence``, ``margin``, ``entropy``: one of them alone;
 - ``random``: a fixed shuffle (by a hash of the image id): a representative sample;
 - ``newest``; ``class`` (by predicted label, then most uncertain); ``device`` (by thing, then newest).
@@ -64,6 +66,7 @@ class Item:
     excluded: bool
     revision: int
     directory: FieldDataDir = field(repr=False)
+    boundary: bool = False  # a continuous-mode event's boundary frame
 
     @property
     def done(self) -> bool:
@@ -82,6 +85,7 @@ class Item:
             "label": self.label,
             "excluded": self.excluded,
             "revision": self.revision,
+            "boundary": self.boundary,
         }
 
 
@@ -114,11 +118,12 @@ def item_of(sidecar: Sidecar, directory: FieldDataDir) -> Item:
         excluded=sidecar.excluded,
         revision=sidecar.revision,
         directory=directory,
+        boundary=sidecar.event_role == "boundary",
     )
 
 
 SORT_KEYS: dict[Order, Callable[[Item], tuple[object, ...]]] = {
-    "uncertain": lambda i: (-i.scores["uncertain"], i.image_id),
+    "uncertain": lambda i: (not i.boundary, -i.scores["uncertain"], i.image_id),
     "least_confidence": lambda i: (-i.scores["least_confidence"], i.image_id),
     "margin": lambda i: (-i.scores["margin"], i.image_id),
     "entropy": lambda i: (-i.scores["entropy"], i.image_id),
@@ -256,7 +261,8 @@ class LabelIndex:
         if order != "uncertain":
             return ranked
         todo = [i for i in ranked if not i.done]
-        return round_robin(todo) + ranked[len(todo) :]
+        boundary = [i for i in todo if i.boundary]  # sorted first already
+        return round_robin(boundary) + round_robin(todo[len(boundary) :]) + ranked[len(todo) :]
 
     def update(self, sidecar: Sidecar) -> Item:
         """The index after a write through the directory (the new label and revision)."""

@@ -16,8 +16,15 @@ JPEG_MAGIC = b"\xff\xd8\xff"
 
 @dataclass(frozen=True)
 class Frame:
-    jpeg: bytes
+    jpeg: bytes  # the image kept and answered for
     metadata: dict[str, Any] = field(default_factory=dict)
+    # What inference should see, when the camera made it: picamera2's lores stream, already scaled
+    # to the model's input by the image signal processor (None: inference decodes ``jpeg``).
+    model_input: bytes | None = None
+
+    @property
+    def for_inference(self) -> bytes:
+        return self.model_input or self.jpeg
 
 
 class Camera(Protocol):

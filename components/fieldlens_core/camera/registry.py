@@ -17,7 +17,7 @@ def _folder(config: CameraConfig) -> Camera:
 
 
 CAMERA_SOURCES: dict[str, Callable[[CameraConfig], Camera]] = {
-    "picamera2": lambda c: Picamera2Camera(c.width, c.height, c.jpeg_quality),
+    "picamera2": lambda c: Picamera2Camera(c.width, c.height, c.jpeg_quality, lores_width=c.model_input_size),
     "folder": _folder,
     "test-pattern": lambda c: TestPatternCamera(c.width, c.height, c.jpeg_quality),
 }

@@ -4,6 +4,7 @@ that reads each frame's colour, the in-memory bus and the real field store."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,11 +16,13 @@ from fieldlens_classifier.config import ClassifierConfig
 from fieldlens_classifier.service import Classifier
 from fieldlens_core.bus import Message
 from fieldlens_core.bus.memory import InMemoryBus
+from fieldlens_core.camera import Camera, Frame
 from fieldlens_core.camera.folder import FolderCamera
 from fieldlens_fielddata.directory import FieldDataDir
 from fieldlens_fielddata.store import FieldStore
 from tests.helpers.collector import ResponseCollector
-from tests.helpers.video import ColourModel, script, write_video
+from tests.helpers.images import solid_jpeg
+from tests.helpers.video import COLOURS, ColourModel, script, write_video
 
 NAME = "conveyor"
 EVENTS = f"/event/classification/{NAME}"
@@ -28,7 +31,7 @@ ANSWERS = f"/response/continuous/{NAME}"
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, camera: FolderCamera, **continuous: Any) -> None:
+    def __init__(self, tmp_path: Path, camera: Camera, **continuous: Any) -> None:
         self.config = ClassifierConfig.model_validate(
             {
                 "name": NAME,
@@ -72,7 +75,7 @@ def until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> 
 def rig_of(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
     rigs: list[Rig] = []
 
-    def make(camera: FolderCamera, **continuous: Any) -> Rig:
+    def make(camera: Camera, **continuous: Any) -> Rig:
         rigs.append(Rig(tmp_path, camera, **continuous))
         return rigs[-1]
 
@@ -193,3 +196,40 @@ def test_a_missing_camera_keeps_the_loop_alive_and_stoppable(tmp_path: Path, rig
     assert "unplugged cannot be read" in answer["continuous"]["failing"]
     assert rig.command({"action": "stop"})["continuous"]["running"] is False  # not after the 1 s back-off
     assert rig.events.responses == [] and list(FieldDataDir(rig.config.field_data_dir).pending()) == []
+
+
+class TwoStreams:
+    """A camera whose kept image shows a hen and whose lores stream (what inference gets) an egg."""
+
+    def capture(self) -> Frame:
+        return Frame(solid_jpeg(COLOURS["hen"]), {"source": "two-streams"}, model_input=solid_jpeg(COLOURS["egg"]))
+
+    def close(self) -> None:
+        return None
+
+
+def test_inference_gets_the_cameras_model_input_and_the_main_image_is_kept(
+    tmp_path: Path, rig_of: Callable[..., Rig]
+) -> None:
+    rig = rig_of(TwoStreams())
+    responses = ResponseCollector()
+    rig.bus.subscribe(f"/response/prediction/{NAME}", responses)
+    rig.bus.publish(f"/request/classify/{NAME}", b'{"save": true}')
+    answer = responses.wait_for(1)[0]
+    assert answer["predictions"][0]["label"] == "egg"
+    kept = Path(answer["image"]["path"]).read_bytes()
+    assert ColourModel().label_of(kept) == "hen"
+
+
+def test_a_full_store_refuses_frames_with_one_warning_not_one_a_frame(
+    tmp_path: Path, rig_of: Callable[..., Rig], caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = rig_of(FolderCamera(write_video(tmp_path / "video", ["hen"] * 3)))
+    rig.store.max_images = 0  # full from the start
+    with caplog.at_level(logging.WARNING, logger="fieldlens_classifier.service"):
+        rig.classifier.continuous.start()
+        until(lambda: rig.classifier.continuous.status().frames >= 30, "30 frames")
+        rig.classifier.continuous.stop()
+    warnings = [r for r in caplog.records if "not keeping image" in r.getMessage()]
+    assert len(warnings) == 1 and "field-data cap reached" in warnings[0].getMessage()
+    assert rig.events.wait_for(2)[1]["image"]["kept"] is False  # the end event says why

@@ -25,6 +25,7 @@ def test_continuous_flags_start_continuous_mode_at_a_rate() -> None:
         "continuous": {"enabled": True, "fps": 2.5}
     }
     assert classifier_main.config_flags(classifier_main.parse_args(["--fps", "8"])) == {"continuous": {"fps": 8.0}}
+    assert classifier_main.config_flags(classifier_main.parse_args(["--fps", "0"])) == {"continuous": {"fps": None}}
     assert "continuous" not in classifier_main.config_flags(classifier_main.parse_args([]))
 
 

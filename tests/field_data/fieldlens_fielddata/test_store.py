@@ -12,7 +12,7 @@ from fieldlens_core import atomic
 from fieldlens_fielddata import directory as field_directory
 from fieldlens_fielddata.directory import new_image_id, s3_key
 from fieldlens_fielddata.sidecar import Observation
-from fieldlens_fielddata.store import FieldStore, StoreFullError
+from fieldlens_fielddata.store import FULL_RECHECK_S, FieldStore, StoreFullError
 
 WHEN = datetime(2026, 3, 4, 5, 6, 7, 890_000, tzinfo=UTC)
 
@@ -210,3 +210,22 @@ def test_the_index_survives_a_restart_and_a_crash_leaves_nothing_half_done(tmp_p
     assert restarted.image_count == 2 and restarted.byte_count == store.byte_count
     assert not orphan.exists() and not leftover.exists()
     assert restarted.kept_times() == [ta, tb]
+
+
+def test_a_full_store_is_looked_through_again_only_every_few_seconds(tmp_path: Path) -> None:
+    """Looking stats every kept pair: a camera at 30 frames a second must not pay that per frame."""
+    now = [0.0]
+    store = FieldStore(tmp_path, "t", max_images=2, clock=lambda: now[0])
+    (a, ta), (b, tb), (c, tc), (d, td) = ids(4)
+    store.keep(a, ta, b"x", Observation())
+    store.keep(b, tb, b"x", Observation())
+    with pytest.raises(StoreFullError):
+        store.keep(c, tc, b"x", Observation())
+    mark_uploaded(store, a, ta)
+    now[0] = FULL_RECHECK_S / 2
+    with pytest.raises(StoreFullError, match="looked again at most every"):
+        store.keep(c, tc, b"x", Observation())  # within the interval: not looked for
+    assert store.directory.pair_for(a, ta).sidecar_path.exists()
+    now[0] = FULL_RECHECK_S
+    store.keep(d, td, b"x", Observation())  # looked again: the uploaded one makes way
+    assert not store.directory.pair_for(a, ta).sidecar_path.exists() and store.image_count == 2

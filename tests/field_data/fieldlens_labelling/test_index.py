@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,17 @@ def test_random_is_a_fixed_shuffle(tmp_path: Path) -> None:
     first = [i.image_id for i in LabelIndex.load(tmp_path).ordered("random")]
     assert first == [i.image_id for i in LabelIndex.load(tmp_path).ordered("random")]
     assert sorted(first) == sorted(ids) and first != ids and first != ids[::-1]
+
+
+def test_uncertain_puts_continuous_modes_event_boundaries_first(tmp_path: Path) -> None:
+    ids = keep_predicted(tmp_path, [("hen", 0.40), ("egg", 0.45), ("fox", 0.80), ("hen", 0.90)])
+    directory = FieldDataDir(tmp_path)
+    for image_id in (ids[2], ids[3]):  # the two sure ones were where an event started and ended
+        path = next(tmp_path.rglob(f"{image_id}.json"))
+        document = json.loads(path.read_text())
+        path.write_text(json.dumps({**document, "event_id": "e1", "event_role": "boundary"}))
+    index = LabelIndex.load(tmp_path)
+    assert [i.image_id for i in index.ordered("uncertain")] == [ids[2], ids[3], ids[0], ids[1]]
+    assert index.get(ids[2]) is not None and index.get(ids[2]).to_json()["boundary"] is True  # type: ignore[union-attr]
+    index.update(directory.label(ids[2], "fox", "human"))
+    assert [i.image_id for i in index.ordered("uncertain")] == [ids[3], ids[0], ids[1], ids[2]]
