@@ -17,7 +17,7 @@ def test_a_scripted_labeller_pages_through_and_labels(tmp_path: Path) -> None:
     with LabelServer(options) as server:
         assert server.host == "127.0.0.1" and server.url.startswith(f"http://127.0.0.1:{server.port}/?token=")
         client = PageClient(server.base_url, server.token)
-        items = list(client.items(limit=2))  # two pages
+        items = list(client.items("uncertain", limit=2))  # two pages, most uncertain first
         assert [i["id"] for i in items] == [ids[1], ids[2], ids[0]]
         assert client.label(items[:1], "egg")[0]["revision"] == 1
         with pytest.raises(PageError, match="409 .*changed since you loaded it"):
