@@ -155,8 +155,21 @@ class ClassifierConfig(BusSettings):
         title="Max payload",
         description="Larger requests get PAYLOAD_TOO_LARGE.",
     )
+    max_wait_ms: int = Field(
+        default=5000,
+        ge=10,
+        le=600_000,
+        title="Wait budget",
+        description="A request whose expected wait (the requests ahead of it times the measured time between "
+        "answers) is longer than this gets BUSY at once, naming the wait; within it, a burst is queued.",
+    )
     queue_size: int = Field(
-        default=8, ge=1, le=1000, title="Queue size", description="Requests waiting beyond this get BUSY."
+        default=1000,
+        ge=1,
+        le=100_000,
+        title="Queue size",
+        description="Most requests waiting beyond those being worked on, whatever the budget: bounds memory "
+        "under a burst of any size.",
     )
     continuous: ContinuousConfig = Field(
         default_factory=ContinuousConfig,
@@ -213,4 +226,12 @@ class ClassifierConfig(BusSettings):
 
 
 # Fields that a live configuration update may change without a restart.
-HOT_FIELDS = ("continuous", "sampling", "default_top_k", "max_payload_bytes", "reply_topic_prefix", "log_level")
+HOT_FIELDS = (
+    "continuous",
+    "max_wait_ms",
+    "sampling",
+    "default_top_k",
+    "max_payload_bytes",
+    "reply_topic_prefix",
+    "log_level",
+)

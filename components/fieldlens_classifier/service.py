@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
+from fieldlens_classifier.admission import Admission, Decision
 from fieldlens_classifier.config import HOT_FIELDS, SAMPLING_TOP_K, ClassifierConfig
 from fieldlens_classifier.continuous import ContinuousLoop
 from fieldlens_core import topics
@@ -89,7 +90,8 @@ class Classifier:
         self._camera = camera
         self._inference = inference
         self._store = store
-        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=config.queue_size)
+        self._queue: queue.Queue[_Job | None] = queue.Queue()  # bounded by admission, not by size
+        self._admission = Admission(config.max_wait_ms / 1000, config.queue_size + config.workers, config.workers)
         self._workers: list[threading.Thread] = []
         self._stopping = False
         self._not_kept_lock = threading.Lock()
@@ -137,13 +139,11 @@ class Classifier:
         deadline = time.monotonic() + timeout_s
         self._continuous.close(timeout_s / 2)  # its last frame, then the end event of what is in view
         for _ in self._workers:
-            try:
-                self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Full:
-                self._refuse_queued()
-                self._queue.put_nowait(None)
+            self._queue.put_nowait(None)  # after every request already admitted
         for worker in self._workers:
             worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        if any(worker.is_alive() for worker in self._workers):
+            self._refuse_queued()  # the deadline passed: what is still waiting is answered BUSY
         self._workers.clear()
 
     def _refuse_queued(self) -> None:
@@ -157,6 +157,7 @@ class Classifier:
             if job is None:
                 markers += 1
                 continue
+            self._admission.withdrawn()
             self._publish(self._failure(job.request, ErrorCode.BUSY, "the classifier is shutting down"), job.reply)
         for _ in range(markers):
             self._queue.put_nowait(None)
@@ -171,6 +172,8 @@ class Classifier:
         self._config = old.model_copy(update={k: getattr(new, k) for k in changed & set(HOT_FIELDS)})
         if "sampling" in changed:
             self._policy = self._new_policy(self._config, self._store)
+        if "max_wait_ms" in changed:
+            self._admission.budget_s = self._config.max_wait_ms / 1000
         if "continuous" in changed:
             self._continuous.reconfigure(self._config.continuous)
         logging.getLogger().setLevel(self._config.log_level)
@@ -184,14 +187,12 @@ class Classifier:
             self._publish(*admitted)  # never to a reply topic the request was refused for
             return
         request, reply = admitted
-        try:
-            if self._stopping:
-                raise BusyError("the classifier is shutting down")
+        decision = Decision(False, "the classifier is shutting down") if self._stopping else self._admission.admit()
+        if decision.admitted:
             self._queue.put_nowait(_Job(request, reply, received))
-        except (queue.Full, BusyError) as exc:
-            busy = exc if isinstance(exc, BusyError) else BusyError(f"{self._config.queue_size} requests are waiting")
-            log.info("rejected request %s: %s", request.request_id, busy.message)
-            self._publish(self._failure(request, busy.code, busy.message), reply)
+            return
+        log.info("rejected request %s: %s", request.request_id, decision.reason)
+        self._publish(self._failure(request, ErrorCode.BUSY, decision.reason), reply)
 
     def answer(self, message: Message) -> ClassifyResponse | None:
         """Handle one request on the caller's thread and publish its response (the v1 Lambda path)."""
@@ -407,4 +408,6 @@ class Classifier:
             job = self._queue.get()
             if job is None:
                 return
+            started = time.perf_counter()
             self._publish(self.process(job.request, job.received), job.reply)  # neither raises
+            self._admission.finished(time.perf_counter() - started)

@@ -37,6 +37,12 @@ def register(commands: Subcommands) -> None:
     parser.add_argument("--spinning", action="store_true", help="let the inference service's ORT threads spin")
     parser.add_argument("--repeat", type=int, default=3, help="edge runs; each figure is their median")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--cpus", type=int, help="edge: pin the components to this many CPUs (e.g. 1: a Pi-sized budget)"
+    )
+    parser.add_argument(
+        "--baseline", action="store_true", help="edge: also measure a hand-rolled paho + ONNX Runtime handler"
+    )
     parser.add_argument("--only", choices=list(PARTS), help="run one part only")
     parser.add_argument(
         "--continuous-seconds", type=float, default=20.0, help="each continuous-mode run's measured span"

@@ -14,6 +14,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ import psutil
 
 from fieldlens_cli.model_commands import ensure_default_model
 from fieldlens_cli.output import emit
-from fieldlens_cli.requester import Pending
+from fieldlens_cli.requester import Pending, Requester
 from fieldlens_cli.stack import local_stack
 from fieldlens_cli.supervisor import ServeOptions
 from fieldlens_core.config import private_socket
@@ -42,13 +43,25 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def pure_inference(model_dir: Path, variant: str, runs: int) -> dict[str, float]:
-    """The floor: ONNX Runtime alone, default session options, on a ready tensor, nothing else running."""
+def pure_inference(model_dir: Path, variant: str, runs: int, cpus: tuple[int, ...] | None = None) -> dict[str, float]:
+    """The floor: ONNX Runtime alone, default session options, on a ready tensor, nothing else running;
+    with ``cpus``, on those CPUs only and with as many threads (the components' budget)."""
     import onnxruntime as ort
 
     package = load_package(model_dir, variant)
-    session = ort.InferenceSession(str(package.model_path), providers=["CPUExecutionProvider"])
-    size = package.card.input.size
+    options = ort.SessionOptions()
+    everywhere = os.sched_getaffinity(0)
+    if cpus:
+        options.intra_op_num_threads = len(cpus)
+        os.sched_setaffinity(0, cpus)  # ORT's threads start with the session: they inherit this
+    try:
+        session = ort.InferenceSession(str(package.model_path), options, providers=["CPUExecutionProvider"])
+        return _time_session(session, package.card.input.size, runs)
+    finally:
+        os.sched_setaffinity(0, everywhere)
+
+
+def _time_session(session: Any, size: int, runs: int) -> dict[str, float]:
     feed = {session.get_inputs()[0].name: np.random.default_rng(0).standard_normal((1, 3, size, size), np.float32)}
     for _ in range(10):
         session.run(None, feed)
@@ -91,8 +104,21 @@ def wait_all(pending: list[Pending], timeout_s: float) -> list[dict[str, Any]]:
     return out
 
 
+def sequential_latencies(requester: Requester, count: int) -> list[float]:
+    """Request -> response latency in ms of ``count`` requests, one at a time, after 10 to warm up."""
+    for _ in range(10):
+        wait_all([requester.send(b"{}")], 30)
+    latencies = []
+    for _ in range(count):
+        item = requester.send(b"{}")
+        wait_all([item], 30)
+        latencies.append(item.latency_ms)
+    return latencies
+
+
 def run_edge(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[str, Any]:
     photos = camera_photos(work / "photos")
+    cpus = pinned(args)  # before this process moves off them
 
     def options(url: str) -> ServeOptions:
         return ServeOptions(
@@ -105,25 +131,36 @@ def run_edge(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[str,
             service_name="bench",
             variant=args.variant,
             thing_name="bench",
-            queue_size=max(8, args.burst),
+            queue_size=None,  # the default configuration: admission by time must take the burst
             workers=args.workers,
             allow_spinning=args.spinning,
             log_level="WARNING",
+            cpus=cpus,
         )
 
+    everywhere = os.sched_getaffinity(0)
+    rest = everywhere - set(cpus or ())
+    if cpus and rest:
+        os.sched_setaffinity(0, rest)  # the requester (and the broker it starts) off the device's CPUs
+    try:
+        return _edge_on(options, args)
+    finally:
+        os.sched_setaffinity(0, everywhere)
+
+
+def pinned(args: argparse.Namespace) -> tuple[int, ...] | None:
+    """``--cpus N``: the first N CPUs this process may use, for the components (a Pi-sized budget)."""
+    return tuple(sorted(os.sched_getaffinity(0))[: args.cpus]) if args.cpus else None
+
+
+def _edge_on(options: Callable[[str], ServeOptions], args: argparse.Namespace) -> dict[str, Any]:
     with local_stack(options, "bench", prefer_mosquitto=True) as stack:
         requester = stack.requester()
         first = requester.send(b"{}")
         wait_all([first], 30)
         cold = {"cold_start_s": first.received_at - stack.launched_at, "ready_s": stack.ready_at - stack.launched_at}
 
-        for _ in range(10):  # warm-up
-            wait_all([requester.send(b"{}")], 30)
-        sequential = []
-        for _ in range(args.requests):
-            item = requester.send(b"{}")
-            wait_all([item], 30)
-            sequential.append(item.latency_ms)
+        sequential = sequential_latencies(requester, args.requests)
 
         processes = {child.name: psutil.Process(child.pid) for child in stack.children}
         processes["requester (this process)"] = psutil.Process()
@@ -150,6 +187,43 @@ def run_edge(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[str,
     }
 
 
+def run_baseline(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[str, float]:
+    """The hand-rolled handler (:mod:`fieldlens_cli.baseline_handler`) on its own broker, asked
+    by the same client as fieldlens, sequentially, the same number of times."""
+    import subprocess
+    import sys
+
+    from fieldlens_cli.baseline_handler import REQUESTS, RESPONSES
+    from fieldlens_cli.brokers import local_broker
+    from fieldlens_cli.stack import connect
+
+    photos = camera_photos(work / "photos")
+    with local_broker(work, prefer_mosquitto=True) as (url, _):
+        command = [sys.executable, "-m", "fieldlens_cli.baseline_handler", "--broker", url]
+        handler = subprocess.Popen(
+            [*command, "--model-dir", str(model_dir), "--photos", str(photos)], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert handler.stdout is not None
+            if "ready" not in handler.stdout.readline():  # blocks until subscribed, or EOF if it died
+                raise RuntimeError(f"the baseline handler did not start (exit {handler.wait(5)})")
+            bus = connect(url, "bench-baseline")
+            try:
+                requester = Requester(bus, REQUESTS, RESPONSES)
+                requester.listen()
+                latencies = sequential_latencies(requester, args.requests)
+            finally:
+                bus.stop()
+        finally:
+            handler.terminate()
+            handler.wait(10)
+    return {"p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
 def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Per figure, the median over the repeated edge runs; memory, the largest seen."""
     merged: dict[str, Any] = {}
@@ -170,19 +244,31 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     package = load_package(model_dir, args.variant)
     emit(f"edge path: {package.card.name} {package.card.version} ({args.variant})")
     runs = max(100, args.requests)
-    before = pure_inference(model_dir, args.variant, runs)
+    before = pure_inference(model_dir, args.variant, runs, pinned(args))
     # field images go where a device keeps them (the data directory), not to the temp directory
     args.data_dir.mkdir(parents=True, exist_ok=True)
-    runs_of_edge = []
+    runs_of_edge, baselines = [], []
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix=".bench-", dir=args.data_dir) as scratch:
             runs_of_edge.append(run_edge(args, model_dir, Path(scratch)))
+        if args.baseline:  # interleaved with the edge runs, so that drift hits both alike
+            with tempfile.TemporaryDirectory(prefix=".bench-", dir=args.data_dir) as scratch:
+                baselines.append(run_baseline(args, model_dir, Path(scratch)))
     broker_name = runs_of_edge[0].pop("broker")
     for run in runs_of_edge[1:]:
         run.pop("broker")
     emit(f"broker: {broker_name}")
     edge = median_run(runs_of_edge)
-    after = pure_inference(model_dir, args.variant, runs)
+    baseline = {}
+    if baselines:
+        ratios = [e["e2e_p50_ms"] / b["p50_ms"] for e, b in zip(runs_of_edge, baselines, strict=True)]
+        baseline = {
+            "baseline_p50_ms": spread([b["p50_ms"] for b in baselines]),
+            "baseline_p99_ms": spread([b["p99_ms"] for b in baselines]),
+            "e2e_p50_ms_each": spread([e["e2e_p50_ms"] for e in runs_of_edge]),
+            "ratio_to_baseline": spread(ratios),
+        }
+    after = pure_inference(model_dir, args.variant, runs, pinned(args))
     # Shared machines drift: the floor is measured before and after the edge run, and the
     # faster of the two is the baseline, so the ratios are never flattered by a slow floor.
     floor = min(before, after, key=lambda f: f["p50_ms"])
@@ -194,6 +280,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         **edge,
         "e2e_p50_over_floor_ms": edge["e2e_p50_ms"] - floor["p50_ms"],
         "throughput_ratio": edge["burst_throughput_per_s"] / floor["throughput_per_s"],
+        **baseline,
     }
 
 
@@ -231,6 +318,18 @@ def report(r: dict[str, Any]) -> None:
     emit("| --- | --- | --- |")
     for name, value, target in rows:
         emit(f"| {name} | {value} | {target} |")
+    if "ratio_to_baseline" in r:
+        emit("")
+        emit("| against the hand-rolled handler (same client, same run) | min | median | max |")
+        emit("| --- | --- | --- | --- |")
+        for name, key, unit in (
+            ("fieldlens end-to-end p50", "e2e_p50_ms_each", " ms"),
+            ("hand-rolled handler p50", "baseline_p50_ms", " ms"),
+            ("hand-rolled handler p99", "baseline_p99_ms", " ms"),
+            ("ratio, fieldlens / hand-rolled (goal <= 1.0)", "ratio_to_baseline", ""),
+        ):
+            values = r[key]
+            emit(f"| {name} | {values['min']:.2f}{unit} | {values['median']:.2f}{unit} | {values['max']:.2f}{unit} |")
     emit("")
     emit(
         "CPU time per request during the burst: "

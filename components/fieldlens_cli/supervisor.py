@@ -65,9 +65,18 @@ def _pump(child: Child) -> None:
     child.exited.set()
 
 
-def spawn(name: str, module: str, arguments: Sequence[str], env: dict[str, str] | None = None) -> Child:
+def spawn(
+    name: str,
+    module: str,
+    arguments: Sequence[str],
+    env: dict[str, str] | None = None,
+    cpus: tuple[int, ...] | None = None,
+) -> Child:
+    """Run ``python -m module arguments``; with ``cpus``, under taskset from its first instruction
+    (a Pi-sized budget on a bigger machine: every thread it starts inherits the set)."""
+    pinned = ["taskset", "--cpu-list", ",".join(map(str, cpus))] if cpus else []
     process = subprocess.Popen(
-        [sys.executable, "-m", module, *arguments],
+        [*pinned, sys.executable, "-m", module, *arguments],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
@@ -128,14 +137,17 @@ class ServeOptions:
     allow_spinning: bool = False
     continuous: bool = False
     fps: float | None = None
+    cpus: tuple[int, ...] | None = None  # pin the components to these CPUs (taskset), ORT to as many threads
     log_level: str = "INFO"
     upload: UploadOptions | None = None  # None: no uploader process
 
 
 def inference_arguments(options: ServeOptions) -> list[str]:
     spinning = ["--allow-spinning"] if options.allow_spinning else []
+    threads = ["--threads", str(len(options.cpus))] if options.cpus else []
     return [
         *spinning,
+        *threads,
         "--model-dir",
         str(options.model_dir),
         "--socket",
@@ -198,9 +210,10 @@ def start_components(options: ServeOptions) -> list[Child]:
     """Start the components and wait until each is ready; on failure nothing is left running."""
     children: list[Child] = []
     try:
-        children.append(spawn("inference", "fieldlens_inference.main", inference_arguments(options)))
+        cpus = options.cpus
+        children.append(spawn("inference", "fieldlens_inference.main", inference_arguments(options), cpus=cpus))
         wait_ready(children[-1])
-        children.append(spawn("classifier", "fieldlens_classifier.main", classifier_arguments(options)))
+        children.append(spawn("classifier", "fieldlens_classifier.main", classifier_arguments(options), cpus=cpus))
         wait_ready(children[-1])
         if options.upload is not None:
             children.append(spawn("uploader", "fieldlens_uploader.main", uploader_arguments(options, options.upload)))

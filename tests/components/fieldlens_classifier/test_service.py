@@ -189,6 +189,29 @@ class GatedInference:
         )
 
 
+def test_a_burst_of_10000_holds_at_most_queue_size_and_answers_everything_it_admitted(
+    tmp_path: Path, socket_dir: Path
+) -> None:
+    gate = GatedInference()
+    config = make_config(tmp_path, socket_dir / "unused.sock", workers=2, queue_size=50, sampling={"strategies": []})
+    rig = Rig(config, TestPatternCamera(32, 32), gate)
+    try:
+        for n in range(10_000):  # the in-memory bus delivers each on this thread: admission decides at once
+            rig.bus.publish(REQUESTS, f'{{"request_id": "r{n}"}}'.encode())
+        busy = rig.responses.wait_for(10_000 - 52)
+        assert (
+            all(r["error"]["code"] == "BUSY" for r in busy)
+            and "the most this device holds" in busy[0]["error"]["message"]
+        )
+        gate.release.set()
+        answered = rig.responses.wait_for(10_000)[10_000 - 52 :]
+        assert sorted(r["request_id"] for r in answered) == sorted(f"r{n}" for n in range(52))
+        assert all("predictions" in r for r in answered)
+    finally:
+        gate.release.set()
+        rig.classifier.stop()
+
+
 def test_a_full_queue_answers_busy_at_once_and_loses_no_queued_request(tmp_path: Path, socket_dir: Path) -> None:
     gate = GatedInference()
     rig = Rig(
