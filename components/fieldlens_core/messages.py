@@ -1,11 +1,13 @@
-"""The classify request and response payloads (README, "Topics and payloads").
+"""The payloads of the MQTT contract: classify requests and responses (README, "Topics and
+payloads"), and continuous mode's commands, answers, events and frames ("Continuous mode").
 
 Requests are validated strictly: a field of the wrong type or an unknown field is a
 BAD_REQUEST that names the field, because a silently ignored typo (``topk``) would look
 like the device ignoring the user. Two payloads a first-time user sends are valid requests:
 an empty one, and the AWS IoT console's default test message, ``{"message": "Hello from AWS
 IoT console"}`` (``message`` is a free-text note, echoed in the response). Responses always
-carry a ``request_id``, generated when the request had none or could not be read.
+carry a ``request_id``, generated when the request had none or could not be read. Every
+request-like payload goes through :func:`parse_payload`, so the two kinds refuse alike.
 """
 
 from __future__ import annotations
