@@ -1,9 +1,18 @@
 """Transfer learning: a new classification head on EfficientNet-Lite0's cached embeddings.
 
 The backbone stays frozen (small field datasets overfit a fine-tuned backbone, and frozen
-features make a retrain a matter of seconds); the head is a linear layer trained full-batch
-on every augmented view of every training image, with weight decay and label smoothing,
-deterministically from a seed. The head is then put on the real network, exported to ONNX
+features make a retrain a matter of seconds). The head blends two classifiers on the
+embeddings, averaging their probabilities:
+
+- a linear layer trained full-batch on every augmented view of every training image, with
+  weight decay and label smoothing, deterministically from a seed;
+- class prototypes: the mean direction of each class's (L2-normalised) embeddings, scored by
+  cosine similarity times ``prototype_scale``. Nothing to fit, so nothing to overfit: on the
+  demo's Fashion-MNIST field photos with 10, 30 and 60 labelled images per class (plus the
+  studio photos) the linear head alone scored 48.5%, 54.8% and 60.0% on 300 held-out field
+  photos, the prototypes 61.3%, 64.5% and 64.3%, the blend 59.7%, 64.8% and 67.0%
+  (README, "A better model from fewer labels").
+ The head is then put on the real network, exported to ONNX
 (fp32 and static int8 calibrated on training images), and the exported graph is checked
 against PyTorch before anything is written.
 """
@@ -16,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -40,6 +49,8 @@ class TrainSettings:
     weight_decay: float = 1e-3
     label_smoothing: float = 0.1
     seed: int = 0
+    head: Literal["blend", "linear"] = "blend"
+    prototype_scale: float = 30.0
 
 
 DEFAULT_SETTINGS = TrainSettings()
@@ -87,6 +98,46 @@ def train_head(features: np.ndarray, targets: np.ndarray, classes: int, settings
     return weight.cpu(), bias.cpu()
 
 
+def prototypes(features: np.ndarray, targets: np.ndarray, classes: int) -> np.ndarray:
+    """(classes, dim): each class's mean L2-normalised embedding, normalised (zeros for a class
+    without training images: it scores 0 everywhere instead of NaN)."""
+    unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    centres = np.zeros((classes, features.shape[1]), np.float32)
+    for label in range(classes):
+        members = unit[targets == label]
+        if len(members):
+            centre = members.mean(0)
+            centres[label] = centre / max(float(np.linalg.norm(centre)), 1e-12)
+    return centres
+
+
+def head_module(weight: Any, bias: Any, centres: np.ndarray | None, scale: float) -> Any:
+    """The classifier layer the network ends with: the linear head, or (``centres`` given) the
+    blend, whose output is the log of the mean of both probabilities (the package's softmax
+    then gives that mean)."""
+    import torch
+
+    linear = torch.nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+        linear.bias.copy_(bias)
+    if centres is None:
+        return linear
+
+    class Blend(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = linear
+            self.register_buffer("centres", torch.from_numpy(centres))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            cosine = torch.nn.functional.normalize(x, dim=1) @ self.get_buffer("centres").T
+            mean = (torch.softmax(self.linear(x), dim=1) + torch.softmax(scale * cosine, dim=1)) / 2
+            return torch.log(mean.clamp_min(1e-12))
+
+    return Blend().eval()
+
+
 def next_version(parent: ModelCard | None, labels: list[str], parent_labels: list[str] | None) -> str:
     """1.0.0 for a first model; a new label set bumps the major version, a retrain the minor."""
     if parent is None:
@@ -105,7 +156,6 @@ def retrain(
     on_stage: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train and package a candidate into a fresh directory under ``work_dir``; nothing is published."""
-    import torch
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -124,14 +174,13 @@ def retrain(
     features = stack(embeddings, [e.sha256 for e in train], views=True)
     targets = np.repeat(np.array([index[e.label] for e in train]), len(VIEWS))
     weight, bias = train_head(features, targets, len(manifest.labels), settings)
+    centres = prototypes(features, targets, len(manifest.labels)) if settings.head == "blend" else None
     timings["train"] = time.perf_counter() - started
 
     started = time.perf_counter()
     stage("exporting")
     network = load_backbone(num_classes=len(manifest.labels))
-    with torch.no_grad():
-        network._fc.weight.copy_(weight)
-        network._fc.bias.copy_(bias)
+    network._fc = head_module(weight, bias, centres, settings.prototype_scale)
     work_dir.mkdir(parents=True, exist_ok=True)
     package_dir = Path(tempfile.mkdtemp(prefix="candidate-", dir=work_dir))
     parent_card = parent.card if parent else None
@@ -149,7 +198,9 @@ def retrain(
             "dataset_manifest_sha256": manifest.sha256,
             "training": {
                 **asdict(settings),
-                "method": "linear head on frozen backbone embeddings",
+                "method": "linear head and class prototypes, blended, on frozen backbone embeddings"
+                if settings.head == "blend"
+                else "linear head on frozen backbone embeddings",
                 "feature_dim": FEATURE_DIM,
                 "views_per_image": list(VIEWS),
                 "train_images": len(train),

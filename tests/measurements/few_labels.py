@@ -1,0 +1,113 @@
+"""Accuracy from few labels: the retrain's heads (linear, prototypes, blend) on 10, 30, 60 per class.
+
+    .venv/bin/python tests/measurements/few_labels.py [--cache DIR]
+
+Two labelled sets from Debian's dataset-fashion-mnist, embedded once by the retrain's own
+EmbeddingCache (six views per image, as a retrain does):
+- field: the loop demo's set-up. A model is trained on the 300 studio photos plus k labelled
+  field photos per class (from a pool of 60 per class) and scored on 300 other field photos;
+- studio: k studio photos per class alone, scored on 300 other studio photos.
+Each head is the one the retrain exports (fieldlens_retrain.train.head_module), applied to the
+embeddings; three draws of the labelled images, min/median/max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fieldlens_retrain.embeddings import EmbeddingCache
+from fieldlens_retrain.train import DEFAULT_SETTINGS, head_module, prototypes, train_head
+from fieldlens_samples import fashion
+
+PER_CLASS = (10, 30, 60)
+SEEDS = (0, 1, 2)
+
+
+def embed(cache: EmbeddingCache, paths: list[Path]) -> np.ndarray:
+    items = [(hashlib.sha256(p.read_bytes()).hexdigest(), p) for p in paths]
+    found = cache.embed(items, progress=False)
+    return np.stack([found[sha] for sha, _ in items]).astype(np.float32)  # (n, views, 1280)
+
+
+def scores(features: np.ndarray, targets: np.ndarray, test: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    flat, repeated = features.reshape(-1, features.shape[-1]), np.repeat(targets, features.shape[1])
+    weight, bias = train_head(flat, repeated, 10, DEFAULT_SETTINGS)
+    centres = prototypes(flat, repeated, 10)
+    queries = torch.from_numpy(test[:, 0])
+    result = {}
+    with torch.no_grad():
+        for name, module in (
+            ("linear", head_module(weight, bias, None, DEFAULT_SETTINGS.prototype_scale)),
+            ("blend", head_module(weight, bias, centres, DEFAULT_SETTINGS.prototype_scale)),
+        ):
+            result[name] = float((module(queries).argmax(1).numpy() == truth).mean())
+    unit = test[:, 0] / np.linalg.norm(test[:, 0], axis=1, keepdims=True)
+    result["prototypes"] = float(((unit @ centres.T).argmax(1) == truth).mean())
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cache", type=Path, default=Path("fieldlens-data/few-labels-cache"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    rng = np.random.default_rng(3)
+    train_images, train_labels = fashion.load("train")
+    test_images, test_labels = fashion.load("t10k")
+    cache = EmbeddingCache(args.cache)
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        base_indices = fashion.pick(train_labels, 30, rng)
+        fashion.write_studio(work / "base", train_images, train_labels, base_indices)
+        pool = fashion.pick(test_labels, 60, rng)
+        held = fashion.pick(test_labels, 30, rng, exclude=set(pool))
+        pool_truth = fashion.write_field(work / "pool", test_images, test_labels, pool, seed=1)
+        held_truth = fashion.write_field(work / "held", test_images, test_labels, held, seed=2)
+        base_paths = sorted((work / "base").glob("*/*.jpg"))
+        base = embed(cache, base_paths)
+        base_y = np.array([fashion.LABELS.index(p.parent.name) for p in base_paths])
+        field = embed(cache, [work / "pool" / n for n in sorted(pool_truth)])
+        field_y = np.array([fashion.LABELS.index(pool_truth[n]) for n in sorted(pool_truth)])
+        test = embed(cache, [work / "held" / n for n in sorted(held_truth)])
+        test_y = np.array([fashion.LABELS.index(held_truth[n]) for n in sorted(held_truth)])
+        studio_pool = fashion.pick(train_labels, 60, rng, exclude=set(base_indices))
+        studio_held = fashion.pick(train_labels, 30, rng, exclude=set(base_indices) | set(studio_pool))
+        fashion.write_studio(work / "studio-pool", train_images, train_labels, studio_pool)
+        fashion.write_studio(work / "studio-held", train_images, train_labels, studio_held)
+        sets = {}
+        for name in ("studio-pool", "studio-held"):
+            paths = sorted((work / name).glob("*/*.jpg"))
+            sets[name] = (embed(cache, paths), np.array([fashion.LABELS.index(p.parent.name) for p in paths]))
+    print("| labelled set | per class | linear | prototypes | blend (the retrain's head) |")
+    print("| --- | --- | --- | --- | --- |")
+    for k in PER_CLASS:
+        for set_name in ("field", "studio"):
+            runs = []
+            for seed in SEEDS:
+                pick = np.random.default_rng(seed)
+                if set_name == "field":
+                    chosen = np.concatenate([pick.choice(np.flatnonzero(field_y == c), k, False) for c in range(10)])
+                    features = np.concatenate([field[chosen], base])
+                    targets = np.concatenate([field_y[chosen], base_y])
+                    runs.append(scores(features, targets, test, test_y))
+                else:
+                    pool_x, pool_y = sets["studio-pool"]
+                    chosen = np.concatenate([pick.choice(np.flatnonzero(pool_y == c), k, False) for c in range(10)])
+                    runs.append(scores(pool_x[chosen], pool_y[chosen], *sets["studio-held"]))
+            cells = []
+            for head in ("linear", "prototypes", "blend"):
+                values = sorted(r[head] for r in runs)
+                cells.append(f"{statistics.median(values):.1%} ({values[0]:.1%}-{values[-1]:.1%})")
+            print(f"| {set_name} | {k} | " + " | ".join(cells) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
