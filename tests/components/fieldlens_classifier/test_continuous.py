@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from fieldlens_fielddata.store import FieldStore
 from tests.helpers.collector import ResponseCollector
 from tests.helpers.images import solid_jpeg
 from tests.helpers.video import COLOURS, ColourModel, script, write_video
+from tests.helpers.waiting import wait_until
 
 NAME = "conveyor"
 EVENTS = f"/event/classification/{NAME}"
@@ -61,16 +61,6 @@ class Rig:
         return [json.loads(path.read_text()) for path in sorted(self.config.field_data_dir.rglob("*.json"))]
 
 
-def until(condition: Callable[[], bool], what: str, timeout_s: float = 10.0) -> None:
-    """Wait for ``condition`` on the loop's own progress (a condition, not a sleep)."""
-    done = threading.Event()
-    for _ in range(int(timeout_s * 200)):
-        if condition():
-            return
-        done.wait(0.005)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.fixture
 def rig_of(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
     rigs: list[Rig] = []
@@ -91,7 +81,7 @@ def test_a_scripted_video_gives_one_start_and_one_end_per_object(tmp_path: Path,
     assert [(e["type"], e["label"]) for e in events] == [
         ("start", "hen"), ("end", "hen"), ("start", "egg"), ("end", "egg"), ("start", "fox"), ("end", "fox"),
     ]  # fmt: skip
-    until(lambda: rig.classifier.continuous.status().frames == len(video.frames), "the whole video")
+    wait_until(lambda: rig.classifier.continuous.status().frames == len(video.frames), 10, "the whole video")
     status = rig.classifier.continuous.status()
     assert status.running and status.events == 3 and status.in_view is None and rig.model.calls == len(video.frames)
     for start, end in zip(events[::2], events[1::2], strict=True):
@@ -161,7 +151,7 @@ def test_a_configuration_update_starts_and_stops_it_live(tmp_path: Path, rig_of:
     enabled = rig.config.continuous.model_copy(update={"enabled": True, "fps": 30.0})
     rig.classifier.update_config(rig.config.model_copy(update={"continuous": enabled}))
     assert rig.classifier.continuous.status().running and rig.classifier.continuous.status().fps == 30.0
-    until(lambda: rig.classifier.continuous.status().frames > 0, "a frame")
+    wait_until(lambda: rig.classifier.continuous.status().frames > 0, 10, "a frame")
     rig.classifier.update_config(rig.config)
     assert rig.classifier.continuous.running is False
 
@@ -177,7 +167,7 @@ def test_classify_requests_are_answered_while_it_runs_and_frames_are_rate_limite
     )
     responses = ResponseCollector()
     rig.bus.subscribe(f"/response/prediction/{NAME}", responses)
-    until(lambda: rig.classifier.continuous.status().frames >= 20, "20 frames")
+    wait_until(lambda: rig.classifier.continuous.status().frames >= 20, 10, "20 frames")
     rig.bus.publish(f"/request/classify/{NAME}", b'{"request_id": "while-running"}')
     answer = responses.wait_for(1)[0]
     assert answer["request_id"] == "while-running" and answer["predictions"][0]["label"] in ("hen", "egg", "fox")
@@ -190,7 +180,7 @@ def test_classify_requests_are_answered_while_it_runs_and_frames_are_rate_limite
 
 def test_a_missing_camera_keeps_the_loop_alive_and_stoppable(tmp_path: Path, rig_of: Callable[..., Rig]) -> None:
     rig = rig_of(FolderCamera(tmp_path / "unplugged"), enabled=True)
-    until(lambda: rig.classifier.continuous.status().failing is not None, "a failed frame")
+    wait_until(lambda: rig.classifier.continuous.status().failing is not None, 10, "a failed frame")
     answer = rig.command({"action": "status"})
     assert answer["continuous"]["running"] is True and answer["continuous"]["frames"] == 0
     assert "unplugged cannot be read" in answer["continuous"]["failing"]
@@ -228,7 +218,7 @@ def test_a_full_store_refuses_frames_with_one_warning_not_one_a_frame(
     rig.store.max_images = 0  # full from the start
     with caplog.at_level(logging.WARNING, logger="fieldlens_classifier.service"):
         rig.classifier.continuous.start()
-        until(lambda: rig.classifier.continuous.status().frames >= 30, "30 frames")
+        wait_until(lambda: rig.classifier.continuous.status().frames >= 30, 10, "30 frames")
         rig.classifier.continuous.stop()
     warnings = [r for r in caplog.records if "not keeping image" in r.getMessage()]
     assert len(warnings) == 1 and "field-data cap reached" in warnings[0].getMessage()

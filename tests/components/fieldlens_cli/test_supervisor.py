@@ -9,6 +9,7 @@ import psutil
 import pytest
 
 from fieldlens_cli.supervisor import ServeOptions, inference_arguments, spawn
+from tests.helpers.waiting import wait_until
 
 
 def options(cpus: tuple[int, ...] | None) -> ServeOptions:
@@ -39,11 +40,7 @@ def test_a_pinned_child_runs_on_those_cpus_only() -> None:
         def running() -> str:  # read afresh each time (psutil caches a process's exe)
             return os.path.basename(os.readlink(f"/proc/{child.process.pid}/exe"))
 
-        for _ in range(2000):  # taskset sets the affinity, then execs python under the same pid
-            if "python" in running():
-                break
-            child.exited.wait(0.005)
-        assert "python" in running()
+        wait_until(lambda: "python" in running(), 10, "taskset to exec python under the same pid")
         process = psutil.Process(child.process.pid)
         assert os.sched_getaffinity(child.process.pid) == {cpu}
         assert all(os.sched_getaffinity(thread.id) == {cpu} for thread in process.threads())
