@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import statistics
 import tempfile
 import time
@@ -27,14 +26,13 @@ from typing import Any
 import numpy as np
 import psutil
 
-from fieldlens_cli.bench_edge import camera_photos, pure_inference, rss_mb
+from fieldlens_cli.bench_edge import camera_photos, pure_inference, rss_mb, serve_options
 from fieldlens_cli.model_commands import ensure_default_model
 from fieldlens_cli.output import emit
 from fieldlens_cli.requester import Requester
 from fieldlens_cli.stack import local_stack
 from fieldlens_cli.supervisor import ServeOptions
 from fieldlens_core import topics
-from fieldlens_core.config import private_socket
 
 NAME = "bench"
 WARM_UP_FRAMES = 20
@@ -55,20 +53,7 @@ def run_stream(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[st
     photos = camera_photos(work / "photos")
 
     def options(url: str) -> ServeOptions:
-        return ServeOptions(
-            broker=url,
-            name=NAME,
-            camera=f"folder:{photos}",
-            field_data=work / "field",
-            model_dir=model_dir,
-            socket_path=private_socket(f"bench-continuous-{os.getpid()}"),
-            service_name="bench",
-            variant=args.variant,
-            thing_name="bench",
-            continuous=True,
-            fps=0.0,
-            log_level="WARNING",
-        )
+        return serve_options(url, NAME, photos, work, model_dir, args.variant, continuous=True, fps=0.0)
 
     with local_stack(options, "bench-continuous", prefer_mosquitto=True) as stack:
         requester = Requester(stack.bus, topics.continuous_request_topic(NAME), topics.continuous_response_topic(NAME))
@@ -88,14 +73,13 @@ def run_stream(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[st
         ended, last = at, now
         frames = last["frames"] - first["frames"]
         cpu_ms = {name: (sum(p.cpu_times()[:2]) - cpu_before[name]) * 1000 / frames for name, p in processes.items()}
-        memory_after = {child.name: rss_mb(child.pid)["rss_mb"] for child in stack.children}
     return {
         "fps": frames / (ended - started),
         "frames": frames,
         "seconds": ended - started,
         "cpu_ms_per_frame": cpu_ms,
         "rss_mb_start": memory_before,
-        "rss_mb_end": memory_after,
+        "rss_mb_end": series[-1]["rss_mb"],
         "rss_series": series,
     }
 

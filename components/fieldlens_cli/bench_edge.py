@@ -104,6 +104,26 @@ def wait_all(pending: list[Pending], timeout_s: float) -> list[dict[str, Any]]:
     return out
 
 
+def serve_options(
+    url: str, name: str, photos: Path, work: Path, model_dir: Path, variant: str, **extra: Any
+) -> ServeOptions:
+    """The stack every bench part runs: the folder camera over ``photos``, field data in the
+    scratch directory ``work``, components logging warnings only; ``extra`` for the part's own."""
+    return ServeOptions(
+        broker=url,
+        name=name,
+        camera=f"folder:{photos}",
+        field_data=work / "field",
+        model_dir=model_dir,
+        socket_path=private_socket(f"bench-{name}-{os.getpid()}"),
+        service_name="bench",
+        variant=variant,
+        thing_name="bench",
+        log_level="WARNING",
+        **extra,
+    )
+
+
 def sequential_latencies(requester: Requester, count: int) -> list[float]:
     """Request -> response latency in ms of ``count`` requests, one at a time, after 10 to warm up."""
     for _ in range(10):
@@ -121,20 +141,16 @@ def run_edge(args: argparse.Namespace, model_dir: Path, work: Path) -> dict[str,
     cpus = pinned(args)  # before this process moves off them
 
     def options(url: str) -> ServeOptions:
-        return ServeOptions(
-            broker=url,
-            name="bench",
-            camera=f"folder:{photos}",
-            field_data=work / "field",
-            model_dir=model_dir,
-            socket_path=private_socket(f"bench-{os.getpid()}"),
-            service_name="bench",
-            variant=args.variant,
-            thing_name="bench",
+        return serve_options(
+            url,
+            "bench",
+            photos,
+            work,
+            model_dir,
+            args.variant,
             queue_size=None,  # the default configuration: admission by time must take the burst
             workers=args.workers,
             allow_spinning=args.spinning,
-            log_level="WARNING",
             cpus=cpus,
         )
 
