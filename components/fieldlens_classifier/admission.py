@@ -6,12 +6,17 @@ a caller cares about is the wait, so that is what is bounded:
 
     expected wait of a new request = (requests ahead of it + 1) x measured time between completions
 
-The time between two completions is counted only when requests were held all along between
-them (the device never idle): then it is the device's service capacity, whatever the number of
-workers and however the inference service batches. Gaps while idle are not service time and
-are never counted, so a device that sat idle is not thought slow. Until such an interval has
-been seen, the estimate is each request's own service time divided by the workers: optimistic,
-corrected by the first busy stretch.
+The time between two completions is counted only when every worker was busy all along between
+them (at least ``workers`` requests held): then it is the device's service capacity, whatever
+the number of workers and however the inference service batches. Gaps with a worker idle are
+never counted: a device that sat idle is not thought slow, and neither is one answering a
+sequential caller, whose next request often arrives before the last one is counted finished
+(counting those round trips as capacity made the estimate 4x too high and refused a quarter of
+a burst of 200 on the bench). Until such an interval has been seen, the estimate is each
+request's own service time divided by the workers: optimistic, and the start of the moving
+average that the busy intervals then correct. Starting from it rather than from the first busy
+interval matters: the first intervals of a burst are the slowest (the burst's own arrivals take
+the CPU), and taken whole they refused a fifth of a burst of 200 that the device answered in 3 s.
 
 Independently of time, at most ``max_held`` requests are held (memory stays bounded under a
 burst of any size). Invariant: a request is admitted only if, by the estimate at that moment,
@@ -47,7 +52,7 @@ class Admission:
         self._interval_s: float | None = None  # between completions under a backlog
         self._service_s: float | None = None  # one request, start to finish
         self._last_completion: float | None = None
-        self._busy_after_last = False  # requests were held when the last one finished
+        self._saturated_after_last = False  # every worker still had a request when the last one finished
 
     def expected_wait_s(self, ahead: int) -> float:
         """How long a request with ``ahead`` requests before it would wait to be answered."""
@@ -81,11 +86,15 @@ class Admission:
         """A held request was answered after ``service_s`` of work."""
         with self._lock:
             now = self._clock()
-            if self._busy_after_last and self._last_completion is not None:  # busy all along: capacity
-                self._interval_s = _average(self._interval_s, now - self._last_completion)
+            if self._saturated_after_last and self._last_completion is not None:  # all busy: capacity
+                prior = self._interval_s
+                if prior is None and self._service_s is not None:
+                    prior = self._service_s / self._workers
+                self._interval_s = _average(prior, now - self._last_completion)
             self._held -= 1
             self._service_s = _average(self._service_s, service_s)
-            self._busy_after_last, self._last_completion = self._held > 0, now
+            # held only falls at a completion, so this holds until the next one
+            self._saturated_after_last, self._last_completion = self._held >= self._workers, now
 
     def withdrawn(self) -> None:
         """A held request left without being served (refused while shutting down)."""

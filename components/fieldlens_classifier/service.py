@@ -8,6 +8,11 @@ response topic when that passes the prefix guard, with its MQTT 5 correlation da
 
 A message flagged retained is never a request: a retained request would run again at every
 restart and reconnect, each time capturing, uploading and answering once more.
+
+A kept image is written after its response is published: the response names the image and its
+S3 key (both fixed when the store reserves room for it), and the write (a millisecond or two,
+more on an SD card) no longer delays the answer. A write that then fails is logged and published
+on /event/image/<name> (ImageNotKept), so the caller who was told ``kept: true`` can find out.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from fieldlens_core.messages import (
     ContinuousResponse,
     ErrorInfo,
     ImageInfo,
+    ImageNotKept,
     ModelInfo,
     Prediction,
     Timing,
@@ -47,7 +53,7 @@ from fieldlens_core.messages import (
 from fieldlens_fielddata.directory import new_image_id
 from fieldlens_fielddata.sampling.policy import SamplingPolicy
 from fieldlens_fielddata.sidecar import ModelRef, Observation
-from fieldlens_fielddata.store import FieldStore, StoreFullError
+from fieldlens_fielddata.store import FieldStore, Reservation, StoreFullError
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +210,9 @@ class Classifier:
             self._publish(*admitted)
             return admitted[0]
         request, reply = admitted
-        response = self.process(request, received)
+        response, pending = self._process(request, received)
         self._publish(response, reply)
+        self._write(pending, request.request_id)
         return response
 
     def _admit(self, message: Message) -> tuple[ClassifyRequest, _Reply] | tuple[ClassifyResponse, _Reply] | None:
@@ -269,26 +276,26 @@ class Classifier:
         except Exception:
             log.exception("could not publish the answer to command %s", request_id)
 
-    def process(self, request: ClassifyRequest, received: float | None = None) -> ClassifyResponse:
-        """Capture, classify and keep one image; never raises: failures become error responses.
+    def _process(self, request: ClassifyRequest, received: float) -> tuple[ClassifyResponse, Reservation | None]:
+        """Capture, classify and reserve room for one image: the response, and the image to write
+        once it is published. Never raises: failures become error responses.
 
         That promise is what keeps a worker alive whatever a request does (a reply the service
         should never have sent, a bug in keeping): each job ends in exactly one response.
         """
-        started = received if received is not None else time.perf_counter()
         try:
-            return self._classify(request, started)
+            return self._classify(request, received)
         except FieldlensError as exc:
             log.warning("request %s failed: %s", request.request_id, exc)
-            return self._failure(request, exc.code, exc.message)
+            return self._failure(request, exc.code, exc.message), None
         except Exception as exc:
             log.exception("request %s failed unexpectedly", request.request_id)
-            return self._failure(request, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+            return self._failure(request, ErrorCode.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"), None
 
     def _failure(self, request: ClassifyRequest, code: ErrorCode, message: str) -> ClassifyResponse:
         return ClassifyResponse.failure(request.request_id, self._config.thing_name, code, message, request.message)
 
-    def _classify(self, request: ClassifyRequest, started: float) -> ClassifyResponse:
+    def _classify(self, request: ClassifyRequest, started: float) -> tuple[ClassifyResponse, Reservation | None]:
         config = self._config
         frame = self._camera.capture()
         captured = time.perf_counter()
@@ -298,12 +305,12 @@ class Classifier:
         now = datetime.now(UTC)
         timestamp = utc_timestamp(now)
         ranked, model = result.predictions, result.model
-        image = self.keep(
+        image, pending = self._reserve(
             now, frame.jpeg, frame.metadata, ranked, model, request_id=request.request_id, save=request.save
         )
         predictions = ranked[:top_k]
         finished = time.perf_counter()
-        return ClassifyResponse(
+        response = ClassifyResponse(
             request_id=request.request_id,
             thing=config.thing_name,
             timestamp=timestamp,
@@ -315,8 +322,37 @@ class Classifier:
             ),
             message=request.message,
         )
+        return response, pending
 
     def keep(
+        self,
+        now: datetime,
+        jpeg: bytes,
+        metadata: dict[str, object],
+        predictions: list[Prediction],
+        model: ModelInfo,
+        *,
+        save: bool = False,
+        reason: str | None = None,
+        event_id: str | None = None,
+        event_role: Literal["best", "boundary"] | None = None,
+    ) -> ImageInfo:
+        """Keep a frame now if the sampling policy (or ``save``, within the save caps) says so
+        (continuous mode: nobody waits on the write); never raises for storage: a full or failing
+        disk is the ImageInfo's reason. ``reason`` replaces the policy's in the sidecar ("event best frame")."""
+        image, pending = self._reserve(
+            now, jpeg, metadata, predictions, model, save=save, reason=reason, event_id=event_id, event_role=event_role
+        )
+        if pending is None:
+            return image
+        try:
+            self._store.write(pending)
+        except OSError as exc:
+            self._not_kept(logging.ERROR, image.id, exc)
+            return ImageInfo(id=image.id, kept=False, reason=_storage_failed(exc))
+        return image
+
+    def _reserve(
         self,
         now: datetime,
         jpeg: bytes,
@@ -329,14 +365,13 @@ class Classifier:
         reason: str | None = None,
         event_id: str | None = None,
         event_role: Literal["best", "boundary"] | None = None,
-    ) -> ImageInfo:
-        """Keep a frame if the sampling policy (or ``save``, within the save caps) says so; never
-        raises for storage: a full or failing disk is the ImageInfo's reason. ``reason`` replaces
-        the policy's in the sidecar (continuous mode's "event best frame")."""
+    ) -> tuple[ImageInfo, Reservation | None]:
+        """The image as a response names it, and the store's room for it if it is to be kept (``save``:
+        the request asked, within the save caps); writes nothing, never raises for storage."""
         image_id = new_image_id(now)
         verdict = self._policy.decide([(p.label, p.confidence) for p in predictions], saved=save)
         if not verdict.keep:
-            return ImageInfo(id=image_id, kept=False, reason=verdict.reason)
+            return ImageInfo(id=image_id, kept=False, reason=verdict.reason), None
         observation = Observation(
             request_id=request_id,
             timestamp=utc_timestamp(now),
@@ -350,16 +385,38 @@ class Classifier:
             event_role=event_role,
         )
         try:
-            kept = self._store.keep(image_id, now, jpeg, observation, verdict.score, saved=save)
+            pending = self._store.reserve(image_id, now, jpeg, observation, verdict.score, saved=save)
         except StoreFullError as exc:
             self._not_kept(logging.WARNING, image_id, exc)
-            return ImageInfo(id=image_id, kept=False, reason=f"disk cap: {exc}")
-        except OSError as exc:  # disk full, read-only card: the prediction still goes out
+            return ImageInfo(id=image_id, kept=False, reason=f"disk cap: {exc}"), None
+        except OSError as exc:  # the store could not look for room: the prediction still goes out
             self._not_kept(logging.ERROR, image_id, exc)
-            return ImageInfo(id=image_id, kept=False, reason=f"storage failed: {exc.strerror or exc}")
-        return ImageInfo(
+            return ImageInfo(id=image_id, kept=False, reason=_storage_failed(exc)), None
+        kept = pending.kept
+        image = ImageInfo(
             id=image_id, kept=True, reason=observation.reason, path=str(kept.image_path), s3_key=kept.s3_key
         )
+        return image, pending
+
+    def _write(self, pending: Reservation | None, request_id: str) -> None:
+        """Write an image whose response is out; a failure is logged and published (ImageNotKept)."""
+        if pending is None:
+            return
+        try:
+            self._store.write(pending)
+        except Exception as exc:  # disk full, read-only card; or a bug, which must not end a worker
+            if isinstance(exc, OSError):
+                self._not_kept(logging.ERROR, pending.kept.image_id, exc)
+                reason = _storage_failed(exc)
+            else:
+                log.exception("writing image %s failed unexpectedly", pending.kept.image_id)
+                reason = f"internal error: {type(exc).__name__}: {exc}"
+            image = ImageInfo(id=pending.kept.image_id, kept=False, reason=reason)
+            event = ImageNotKept(request_id=request_id, thing=self._config.thing_name, image=image)
+            try:
+                self._bus.publish(topics.image_event_topic(self._config.name), event.to_payload())
+            except Exception:
+                log.exception("could not report that image %s was not kept", pending.kept.image_id)
 
     def _not_kept(self, level: int, image_id: str, exc: OSError) -> None:
         """Logged at ``level`` once a minute at most: a full store or disk refuses every frame of
@@ -409,5 +466,11 @@ class Classifier:
             if job is None:
                 return
             started = time.perf_counter()
-            self._publish(self.process(job.request, job.received), job.reply)  # neither raises
+            response, pending = self._process(job.request, job.received)
+            self._publish(response, job.reply)  # none of the three raises
+            self._write(pending, job.request.request_id)
             self._admission.finished(time.perf_counter() - started)
+
+
+def _storage_failed(exc: OSError) -> str:
+    return f"storage failed: {exc.strerror or exc}"

@@ -183,6 +183,21 @@ class ClassifyResponse(BaseModel):
         return cls(request_id=request_id, thing=thing, message=note, error=ErrorInfo(code=code, message=message))
 
 
+class ImageNotKept(BaseModel):
+    """One message on /event/image/<name>: a response named its image as kept, and writing it then
+    failed (responses go out before the image is written: README, "Speed")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str
+    thing: str
+    timestamp: str = Field(default_factory=utc_timestamp)
+    image: ImageInfo = Field(description="The image as the response named it, with kept false and the reason.")
+
+    def to_payload(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
 def response_from_payload(payload: bytes) -> dict[str, Any]:
     """Decode a response for a caller (CLI, tests); raises ValueError when it is not a response."""
     document = json.loads(payload)

@@ -21,6 +21,7 @@ CONTINUOUS_REQUEST_TOPIC = "/request/continuous"
 CONTINUOUS_RESPONSE_TOPIC = "/response/continuous"
 EVENT_PREFIX = "/event/classification/"
 FRAME_PREFIX = "/event/frame/"
+IMAGE_EVENT_PREFIX = "/event/image/"
 
 # A name becomes one topic level: no separators, no wildcards.
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
@@ -62,6 +63,11 @@ def event_topic(name: str) -> str:
 def frame_topic(name: str) -> str:
     """``/event/frame/<name>``: per-frame predictions, when asked for."""
     return FRAME_PREFIX + validate_name(name)
+
+
+def image_event_topic(name: str) -> str:
+    """``/event/image/<name>``: an image a response named as kept that could not be written."""
+    return IMAGE_EVENT_PREFIX + validate_name(name)
 
 
 MAX_TOPIC_SLASHES = 7  # AWS IoT Core refuses a topic with more forward slashes

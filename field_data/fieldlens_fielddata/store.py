@@ -20,6 +20,11 @@ least useful first, and saves obey their own rate caps (the sampling policy's ``
 so a flood of them is bounded. If that does not make room, the newcomer is refused with
 StoreFullError. The index is rebuilt from the directory at start-up, so caps and eviction
 survive restarts.
+
+Keeping is two steps, :meth:`FieldStore.reserve` (room under the cap, the pair's names and S3
+key fixed) and :meth:`FieldStore.write`, so that a classify response can name its image and go
+out before the image is written (a millisecond or two off every answer; the classifier reports
+a write that then fails on its own topic). :meth:`FieldStore.keep` does both at once.
 """
 
 from __future__ import annotations
@@ -57,12 +62,23 @@ class KeptImage:
     s3_key: str
 
 
+@dataclass(frozen=True)
+class Reservation:
+    """Room under the cap and the pair's names, held for one image whose bytes are not written yet."""
+
+    kept: KeptImage
+    pair: Pair
+    jpeg: bytes
+    sidecar: bytes
+
+
 @dataclass
 class _Entry:
     pair: Pair
     size: int
     score: float
     saved: bool
+    written: bool = True  # False while reserved: not on disk yet, so neither evicted nor forgotten
 
     def uploaded(self) -> bool:
         return self.pair.receipt_path.exists()
@@ -166,10 +182,23 @@ class FieldStore:
     ) -> KeptImage:
         """Write the image, then its sidecar, within the cap (``saved``: a request asked for it).
 
-        The sidecar names the pair's S3 key, computed here once: the response reports it and
-        the uploader ships to it. Raises StoreFullError when the cap leaves no room, OSError
-        (disk full, read-only) with nothing half-written.
+        Raises StoreFullError when the cap leaves no room, OSError (disk full, read-only) with
+        nothing half-written.
         """
+        return self.write(self.reserve(image_id, when, jpeg, observation, score, saved))
+
+    def reserve(
+        self,
+        image_id: str,
+        when: datetime,
+        jpeg: bytes,
+        observation: Observation,
+        score: float = 0.0,
+        saved: bool = False,
+    ) -> Reservation:
+        """Make room for a pair and fix its names, writing nothing; StoreFullError when the cap
+        leaves no room. The sidecar names the pair's S3 key, computed here once: the response
+        reports it and the uploader ships to it."""
         pair = self.directory.pair_for(image_id, when)
         key = s3_key(self.s3_prefix, self.thing, when, image_id)
         sidecar = Sidecar(
@@ -179,12 +208,28 @@ class FieldStore:
         size = len(jpeg) + len(encoded)
         with self._lock:
             self._make_room(size, saved)
-            self.directory.write_new(pair, jpeg, encoded, durable=self._commit is None)
-            self._entries[image_id] = _Entry(pair, size, score, saved)
+            self._entries[image_id] = _Entry(pair, size, score, saved, written=False)
             self._bytes += size
+        return Reservation(KeptImage(image_id, pair.image_path, pair.sidecar_path, key), pair, jpeg, encoded)
+
+    def write(self, reservation: Reservation) -> KeptImage:
+        """Write a reserved pair; on OSError nothing is half-written and the room is given back."""
+        pair = reservation.pair
+        try:
+            self.directory.write_new(pair, reservation.jpeg, reservation.sidecar, durable=self._commit is None)
+        except OSError:
+            with self._lock:
+                entry = self._entries.pop(pair.image_id, None)
+                if entry is not None:
+                    self._bytes -= entry.size
+            raise
+        with self._lock:
+            entry = self._entries.get(pair.image_id)
+            if entry is not None:
+                entry.written = True
         if self._commit is not None:
             self._commit.add(pair.image_path, pair.sidecar_path)
-        return KeptImage(image_id, pair.image_path, pair.sidecar_path, key)
+        return reservation.kept
 
     def close(self) -> None:
         """Make everything kept so far durable; call on shutdown."""
@@ -207,9 +252,10 @@ class FieldStore:
         self._refresh()  # the uploader may have uploaded or deleted pairs since we last looked
         if not self._over(size, 1):
             return
-        uploaded = sorted((e for e in self._entries.values() if e.uploaded()), key=lambda e: e.pair.when)
+        written = [e for e in self._entries.values() if e.written]
+        uploaded = sorted((e for e in written if e.uploaded()), key=lambda e: e.pair.when)
         pending = sorted(  # only a saved newcomer, and only sampled images (see the module docstring)
-            (e for e in self._entries.values() if saved and not e.saved and not e.uploaded()),
+            (e for e in written if saved and not e.saved and not e.uploaded()),
             key=lambda e: (e.score, e.pair.when),
         )
         for entry in uploaded:  # harmless to lose locally: go down to EVICT_TO so this runs rarely
@@ -238,7 +284,7 @@ class FieldStore:
 
     def _refresh(self) -> None:
         for entry in list(self._entries.values()):
-            if not entry.pair.sidecar_path.exists():  # deleted after upload, or by a person
+            if entry.written and not entry.pair.sidecar_path.exists():  # deleted after upload, or by a person
                 self._entries.pop(entry.pair.image_id)
                 self._bytes -= entry.size
 

@@ -143,7 +143,11 @@ def test_each_device_may_act_only_as_itself() -> None:
         assert allowed(iot, "iot:Subscribe", f"{arn}:topicfilter/{command_topic}", values), command_topic
         assert allowed(iot, "iot:Receive", f"{arn}:topic/{command_topic}", values), command_topic
         assert allowed(iot, "iot:Publish", f"{arn}:topic/{answer_topic}", values), answer_topic
-    for stream in (topics.event_topic(config.name), topics.frame_topic(config.name)):
+    for stream in (
+        topics.event_topic(config.name),
+        topics.frame_topic(config.name),
+        topics.image_event_topic(config.name),
+    ):
         assert allowed(iot, "iot:Publish", f"{arn}:topic/{stream}", values), stream
     assert not allowed(iot, "iot:Publish", f"{arn}:topic//event/classification/other-group", values)
     role = template()["Resources"]["TokenExchangePolicy"]["Properties"]["PolicyDocument"]["Statement"]

@@ -17,6 +17,7 @@ import pytest
 
 from tests.helpers.broker import Mosquitto
 from tests.helpers.device import Device
+from tests.helpers.waiting import wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -59,7 +60,9 @@ def test_a_retained_request_never_runs_live_at_a_reconnect_or_when_cleared(
     mosquitto.publish(REQUESTS, "-V", version, "-r", "-n")  # the user clears it
     mosquitto.publish(REQUESTS, "-m", '{"request_id": "fresh-3"}')
     assert device.answered("fresh-3") == ["fresh-1", "fresh-2", "fresh-3"]
-    assert len(list((device.config.field_data_dir).rglob("*.jpg"))) == 3  # one capture per real request
+    pairs = device.config.field_data_dir.rglob
+    wait_until(lambda: len(list(pairs("*.json"))) >= 3, 10, "three pairs kept")  # written after the answers
+    assert len(list(pairs("*.jpg"))) == 3  # one capture per real request
 
 
 def test_over_mqtt_3_1_1_a_retained_replay_at_subscription_does_not_run(

@@ -18,6 +18,7 @@ import pytest
 from fieldlens_cli.brokers import free_port
 from fieldlens_samples.photos import write_sample_photos
 from tests.helpers.broker import Mosquitto
+from tests.helpers.field_data import written
 from tests.helpers.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.broker]
@@ -122,7 +123,7 @@ def test_classify_a_real_photo_end_to_end(serve: Serve, mosquitto: Mosquitto, tm
     predictions = response["predictions"]
     assert isinstance(predictions, list) and predictions[0]["label"] == "espresso"
     image = response["image"]
-    assert isinstance(image, dict) and Path(str(image["path"])).is_file()
+    assert isinstance(image, dict) and written(image).is_file()
     assert str(image["path"]).startswith(str(tmp_path / "field"))
     shipped = tmp_path / "bucket" / str(image["s3_key"])  # the uploader ships it to the stand-in bucket
     wait_until(shipped.exists, what=f"{shipped} uploaded")
@@ -203,7 +204,8 @@ def test_kill_9_of_the_classifier_mid_burst_leaves_only_complete_pairs(
         requester = Requester(bus, "/request/classify/beverage_container", "/response/prediction/beverage_container")
         requester.listen()
         pending = [requester.send(b"{}") for _ in range(40)]
-        assert all(p.wait(30) is not None for p in pending[:3])  # three kept; it is busy with the rest
+        assert all(p.wait(30) is not None for p in pending[:3])  # three answered; it is busy with the rest
+        wait_until(lambda: len(list((tmp_path / "field").rglob("*.json"))) >= 3, 30, "three pairs kept")
         os.kill(serve.child_pids[1], signal.SIGKILL)
     finally:
         bus.stop()

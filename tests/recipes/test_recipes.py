@@ -130,7 +130,11 @@ def test_every_topic_the_classifier_uses_is_authorised_and_nothing_wider(options
     for command_topic, answer_topic in config.continuous_routes.items():
         assert authorised("fieldlens.Classifier", scope, "subscribe", command_topic), command_topic
         assert authorised("fieldlens.Classifier", scope, "publish", answer_topic), answer_topic
-    for stream in (topics.event_topic(config.name), topics.frame_topic(config.name)):
+    for stream in (
+        topics.event_topic(config.name),
+        topics.frame_topic(config.name),
+        topics.image_event_topic(config.name),
+    ):
         assert authorised("fieldlens.Classifier", scope, "publish", stream), stream
     assert not authorised("fieldlens.Classifier", scope, "publish", "/event/classification/another-name")
 

@@ -20,6 +20,7 @@ from fieldlens_core.camera.folder import FolderCamera
 from fieldlens_fielddata.directory import FieldDataDir
 from fieldlens_fielddata.store import FieldStore
 from tests.helpers.collector import ResponseCollector
+from tests.helpers.field_data import written
 from tests.helpers.images import solid_jpeg
 from tests.helpers.video import COLOURS, ColourModel, script, write_video
 from tests.helpers.waiting import wait_until
@@ -207,7 +208,7 @@ def test_inference_gets_the_cameras_model_input_and_the_main_image_is_kept(
     rig.bus.publish(f"/request/classify/{NAME}", b'{"save": true}')
     answer = responses.wait_for(1)[0]
     assert answer["predictions"][0]["label"] == "egg"
-    kept = Path(answer["image"]["path"]).read_bytes()
+    kept = written(answer["image"]).read_bytes()
     assert ColourModel().label_of(kept) == "hen"
 
 

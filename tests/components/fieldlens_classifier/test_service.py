@@ -18,9 +18,11 @@ from fieldlens_core.bus.memory import InMemoryBus
 from fieldlens_core.camera.folder import FolderCamera
 from fieldlens_core.camera.test_pattern import TestPatternCamera
 from fieldlens_core.inference.client import InferenceClient, InferenceResult
-from fieldlens_fielddata.store import FieldStore
+from fieldlens_fielddata.store import FieldStore, KeptImage, Reservation
 from tests.helpers.collector import ResponseCollector
+from tests.helpers.field_data import written
 from tests.helpers.images import solid_jpeg
+from tests.helpers.waiting import wait_until
 
 REQUESTS = "/request/classify/beverage_container"
 RESPONSES = "/response/prediction/beverage_container"
@@ -84,7 +86,7 @@ def test_a_request_gets_a_full_structured_prediction_and_the_image_is_kept(rig: 
 
     image = response["image"]
     assert image["kept"] and image["reason"] == "policy: always"
-    kept = Path(image["path"])
+    kept = written(image)
     assert kept.read_bytes() == (red_folder / "red.jpg").read_bytes()
     assert image["s3_key"].startswith("field-data/coop-7/") and image["s3_key"].endswith(f"{image['id']}.jpg")
     sidecar = json.loads(kept.with_suffix(".json").read_text())
@@ -136,7 +138,7 @@ def test_save_keeps_an_image_the_policy_would_not(tmp_path: Path, tiny_server: P
             "reason": "policy: no strategy wanted it",
         }
         saved = rig.ask({"save": True})["image"]
-        assert saved["kept"] and saved["reason"] == "request: save" and Path(saved["path"]).exists()
+        assert saved["kept"] and saved["reason"] == "request: save" and written(saved).exists()
     finally:
         rig.classifier.stop()
 
@@ -232,24 +234,88 @@ def test_a_full_queue_answers_busy_at_once_and_loses_no_queued_request(tmp_path:
         rig.classifier.stop()
 
 
+class UnreadableStore(FieldStore):
+    """A store that cannot even look for room (the card went away)."""
+
+    def reserve(self, *args: Any, **kwargs: Any) -> Any:
+        raise OSError(5, "Input/output error")
+
+
 class FullDisk(FieldStore):
-    def keep(self, *args: Any, **kwargs: Any) -> Any:
+    """A disk that fills between the reservation and the write."""
+
+    def write(self, reservation: Reservation) -> KeptImage:
         raise OSError(28, "No space left on device")
 
 
-def test_a_full_disk_still_answers_with_the_prediction(tmp_path: Path, tiny_server: Path, red_folder: Path) -> None:
+class HeldWrites(FieldStore):
+    """Writes wait for ``release``: shows what goes out before the image is on disk."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.release = threading.Event()
+
+    def write(self, reservation: Reservation) -> KeptImage:
+        self.release.wait(10)
+        return super().write(reservation)
+
+
+def classifier_on(tmp_path: Path, tiny_server: Path, folder: Path, store: FieldStore) -> tuple[Classifier, InMemoryBus]:
     config = make_config(tmp_path, tiny_server)
-    bus, responses = InMemoryBus(), ResponseCollector()
-    bus.subscribe(RESPONSES, responses)
-    classifier = Classifier(
-        config, bus, FolderCamera(red_folder), InferenceClient(config.inference), FullDisk(tmp_path, "t")
-    )
+    bus = InMemoryBus()
+    classifier = Classifier(config, bus, FolderCamera(folder), InferenceClient(config.inference), store)
     classifier.start()
+    return classifier, bus
+
+
+def test_a_store_that_cannot_make_room_still_answers_with_the_prediction(
+    tmp_path: Path, tiny_server: Path, red_folder: Path
+) -> None:
+    classifier, bus = classifier_on(tmp_path, tiny_server, red_folder, UnreadableStore(tmp_path / "field", "t"))
+    responses = ResponseCollector()
+    bus.subscribe(RESPONSES, responses)
     try:
         bus.publish(REQUESTS, b"{}")
         response = responses.wait_for(1)[0]
         assert response["predictions"][0]["label"] == "red"
-        assert response["image"]["kept"] is False and "No space left" in response["image"]["reason"]
+        assert response["image"]["kept"] is False and "Input/output error" in response["image"]["reason"]
+    finally:
+        classifier.stop()
+
+
+def test_the_response_goes_out_before_the_image_is_written(tmp_path: Path, tiny_server: Path, red_folder: Path) -> None:
+    store = HeldWrites(tmp_path / "field", "coop-7")
+    classifier, bus = classifier_on(tmp_path, tiny_server, red_folder, store)
+    responses = ResponseCollector()
+    bus.subscribe(RESPONSES, responses)
+    try:
+        bus.publish(REQUESTS, b"{}")
+        image = responses.wait_for(1)[0]["image"]
+        assert image["kept"] is True and not Path(image["path"]).exists()  # named, not written yet
+        store.release.set()
+        wait_until(Path(image["path"]).with_suffix(".json").exists, 10, "the sidecar written")
+        assert Path(image["path"]).read_bytes() == (red_folder / "red.jpg").read_bytes()
+        assert json.loads(Path(image["path"]).with_suffix(".json").read_text())["s3_key"] == image["s3_key"]
+    finally:
+        store.release.set()
+        classifier.stop()
+
+
+def test_a_write_that_fails_after_the_response_is_published_on_the_image_topic(
+    tmp_path: Path, tiny_server: Path, red_folder: Path
+) -> None:
+    classifier, bus = classifier_on(tmp_path, tiny_server, red_folder, FullDisk(tmp_path / "field", "coop-7"))
+    responses, lost = ResponseCollector(), ResponseCollector()
+    bus.subscribe(RESPONSES, responses)
+    bus.subscribe("/event/image/#", lost)
+    try:
+        bus.publish(REQUESTS, json.dumps({"request_id": "r-1"}).encode())
+        response = responses.wait_for(1)[0]
+        assert response["predictions"][0]["label"] == "red" and response["image"]["kept"] is True
+        event = lost.wait_for(1)[0]
+        assert lost.topics == ["/event/image/beverage_container"]
+        assert (event["request_id"], event["thing"], event["image"]["id"]) == ("r-1", "coop-7", response["image"]["id"])
+        assert event["image"]["kept"] is False and "No space left" in event["image"]["reason"]
     finally:
         classifier.stop()
 
@@ -276,7 +342,7 @@ def test_the_sampling_policy_and_the_disk_cap_decide_what_is_kept(
         first = rig.ask({})["image"]
         assert first["kept"] and first["reason"].startswith("policy: least_confidence (")
         assert rig.ask({})["image"]["reason"] == "cap: per_minute (1) reached"
-        sidecar = json.loads(Path(first["path"]).with_suffix(".json").read_text())
+        sidecar = json.loads(written(first).with_suffix(".json").read_text())
         assert sidecar["reason"] == first["reason"] and 0 < sidecar["score"] < 1
     finally:
         rig.classifier.stop()
@@ -436,25 +502,44 @@ def test_a_key_cannot_forge_a_log_line(rig: Rig) -> None:
 
 
 class BrokenStore(FieldStore):
-    def keep(self, *args: Any, **kwargs: Any) -> Any:
+    """A bug in keeping: before the response (reserving room) or after it (writing)."""
+
+    def __init__(self, root: Path, broken: str) -> None:
+        super().__init__(root, "t")
+        self.broken = broken
+
+    def reserve(self, *args: Any, **kwargs: Any) -> Any:
+        if self.broken == "reserve":
+            raise KeyError("a bug in keeping")
+        return super().reserve(*args, **kwargs)
+
+    def write(self, reservation: Reservation) -> KeptImage:
         raise KeyError("a bug in keeping")
 
 
+@pytest.mark.parametrize("broken", ["reserve", "write"])
 def test_a_worker_survives_a_bug_and_every_request_is_answered(
-    tmp_path: Path, tiny_server: Path, red_folder: Path
+    tmp_path: Path, tiny_server: Path, red_folder: Path, broken: str
 ) -> None:
     config = make_config(tmp_path, tiny_server, workers=2)
-    bus, responses = InMemoryBus(), ResponseCollector()
+    bus, responses, lost = InMemoryBus(), ResponseCollector(), ResponseCollector()
     bus.subscribe("/response/#", responses)
-    store = BrokenStore(tmp_path / "field", "t")
+    bus.subscribe("/event/image/#", lost)
+    store = BrokenStore(tmp_path / "field", broken)
     classifier = Classifier(config, bus, FolderCamera(red_folder), InferenceClient(config.inference), store)
     classifier.start()
     try:
         for index in range(6):  # more than the workers: a dead worker would leave some unanswered
             bus.publish("/request/classify", json.dumps({"request_id": f"r{index}"}).encode())
         answered = responses.wait_for(6)
-        assert {r["error"]["code"] for r in answered} == {"INTERNAL_ERROR"}
         assert sorted(r["request_id"] for r in answered) == [f"r{i}" for i in range(6)]
+        if broken == "reserve":  # before the response: the response is the error
+            assert {r["error"]["code"] for r in answered} == {"INTERNAL_ERROR"}
+        else:  # after it: the predictions went out, and each lost image is reported
+            assert all(r["predictions"][0]["label"] == "red" for r in answered)
+            reported = lost.wait_for(6)
+            assert sorted(e["request_id"] for e in reported) == [f"r{i}" for i in range(6)]
+            assert all(e["image"]["reason"] == "internal error: KeyError: 'a bug in keeping'" for e in reported)
     finally:
         classifier.stop()
 
@@ -483,7 +568,7 @@ def test_a_save_flood_is_capped_and_the_response_says_why(tmp_path: Path, tiny_s
         kept = [rig.ask({"save": True})["image"] for _ in range(4)]
         assert [image["kept"] for image in kept] == [True, True, False, False]
         assert kept[2]["reason"] == "save cap: per_minute (2) reached"
-        assert json.loads(Path(kept[0]["path"]).with_suffix(".json").read_text())["saved"] is True
+        assert json.loads(written(kept[0]).with_suffix(".json").read_text())["saved"] is True
     finally:
         rig.classifier.stop()
 

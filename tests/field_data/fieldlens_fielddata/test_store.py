@@ -229,3 +229,45 @@ def test_a_full_store_is_looked_through_again_only_every_few_seconds(tmp_path: P
     now[0] = FULL_RECHECK_S
     store.keep(d, td, b"x", Observation())  # looked again: the uploaded one makes way
     assert not store.directory.pair_for(a, ta).sidecar_path.exists() and store.image_count == 2
+
+
+def test_a_reservation_holds_room_and_names_before_anything_is_written(tmp_path: Path) -> None:
+    """What lets a response name its image (and S3 key) before the image is written."""
+    store = FieldStore(tmp_path, "coop-1", max_images=2)
+    (a, ta), (b, tb), (c, tc) = ids(3)
+    reserved = store.reserve(a, ta, b"x", Observation(), score=0.5)
+    assert reserved.kept.s3_key == s3_key("field-data", "coop-1", ta, a)
+    assert not reserved.kept.image_path.exists() and store.image_count == 1  # counted, not written
+    store.keep(b, tb, b"x", Observation(), score=0.5)
+    mark_uploaded(store, b, tb)
+    store.keep(c, tc, b"x", Observation(), score=0.5)  # full: the uploaded b makes way, never the reserved a
+    assert store.write(reserved) == reserved.kept
+    assert reserved.kept.image_path.read_bytes() == b"x" and store.image_count == 2
+
+
+def test_a_reserved_pair_is_not_forgotten_when_the_store_looks_for_room(tmp_path: Path) -> None:
+    """The store forgets pairs whose sidecar is gone (uploaded and deleted); a reserved pair has none yet."""
+    store = FieldStore(tmp_path, "t", max_images=1)
+    (a, ta), (b, tb) = ids(2)
+    reserved = store.reserve(a, ta, b"x", Observation())
+    with pytest.raises(StoreFullError):
+        store.keep(b, tb, b"x", Observation())  # looks through the index, finds a not yet written
+    store.write(reserved)
+    assert store.image_count == 1 and store.kept_times() == [ta]
+
+
+def test_a_failed_write_gives_the_room_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = FieldStore(tmp_path, "t", max_images=1)
+    (a, ta), (b, tb) = ids(2)
+    reserved = store.reserve(a, ta, b"x", Observation())
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store.directory, "write_new", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        store.write(reserved)
+    assert store.image_count == 0 and store.byte_count == 0
+    monkeypatch.undo()
+    store.keep(b, tb, b"x", Observation())  # the cap has room again
+    assert store.image_count == 1
