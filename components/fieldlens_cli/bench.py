@@ -35,7 +35,7 @@ def register(commands: Subcommands) -> None:
     parser.add_argument("--variant", default="fp32", choices=["fp32", "int8"])
     parser.add_argument("--workers", type=int, help="classifier workers (default: the component's)")
     parser.add_argument("--spinning", action="store_true", help="let the inference service's ORT threads spin")
-    parser.add_argument("--repeat", type=int, default=3, help="edge runs; each figure is their median")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of the edge and retrain parts (min / median / max)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument(
         "--cpus", type=int, help="edge: pin the components to this many CPUs (e.g. 1: a Pi-sized budget)"

@@ -19,7 +19,7 @@ from fieldlens_core.atomic import atomic_write
 from fieldlens_core.model_package import ModelPackage, current_package, load_package, write_card
 from fieldlens_retrain.dataset import Manifest, read_manifest
 from fieldlens_retrain.embeddings import EmbeddingCache
-from fieldlens_retrain.evaluate import GateDecision, confusion_png, gate, predict_files, score
+from fieldlens_retrain.evaluate import GateDecision, PredictionCache, confusion_png, gate, predict_files, score
 from fieldlens_retrain.train import DEFAULT_SETTINGS, TrainSettings, next_version, retrain
 
 if TYPE_CHECKING:
@@ -72,7 +72,8 @@ def run_retrain(
     result = retrain(manifest, out_dir / ".work", cache, parent, model_name, settings, on_stage)
     if on_stage is not None:
         on_stage("evaluating")
-    report = publish_candidate(manifest, result.package_dir, out_dir, current_dir, margin, force)
+    predictions = PredictionCache(cache_dir)
+    report = publish_candidate(manifest, result.package_dir, out_dir, current_dir, margin, force, predictions)
     report.timings_s, report.embedded, report.reused = result.timings_s, result.embedded, result.reused
     write_report(report, manifest)
     return report
@@ -108,14 +109,26 @@ def reversion(candidate: Path, parent: ModelPackage | None) -> None:
 
 
 def publish_candidate(
-    manifest: Manifest, candidate_dir: Path, out_dir: Path, current_dir: Path | None, margin: float, force: bool
+    manifest: Manifest,
+    candidate_dir: Path,
+    out_dir: Path,
+    current_dir: Path | None,
+    margin: float,
+    force: bool,
+    predictions: PredictionCache | None = None,
 ) -> RetrainReport:
     """Evaluate a candidate package against the current model on held-out field images; publish it if it wins."""
     parent = current_package(current_dir)
     holdout = manifest.select("val", ("field",)) or manifest.select("val")
-    paths, truth = [Path(e.path) for e in holdout], [e.label for e in holdout]
-    candidate = score(truth, predict_files(candidate_dir, paths), manifest.labels)
-    current = score(truth, predict_files(parent.directory, paths), manifest.labels) if parent and holdout else None
+    images, truth = [(e.sha256, Path(e.path)) for e in holdout], [e.label for e in holdout]
+
+    def top1(model_dir: Path) -> list[str]:
+        if predictions is None:
+            return predict_files(model_dir, [path for _, path in images])
+        return predictions.top1(model_dir, images)
+
+    candidate = score(truth, top1(candidate_dir), manifest.labels)
+    current = score(truth, top1(parent.directory), manifest.labels) if parent and holdout else None
     decision = gate(candidate["accuracy"], current["accuracy"] if current else None, margin, force)
 
     card = load_package(candidate_dir).card

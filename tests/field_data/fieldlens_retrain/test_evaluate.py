@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 
-from fieldlens_retrain.evaluate import confusion_png, gate, score
+from fieldlens_retrain.evaluate import PredictionCache, confusion_png, gate, predict_files, score
+from tests.helpers.images import solid_jpeg
+from tests.helpers.tiny_model import make_tiny_package
 
 
 def test_scores_are_right_on_a_known_confusion() -> None:
@@ -36,3 +39,45 @@ def test_the_gate(candidate: float, current: float | None, force: bool, publish:
 def test_the_confusion_matrix_is_a_png(tmp_path: Path) -> None:
     confusion_png(score(["a", "b"], ["a", "a"], ["a", "b"]), tmp_path / "c.png", "candidate")
     assert (tmp_path / "c.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def photos(folder: Path, colours: dict[str, tuple[int, int, int]]) -> list[tuple[str, Path]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    images = []
+    for name, rgb in colours.items():
+        path = folder / f"{name}.jpg"
+        path.write_bytes(solid_jpeg(rgb))
+        images.append((hashlib.sha256(path.read_bytes()).hexdigest(), path))
+    return images
+
+
+def test_the_prediction_cache_runs_a_model_once_per_image_and_answers_as_the_model(
+    tmp_path: Path, tiny_package: Path
+) -> None:
+    images = photos(tmp_path / "photos", {"red": (240, 10, 10), "green": (10, 240, 10), "blue": (10, 10, 240)})
+    cache = PredictionCache(tmp_path / "cache")
+    first = cache.top1(tiny_package, images[:2])
+    assert first == predict_files(tiny_package, [path for _, path in images[:2]]) == ["red", "green"]
+    assert (cache.computed, cache.reused) == (2, 0)
+    again = PredictionCache(tmp_path / "cache")  # the next retrain: a new process, the same cache directory
+    assert again.top1(tiny_package, images) == ["red", "green", "blue"]
+    assert (again.computed, again.reused) == (1, 2)  # only the new image ran
+
+
+def test_another_model_never_gets_a_cached_answer(tmp_path: Path, tiny_package: Path) -> None:
+    images = photos(tmp_path / "photos", {"red": (240, 10, 10)})
+    cache = PredictionCache(tmp_path / "cache")
+    cache.top1(tiny_package, images)
+    other = tmp_path / "other"
+    make_tiny_package(other, swap=True)  # another graph: it answers otherwise
+    assert cache.top1(other, images) == predict_files(other, [images[0][1]]) != ["red"]
+    assert cache.computed == 2
+
+
+def test_an_unreadable_cache_file_is_started_again(tmp_path: Path, tiny_package: Path) -> None:
+    images = photos(tmp_path / "photos", {"red": (240, 10, 10)})
+    PredictionCache(tmp_path / "cache").top1(tiny_package, images)
+    for stored in (tmp_path / "cache" / "predictions").iterdir():
+        stored.write_text("{not json")
+    cache = PredictionCache(tmp_path / "cache")
+    assert cache.top1(tiny_package, images) == ["red"] and cache.computed == 1
