@@ -1,6 +1,6 @@
 """Accuracy from few labels: the retrain's heads (linear, prototypes, blend) on 10, 30, 60 per class.
 
-    .venv/bin/python tests/measurements/few_labels.py [--cache DIR]
+    .venv/bin/python tests/measurements/few_labels.py [--cache DIR] [--views image,mirror,...]
 
 Two labelled sets from Debian's dataset-fashion-mnist, embedded once by the retrain's own
 EmbeddingCache (six views per image, as a retrain does):
@@ -8,7 +8,8 @@ EmbeddingCache (six views per image, as a retrain does):
   field photos per class (from a pool of 60 per class) and scored on 300 other field photos;
 - studio: k studio photos per class alone, scored on 300 other studio photos.
 Each head is the one the retrain exports (fieldlens_retrain.train.head_module), applied to the
-embeddings; three draws of the labelled images, min/median/max.
+embeddings; three draws of the labelled images, min/median/max. ``--views`` trains on some of the
+retrain's views only (what fewer views, and so a faster embedding, would cost).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fieldlens_retrain.embeddings import EmbeddingCache
+from fieldlens_retrain.embeddings import VIEWS, EmbeddingCache
 from fieldlens_retrain.train import DEFAULT_SETTINGS, head_module, prototypes, train_head
 from fieldlens_samples import fashion
 
@@ -57,7 +58,9 @@ def scores(features: np.ndarray, targets: np.ndarray, test: np.ndarray, truth: n
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--cache", type=Path, default=Path("fieldlens-data/few-labels-cache"))
+    parser.add_argument("--views", default=",".join(VIEWS), help=f"a subset of {', '.join(VIEWS)}")
     args = parser.parse_args()
+    kept = [VIEWS.index(view) for view in args.views.split(",")]
     logging.basicConfig(level=logging.WARNING)
     rng = np.random.default_rng(3)
     train_images, train_labels = fashion.load("train")
@@ -95,13 +98,13 @@ def main() -> None:
                 pick = np.random.default_rng(seed)
                 if set_name == "field":
                     chosen = np.concatenate([pick.choice(np.flatnonzero(field_y == c), k, False) for c in range(10)])
-                    features = np.concatenate([field[chosen], base])
+                    features = np.concatenate([field[chosen], base])[:, kept]
                     targets = np.concatenate([field_y[chosen], base_y])
                     runs.append(scores(features, targets, test, test_y))
                 else:
                     pool_x, pool_y = sets["studio-pool"]
                     chosen = np.concatenate([pick.choice(np.flatnonzero(pool_y == c), k, False) for c in range(10)])
-                    runs.append(scores(pool_x[chosen], pool_y[chosen], *sets["studio-held"]))
+                    runs.append(scores(pool_x[chosen][:, kept], pool_y[chosen], *sets["studio-held"]))
             cells = []
             for head in ("linear", "prototypes", "blend"):
                 values = sorted(r[head] for r in runs)
