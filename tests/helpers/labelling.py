@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 from fieldlens_cli.main import main
 from fieldlens_core.messages import Prediction
 from fieldlens_fielddata.directory import new_image_id
 from fieldlens_fielddata.sidecar import ModelRef, Observation
 from fieldlens_fielddata.store import FieldStore
+from fieldlens_samples import fashion
 from tests.helpers.field_data import START
 from tests.helpers.images import solid_jpeg
 
@@ -39,6 +44,28 @@ def keep_predicted(root: Path, tops: list[tuple[str, float]], thing: str = "coop
         store.keep(image_id, when, solid_jpeg(((n * 53) % 256, (n * 97) % 256, 90), (96, 64)), seen, 1 - confidence)
         ids.append(image_id)
     return ids
+
+
+def keep_fashion(root: Path, per_class: int) -> dict[str, str]:
+    """Field photos of three Fashion-MNIST classes, kept as a device keeps them; image id -> truth."""
+    if not fashion.DATASET_DIR.exists() and not os.environ.get("CI"):
+        pytest.skip("Debian's dataset-fashion-mnist is not installed (make system-deps installs it)")
+    images, labels = fashion.load("t10k")
+    rng = np.random.default_rng(5)
+    chosen = [
+        i
+        for i in fashion.pick(labels, per_class, rng)
+        if fashion.LABELS[int(labels[i])] in ("trouser", "bag", "sandal")
+    ]
+    store, truth = FieldStore(root, "coop-1"), {}
+    start = datetime(2026, 11, 24, tzinfo=UTC)
+    for n, index in enumerate(chosen):
+        when = start + timedelta(seconds=n)
+        image_id = new_image_id(when)
+        jpeg = fashion.field_photo(images[index], rng)
+        store.keep(image_id, when, jpeg, Observation(prediction="trouser", confidence=0.4, reason="test"))
+        truth[image_id] = fashion.LABELS[int(labels[index])]
+    return truth
 
 
 def export_tasks(field: Path | str, out: Path, model: Path, *extra: str) -> None:

@@ -326,10 +326,11 @@ async function loadModels() {
   const { status, data } = await api("/api/models");
   if (status !== 200) { message(data.error, "error"); return; }
   $("current-model").textContent = data.current ? `serving ${data.current.name} ${data.current.version}` : "no model";
+  if (data.current) $("model").textContent = `${data.current.name} ${data.current.version}`;  // after an Install
   const r = data.retrain;
   $("retrain").disabled = r.state === "running";
-  $("retrain-status").textContent = r.state === "idle" ? "" :
-    `${r.state}${r.stage ? ": " + r.stage : ""} (${r.elapsed_s} s) ${r.message || ""}`;
+  const stage = r.state === "running" && r.stage ? ": " + r.stage : "";  // the last stage once done reads as still going
+  $("retrain-status").textContent = r.state === "idle" ? "" : `${r.state}${stage} (${r.elapsed_s} s) ${r.message || ""}`;
   const none = document.createElement("p");
   none.textContent = "No gate reports yet: label some images, then Retrain.";
   $("reports").replaceChildren(...(data.reports.length ? data.reports.map((r) => renderReport(r, data.current)) : [none]));

@@ -2,44 +2,16 @@
 
 from __future__ import annotations
 
-import os
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from fieldlens_core.model_package import current_package
-from fieldlens_fielddata.directory import new_image_id
-from fieldlens_fielddata.sidecar import Observation
-from fieldlens_fielddata.store import FieldStore
 from fieldlens_labelling.client import PageClient
 from fieldlens_labelling.serve import LabelServer, PageOptions
-from fieldlens_samples import fashion
+from tests.helpers.labelling import keep_fashion
 
 pytestmark = pytest.mark.slow
-
-
-def keep_fashion(root: Path, per_class: int) -> dict[str, str]:
-    """Field photos of three Fashion-MNIST classes, kept as a device keeps them; image id -> truth."""
-    if not fashion.DATASET_DIR.exists() and not os.environ.get("CI"):
-        pytest.skip("Debian's dataset-fashion-mnist is not installed (make system-deps installs it)")
-    images, labels = fashion.load("t10k")
-    rng = np.random.default_rng(5)
-    chosen = [
-        i
-        for i in fashion.pick(labels, per_class, rng)
-        if fashion.LABELS[int(labels[i])] in ("trouser", "bag", "sandal")
-    ]
-    store, truth = FieldStore(root, "coop-1"), {}
-    start = datetime(2026, 11, 24, tzinfo=UTC)
-    for n, index in enumerate(chosen):
-        when = start + timedelta(seconds=n)
-        image_id = new_image_id(when)
-        jpeg = fashion.field_photo(images[index], rng)
-        store.keep(image_id, when, jpeg, Observation(prediction="trouser", confidence=0.4, reason="test"))
-        truth[image_id] = fashion.LABELS[int(labels[index])]
-    return truth
 
 
 def test_label_retrain_read_the_report_and_install_from_the_page(tmp_path: Path) -> None:

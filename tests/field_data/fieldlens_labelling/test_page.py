@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from fieldlens_labelling.serve import LabelServer, PageOptions
-from tests.helpers.labelling import keep_predicted
+from tests.helpers.labelling import keep_fashion, keep_predicted
 
 pytestmark = pytest.mark.slow
 
@@ -202,3 +202,45 @@ def test_a_second_tab_is_told_instead_of_overwriting(browser: Any, page: tuple[L
     until(browser, lambda: "changed since you loaded it" in browser.find_element("id", "message").text, "conflict")
     screenshot(browser, "06-conflict")
     assert sidecar(root, ids[1])["label"] == taken and sidecar(root, ids[1])["revision"] == 1
+
+
+def test_the_model_view_retrains_shows_the_report_and_installs(browser: Any, tmp_path: Path) -> None:
+    """Labels given (through the page's API), then in the browser: m, Retrain (real training), the
+    gate report with its confusion matrix, Install; the model directory then serves the candidate."""
+    from fieldlens_core.model_package import current_package
+    from fieldlens_labelling.client import PageClient
+
+    field, model = tmp_path / "field", tmp_path / "model"
+    truth = keep_fashion(field, per_class=12)
+    options = PageOptions(field_data=field, model_dir=model, cache_dir=tmp_path / "cache", port=0)
+    with LabelServer(options) as server:
+        client = PageClient(server.base_url, server.token)
+        for item in client.items():
+            client.label([item], truth[item["id"]])
+        open_page(browser, server, "newest")
+        press(browser, "m")
+        until(browser, lambda: browser.find_element("id", "models").is_displayed(), "the model view")
+        assert browser.find_element("id", "current-model").text == "no model"
+        browser.find_element("id", "retrain").click()
+        until(browser, lambda: browser.find_element("id", "retrain-status").text.startswith("running"), "running")
+        screenshot(browser, "09-retraining")
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        WebDriverWait(browser, 600, poll_frequency=0.5).until(
+            lambda _: browser.find_elements("css selector", "#reports .report h3"), message="a gate report"
+        )
+        title = browser.find_element("css selector", "#reports .report h3").text
+        assert title.startswith("1.0.0: ") and title.endswith("(current model n/a)")
+        classes = [cell.text for cell in browser.find_elements("css selector", "#reports .report tr td:first-child")]
+        assert sorted(classes) == ["bag", "sandal", "trouser"]
+        picture = browser.find_element("css selector", "#reports .report img")
+        until(browser, lambda: browser.execute_script("return arguments[0].naturalWidth", picture) > 0, "matrix drawn")
+        screenshot(browser, "10-gate-report")
+        browser.find_element("xpath", "//div[@class='report']//button[text()='Install 1.0.0']").click()
+        until(browser, lambda: browser.find_element("id", "current-model").text.endswith(" 1.0.0"), "installed")
+        assert browser.find_element("id", "model").text.endswith(" 1.0.0")  # the header says so too
+        assert browser.find_element("id", "retrain-status").text.startswith("done (")
+        assert not browser.find_elements("xpath", "//div[@class='report']//button")  # nothing left to install
+        screenshot(browser, "11-installed")
+    package = current_package(model)
+    assert package is not None and package.card.version == "1.0.0"
