@@ -213,11 +213,12 @@ class FieldStore:
         return Reservation(KeptImage(image_id, pair.image_path, pair.sidecar_path, key), pair, jpeg, encoded)
 
     def write(self, reservation: Reservation) -> KeptImage:
-        """Write a reserved pair; on OSError nothing is half-written and the room is given back."""
+        """Write a reserved pair; if that fails (OSError: disk full, read-only), nothing is
+        half-written and the room is given back."""
         pair = reservation.pair
         try:
             self.directory.write_new(pair, reservation.jpeg, reservation.sidecar, durable=self._commit is None)
-        except OSError:
+        except BaseException:  # whatever failed, the reservation must not hold room for ever
             with self._lock:
                 entry = self._entries.pop(pair.image_id, None)
                 if entry is not None:
