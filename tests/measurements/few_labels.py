@@ -6,7 +6,10 @@ Two labelled sets from Debian's dataset-fashion-mnist, embedded once by the retr
 EmbeddingCache (six views per image, as a retrain does):
 - field: the loop demo's set-up. A model is trained on the 300 studio photos plus k labelled
   field photos per class (from a pool of 60 per class) and scored on 300 other field photos;
-- studio: k studio photos per class alone, scored on 300 other studio photos.
+- studio: k studio photos per class alone, scored on 300 other studio photos;
+- faces: a second labelled set that a package ships, scikit-image's ``lfw_subset`` (100 25x25
+  face crops from Labeled Faces in the Wild and 100 crops of other things): k per class from a
+  pool of 60 per class, scored on the other 40 per class.
 Each head is the one the retrain exports (fieldlens_retrain.train.head_module), applied to the
 embeddings; three draws of the labelled images, min/median/max. ``--views`` trains on some of the
 retrain's views only (what fewer views, and so a faster embedding, would cost).
@@ -38,10 +41,12 @@ def embed(cache: EmbeddingCache, paths: list[Path]) -> np.ndarray:
     return np.stack([found[sha] for sha, _ in items]).astype(np.float32)  # (n, views, 1280)
 
 
-def scores(features: np.ndarray, targets: np.ndarray, test: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+def scores(
+    features: np.ndarray, targets: np.ndarray, test: np.ndarray, truth: np.ndarray, classes: int = 10
+) -> dict[str, float]:
     flat, repeated = features.reshape(-1, features.shape[-1]), np.repeat(targets, features.shape[1])
-    weight, bias = train_head(flat, repeated, 10, DEFAULT_SETTINGS)
-    centres = prototypes(flat, repeated, 10)
+    weight, bias = train_head(flat, repeated, classes, DEFAULT_SETTINGS)
+    centres = prototypes(flat, repeated, classes)
     queries = torch.from_numpy(test[:, 0])
     result = {}
     with torch.no_grad():
@@ -53,6 +58,25 @@ def scores(features: np.ndarray, targets: np.ndarray, test: np.ndarray, truth: n
     unit = test[:, 0] / np.linalg.norm(test[:, 0], axis=1, keepdims=True)
     result["prototypes"] = float(((unit @ centres.T).argmax(1) == truth).mean())
     return result
+
+
+def faces(cache: EmbeddingCache, folder: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """scikit-image's lfw_subset (the first 100 faces, the rest not): 60 a class to label, 40 to score on."""
+    from PIL import Image
+    from skimage.data import lfw_subset
+
+    folder.mkdir(parents=True)
+    paths = []
+    for n, image in enumerate(lfw_subset()):  # type: ignore[no-untyped-call]
+        path = folder / f"{n:03d}.png"
+        Image.fromarray((image * 255).round().astype(np.uint8)).convert("RGB").save(path)
+        paths.append(path)
+    features = embed(cache, paths)
+    labels = np.array([1] * 100 + [0] * 100)
+    order = np.random.default_rng(4).permutation(200)
+    pool = np.concatenate([[i for i in order if labels[i] == c][:60] for c in (0, 1)])
+    held = np.setdiff1d(np.arange(200), pool)
+    return {"faces-pool": (features[pool], labels[pool]), "faces-held": (features[held], labels[held])}
 
 
 def main() -> None:
@@ -89,10 +113,11 @@ def main() -> None:
         for name in ("studio-pool", "studio-held"):
             paths = sorted((work / name).glob("*/*.jpg"))
             sets[name] = (embed(cache, paths), np.array([fashion.LABELS.index(p.parent.name) for p in paths]))
+        sets |= faces(cache, work / "faces")
     print("| labelled set | per class | linear | prototypes | blend (the retrain's head) |")
     print("| --- | --- | --- | --- | --- |")
     for k in PER_CLASS:
-        for set_name in ("field", "studio"):
+        for set_name in ("field", "studio", "faces"):
             runs = []
             for seed in SEEDS:
                 pick = np.random.default_rng(seed)
@@ -101,6 +126,10 @@ def main() -> None:
                     features = np.concatenate([field[chosen], base])[:, kept]
                     targets = np.concatenate([field_y[chosen], base_y])
                     runs.append(scores(features, targets, test, test_y))
+                elif set_name == "faces":
+                    pool_x, pool_y = sets["faces-pool"]
+                    chosen = np.concatenate([pick.choice(np.flatnonzero(pool_y == c), k, False) for c in range(2)])
+                    runs.append(scores(pool_x[chosen][:, kept], pool_y[chosen], *sets["faces-held"], classes=2))
                 else:
                     pool_x, pool_y = sets["studio-pool"]
                     chosen = np.concatenate([pick.choice(np.flatnonzero(pool_y == c), k, False) for c in range(10)])
