@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from fieldlens_retrain.embeddings import VIEWS, EmbeddingCache
-from fieldlens_retrain.train import DEFAULT_SETTINGS, head_module, prototypes, train_head
+from fieldlens_retrain.train import DEFAULT_SETTINGS, head_module, linear_share_for, prototypes, train_head
 from fieldlens_samples import fashion
 
 PER_CLASS = (10, 30, 60)
@@ -47,12 +47,15 @@ def scores(
     flat, repeated = features.reshape(-1, features.shape[-1]), np.repeat(targets, features.shape[1])
     weight, bias = train_head(flat, repeated, classes, DEFAULT_SETTINGS)
     centres = prototypes(flat, repeated, classes)
+    share, _ = linear_share_for(features, targets, classes, DEFAULT_SETTINGS)  # as a retrain chooses it
     queries = torch.from_numpy(test[:, 0])
     result = {}
+    scale = DEFAULT_SETTINGS.prototype_scale
     with torch.no_grad():
         for name, module in (
-            ("linear", head_module(weight, bias, None, DEFAULT_SETTINGS.prototype_scale)),
-            ("blend", head_module(weight, bias, centres, DEFAULT_SETTINGS.prototype_scale)),
+            ("linear", head_module(weight, bias, None, scale)),
+            ("blend", head_module(weight, bias, centres, scale)),
+            ("chosen", head_module(weight, bias, centres, scale, share)),
         ):
             result[name] = float((module(queries).argmax(1).numpy() == truth).mean())
     unit = test[:, 0] / np.linalg.norm(test[:, 0], axis=1, keepdims=True)
@@ -114,8 +117,8 @@ def main() -> None:
             paths = sorted((work / name).glob("*/*.jpg"))
             sets[name] = (embed(cache, paths), np.array([fashion.LABELS.index(p.parent.name) for p in paths]))
         sets |= faces(cache, work / "faces")
-    print("| labelled set | per class | linear | prototypes | blend (the retrain's head) |")
-    print("| --- | --- | --- | --- | --- |")
+    print("| labelled set | per class | linear | prototypes | even blend | the retrain's blend |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for k in PER_CLASS:
         for set_name in ("field", "studio", "faces"):
             runs = []
@@ -135,7 +138,7 @@ def main() -> None:
                     chosen = np.concatenate([pick.choice(np.flatnonzero(pool_y == c), k, False) for c in range(10)])
                     runs.append(scores(pool_x[chosen][:, kept], pool_y[chosen], *sets["studio-held"]))
             cells = []
-            for head in ("linear", "prototypes", "blend"):
+            for head in ("linear", "prototypes", "blend", "chosen"):
                 values = sorted(r[head] for r in runs)
                 cells.append(f"{statistics.median(values):.1%} ({values[0]:.1%}-{values[-1]:.1%})")
             print(f"| {set_name} | {k} | " + " | ".join(cells) + " |", flush=True)
