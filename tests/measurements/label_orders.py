@@ -8,7 +8,7 @@ order is built into the page: the same images as the bench and the loop demo (30
 as the base, a pool of 600 field photos, 300 other field photos to score on; Debian's
 dataset-fashion-mnist, embedded once by the retrain's own EmbeddingCache), the same 80/20 split
 by sha256, and the retrain's own head (fieldlens_retrain.train: linear + class prototypes,
-blended), trained on the embeddings directly after each step. Orders:
+blended in the share the retrain would choose), trained on the embeddings after each step. Orders:
 
 - random: four shuffles;
 - class-balanced: the classes in turn by the true labels, three shuffles (an oracle);
@@ -38,7 +38,7 @@ from scipy.cluster.vq import kmeans2
 
 from fieldlens_retrain.dataset import split_of
 from fieldlens_retrain.embeddings import EmbeddingCache
-from fieldlens_retrain.train import DEFAULT_SETTINGS, head_module, prototypes, train_head
+from fieldlens_retrain.train import DEFAULT_SETTINGS, head_module, linear_share_for, prototypes, train_head
 from fieldlens_samples import fashion
 from tests.measurements.few_labels import embed
 
@@ -84,7 +84,9 @@ class Pool:
         targets = np.concatenate([self.base_y[self.base_train], self.pool_y[chosen]])
         flat, repeated = features.reshape(-1, features.shape[-1]), np.repeat(targets, features.shape[1])
         weight, bias = train_head(flat, repeated, 10, DEFAULT_SETTINGS)
-        module = head_module(weight, bias, prototypes(flat, repeated, 10), DEFAULT_SETTINGS.prototype_scale)
+        share, _ = linear_share_for(features, targets, 10, DEFAULT_SETTINGS)  # as the retrain chooses it
+        centres = prototypes(flat, repeated, 10)
+        module = head_module(weight, bias, centres, DEFAULT_SETTINGS.prototype_scale, share)
         with torch.no_grad():
             guesses = module(torch.from_numpy(self.held[:, 0])).argmax(1).numpy()
         return float((guesses == self.held_y).mean())
