@@ -154,7 +154,9 @@ def choose_linear_share(
                 guesses = head_module(weight, bias, centres, settings.prototype_scale, share)(queries).argmax(1)
                 correct[n] += float((guesses.numpy() == targets[held]).sum())
     best = max(range(len(shares)), key=lambda n: (correct[n], -abs(shares[n] - 0.5)))
-    return shares[best], {f"{share:g}": round(c / len(targets), 4) for share, c in zip(shares, correct, strict=True)}
+    return shares[best], {
+        f"{share:g}": round(float(c) / len(targets), 4) for share, c in zip(shares, correct, strict=True)
+    }
 
 
 def linear_share_for(
