@@ -345,12 +345,8 @@ class Classifier:
         )
         if pending is None:
             return image
-        try:
-            self._store.write(pending)
-        except OSError as exc:
-            self._not_kept(logging.ERROR, image.id, exc)
-            return ImageInfo(id=image.id, kept=False, reason=_storage_failed(exc))
-        return image
+        failed = self._store_write(pending)
+        return image if failed is None else ImageInfo(id=image.id, kept=False, reason=failed)
 
     def _reserve(
         self,
@@ -398,25 +394,32 @@ class Classifier:
         )
         return image, pending
 
+    def _store_write(self, pending: Reservation) -> str | None:
+        """Write a reserved image; why it was not kept when the disk refused it (logged), else None."""
+        try:
+            self._store.write(pending)
+        except OSError as exc:  # disk full, read-only card
+            self._not_kept(logging.ERROR, pending.kept.image_id, exc)
+            return _storage_failed(exc)
+        return None
+
     def _write(self, pending: Reservation | None, request_id: str) -> None:
         """Write an image whose response is out; a failure is logged and published (ImageNotKept)."""
         if pending is None:
             return
         try:
-            self._store.write(pending)
-        except Exception as exc:  # disk full, read-only card; or a bug, which must not end a worker
-            if isinstance(exc, OSError):
-                self._not_kept(logging.ERROR, pending.kept.image_id, exc)
-                reason = _storage_failed(exc)
-            else:
-                log.exception("writing image %s failed unexpectedly", pending.kept.image_id)
-                reason = f"internal error: {type(exc).__name__}: {exc}"
-            image = ImageInfo(id=pending.kept.image_id, kept=False, reason=reason)
-            event = ImageNotKept(request_id=request_id, thing=self._config.thing_name, image=image)
-            try:
-                self._bus.publish(topics.image_event_topic(self._config.name), event.to_payload())
-            except Exception:
-                log.exception("could not report that image %s was not kept", pending.kept.image_id)
+            reason = self._store_write(pending)
+        except Exception as exc:  # a bug, which must not end a worker
+            log.exception("writing image %s failed unexpectedly", pending.kept.image_id)
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+        if reason is None:
+            return
+        image = ImageInfo(id=pending.kept.image_id, kept=False, reason=reason)
+        event = ImageNotKept(request_id=request_id, thing=self._config.thing_name, image=image)
+        try:
+            self._bus.publish(topics.image_event_topic(self._config.name), event.to_payload())
+        except Exception:
+            log.exception("could not report that image %s was not kept", pending.kept.image_id)
 
     def _not_kept(self, level: int, image_id: str, exc: OSError) -> None:
         """Logged at ``level`` once a minute at most: a full store or disk refuses every frame of

@@ -303,8 +303,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "broker": broker_name,
         "floor": floor,
         **edge,
-        "e2e_p50_over_floor_ms": edge["e2e_p50_ms"] - floor["p50_ms"],
-        "throughput_ratio": edge["burst_throughput_per_s"] / floor["throughput_per_s"],
         "each": each,
     }
 
