@@ -10,7 +10,7 @@ from pydantic.alias_generators import to_camel
 
 from fieldlens_classifier.config import ClassifierConfig, ContinuousConfig
 from fieldlens_core.config import CameraConfig, InferenceClientConfig
-from fieldlens_core.errors import ErrorCode
+from fieldlens_core.errors import EXIT_MEANINGS, ErrorCode, ExitCode
 from fieldlens_inference.config import InferenceServiceConfig
 from fieldlens_uploader.config import UploaderConfig
 
@@ -35,3 +35,7 @@ def test_every_configuration_key_is_documented(model: type[BaseModel], prefix: s
 
 def test_every_error_code_is_documented() -> None:
     assert [code.value for code in ErrorCode if f"| `{code.value}` |" not in README] == []
+
+
+def test_the_exit_code_table_is_the_codes() -> None:
+    assert [code.value for code in ExitCode if f"| {code.value} | {EXIT_MEANINGS[code]} |" not in README] == []

@@ -54,6 +54,12 @@ class Admission:
         self._last_completion: float | None = None
         self._saturated_after_last = False  # every worker still had a request when the last one finished
 
+    @property
+    def held(self) -> int:
+        """Requests admitted and not yet finished (status reports them)."""
+        with self._lock:
+            return self._held
+
     def expected_wait_s(self, ahead: int) -> float:
         """How long a request with ``ahead`` requests before it would wait to be answered."""
         with self._lock:

@@ -1,4 +1,9 @@
-"""The classifier's adapters, built from its configuration: the component and the v1 Lambda share them."""
+"""The classifier's adapters, built from its configuration: the component and the v1 Lambda share them.
+
+The status responder (README, `fieldlens status`) is built here beside the classifier, because it
+needs what only this function holds: the inference client's ping. It starts with the classifier
+(its ``on_start``) and stops after it, before the inference client closes.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,7 @@ from collections.abc import Callable
 
 from fieldlens_classifier.config import ClassifierConfig
 from fieldlens_classifier.service import Classifier
+from fieldlens_classifier.status import StatusResponder
 from fieldlens_core.bus import Bus
 from fieldlens_core.camera.registry import build_camera
 from fieldlens_core.inference.client import InferenceClient
@@ -14,7 +20,7 @@ from fieldlens_fielddata.store import FieldStore
 
 def build_classifier(config: ClassifierConfig, bus: Bus) -> tuple[Classifier, list[Callable[[], None]]]:
     """The classifier on ``bus``, and what to close on shutdown, in order (it answers what is
-    queued first, then the inference client, the camera and the store let go)."""
+    queued first, then status stops, then the inference client, the camera and the store let go)."""
     camera = build_camera(config.camera)
     inference = InferenceClient(config.inference, pool_size=config.workers)
     store = FieldStore(
@@ -26,4 +32,6 @@ def build_classifier(config: ClassifierConfig, bus: Bus) -> tuple[Classifier, li
         max_images=config.max_field_images,
     )
     classifier = Classifier(config, bus, camera, inference, store)
-    return classifier, [classifier.stop, inference.close, camera.close, store.close]
+    responder = StatusResponder(classifier, bus, inference.ping)
+    classifier.on_start.append(responder.start)
+    return classifier, [classifier.stop, responder.stop, inference.close, camera.close, store.close]

@@ -10,7 +10,7 @@ from pydantic import Field, field_validator, model_validator
 from fieldlens_classifier.smoothing import SmoothingSettings
 from fieldlens_core import topics
 from fieldlens_core.config import BusSettings, CameraConfig, InferenceClientConfig, StrictModel, default_thing_name
-from fieldlens_core.messages import DEFAULT_MAX_PAYLOAD_BYTES
+from fieldlens_core.messages import DEFAULT_MAX_PAYLOAD_BYTES, MAX_FPS, MIN_FPS
 from fieldlens_fielddata.directory import DEFAULT_S3_PREFIX
 from fieldlens_fielddata.sampling.config import SamplingConfig
 
@@ -29,8 +29,9 @@ class ContinuousConfig(StrictModel):
     )
     fps: float | None = Field(
         default=5.0,
-        gt=0,
-        le=60,
+        ge=MIN_FPS,
+        le=MAX_FPS,
+        strict=True,
         title="Frames per second",
         description="The capture rate; null: as fast as inference allows. Frames inference is too slow for are "
         "dropped (counted), never queued.",
@@ -136,7 +137,8 @@ class ClassifierConfig(BusSettings):
     sampling: SamplingConfig = Field(
         default_factory=SamplingConfig,
         title="Sampling policy",
-        description="Which images to keep: strategies, per-class quota, caps (a request's save: true always keeps).",
+        description="Which images to keep: strategies, per-class quota, caps (a request's save: true keeps within "
+        "saveCaps; past them the policy decides).",
     )
     max_field_bytes: int | None = Field(
         default=1 << 30,

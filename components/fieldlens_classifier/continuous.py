@@ -115,6 +115,8 @@ class ContinuousLoop:
         self._active = False
         self._closing = False
         self._fps: float | None = settings.fps
+        self._rate_changed = False
+        self._stopped_by: str | None = None
         self._thread: threading.Thread | None = None
         self._reset_counters()
 
@@ -127,6 +129,8 @@ class ContinuousLoop:
                 self._reset_counters()
             self._fps = fps if fps is not None else self._settings.fps
             self._active = True
+            self._stopped_by = None
+            self._rate_changed = True  # a loop waiting out the old rate's tick takes the new one now
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="continuous", daemon=True)
                 self._thread.start()
@@ -175,6 +179,7 @@ class ContinuousLoop:
                 in_view=self._in_view,
                 measured_fps=round(measured, 2) if measured is not None else None,
                 failing=self._failing,
+                stopped_by=self._stopped_by,
             )
 
     # -- the loop --------------------------------------------------------------------------
@@ -188,6 +193,9 @@ class ContinuousLoop:
         self._times: deque[float] = deque(maxlen=RATE_WINDOW)
 
     def _run(self) -> None:
+        """The thread: a run of frames per start. A bug in a run never ends the thread silently:
+        the loop is reported stopped, with the reason, in its status (and the log), and the next
+        start runs it again."""
         while True:
             with self._wake:
                 while not self._active and not self._closing:
@@ -195,7 +203,13 @@ class ContinuousLoop:
                 if self._closing:
                     return
                 settings = self._settings
-            self._stream(Smoother(settings.smoothing()), settings)
+            try:
+                self._stream(Smoother(settings.smoothing()), settings)
+            except Exception as exc:
+                log.exception("continuous mode stopped by an internal error")
+                with self._wake:
+                    self._active = False
+                    self._stopped_by = f"internal error: {type(exc).__name__}: {exc}"
 
     def _stream(self, smoother: Smoother, settings: ContinuousConfig) -> None:
         """Frames until stopped; then the event in view ends."""
@@ -268,14 +282,19 @@ class ContinuousLoop:
             self._in_view = event.label if event else None
 
     def _next_due(self, due: float, now: float) -> float:
-        """Wait for the next tick at ``fps``; the ticks a slow frame overran are dropped (counted)."""
-        fps = self._fps
+        """Wait for the next tick at ``fps``; the ticks a slow frame overran are dropped (counted).
+        A new rate (a start while running) counts from now, also in the middle of a wait."""
+        with self._wake:
+            fps, changed, self._rate_changed = self._fps, self._rate_changed, False
         if not fps:
             return now
         period = 1 / fps
-        due += period
+        due = now + period if changed else due + period
         if now < due:
             self._pause(due - now)
+            with self._wake:
+                if self._rate_changed:  # woken by a new rate: its first frame now
+                    return self._clock()
             return due
         missed = int((now - due) // period)
         with self._wake:

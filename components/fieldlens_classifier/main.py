@@ -14,9 +14,10 @@ from typing import Any
 
 from fieldlens_classifier.build import build_classifier
 from fieldlens_classifier.config import ClassifierConfig
-from fieldlens_core.bootstrap import BROKER_FLAGS, add_broker_arguments, given_flags, run_component, set_up_component
+from fieldlens_core.bootstrap import add_broker_arguments, given_flags, run_component, set_up_component
 from fieldlens_core.camera.registry import parse_camera_flag
-from fieldlens_core.errors import ConfigurationError, StartupError
+from fieldlens_core.config import BROKER_FLAGS
+from fieldlens_core.errors import FieldlensError, StartupError
 from fieldlens_core.lifecycle import configure_logging, startup_failure
 
 log = logging.getLogger("fieldlens_classifier")
@@ -62,13 +63,13 @@ def config_flags(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    flags = config_flags(args)
-    configure_logging(flags.get("log_level", "INFO"))
+    configure_logging(args.log_level or "INFO")
     try:
+        flags = config_flags(args)  # a --camera that is no camera: ConfigurationError, one line like the rest
         setup = set_up_component(
             ClassifierConfig, flags, args, lambda c: f"fieldlens-classifier-{c.thing_name}-{c.name}"
         )
-    except (ConfigurationError, StartupError, ConnectionError) as exc:
+    except (FieldlensError, ConnectionError) as exc:  # configuration, broker URL, TLS files, the broker itself
         return startup_failure(log, exc)
     logging.getLogger().setLevel(setup.config.log_level)
     classifier, closing = build_classifier(setup.config, setup.bus)

@@ -21,6 +21,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -28,6 +29,7 @@ from typing import Literal
 from fieldlens_classifier.admission import Admission, Decision
 from fieldlens_classifier.config import HOT_FIELDS, SAMPLING_TOP_K, ClassifierConfig
 from fieldlens_classifier.continuous import ContinuousLoop
+from fieldlens_classifier.status import Counters
 from fieldlens_core import topics
 from fieldlens_core.bus import Bus, Message
 from fieldlens_core.camera import Camera
@@ -102,6 +104,10 @@ class Classifier:
         self._stopping = False
         self._not_kept_lock = threading.Lock()
         self._not_kept_logged_at, self._not_kept_count = float("-inf"), 0
+        self.counters = Counters()
+        """Every classify response, counted as it is published (`fieldlens status`)."""
+        self.on_start: list[Callable[[], None]] = []
+        """Run at the end of start(): what build.py starts with the classifier (its status responder)."""
         self._continuous = ContinuousLoop(
             config.continuous,
             config.thing_name,
@@ -130,10 +136,20 @@ class Classifier:
             log.info("continuous-mode commands on %s, answered on %s", request_topic, response_topic)
         if self._config.continuous.enabled:
             self._continuous.start()
+        for started in self.on_start:
+            started()
 
     @property
     def continuous(self) -> ContinuousLoop:
         return self._continuous
+
+    @property
+    def admission(self) -> Admission:
+        return self._admission
+
+    def queued(self) -> int:
+        """Admitted requests that no worker has taken yet (the stop markers are not requests)."""
+        return min(self._queue.qsize(), self._admission.held)
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
         """Finish the requests already queued, then stop the workers; later requests get BUSY.
@@ -337,9 +353,10 @@ class Classifier:
         event_id: str | None = None,
         event_role: Literal["best", "boundary"] | None = None,
     ) -> ImageInfo:
-        """Keep a frame now if the sampling policy (or ``save``, within the save caps) says so
-        (continuous mode: nobody waits on the write); never raises for storage: a full or failing
-        disk is the ImageInfo's reason. ``reason`` replaces the policy's in the sidecar ("event best frame")."""
+        """Keep a frame now if the sampling policy says so (``save``: within the save caps, and past them
+        when the policy would keep it anyway) (continuous mode: nobody waits on the write); never raises
+        for storage: a full or failing disk is the ImageInfo's reason. ``reason`` replaces the policy's
+        in the sidecar ("event best frame")."""
         image, pending = self._reserve(
             now, jpeg, metadata, predictions, model, save=save, reason=reason, event_id=event_id, event_role=event_role
         )
@@ -363,7 +380,8 @@ class Classifier:
         event_role: Literal["best", "boundary"] | None = None,
     ) -> tuple[ImageInfo, Reservation | None]:
         """The image as a response names it, and the store's room for it if it is to be kept (``save``:
-        the request asked, within the save caps); writes nothing, never raises for storage."""
+        the request asked; the policy decides how it is kept, see SamplingPolicy.decide); writes nothing,
+        never raises for storage."""
         image_id = new_image_id(now)
         verdict = self._policy.decide([(p.label, p.confidence) for p in predictions], saved=save)
         if not verdict.keep:
@@ -381,7 +399,7 @@ class Classifier:
             event_role=event_role,
         )
         try:
-            pending = self._store.reserve(image_id, now, jpeg, observation, verdict.score, saved=save)
+            pending = self._store.reserve(image_id, now, jpeg, observation, verdict.score, saved=verdict.saved)
         except StoreFullError as exc:
             self._not_kept(logging.WARNING, image_id, exc)
             return ImageInfo(id=image_id, kept=False, reason=f"disk cap: {exc}"), None
@@ -451,13 +469,14 @@ class Classifier:
         own = {*self._config.routes.values(), *self._config.continuous_routes.values()}
         in_response_namespace = any(
             topic == answers or topic.startswith(answers + "/")
-            for answers in (topics.FLEET_RESPONSE_TOPIC, topics.CONTINUOUS_RESPONSE_TOPIC)
+            for answers in (topics.FLEET_RESPONSE_TOPIC, topics.CONTINUOUS_RESPONSE_TOPIC, topics.STATUS_RESPONSE_TOPIC)
         )
         if in_response_namespace and topic not in own:
             raise BadRequestError(f"{source} may not be another device's response topic")
         return topic
 
     def _publish(self, response: ClassifyResponse, reply: _Reply) -> None:
+        self.counters.record(response)
         try:
             self._bus.publish(reply.topic, response.to_payload(), reply.correlation_data)
         except Exception:  # the bus logs its own reason; a lost response must not kill a worker

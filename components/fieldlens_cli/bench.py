@@ -36,14 +36,16 @@ def register(commands: Subcommands) -> None:
     parser.add_argument("--workers", type=int, help="classifier workers (default: the component's)")
     parser.add_argument("--spinning", action="store_true", help="let the inference service's ORT threads spin")
     parser.add_argument("--repeat", type=int, default=3, help="runs of the edge and retrain parts (min / median / max)")
-    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file (default: only print them)")
     parser.add_argument(
-        "--cpus", type=int, help="edge: pin the components to this many CPUs (e.g. 1: a Pi-sized budget)"
+        "--cpus",
+        type=int,
+        help="edge: pin the components to this many CPUs, 1 for a Pi-sized budget (default: not pinned)",
     )
     parser.add_argument(
         "--baseline", action="store_true", help="edge: also measure a hand-rolled paho + ONNX Runtime handler"
     )
-    parser.add_argument("--only", choices=list(PARTS), help="run one part only")
+    parser.add_argument("--only", choices=list(PARTS), help="run one part only (default: every part)")
     parser.add_argument(
         "--continuous-seconds", type=float, default=20.0, help="each continuous-mode run's measured span"
     )

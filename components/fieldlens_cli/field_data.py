@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from fieldlens_cli.arguments import DATA_DIR, Subcommands, upload_arguments
 from fieldlens_cli.output import emit
-from fieldlens_core.errors import ConfigurationError
+from fieldlens_core.errors import FieldlensError, NotFoundError
 from fieldlens_fielddata.directory import DEFAULT_S3_PREFIX, FieldDataDir
 from fieldlens_fielddata.sidecar import Sidecar, SidecarError
 from fieldlens_fielddata.uploader import DrainReport
@@ -57,11 +57,13 @@ def uploader_config(args: argparse.Namespace) -> UploaderConfig:
 
 
 def run_field_data(args: argparse.Namespace) -> int:
-    try:
-        config = uploader_config(args)
-    except (ConfigurationError, ValueError) as exc:
-        log.error("%s", exc)
-        return 2
+    config = uploader_config(args)
+    if not config.field_data_dir.is_dir():
+        raise NotFoundError(
+            f"no field-data directory at {config.field_data_dir}",
+            "Pass --field-data DIR: the classifier's fieldDataDir (`fieldlens serve --field-data`; the demo keeps "
+            "its images in fieldlens-data/field-images, on a core /var/lib/fieldlens/field-images)",
+        )
     if args.field_command == "ls":
         return list_remote(config, args.prefix) if args.remote else list_local(config.field_data_dir)
     if args.field_command == "stats":
@@ -128,6 +130,8 @@ def sync(config: UploaderConfig) -> int:
         bar.close()
     emit(f"uploaded {report.uploaded} images ({report.bytes} bytes), quarantined {report.quarantined}")
     if report.outage:
-        log.error("stopped early, the rest stays queued: %s", report.error)
-        return 1
+        raise FieldlensError(
+            f"stopped early, the rest stays queued: {report.error}",
+            "Nothing is lost: run `fieldlens field-data sync` again once the bucket is reachable",
+        )
     return 0

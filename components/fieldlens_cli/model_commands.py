@@ -51,7 +51,7 @@ def install_command(args: argparse.Namespace) -> int:
     try:
         card = install_package(args.package, args.model_dir)
     except ModelPackageError as exc:
-        log.error("not installed: %s", exc)
-        return 1
+        hint = " ".join(part for part in (exc.hint, "The current model stays as it was") if part)
+        raise ModelPackageError(f"not installed: {exc.message}", hint) from None
     emit(f"installed {card.name} {card.version} into {args.model_dir} (now current)")
     return 0

@@ -7,9 +7,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fieldlens_cli.arguments import DATA_DIR, Subcommands
+from fieldlens_cli.arguments import DATA_DIR, Subcommands, aws_arguments
 from fieldlens_cli.output import emit
-from fieldlens_core.errors import ConfigurationError
+from fieldlens_core.errors import ConfigurationError, ExitCode, InvalidInputError, NotFoundError
 from fieldlens_core.model_package import current_package
 from fieldlens_retrain.bucket_labels import BucketLabels
 from fieldlens_retrain.labels import export_labels, import_labels, labelled, read_labels
@@ -18,8 +18,6 @@ if TYPE_CHECKING:
     from fieldlens_retrain.pipeline import RetrainReport
 
 log = logging.getLogger(__name__)
-
-EXIT_REJECTED = 4  # `retrain`: the candidate did not beat the current model
 
 
 def register(commands: Subcommands) -> None:
@@ -36,8 +34,10 @@ def register(commands: Subcommands) -> None:
         help="label-studio: each image's URL, with {id} and {s3_key} filled in (default: the labelling page's, "
         "http://127.0.0.1:8080/api/images/{id}?token=TOKEN with --token; s3://BUCKET/{s3_key} for an s3:// source)",
     )
-    label_out.add_argument("--token", help="label-studio: the labelling page's token, for its image URLs")
-    label_out.add_argument("--out", type=Path, required=True)
+    label_out.add_argument(
+        "--token", help="label-studio: the labelling page's token, for its image URLs (default: none)"
+    )
+    label_out.add_argument("--out", type=Path, required=True, help="the file to write")
     label_in.add_argument("--field-data", type=Path, default=DATA_DIR / "field-images")
     label_out.add_argument(
         "--field-data", default=str(DATA_DIR / "field-images"), help="a field-data directory or s3://bucket/prefix"
@@ -46,15 +46,13 @@ def register(commands: Subcommands) -> None:
         sub.set_defaults(handler=label)
     label_out.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model (its labels)")
     label_out.add_argument("--cache", type=Path, default=DATA_DIR / "cache", help="where an s3:// source is mirrored")
-    label_out.add_argument("--endpoint-url")
-    label_out.add_argument("--region")
+    aws_arguments(label_out)
     label_in.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model (its labels)")
     page = label_commands.add_parser("serve", help="a page to label field images with the keyboard")
     page.add_argument(
         "--field-data", default=str(DATA_DIR / "field-images"), help="a field-data directory or s3://bucket/prefix"
     )
-    page.add_argument("--endpoint-url", help="S3 endpoint (an s3:// source)")
-    page.add_argument("--region", help="AWS region (an s3:// source)")
+    aws_arguments(page)
     page.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model (its labels)")
     page.add_argument("--new-labels", action="store_true", help="allow labels the current model does not know")
     page.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
@@ -63,7 +61,7 @@ def register(commands: Subcommands) -> None:
     page.add_argument("--labeller", help="your name in the sidecars (default: your user name)")
     page.add_argument("--cache", type=Path, default=DATA_DIR / "cache", help="thumbnails and embeddings")
     page.add_argument("--models", type=Path, default=DATA_DIR / "models", help="where Retrain writes candidates")
-    page.add_argument("--base", type=Path, help="a folder of class folders to train on as well")
+    page.add_argument("--base", type=Path, help="a folder of class folders to train on as well (default: none)")
     page.set_defaults(handler=label_page)
     label_in.add_argument("--new-labels", action="store_true", help="allow labels the current model does not know")
 
@@ -76,16 +74,21 @@ def register(commands: Subcommands) -> None:
         default=str(DATA_DIR / "field-images"),
         help="a field-data directory or s3://bucket/prefix",
     )
-    build.add_argument("--labels", type=Path, help="a labels CSV or COCO JSON (besides sidecar labels)")
-    build.add_argument("--base", type=Path, help="a folder of class folders to train on as well")
+    build.add_argument(
+        "--labels", type=Path, help="a labels CSV or COCO JSON, besides the sidecars' labels (default: none)"
+    )
+    build.add_argument("--base", type=Path, help="a folder of class folders to train on as well (default: none)")
     build.add_argument("--new-labels", action="store_true", help="a new label set (else: the model's)")
     build.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model")
-    build.add_argument("--pseudo-threshold", type=float, help="pseudo-label unlabelled images this confident")
-    build.add_argument("--val-percent", type=int, default=20)
-    build.add_argument("--cache", type=Path, default=DATA_DIR / "cache")
-    build.add_argument("--endpoint-url")
-    build.add_argument("--region")
-    build.add_argument("--out", type=Path, required=True)
+    build.add_argument(
+        "--pseudo-threshold",
+        type=float,
+        help="pseudo-label unlabelled images the model is this confident about (default: none are)",
+    )
+    build.add_argument("--val-percent", type=int, default=20, help="share of images held out for validation")
+    build.add_argument("--cache", type=Path, default=DATA_DIR / "cache", help="where an s3:// source is mirrored")
+    aws_arguments(build)
+    build.add_argument("--out", type=Path, required=True, help="the manifest to write")
     build.set_defaults(handler=dataset)
 
     retrain_parser = commands.add_parser(
@@ -102,13 +105,16 @@ def register(commands: Subcommands) -> None:
     arg("--name", help="model name (default: the current model's, or fieldlens-classifier)")
     arg("--cache", type=Path, default=DATA_DIR / "cache")
     arg("--backend", choices=["local", "sagemaker"], default="local")
-    arg("--role-arn", help="SageMaker execution role (--backend sagemaker)")
-    arg("--bucket", help="S3 bucket for SageMaker input and output")
-    arg("--region")
-    arg("--endpoint-url", help="S3/SageMaker endpoint (tests)")
+    arg("--role-arn", help="SageMaker execution role (needed with --backend sagemaker; default: none)")
+    arg("--bucket", help="S3 bucket: SageMaker's input and output, and --publish's artifacts (default: none)")
+    aws_arguments(retrain_parser, "S3 and SageMaker")
     arg("--instance-type", default="ml.m5.large")
     arg("--publish", action="store_true", help="publish the new model as a fieldlens.Model version")
-    arg("--deploy", metavar="THING_GROUP_ARN", help="then deploy it to this thing group")
+    arg(
+        "--deploy",
+        metavar="THING_GROUP_ARN",
+        help="with --publish: then deploy it to this thing group, every other component kept (default: no deploy)",
+    )
     retrain_parser.set_defaults(handler=retrain)
 
 
@@ -120,8 +126,18 @@ def known_labels(model_dir: Path | None) -> list[str] | None:
 def label(args: argparse.Namespace) -> int:
     """A bad labels file or an unknown label is a LabelError: main() reports it (exit 2)."""
     if args.label_command == "import":
-        count = import_labels(args.field_data, read_labels(args.file), known_labels(args.model), args.new_labels)
-        emit(f"labelled {count} images in {args.field_data}")
+        field, _ = field_data_root(str(args.field_data), args)
+        labels = read_labels(args.file)
+        result = import_labels(field, labels, known_labels(args.model), args.new_labels)
+        if result.unmatched:
+            listed = ", ".join(result.unmatched[:10]) + (" …" if len(result.unmatched) > 10 else "")
+            message = f"{len(result.unmatched)} of {len(labels)} keys in {args.file} name no image in {field}: {listed}"
+            if not result.labelled:
+                raise NotFoundError(
+                    message, "A key is an image id, its file name or its S3 key: see `fieldlens field-data ls`"
+                )
+            log.warning("%s", message)
+        emit(f"labelled {result.labelled} images in {field}")
     elif args.format == "label-studio":
         return export_label_studio(args)
     else:
@@ -188,7 +204,10 @@ def field_data_root(source: str, args: argparse.Namespace) -> tuple[Path, Bucket
     dataset build each start from."""
     if not source.startswith("s3://"):
         if not Path(source).is_dir():
-            raise ConfigurationError(f"no field-data directory at {source}")
+            raise NotFoundError(
+                f"no field-data directory at {source}",
+                "Pass --field-data DIR (the demo keeps its images in fieldlens-data/field-images) or s3://BUCKET/PREFIX",
+            )
         return Path(source), None
     bucket = BucketLabels(s3_client(args), source)
     root = bucket.mirror(args.cache / "s3")
@@ -227,6 +246,12 @@ def retrain(args: argparse.Namespace) -> int:
     from fieldlens_retrain.pipeline import run_retrain
     from fieldlens_retrain.train import TrainSettings
 
+    if (args.publish or args.deploy) and not args.bucket:  # before training, not after it
+        raise InvalidInputError("--publish needs --bucket", "Pass --bucket, the component artifacts bucket")
+    if args.deploy and not args.publish:
+        raise InvalidInputError(
+            "--deploy needs --publish", "A model is deployed as the fieldlens.Model version it publishes"
+        )
     if args.backend == "sagemaker":
         report = retrain_on_sagemaker(args)
     else:
@@ -237,7 +262,7 @@ def retrain(args: argparse.Namespace) -> int:
     for line in report.summary():
         emit(line)
     if not report.decision.publish or report.package is None:
-        return EXIT_REJECTED
+        return ExitCode.REJECTED
     return ship(args, report.package)
 
 
@@ -245,14 +270,11 @@ def ship(args: argparse.Namespace, package: Path) -> int:
     """`--publish [--deploy ARN]`: the new model as a fieldlens.Model component version, then to the fleet."""
     if not args.publish:
         return 0
-    if not args.bucket:
-        log.error("--publish needs --bucket (the component artifacts bucket)")
-        return 2
     import tempfile
 
     import boto3
 
-    from fieldlens_infra.deploy import redeploy_with
+    from fieldlens_cli.greengrass_commands import deploy_plan
     from fieldlens_infra.publish import publish_model
 
     s3 = boto3.client("s3", region_name=args.region, endpoint_url=args.endpoint_url)
@@ -261,8 +283,7 @@ def ship(args: argparse.Namespace, package: Path) -> int:
         version, arn = publish_model(package, s3, greengrass, args.bucket, Path(work))
     emit(f"published fieldlens.Model {version}: {arn}")
     if args.deploy:
-        deployment = redeploy_with(greengrass, args.deploy, {"fieldlens.Model": version})
-        emit(f"deployment {deployment}: fieldlens.Model {version} to {args.deploy}, other components unchanged")
+        return deploy_plan(greengrass, args.deploy, {"fieldlens.Model": version}, {}, dry_run=False)
     return 0
 
 

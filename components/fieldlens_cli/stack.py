@@ -21,12 +21,15 @@ from fieldlens_cli.requester import Requester
 from fieldlens_cli.supervisor import Child, ServeOptions, start_components, stop_children
 from fieldlens_core import topics
 from fieldlens_core.bus.mqtt import MqttBus
-from fieldlens_core.config import BrokerConfig
+from fieldlens_core.config import BrokerConfig, validate_config
 
 
-def connect(broker_url: str, role: str) -> MqttBus:
-    """A client bus with a fresh id (two runs of a command must not kick each other off)."""
-    return MqttBus(BrokerConfig(url=broker_url), f"fieldlens-{role}-{uuid.uuid4().hex[:8]}").connect()
+def connect(broker: str | BrokerConfig, role: str) -> MqttBus:
+    """A client bus to a broker URL or a whole BrokerConfig (TLS, a client id, a connect timeout),
+    with a fresh id unless the configuration names one (two runs of a command must not kick each
+    other off). InvalidInputError for a malformed URL, BusConnectionError when it cannot connect."""
+    config = broker if isinstance(broker, BrokerConfig) else validate_config(BrokerConfig, {"url": broker})
+    return MqttBus(config, f"fieldlens-{role}-{uuid.uuid4().hex[:8]}").connect()
 
 
 @dataclass

@@ -22,8 +22,8 @@ from fieldlens_core.bus import Bus
 from fieldlens_core.bus.mqtt import MqttBus
 from fieldlens_core.config import (
     DEFAULT_BROKER_URL,
-    BrokerConfig,
     BusSettings,
+    broker_config_from,
     load_config_file,
     merge_config,
     validate_config,
@@ -50,19 +50,17 @@ def resolve_config(
     config_file: str | None = None,
     greengrass: GreengrassConfiguration[M] | None = None,
 ) -> M:
-    """Flags win over the file or the nucleus; raises ConfigurationError naming each bad key."""
+    """Flags win over the file or the nucleus; raises ConfigurationError naming the file and each bad key."""
     if greengrass is not None:
         return greengrass.load()
     raw = load_config_file(Path(config_file)) if config_file else {}
-    return validate_config(model, merge_config(model, raw, flags))
+    source = f"configuration {config_file} with flags" if config_file else None
+    return validate_config(model, merge_config(model, raw, flags), source)
 
 
 def given_flags(namespace: Any, skip: tuple[str, ...] = ("config",)) -> dict[str, Any]:
     """The argparse values the user actually gave (argparse leaves the others None)."""
     return {k: v for k, v in vars(namespace).items() if v is not None and k not in skip}
-
-
-BROKER_FLAGS = ("broker", "client_id", "ca_file", "cert_file", "key_file")
 
 
 def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
@@ -74,10 +72,8 @@ def add_broker_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def connect_broker(args: argparse.Namespace, client_id: str) -> MqttBus:
-    """Connect to the broker the flags name; raises ConfigurationError or BusConnectionError."""
-    raw = {k: getattr(args, k) for k in BROKER_FLAGS if getattr(args, k, None) is not None}
-    raw["url"] = raw.pop("broker", DEFAULT_BROKER_URL)
-    return MqttBus(validate_config(BrokerConfig, raw), client_id).connect()
+    """Connect to the broker the flags name; raises InvalidInputError, ConfigurationError or BusConnectionError."""
+    return MqttBus(broker_config_from(args), client_id).connect()
 
 
 class ComponentSetup(Generic[M]):

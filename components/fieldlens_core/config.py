@@ -15,15 +15,19 @@ import socket
 import tempfile
 from pathlib import Path
 from types import UnionType
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, NamedTuple, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from fieldlens_core.errors import ConfigurationError
+from fieldlens_core.errors import ConfigurationError, InvalidInputError
 
 DEFAULT_BROKER_URL = "mqtt://127.0.0.1:1883"
+BROKER_URL_HINT = (
+    "Write it as mqtt://HOST:PORT for plain TCP (for example mqtt://127.0.0.1:1883) or mqtts://HOST:PORT "
+    "for TLS (AWS IoT Core: mqtts://ENDPOINT:8883 with --ca, --cert and --key)"
+)
 DEFAULT_SERVICE_NAME = "beverage-classifier"  # the seed's v1 connector service name
 
 
@@ -73,6 +77,41 @@ class BusSettings(ComponentSettings):
     )
 
 
+class BrokerAddress(NamedTuple):
+    tls: bool
+    host: str
+    port: int
+
+
+def parse_broker_url(url: str) -> BrokerAddress:
+    """``mqtt://HOST[:PORT]`` or ``mqtts://HOST[:PORT]`` (ports 1883 and 8883 by default), or
+    InvalidInputError saying what is wrong with the URL and showing the form it takes.
+
+    The one place a broker URL is read: the CLI's ``--broker``, a component's, and a
+    configuration file's all get the same message. ``urlparse`` alone accepts
+    ``127.0.0.1:1883`` (no scheme: it reads nothing useful) and raises a bare ValueError
+    for port 99999 only when the port is first read, at connect time.
+    """
+    if "://" not in url:
+        raise InvalidInputError(f"broker URL {url!r} has no scheme", BROKER_URL_HINT)
+    parsed = urlparse(url)
+    if parsed.scheme not in ("mqtt", "mqtts"):
+        raise InvalidInputError(f"broker URL {url!r}: unknown scheme {parsed.scheme!r}", BROKER_URL_HINT)
+    if not parsed.hostname:
+        raise InvalidInputError(f"broker URL {url!r} names no host", BROKER_URL_HINT)
+    if parsed.path not in ("", "/") or parsed.query or parsed.fragment:
+        raise InvalidInputError(f"broker URL {url!r} has a path; a broker URL ends at the port", BROKER_URL_HINT)
+    try:
+        port = parsed.port
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        given = parsed.netloc.rpartition(":")[2]
+        raise InvalidInputError(f"broker URL {url!r}: port {given!r} is not a port (1 to 65535)", BROKER_URL_HINT)
+    tls = parsed.scheme == "mqtts"
+    return BrokerAddress(tls, parsed.hostname, port or (8883 if tls else 1883))
+
+
 class BrokerConfig(StrictModel):
     """Where an off-device component finds MQTT: a local broker or AWS IoT Core with X.509."""
 
@@ -108,25 +147,36 @@ class BrokerConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> BrokerConfig:
-        parsed = urlparse(self.url)
-        if parsed.scheme not in ("mqtt", "mqtts") or not parsed.hostname:
-            raise ValueError(f"url {self.url!r} must look like mqtt://HOST:PORT or mqtts://HOST:PORT")
+        address = parse_broker_url(self.url)  # InvalidInputError, which pydantic lets through as it is
         if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together")
+            raise ValueError("cert_file and key_file go together (--cert and --key)")
+        if not address.tls and (self.ca_file or self.cert_file):
+            raise ValueError(f"a CA or certificate is only used over TLS: write the URL as mqtts://, not {self.url}")
         return self
 
     @property
     def host(self) -> str:
-        return urlparse(self.url).hostname or ""
+        return parse_broker_url(self.url).host
 
     @property
     def port(self) -> int:
-        parsed = urlparse(self.url)
-        return parsed.port or (8883 if parsed.scheme == "mqtts" else 1883)
+        return parse_broker_url(self.url).port
 
     @property
     def tls(self) -> bool:
-        return urlparse(self.url).scheme == "mqtts"
+        return parse_broker_url(self.url).tls
+
+
+BROKER_FLAGS = ("broker", "client_id", "ca_file", "cert_file", "key_file")
+"""The broker flags' dests, the same on every command and component: --broker, --client-id, --ca, --cert, --key."""
+
+
+def broker_config_from(flags: Any, **settings: Any) -> BrokerConfig:
+    """The BrokerConfig that parsed broker flags (an argparse namespace) name, with ``settings``
+    besides (a connect timeout). InvalidInputError for a malformed URL, ConfigurationError otherwise."""
+    raw = {k: getattr(flags, k) for k in BROKER_FLAGS if getattr(flags, k, None) is not None}
+    raw["url"] = raw.pop("broker", DEFAULT_BROKER_URL)
+    return validate_config(BrokerConfig, {**raw, **settings}, "broker settings")
 
 
 class CameraConfig(StrictModel):
@@ -200,13 +250,72 @@ class InferenceClientConfig(StrictModel):
 M = TypeVar("M", bound=BaseModel)
 
 
-def validate_config(model: type[M], raw: dict[str, Any]) -> M:
-    """Validate raw configuration, or raise ConfigurationError listing every problem by key."""
+def validate_config(model: type[M], raw: dict[str, Any], source: str | None = None) -> M:
+    """Validate raw configuration, or raise ConfigurationError listing every problem by key.
+
+    ``source`` says where the configuration came from (a file and its section) for the message;
+    by default the model's name. An unknown key is named with the keys allowed in its place:
+    a typo is then fixed from the message alone.
+    """
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors())
-        raise ConfigurationError(f"invalid {model.__name__}: {problems}") from None
+        problems = "; ".join(_problem(model, error) for error in exc.errors())
+        raise ConfigurationError(f"invalid {source or model.__name__}: {problems}") from None
+
+
+def _problem(model: type[BaseModel], error: Any) -> str:
+    """One validation error as ``key: message``; an unknown key as ``unknown key 'x'; allowed: a, b``."""
+    loc = tuple(error["loc"])
+    if error["type"] == "extra_forbidden" and loc:
+        where = ".".join(map(str, loc[:-1]))
+        problem = f"unknown key {str(loc[-1])!r}"
+        holder = _model_at(model, loc[:-1])
+        if holder is not None:
+            problem += "; allowed: " + ", ".join(f.alias or n for n, f in holder.model_fields.items())
+        return f"{where}: {problem}" if where else problem
+    message = str(error["ctx"]["error"]) if error["type"] == "value_error" else error["msg"]  # no "Value error, "
+    return f"{'.'.join(map(str, loc))}: {message}" if loc else message
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``Annotated[X, ...]`` -> X and ``X | None`` -> X, so that the type under them can be walked."""
+    while True:
+        if get_origin(annotation) is Annotated:
+            annotation = get_args(annotation)[0]
+        elif get_origin(annotation) in (Union, UnionType):
+            members = [a for a in get_args(annotation) if a is not type(None)]
+            if len(members) != 1:
+                return annotation
+            annotation = members[0]
+        else:
+            return annotation
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model that holds the key at ``loc`` (pydantic's error location), or None where it cannot be told."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        if get_origin(current) in (Union, UnionType):  # a tagged union: pydantic puts the tag in the location
+            tagged = [m for m in get_args(current) if isinstance(m, type) and issubclass(m, BaseModel)]
+            current = next((m for m in tagged if _tag_of(m) == part), None)
+            continue
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            fields = current.model_fields
+            name = part if part in fields else next((n for n, f in fields.items() if f.alias == part), None)
+            current = fields[name].annotation if name is not None else None
+        elif get_origin(current) in (list, tuple, dict) and get_args(current):
+            current = get_args(current)[-1]  # a list's item, a dict's value
+        else:
+            return None
+    current = _unwrap(current)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _tag_of(model: type[BaseModel]) -> Any:
+    field = model.model_fields.get("type")
+    return field.default if field is not None else None
 
 
 def snake_case(key: str) -> str:
@@ -248,12 +357,24 @@ def merge_config(model: type[BaseModel], *layers: dict[str, Any]) -> dict[str, A
     return merged
 
 
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
 def load_config_file(path: Path) -> dict[str, Any]:
-    """Read a JSON configuration file (the off-device equivalent of a component's configuration)."""
+    """Read a configuration file, JSON or YAML (by its suffix: .yaml, .yml), into a mapping: the
+    off-device equivalent of a component's configuration. YAML because the recipes are YAML:
+    their ``DefaultConfiguration`` can be copied into a file as it is."""
+    import yaml
+
+    kind = "YAML" if path.suffix.lower() in YAML_SUFFIXES else "JSON"
     try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ConfigurationError(f"cannot read configuration {path}: {exc}") from None
+        text = path.read_text()
+        document = yaml.safe_load(text) if kind == "YAML" else json.loads(text)
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        reason = " ".join(str(getattr(exc, "strerror", None) or exc).split())
+        raise ConfigurationError(
+            f"cannot read configuration {path}: {reason}", f"It must be a readable {kind} file"
+        ) from None
     if not isinstance(document, dict):
-        raise ConfigurationError(f"configuration {path} must be a JSON object")
+        raise ConfigurationError(f"configuration {path} must be a {kind} mapping of keys to values")
     return document

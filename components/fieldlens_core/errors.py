@@ -8,12 +8,47 @@ response never carries a free-form or unknown code. The set is documented in the
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
-EXIT_STOPPED, EXIT_FAILED, EXIT_CONFIGURATION, EXIT_CANNOT_CONNECT, EXIT_NOT_AUTHORISED = 0, 1, 2, 3, 4
-"""A component's exit codes: stopped by a signal; cannot start for another reason that its log
-line names (no valid model package, the socket in use), or a bug; invalid configuration;
-cannot reach the nucleus or the broker; an operation its accessControl forbids."""
+
+class ExitCode(IntEnum):
+    """The one table of exit codes, each with one meaning, for every command and component.
+
+    ``fieldlens --help`` and the README print it (:data:`EXIT_MEANINGS`); a component's start-up
+    failure and a CLI command both exit with one of these. Adding a member is a contract change.
+    """
+
+    OK = 0
+    FAILED = 1
+    INVALID_INPUT = 2
+    CANNOT_CONNECT = 3
+    NOT_AUTHORISED = 4
+    TIMED_OUT = 5
+    REJECTED = 6
+    NOT_FOUND = 7
+    IN_USE = 8
+    ERROR_RESPONSE = 9
+    INTERRUPTED = 130
+
+
+EXIT_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "done (a component: stopped by SIGINT or SIGTERM)",
+    ExitCode.FAILED: "failed for the reason its line names, or a bug (--log-level DEBUG shows the traceback)",
+    ExitCode.INVALID_INPUT: "a flag, file, payload or configuration that does not validate",
+    ExitCode.CANNOT_CONNECT: "cannot reach an MQTT broker, the Greengrass nucleus, the inference service or AWS",
+    ExitCode.NOT_AUTHORISED: "no credentials, or credentials or a topic refused (AWS access denied, accessControl)",
+    ExitCode.TIMED_OUT: "nothing answered within the time allowed",
+    ExitCode.REJECTED: "the retrain gate refused the candidate",
+    ExitCode.NOT_FOUND: "the input does not exist, or matched nothing",
+    ExitCode.IN_USE: "a port or socket that something else holds",
+    ExitCode.ERROR_RESPONSE: "a device answered with an error (classify prints it)",
+    ExitCode.INTERRUPTED: "interrupted by Ctrl-C (128 + SIGINT, as shells report it)",
+}
+
+
+def exit_code_table() -> str:
+    """The table as text lines, for ``fieldlens --help`` (the README holds the same table)."""
+    return "\n".join(f"  {code.value:>3}  {EXIT_MEANINGS[code]}" for code in ExitCode)
 
 
 class ErrorCode(StrEnum):
@@ -41,12 +76,19 @@ class FieldlensError(Exception):
     """Base of every error fieldlens raises on purpose; carries a response code."""
 
     code: ErrorCode = ErrorCode.INTERNAL_ERROR
-    exit_code: int = EXIT_FAILED
+    exit_code: ExitCode = ExitCode.FAILED
     """What a process exits with when this error ends it (a component's start-up, a CLI command)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.hint = hint
+        """What to do about it, in a sentence (how to give credentials, the valid form, the choices)."""
+
+    def one_line(self) -> str:
+        """The message and its hint as the one line a person reads (newlines folded)."""
+        text = self.message if self.hint is None else f"{self.message}. {self.hint}"
+        return " ".join(text.split())
 
 
 class BadRequestError(FieldlensError):
@@ -87,30 +129,72 @@ class ConfigurationError(FieldlensError):
     """Configuration that does not validate; never reaches a requester, stops a component."""
 
     code = ErrorCode.INTERNAL_ERROR
-    exit_code = EXIT_CONFIGURATION
+    exit_code = ExitCode.INVALID_INPUT
 
 
 class TrainingError(FieldlensError, ValueError):
     """A dataset, a training run or a training job that cannot give a model (a manifest edited by
     hand, no training images, a failed SageMaker job, an export that disagrees with torch)."""
 
-    exit_code = EXIT_CONFIGURATION
+    exit_code = ExitCode.INVALID_INPUT
 
 
 class StartupError(FieldlensError):
     """A component cannot start. Its ``main()`` logs the message as one line (no traceback)
     and exits with ``exit_code``; the codes are documented in the README ("Troubleshooting")."""
 
-    exit_code = EXIT_CANNOT_CONNECT
+    exit_code = ExitCode.CANNOT_CONNECT
 
 
 class NucleusConnectionError(StartupError):
     """The Greengrass nucleus's IPC socket is missing, refuses our token, or did not answer."""
 
-    exit_code = EXIT_CANNOT_CONNECT
+    exit_code = ExitCode.CANNOT_CONNECT
 
 
 class BusAuthorizationError(StartupError):
     """The component's accessControl (or the broker's ACL) does not allow a topic it uses."""
 
-    exit_code = EXIT_NOT_AUTHORISED
+    exit_code = ExitCode.NOT_AUTHORISED
+
+
+class InvalidInputError(FieldlensError):
+    """A flag, a file or a document given on the command line that does not validate."""
+
+    exit_code = ExitCode.INVALID_INPUT
+
+
+class NotFoundError(FieldlensError):
+    """The input a command was pointed at does not exist, or matched nothing."""
+
+    exit_code = ExitCode.NOT_FOUND
+
+
+class InUseError(FieldlensError):
+    """A port or socket that another process holds."""
+
+    exit_code = ExitCode.IN_USE
+
+
+class CannotConnectError(FieldlensError):
+    """An endpoint (a broker, AWS, the inference service) that could not be reached."""
+
+    exit_code = ExitCode.CANNOT_CONNECT
+
+
+class NotAuthorisedError(FieldlensError):
+    """No credentials, or credentials that were refused."""
+
+    exit_code = ExitCode.NOT_AUTHORISED
+
+
+class TimedOutError(FieldlensError):
+    """Nothing answered within the time allowed."""
+
+    exit_code = ExitCode.TIMED_OUT
+
+
+class RejectedError(FieldlensError):
+    """The retrain gate refused a candidate."""
+
+    exit_code = ExitCode.REJECTED

@@ -83,13 +83,13 @@ def startup_failure(logger: logging.Logger, exc: Exception) -> int:
     Greengrass restarts a component that exits non-zero and marks it BROKEN after three
     tries; each try should leave one readable line in the component's log, not a traceback.
     """
-    from fieldlens_core.errors import EXIT_CANNOT_CONNECT, EXIT_FAILED, FieldlensError
+    from fieldlens_core.errors import ExitCode, FieldlensError
 
     if isinstance(exc, FieldlensError):
         code = exc.exit_code
     elif isinstance(exc, ConnectionError):
-        code = EXIT_CANNOT_CONNECT
+        code = ExitCode.CANNOT_CONNECT
     else:
-        code = EXIT_FAILED
-    logger.error("cannot start (exit %d): %s", code, exc)
+        code = ExitCode.FAILED
+    logger.error("cannot start (exit %d): %s", code, exc.one_line() if isinstance(exc, FieldlensError) else exc)
     return code

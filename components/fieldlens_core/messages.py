@@ -209,6 +209,11 @@ def response_from_payload(payload: bytes) -> dict[str, Any]:
 # -- continuous mode (README, "Continuous mode") ---------------------------------------------
 
 
+MIN_FPS, MAX_FPS = 1 / 60, 60.0
+"""Continuous mode's rate bounds, for commands and configuration alike: below one frame a minute a
+wait is no longer a rate (1e-11 fps overflowed the loop's timer and killed its thread)."""
+
+
 class ContinuousCommand(BaseModel):
     """A command on /request/continuous[/<name>]. Every field is optional: an empty payload, or the
     AWS IoT console's default test message, asks for the status."""
@@ -220,7 +225,11 @@ class ContinuousCommand(BaseModel):
     )
     action: Literal["start", "stop", "status"] = Field(default="status", description="What to do.")
     fps: float | None = Field(
-        default=None, gt=0, le=60, description="With start: frames per second (default: the configuration's)."
+        default=None,
+        ge=MIN_FPS,
+        le=MAX_FPS,
+        strict=True,  # "5" and true are not rates
+        description="With start: frames per second, at least one frame a minute (default: the configuration's).",
     )
     reply_topic: ReplyTopic | None = Field(default=None, description="Publish the response here instead.")
     message: Note | None = Field(default=None, description="A free-text note, echoed in the response.")
@@ -237,6 +246,9 @@ class ContinuousStatus(BaseModel):
     in_view: str | None = Field(default=None, description="The label of the event in progress.")
     measured_fps: float | None = Field(default=None, description="Frames per second over the last few seconds.")
     failing: str | None = Field(default=None, description="Why frames fail, while they do (camera, inference).")
+    stopped_by: str | None = Field(
+        default=None, description="Why the loop stopped by itself (an internal error); null: it did not."
+    )
 
 
 class ContinuousResponse(BaseModel):
@@ -286,6 +298,126 @@ class FramePrediction(BaseModel):
     predictions: list[Prediction]
     model: ModelInfo
     event_id: str | None = None
+
+    def to_payload(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+# -- status (README, "Topics and payloads"; `fieldlens status`) ------------------------------
+
+
+class StatusRequest(BaseModel):
+    """A request on /request/status[/<name>]. Every field is optional: an empty payload, or the AWS IoT
+    console's default test message, asks for the status. There is no ``reply_topic``: the answer goes
+    to the paired /response/status topic, which is where `fieldlens status` and the console look."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    request_id: RequestId = Field(
+        default_factory=new_request_id, description="Echoed in every device's answer; generated when absent."
+    )
+    message: Note | None = Field(default=None, description="A free-text note, echoed in the answer.")
+
+
+class ServedModel(BaseModel):
+    """The model the inference service serves, as its ping says."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    version: str
+    sha256: str
+    variant: str | None = Field(default=None, description="fp32 or int8; null from a service too old to say.")
+    services: list[str] = Field(default_factory=list, description="The service names it answers to.")
+
+
+class InferenceStatus(BaseModel):
+    """What the inference service answered to a ping: its model, or why there is none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: ServedModel | None = None
+    error: ErrorInfo | None = Field(default=None, description="Why the ping failed: down, hung, or no model.")
+
+
+class QueueStatus(BaseModel):
+    """The classifier's admission at the moment of the answer (README, "Speed": admission by time)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    workers: int
+    in_flight: int = Field(description="Requests a worker is on.")
+    queued: int = Field(description="Admitted requests waiting for a worker.")
+    max_held: int = Field(description="The most held at once (queueSize + workers).")
+    expected_wait_ms: float = Field(description="The wait admission expects for a request arriving now.")
+    max_wait_ms: int = Field(description="Its budget (maxWaitMs): a longer expected wait is refused BUSY.")
+
+
+class RequestCounts(BaseModel):
+    """Classify responses since the classifier started, counted as they are published."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    answered: int = Field(description="Every response: predictions and errors.")
+    predictions: int
+    busy: int = Field(description="Refused BUSY: over the wait budget, the most held, or shutting down.")
+    errors: dict[str, int] = Field(description="Error responses by code, BUSY included.")
+
+
+class LastError(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: ErrorCode
+    message: str
+    request_id: str
+    at: str = Field(description="When it was answered (ISO 8601 UTC).")
+
+
+class UploadReport(BaseModel):
+    """The uploader's latest status from /status/field-data/<thing>, as the classifier last heard it.
+
+    Fields the uploader adds later are dropped rather than refused: it is the uploader's message,
+    relayed, and a newer uploader must not make the classifier's status unreadable."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    thing: str
+    destination: str
+    queued: int
+    queued_bytes: int
+    oldest_age_s: float | None = None
+    uploaded: int
+    uploaded_bytes: int
+    quarantined: int
+    failed: int
+    last_error: str | None = None
+    timestamp: str = Field(description="When the uploader published it.")
+    heard_s_ago: float | None = Field(
+        default=None,
+        description="Seconds between the classifier hearing it and answering (it reports every "
+        "statusIntervalS, 30 s by default).",
+    )
+
+
+class StatusResponse(BaseModel):
+    """One device's answer on /response/status[/<name>]; ``error`` instead of the figures when the
+    request itself was refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str
+    thing: str
+    name: str
+    timestamp: str = Field(default_factory=utc_timestamp)
+    started: str | None = Field(default=None, description="When the classifier started answering status.")
+    inference: InferenceStatus | None = None
+    queue: QueueStatus | None = None
+    requests: RequestCounts | None = None
+    last_error: LastError | None = Field(default=None, description="Absent: no error response since the start.")
+    continuous: ContinuousStatus | None = None
+    uploads: UploadReport | None = Field(default=None, description="Absent: no uploader report heard yet.")
+    message: str | None = None
+    error: ErrorInfo | None = None
 
     def to_payload(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()

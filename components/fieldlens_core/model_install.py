@@ -5,9 +5,12 @@ Layout after the first install::
     <model-dir>/versions/<version>/   one verified package per version
     <model-dir>/current -> versions/<version>
 
-The package is copied beside the others under a temporary name, verified (every sha256, as
-the service will), renamed into place, and only then is ``current`` switched, by renaming a
-new link over the old one: the inference service sees either the old package or the new
+The package is first checked as the service will load it
+(:func:`~fieldlens_core.model_check.check_package`: every sha256, the labels, each graph in
+ONNX Runtime against the card's input and class count, the known answer), then copied beside
+the others under a temporary name, hash-checked again, renamed into place, and only then is
+``current`` switched, by renaming a new link over the old one: a package that fails never
+becomes current, and the inference service sees either the old package or the new
 one, never a half-copied one, and swaps models without failing a request. A model directory
 that is a plain package (what `fieldlens model build-default` writes) is first moved into
 ``versions/`` under its own version.
@@ -19,21 +22,24 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fieldlens_core.errors import ModelPackageError
-from fieldlens_core.model_package import CARD_FILE, CURRENT_LINK, ModelCard, load_package, read_card, verify_files
+from fieldlens_core.model_check import check_package
+from fieldlens_core.model_package import CARD_FILE, CURRENT_LINK, read_card, verify_files
+
+if TYPE_CHECKING:
+    from fieldlens_core.model_package import ModelCard
 
 VERSIONS_DIR = "versions"
 
 
-def _verify(package_dir: Path) -> ModelCard:
-    """Every listed file hash-checked (the card's names are plain names: read_card refuses others),
-    and every variant loadable."""
-    card = read_card(package_dir)
-    verify_files(package_dir, card)
-    for variant in card.variants:
-        load_package(package_dir, variant)
-    return card
+def _verify_copy(staging: Path, checked: ModelCard) -> None:
+    """The copy is the package that was checked: the same card hashes, and every file matches them."""
+    card = read_card(staging)
+    if card.files != checked.files:
+        raise ModelPackageError("the package changed while it was being installed", "Install it again")
+    verify_files(staging, card)
 
 
 def _adopt_plain_package(model_dir: Path) -> None:
@@ -55,8 +61,12 @@ def _point_current(model_dir: Path, version: str) -> None:
 
 
 def install_package(package: Path, model_dir: Path) -> ModelCard:
-    """Install ``package`` and make it current; raises ModelPackageError if it does not verify."""
-    card = _verify(package)
+    """Install ``package`` and make it current; ModelPackageError (the reason, a hint) if it fails its checks.
+
+    The one install `fieldlens model install` and the labelling page's Install both call.
+    """
+    checked = check_package(package)  # the card's names are plain names: read_card refuses others
+    package, card = checked.directory, checked.card
     model_dir.mkdir(parents=True, exist_ok=True)
     if (model_dir / CARD_FILE).exists() and not (model_dir / CURRENT_LINK).exists():
         _adopt_plain_package(model_dir)
@@ -72,7 +82,7 @@ def install_package(package: Path, model_dir: Path) -> ModelCard:
             for name in card.files:
                 shutil.copy2(package / name, staging / name)
             shutil.copy2(package / CARD_FILE, staging / CARD_FILE)
-            _verify(staging)
+            _verify_copy(staging, card)
             staging.chmod(0o755)
             os.rename(staging, target)
         except BaseException:

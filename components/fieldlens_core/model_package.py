@@ -1,9 +1,15 @@
-"""The model package: ``model.onnx`` (+ variants), ``labels.json`` and ``model_card.json``.
+"""The model package: ``model.onnx`` (+ variants), ``labels.json``, ``model_card.json`` and a known answer.
 
 The card says how to feed the model (input size, resize, normalisation), what it is
 (name, semantic version, parent, training-data manifest hash, metrics) and the sha256 of
 every file. :func:`load_package` refuses a package whose files do not match their hashes,
-so a half-copied or tampered model never reaches ONNX Runtime.
+so a half-copied or tampered model never reaches ONNX Runtime, and labels that no reply
+could carry (too many, too long, repeated, with control characters).
+
+The known answer is ``reference.png`` with ``reference.json`` (each variant's expected top-1
+and confidence for it), written by the package writer. It is a file the card hashes rather
+than a card field so that a card stays readable by services built before it existed (the
+card forbids unknown fields). :mod:`fieldlens_core.model_check` runs all of it.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -23,7 +30,17 @@ from fieldlens_core.safe_paths import UnsafePathError, plain_name
 CARD_FILE = "model_card.json"
 LABELS_FILE = "labels.json"
 CURRENT_LINK = "current"
+REFERENCE_FILE = "reference.json"
 Variant = Literal["fp32", "int8"]
+
+MAX_LABELS = 100_000
+"""More classes than any head a retrain builds (ImageNet has 1,000); a card claiming millions is a mistake."""
+MAX_LABEL_CHARS = 200
+"""A class name is a few words; every reply and every page carries it."""
+MAX_LABELS_BYTES = 32 << 20
+"""labels.json within MAX_LABELS names of MAX_LABEL_CHARS is well under this; it is refused unread above it."""
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+"""Characters that reorder the text around them: a label holding one could show as another on the page."""
 
 
 class InputSpec(BaseModel):
@@ -74,6 +91,25 @@ class ModelCard(BaseModel):
         if missing:
             raise ValueError(f"files lists no hash for {missing}")
         return self
+
+
+class ReferenceAnswer(BaseModel):
+    """One variant's top-1 for the reference image, as the writer's ONNX Runtime computed it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    label: str
+    confidence: float = Field(ge=0.0, le=1.0)
+
+
+class Reference(BaseModel):
+    """``reference.json``: the known answer every device checks a package against before serving it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: str = Field(description="Image file in the package (listed in the card's files).")
+    content_type: Literal["image/png", "image/jpeg"] = "image/png"
+    expected: dict[str, ReferenceAnswer] = Field(description="Variant -> its top-1 for the image.")
 
 
 @dataclass(frozen=True)
@@ -134,14 +170,74 @@ def load_package(model_dir: Path, variant: str = "fp32") -> ModelPackage:
             f"model {card.name} {card.version} has no {variant!r} variant ({sorted(card.variants)})"
         )
     verify_files(package_dir, card, {card.variants[variant], LABELS_FILE})
-    try:
-        labels = json.loads((package_dir / LABELS_FILE).read_text())
-    except ValueError as exc:
-        raise ModelPackageError(f"labels.json is not JSON: {exc}") from None
-    if not isinstance(labels, list) or len(labels) != card.num_classes or not all(isinstance(x, str) for x in labels):
-        raise ModelPackageError(f"labels.json must be a list of {card.num_classes} strings")
+    labels = read_labels(package_dir, card)
     model_file = card.variants[variant]
     return ModelPackage(package_dir, card, labels, package_dir / model_file, card.files[model_file], variant)
+
+
+def read_labels(package_dir: Path, card: ModelCard) -> list[str]:
+    """labels.json as a list of ``num_classes`` names a reply can carry; ModelPackageError naming the first fault.
+
+    Bounded because every classify reply and the labelling page carry these names: a 20 MB
+    name once loaded and then failed every request as an unrelated INFERENCE_UNAVAILABLE.
+    """
+    path = package_dir / LABELS_FILE
+    hint = "Write the package again (fieldlens retrain, or model build-default): labels come from the labels given"
+    if card.num_classes > MAX_LABELS:
+        raise ModelPackageError(f"the card claims {card.num_classes} classes; at most {MAX_LABELS} are served", hint)
+    if path.stat().st_size > MAX_LABELS_BYTES:
+        raise ModelPackageError(f"{LABELS_FILE} is {path.stat().st_size} bytes; at most {MAX_LABELS_BYTES}", hint)
+    try:
+        labels = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ModelPackageError(f"{LABELS_FILE} is not JSON: {exc}", hint) from None
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise ModelPackageError(f"{LABELS_FILE} must be a list of {card.num_classes} strings", hint)
+    if len(labels) != card.num_classes:
+        raise ModelPackageError(
+            f"{LABELS_FILE} must be a list of {card.num_classes} strings (num_classes); it has {len(labels)}", hint
+        )
+    seen: set[str] = set()
+    for index, label in enumerate(labels):
+        problem = label_problem(label)
+        if problem is None and label in seen:
+            problem = "appears twice"
+        if problem is not None:
+            shown = label[:40] + ("..." if len(label) > 40 else "")
+            raise ModelPackageError(f"{LABELS_FILE}: label {index} {shown!r} {problem}", hint)
+        seen.add(label)
+    return labels
+
+
+def label_problem(label: str) -> str | None:
+    """Why ``label`` cannot be a class name, or None when it can."""
+    if not label.strip():
+        return "is empty"
+    if len(label) > MAX_LABEL_CHARS:
+        return f"is {len(label)} characters long (at most {MAX_LABEL_CHARS})"
+    if any(unicodedata.category(c) in ("Cc", "Cs") or c in BIDI_CONTROLS for c in label):
+        return "holds a control character"
+    return None
+
+
+def read_reference(package_dir: Path, card: ModelCard) -> Reference | None:
+    """The package's known answer (``reference.json``), or None for a package written without one.
+
+    The caller has checked the hashes of both files (the card lists them)."""
+    if REFERENCE_FILE not in card.files:
+        return None
+    try:
+        reference = Reference.model_validate_json((package_dir / REFERENCE_FILE).read_bytes())
+    except OSError as exc:
+        raise ModelPackageError(f"cannot read {package_dir / REFERENCE_FILE}: {exc.strerror}") from None
+    except ValidationError as exc:
+        raise ModelPackageError(f"{REFERENCE_FILE} is invalid: {exc.errors()[0]['msg']}") from None
+    if reference.image not in card.files:
+        raise ModelPackageError(f"{REFERENCE_FILE} names {reference.image!r}, which the card does not list")
+    missing = sorted(set(card.variants) - set(reference.expected))
+    if missing:
+        raise ModelPackageError(f"{REFERENCE_FILE} has no expected answer for the {missing} variant")
+    return reference
 
 
 def write_card(package_dir: Path, card_fields: dict[str, Any]) -> ModelCard:

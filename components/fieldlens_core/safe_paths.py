@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-from fieldlens_core.errors import EXIT_CONFIGURATION, ErrorCode, FieldlensError
+from fieldlens_core.errors import ErrorCode, ExitCode, FieldlensError
 
 
 class UnsafePathError(FieldlensError):
     """A name that would leave the directory it belongs in, or is not a plain file name."""
 
     code = ErrorCode.BAD_REQUEST
-    exit_code = EXIT_CONFIGURATION
+    exit_code = ExitCode.INVALID_INPUT
 
 
 def plain_name(name: str) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from fieldlens_core.errors import InvalidInputError
+
 DEFAULT_NAME = "beverage_container"
 FLEET_REQUEST_TOPIC = "/request/classify"
 FLEET_RESPONSE_TOPIC = "/response/prediction"
@@ -23,15 +25,25 @@ EVENT_PREFIX = "/event/classification/"
 FRAME_PREFIX = "/event/frame/"
 IMAGE_EVENT_PREFIX = "/event/image/"
 
+# Status (`fieldlens status`, README "Topics and payloads"): what a device's components report.
+STATUS_REQUEST_TOPIC = "/request/status"
+STATUS_RESPONSE_TOPIC = "/response/status"
+UPLOAD_STATUS_PREFIX = "/status/field-data/"
+
 # A name becomes one topic level: no separators, no wildcards.
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 MAX_TOPIC_BYTES = 256  # AWS IoT Core's limit on a topic name
 
 
+class TopicNameError(InvalidInputError, ValueError):
+    """A name that cannot stand as a topic level: invalid input on the command line (exit 2), and a
+    ValueError to pydantic, so configuration validation reports it by key."""
+
+
 def validate_name(name: str) -> str:
-    """Return ``name`` if it can stand as one topic level, else raise ValueError."""
+    """Return ``name`` if it can stand as one topic level, else raise TopicNameError."""
     if not _NAME_PATTERN.match(name):
-        raise ValueError(f"name {name!r} must be 1-64 characters of letters, digits, '_', '-' or '.'")
+        raise TopicNameError(f"name {name!r} must be 1-64 characters of letters, digits, '_', '-' or '.'")
     return name
 
 
@@ -53,6 +65,24 @@ def continuous_request_topic(name: str | None) -> str:
 def continuous_response_topic(name: str | None) -> str:
     """``/response/continuous/<name>``, or the fleet-wide ``/response/continuous``."""
     return CONTINUOUS_RESPONSE_TOPIC if name is None else f"{CONTINUOUS_RESPONSE_TOPIC}/{validate_name(name)}"
+
+
+def status_request_topic(name: str | None) -> str:
+    """``/request/status/<name>``, or the fleet-wide ``/request/status``."""
+    return STATUS_REQUEST_TOPIC if name is None else f"{STATUS_REQUEST_TOPIC}/{validate_name(name)}"
+
+
+def status_response_topic(name: str | None) -> str:
+    """``/response/status/<name>``, or the fleet-wide ``/response/status``."""
+    return STATUS_RESPONSE_TOPIC if name is None else f"{STATUS_RESPONSE_TOPIC}/{validate_name(name)}"
+
+
+def upload_status_topic(thing: str) -> str:
+    """``/status/field-data/<thing>``: the uploader's default status topic (a thing name may hold ``:``,
+    which a ``name`` may not, so it is checked as one topic level, not as a name)."""
+    if "/" in thing:
+        raise ValueError(f"thing name {thing!r} must not hold '/'")
+    return validate_publish_topic(UPLOAD_STATUS_PREFIX + thing)
 
 
 def event_topic(name: str) -> str:

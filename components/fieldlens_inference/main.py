@@ -13,7 +13,7 @@ import logging
 import sys
 
 from fieldlens_core.bootstrap import given_flags, load_component_config, run_component
-from fieldlens_core.errors import ConfigurationError, ModelPackageError, StartupError
+from fieldlens_core.errors import FieldlensError, ModelPackageError
 from fieldlens_core.lifecycle import configure_logging, startup_failure
 from fieldlens_inference.batcher import BatchRunner
 from fieldlens_inference.config import InferenceServiceConfig
@@ -45,9 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(flags.get("log_level", "INFO"))
     try:
         setup = load_component_config(InferenceServiceConfig, flags, args.config)
-    except (ConfigurationError, StartupError) as exc:
+    except FieldlensError as exc:  # configuration, or the nucleus
         return startup_failure(log, exc)
     config = setup.config
+    logging.getLogger().setLevel(config.log_level)  # the file's logLevel (flags set it before the file was read)
     manager = ModelManager(config.model_dir, config.model_variant, config.intra_op_threads, config.allow_spinning)
     try:
         manager.load_initial()

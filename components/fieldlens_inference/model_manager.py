@@ -2,8 +2,11 @@
 
 Requests take a reference to the current :class:`~fieldlens_core.model.LoadedModel` when they start, so a swap
 never changes the model under a request in flight: the old session lives until its last
-request finishes. A package that fails verification or does not load is logged and the
-current model keeps serving.
+request finishes. Every load, at start-up and on each hot reload, goes through
+:func:`~fieldlens_core.model_check.check_package` for the variant served (the same check
+`model install` and the device's Startup step run, and the session it loads is the one
+served): a package that fails is logged with the reason and the current model keeps serving;
+at start-up the component exits with it.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import threading
 from pathlib import Path
 
 from fieldlens_core.errors import ModelPackageError
-from fieldlens_core.model import LoadedModel, load_model
+from fieldlens_core.model import LoadedModel
+from fieldlens_core.model_check import check_package
 from fieldlens_core.model_package import CARD_FILE, resolve_package_dir
 
 log = logging.getLogger(__name__)
@@ -49,7 +53,7 @@ class ModelManager:
         """Load at start-up; raises ModelPackageError so the component fails loudly without a model."""
         with self._reload_lock:
             self._fingerprint = _fingerprint(self._model_dir)
-            self._model = load_model(self._model_dir, self._variant, self._threads, self._spinning)
+            self._model = self._load()
         log.info("serving model %s", self._model.info)
         return self._model
 
@@ -70,13 +74,18 @@ class ModelManager:
                 return False
             self._fingerprint = fingerprint  # also on failure: retry only when it changes again
             try:
-                candidate = load_model(self._model_dir, self._variant, self._threads, self._spinning)
+                candidate = self._load()
             except ModelPackageError as exc:
                 log.error("new model package not loaded, still serving %s: %s", self._info(), exc)
                 return False
             previous, self._model = self._model, candidate
         log.info("model reloaded: %s -> %s", previous.info if previous else None, candidate.info)
         return True
+
+    def _load(self) -> LoadedModel:
+        """The served variant of the current package, checked (ModelPackageError with the reason)."""
+        checked = check_package(self._model_dir, [self._variant], threads=self._threads, spinning=self._spinning)
+        return checked.models[self._variant]
 
     def start_watching(self, interval_s: float) -> None:
         def watch() -> None:

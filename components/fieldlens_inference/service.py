@@ -34,7 +34,12 @@ class InferenceService:
         if model is None:
             return failure(WireCode.NO_MODEL, "no model is loaded")
         if op == "ping":
-            return {"ok": True, "model": model.info, "services": sorted(self._services)}
+            return {
+                "ok": True,
+                "model": model.info,
+                "variant": model.package.variant,
+                "services": sorted(self._services),
+            }
         if op != "classify":
             return failure(WireCode.UNKNOWN_OP, f"unknown op {op!r}; expected classify or ping")
         service = header.get("service")

@@ -6,8 +6,9 @@ import argparse
 import logging
 import sys
 
-from fieldlens_core.bootstrap import BROKER_FLAGS, add_broker_arguments, given_flags, run_component, set_up_component
-from fieldlens_core.errors import ConfigurationError, StartupError
+from fieldlens_core.bootstrap import add_broker_arguments, given_flags, run_component, set_up_component
+from fieldlens_core.config import BROKER_FLAGS
+from fieldlens_core.errors import FieldlensError
 from fieldlens_core.lifecycle import configure_logging, startup_failure
 from fieldlens_fielddata.retry import Backoff
 from fieldlens_uploader.build import build_uploader
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(flags.get("log_level", "INFO"))
     try:
         setup = set_up_component(UploaderConfig, flags, args, lambda c: f"fieldlens-uploader-{c.thing_name}")
-    except (ConfigurationError, StartupError, ConnectionError) as exc:
+    except (FieldlensError, ConnectionError) as exc:  # configuration, broker URL, TLS files, the broker itself
         return startup_failure(log, exc)
     config = setup.config
     logging.getLogger().setLevel(config.log_level)

@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import secrets
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +42,8 @@ DEFAULT_S3_PREFIX = "field-data"
 IMAGE_SUFFIX = ".jpg"
 SIDECAR_SUFFIX = ".json"
 RECEIPT_SUFFIX = ".uploaded"
+
+log = logging.getLogger(__name__)
 
 
 def new_image_id(when: datetime) -> str:
@@ -146,6 +150,18 @@ def device_directories(root: Path) -> list[FieldDataDir]:
     return [FieldDataDir(d) for d in below]
 
 
+_reported: set[Path] = set()
+_reported_lock = threading.Lock()
+
+
+def _report_once(pair: Pair, exc: SidecarError) -> None:
+    with _reported_lock:
+        if pair.sidecar_path in _reported:
+            return
+        _reported.add(pair.sidecar_path)
+    log.warning("skipping %s: %s (the uploader quarantines it)", pair.image_id, exc)
+
+
 class FieldDataDir:
     def __init__(self, root: Path) -> None:
         self.root = root.absolute()  # responses and sidecars carry absolute paths
@@ -245,8 +261,18 @@ class FieldDataDir:
 
     # -- sidecars -----------------------------------------------------------------------------
     def read(self, pair: Pair) -> Sidecar:
-        """The pair's sidecar; SidecarError when it is not one, FileNotFoundError when it is gone."""
-        body = pair.sidecar_path.read_bytes()
+        """The pair's sidecar; SidecarError when it is not one or cannot be read (a directory where the
+        sidecar should be, no permission, an I/O error), FileNotFoundError when it is gone.
+
+        Every reader of the directory handles SidecarError by skipping the pair (the uploader
+        quarantines it): one unreadable sidecar must never stop a listing, a dataset or the page.
+        """
+        try:
+            body = pair.sidecar_path.read_bytes()
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise SidecarError(f"cannot read sidecar {pair.sidecar_path}: {exc.strerror or exc}") from None
         if image_time(pair.image_id) is None:
             raise SidecarError(f"{pair.image_id!r} is not a field image id")
         sidecar = Sidecar.decode(body, str(pair.sidecar_path))
@@ -255,11 +281,15 @@ class FieldDataDir:
         return sidecar
 
     def read_all(self) -> Iterator[tuple[Pair, Sidecar | SidecarError]]:
-        """Every pair with its sidecar, or the reason it cannot be read (the uploader quarantines those)."""
+        """Every pair with its sidecar, or the reason it cannot be read (the uploader quarantines those).
+
+        Each unreadable sidecar is logged once per process, whichever reader meets it first, so a
+        person learns of it without a line per listing."""
         for pair in self.pairs():
             try:
                 yield pair, self.read(pair)
             except SidecarError as exc:
+                _report_once(pair, exc)
                 yield pair, exc
             except FileNotFoundError:
                 continue  # uploaded and deleted, or evicted, since the listing

@@ -109,6 +109,7 @@ class Uploader:
         self.chunk = max(chunk, concurrency)
         self.totals = DrainReport()  # since start, for the status topic
         self._totals_lock = threading.Lock()
+        self._receipt_trouble = False  # receipts could not be written lately (see _settle)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="upload")
 
     def close(self) -> None:
@@ -169,6 +170,14 @@ class Uploader:
         return Outcome.UPLOADED, len(image) + len(sidecar_bytes), None
 
     def _settle(self, pair: Pair, image_key: str) -> None:
+        """Record that the pair is in the bucket: its receipt, or (delete_after_upload) its removal.
+
+        A receipt that cannot be written (a full disk, above all) must not leave the pair queued:
+        it would be shipped again on every drain, and the store, which evicts uploaded pairs first,
+        could never evict it, so the disk would stay full. The pair is in the bucket, so it is
+        removed locally instead, which is what eviction would do first; nothing is lost. Logged
+        once per run of full-disk trouble, not once per pair.
+        """
         if self.delete_after_upload:
             self.directory.remove(pair)
             return
@@ -177,7 +186,25 @@ class Uploader:
             "key": image_key,
             "uploaded_at": utc_timestamp(),
         }
-        self.directory.mark_uploaded(pair, json.dumps(receipt).encode())
+        try:
+            self.directory.mark_uploaded(pair, json.dumps(receipt).encode())
+        except OSError as exc:
+            self.directory.remove(pair)  # unlinking needs no room
+            with self._totals_lock:
+                first, self._receipt_trouble = not self._receipt_trouble, True
+            if first:
+                log.error(
+                    "cannot write upload receipts (%s): removing uploaded pairs locally instead, starting with %s; "
+                    "they are in %s",
+                    exc.strerror or exc,
+                    pair.image_id,
+                    self.destination.description,
+                )
+            return
+        if self._receipt_trouble:
+            with self._totals_lock:
+                self._receipt_trouble = False
+            log.info("upload receipts are written again")
 
     def _quarantine(self, pair: Pair, reason: str) -> None:
         target = self.directory.quarantine(pair)

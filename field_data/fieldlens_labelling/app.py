@@ -10,6 +10,7 @@
     POST /api/retrain           dataset build -> retrain -> gate, on a thread (409 while one runs)
     POST /api/install           {"version": ...}: a candidate that passed the gate becomes current
 
+State and items first take in what other writers changed in the directory (LabelIndex.refresh).
 A write names the revision of each sidecar it was made against; one that someone else has
 replaced since is refused (409) with the label it now has, and nothing is lost.
 """
@@ -121,6 +122,7 @@ def create_app(
         return FileResponse(STATIC / "index.html")
 
     async def state(request: Request) -> Response:
+        index.refresh()  # labels `label import` (or anyone) wrote meanwhile count too
         return JSONResponse(
             {
                 "labels": sorted(label_set(settings, index) - {settings.blank_label}),
@@ -150,6 +152,7 @@ def create_app(
             return refuse(400, "offset and limit are integers")
         if offset < 0 or not 1 <= limit <= MAX_PAGE:
             return refuse(400, f"offset >= 0 and limit from 1 to {MAX_PAGE}")
+        index.refresh()
         ordered = index.ordered(_order(order))
         if show == "todo":
             ordered = [i for i in ordered if not i.done]

@@ -1,8 +1,13 @@
 """What the labelling page shows: every field image with its suggestions, scores and label, in order.
 
 Built once from the field-data directory (through :class:`FieldDataDir`, the only code that
-reads sidecars) and then kept current by the page's own writes, so ordering and progress
-never walk the directory again. Orders:
+reads sidecars), kept current by the page's own writes, and brought up to date with what other
+writers did (``fieldlens label import``, a device keeping new images, the uploader removing what
+it shipped) by :meth:`LabelIndex.refresh`, which the page calls on each look at its state. That
+look costs a stat per day directory when nothing changed: every writer replaces a sidecar by a
+rename (``atomic_write``), which moves its day directory's mtime, so only the days whose mtime
+moved are listed again, and of those only the sidecars whose inode or mtime moved are read again.
+Orders:
 
 - ``useful`` (the default): ``uncertain`` once the model has earned it, a representative sample
   (``random``) until then. Uncertainty only points at the images that teach the most when the
@@ -27,16 +32,27 @@ Unlabelled images come before labelled ones in every order.
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from fieldlens_fielddata.directory import FieldDataDir, device_directories
+from fieldlens_fielddata.directory import (
+    SIDECAR_SUFFIX,
+    FieldDataDir,
+    device_directories,
+    image_time,
+    is_image_id,
+)
 from fieldlens_fielddata.sampling.entropy import normalised_entropy
-from fieldlens_fielddata.sidecar import Sidecar
+from fieldlens_fielddata.sidecar import Sidecar, SidecarError
+
+log = logging.getLogger(__name__)
 
 Order = Literal["useful", "uncertain", "least_confidence", "margin", "entropy", "random", "newest", "class", "device"]
 MAX_LISTED_CLASSES = 100
@@ -51,6 +67,28 @@ ORDERS: tuple[Order, ...] = (
     "class",
     "device",
 )
+
+Stamp = tuple[int, int]
+"""(st_ino, st_mtime_ns) of a day directory or a sidecar when the index last read it."""
+
+RACY_NS = 2_000_000_000
+"""A file system stamps mtimes from a coarse clock (a few ms on ext4, 2 s on FAT), so a second change
+within the same tick as the last look leaves the mtime where it was; and a sidecar's rename can get
+back the inode its previous rename freed. A stamp this recent (ns) is therefore not trusted: the day
+or sidecar is looked at again next time, until its mtime is old enough that a change would move it."""
+
+
+def trusted_stamp(stat: os.stat_result, now_ns: int) -> Stamp | None:
+    """The stamp to compare the next look against, or None (look again) while it is too recent."""
+    return None if now_ns - stat.st_mtime_ns < RACY_NS else (stat.st_ino, stat.st_mtime_ns)
+
+
+@dataclass
+class Day:
+    """What the index last saw of one day directory."""
+
+    stamp: Stamp | None
+    ids: set[str]
 
 
 @dataclass
@@ -67,6 +105,7 @@ class Item:
     revision: int
     directory: FieldDataDir = field(repr=False)
     boundary: bool = False  # a continuous-mode event's boundary frame
+    stamp: Stamp | None = field(default=None, repr=False, compare=False)  # its sidecar's, when read
 
     @property
     def done(self) -> bool:
@@ -173,9 +212,13 @@ class LabelIndex:
         self._judged = 0  # labels given to images with a prediction
         self._agreed = 0  # ... that agree with it
         self._suggested: set[str] = set()
+        self._root: Path | None = None
+        self._days: dict[Path, Day] = {}
+        self._scanning = threading.Lock()  # one walk of the directory at a time
+        self._unreadable: set[str] = set()  # sidecars already reported as unreadable
         self.loaded = threading.Event()
         self.load_error: str | None = None
-        self._add(list(items))
+        self._put([(item, None) for item in items])
 
     @classmethod
     def load(cls, root: Path) -> LabelIndex:
@@ -194,18 +237,10 @@ class LabelIndex:
         return thread
 
     def _load(self, root: Path, first: threading.Event | None = None) -> None:
-        chunk: list[Item] = []
+        self._root = root
         try:
-            for directory in device_directories(root):
-                for _, sidecar in directory.read_all():
-                    if isinstance(sidecar, Sidecar):
-                        chunk.append(item_of(sidecar, directory))
-                    if len(chunk) >= self.CHUNK:
-                        self._add(chunk)
-                        chunk = []
-                        if first is not None:
-                            first.set()
-            self._add(chunk)
+            with self._scanning:
+                self._scan(root, first)
         except OSError as exc:  # the directory went away or became unreadable: say so, serve what we have
             self.load_error = f"indexing stopped: {exc}"
         finally:
@@ -213,14 +248,109 @@ class LabelIndex:
             if first is not None:
                 first.set()
 
-    def _add(self, items: list[Item]) -> None:
+    def refresh(self) -> None:
+        """Take in what other writers changed under ``root`` since the last look (see the module's
+        docstring for what that costs). Nothing before the first indexing is done: it is the same walk."""
+        if self._root is None or not self.loaded.is_set():
+            return
+        try:
+            with self._scanning:
+                self._scan(self._root)
+        except OSError as exc:  # keep serving what is indexed; the next look tries again
+            log.warning("cannot look at %s again: %s", self._root, exc)
+
+    def _scan(self, root: Path, first: threading.Event | None = None) -> None:
+        seen: set[Path] = set()
+        for directory in device_directories(root):
+            for day in directory.day_directories():
+                if self._scan_day(directory, day, first):
+                    seen.add(day)
         with self._lock:
-            for item in items:
-                if item.image_id in self._items:
-                    continue  # a write through the page may already be in
+            for day in [day for day in self._days if day not in seen]:  # removed since the last look
+                for image_id in self._days.pop(day).ids:
+                    self._forget(image_id)
+
+    def _scan_day(self, directory: FieldDataDir, day: Path, first: threading.Event | None) -> bool:
+        """Read what changed in one day directory since the last look; False when it is gone.
+
+        Stamps are taken before what they vouch for is read: a change after the stat moves the
+        stamp, and the next look reads it."""
+        try:
+            stat = os.stat(day)
+        except FileNotFoundError:
+            return False
+        now = time.time_ns()
+        with self._lock:
+            known = self._days.get(day)
+            if known is not None and known.stamp is not None and known.stamp == (stat.st_ino, stat.st_mtime_ns):
+                return True
+            had = {i: item.stamp for i in (known.ids if known else ()) if (item := self._items.get(i)) is not None}
+        try:
+            with os.scandir(day) as entries:
+                sidecars = [entry for entry in entries if entry.name.endswith(SIDECAR_SUFFIX)]
+        except FileNotFoundError:
+            return False
+        ids: set[str] = set()
+        fresh: list[tuple[Item, Stamp | None]] = []
+        for entry in sorted(sidecars, key=lambda e: e.name):
+            image_id = entry.name[: -len(SIDECAR_SUFFIX)]
+            when = image_time(image_id)
+            if when is None or not is_image_id(image_id):
+                continue
+            try:
+                file_stat = entry.stat()
+            except FileNotFoundError:
+                continue  # uploaded and removed since the listing
+            stamp = had.get(image_id)
+            if stamp is not None and stamp == (file_stat.st_ino, file_stat.st_mtime_ns):
+                ids.add(image_id)
+                continue
+            pair = directory.pair_for(image_id, when)
+            if pair.sidecar_path.parent != day:
+                continue  # filed under another date: the page could not find it to show or label it
+            try:
+                sidecar = directory.read(pair)
+            except FileNotFoundError:
+                continue
+            except SidecarError as exc:  # skipped (the uploader quarantines it); said once, not on every look
+                if image_id not in self._unreadable:
+                    self._unreadable.add(image_id)
+                    log.warning("skipping %s: %s", image_id, exc)
+                continue
+            fresh.append((item_of(sidecar, directory), trusted_stamp(file_stat, now)))
+            ids.add(image_id)
+            if len(fresh) >= self.CHUNK:
+                self._put(fresh)
+                fresh = []
+                if first is not None:
+                    first.set()
+        self._put(fresh)
+        with self._lock:
+            for image_id in had.keys() - ids:
+                self._forget(image_id)
+            self._days[day] = Day(trusted_stamp(stat, now), ids)
+        return True
+
+    def _put(self, found: list[tuple[Item, Stamp | None]]) -> None:
+        """New items in; changed ones replaced, unless a write through the page has gone in since
+        the sidecar was read (its revision is newer: the next look reads the sidecar again)."""
+        with self._lock:
+            for item, stamp in found:
+                known = self._items.get(item.image_id)
+                if known is not None:
+                    if item.revision < known.revision:
+                        continue
+                    self._count(known, -1)
+                item.stamp = stamp
                 self._items[item.image_id] = item
                 self._count(item, +1)
                 self._suggested.update(label for label, _ in item.suggestions)
+
+    def _forget(self, image_id: str) -> None:
+        """Drop an image whose sidecar is gone (the caller holds the lock)."""
+        item = self._items.pop(image_id, None)
+        if item is not None:
+            self._count(item, -1)
 
     def _count(self, item: Item, sign: int) -> None:
         if item.label is not None:
@@ -265,7 +395,9 @@ class LabelIndex:
         return round_robin(boundary) + round_robin(todo[len(boundary) :]) + ranked[len(todo) :]
 
     def update(self, sidecar: Sidecar) -> Item:
-        """The index after a write through the directory (the new label and revision)."""
+        """The index after a write through the directory (the new label and revision). The item's
+        stamp stays the old sidecar's, so the next look reads this one sidecar again: stamping it
+        now could vouch for a write someone else made just after this one."""
         with self._lock:
             item = self._items[sidecar.image_id]
             self._count(item, -1)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fieldlens_core.errors import FieldlensError
+from fieldlens_core.errors import FieldlensError, ModelPackageError
 from fieldlens_core.model_install import install_package
 from fieldlens_core.model_package import current_package
 from fieldlens_core.safe_paths import UnsafePathError, plain_name
@@ -152,7 +152,10 @@ class ModelDesk:
         report = next((r for r in self.reports() if r.get("version") == version), None)
         if report is None or not report["installable"]:
             raise DeskError(f"{version!r} is not a candidate that passed the gate")
-        card = install_package(self.paths.models_dir / plain_name(version), self.paths.model_dir)
+        try:  # the same checks as `model install` and the device: a package that fails never becomes current
+            card = install_package(self.paths.models_dir / plain_name(version), self.paths.model_dir)
+        except ModelPackageError as exc:
+            raise DeskError(f"{version} is not installed: {exc.one_line()}") from None
         log.info("installed %s %s from the page", card.name, card.version)
         return {"name": card.name, "version": card.version}
 

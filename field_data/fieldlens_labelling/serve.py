@@ -6,6 +6,7 @@ same HTTP API a person's browser uses.
 
 from __future__ import annotations
 
+import errno
 import getpass
 import logging
 import secrets
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import uvicorn
 
-from fieldlens_core.errors import StartupError
+from fieldlens_core.errors import InUseError, InvalidInputError
 from fieldlens_core.model_package import current_package
 from fieldlens_labelling.app import Settings, create_app
 from fieldlens_labelling.index import LabelIndex
@@ -58,9 +59,10 @@ class LabelServer:
             self._socket.bind((options.host, options.port))
         except OSError as exc:
             self._socket.close()
-            raise StartupError(
-                f"cannot listen on {options.host}:{options.port}: {exc.strerror} "
-                "(another page there? --port 0 takes any free port)"
+            kind = InUseError if exc.errno == errno.EADDRINUSE else InvalidInputError
+            raise kind(
+                f"cannot listen on {options.host}:{options.port}: {exc.strerror}",
+                "Another page there? Pass --port with a free port, or --port 0 for any free port",
             ) from None
         self.host, self.port = options.host, self._socket.getsockname()[1]
         self.index = LabelIndex()

@@ -11,17 +11,18 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fieldlens_core.errors import EXIT_CONFIGURATION, FieldlensError
+from fieldlens_core.errors import ExitCode, FieldlensError
 from fieldlens_fielddata.directory import device_directories
 from fieldlens_fielddata.sidecar import Sidecar
 from fieldlens_retrain.label_studio import read_export
 
 
 class LabelError(FieldlensError, ValueError):
-    exit_code = EXIT_CONFIGURATION
+    exit_code = ExitCode.INVALID_INPUT
 
     """A labels file that cannot be read, or labels the model does not know."""
 
@@ -41,9 +42,17 @@ def read_labels(path: Path) -> dict[str, str]:
         raise LabelError(f"cannot read {path}: {exc}") from None
     if path.suffix.lower() == ".json":
         return _read_json(text, path)
-    rows = list(csv.DictReader(text.splitlines()))
-    if rows and not {"key", "label"} <= set(rows[0]):
-        raise LabelError(f"{path}: the header must name the columns key and label")
+    reader = csv.DictReader(text.splitlines())
+    header = reader.fieldnames or []
+    if not {"key", "label"} <= {name.strip() for name in header}:
+        first = ",".join(header) if header else "empty"
+        raise LabelError(
+            f"{path}: the first line must be the header key,label (it is: {first[:80]})",
+            "Add the line `key,label` at the top: without it the first label is read as the header",
+        )
+    rows = [{(k or "").strip(): v for k, v in row.items()} for row in reader]
+    if not rows:
+        raise LabelError(f"{path} holds a header and no labels")
     labels = {}
     for number, row in enumerate(rows, start=2):
         key, label = (row.get("key") or "").strip(), (row.get("label") or "").strip()
@@ -87,17 +96,26 @@ def check_known(labels: Iterable[str], known: list[str] | None, allow_new: bool)
         )
 
 
-def import_labels(root: Path, labels: dict[str, str], known: list[str] | None, allow_new: bool) -> int:
-    """Write labels into the matching sidecars; returns how many were labelled."""
+@dataclass(frozen=True)
+class ImportResult:
+    labelled: int
+    unmatched: list[str]
+    """The image ids of the labels file that name no image here, sorted."""
+
+
+def import_labels(root: Path, labels: dict[str, str], known: list[str] | None, allow_new: bool) -> ImportResult:
+    """Write labels into the matching sidecars; says how many were labelled and which keys matched nothing."""
     check_known(labels.values(), known, allow_new)
     count = 0
+    matched: set[str] = set()
     for directory in device_directories(root):
         for pair in directory.pairs():
             label = labels.get(pair.image_id)
             if label is not None:
                 directory.label(pair.image_id, label, "import")
+                matched.add(pair.image_id)
                 count += 1
-    return count
+    return ImportResult(count, sorted(set(labels) - matched))
 
 
 def labelled(root: Path) -> dict[str, str]:

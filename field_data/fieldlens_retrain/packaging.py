@@ -1,6 +1,7 @@
 """PyTorch -> ONNX (fp32) -> static int8 -> a model package, checked against torch on the way.
 
-One way to write a model package: export, quantize, label, check against torch, card, publish.
+One way to write a model package: export, quantize, label, check against torch, card, known
+answer (``reference.png`` with each variant's top-1 for it), the device's check, publish.
 
 Both the embedded default model and every retrained candidate go through :func:`write_package`,
 so a package always has the same files, the same checks and the same card fields. The package
@@ -10,6 +11,7 @@ the old package (or none), never half of a new one.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import shutil
@@ -20,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from fieldlens_core.errors import TrainingError
+from fieldlens_core.errors import ExitCode, TrainingError
 from fieldlens_core.messages import utc_timestamp
 from fieldlens_core.model import LoadedModel, load_model
-from fieldlens_core.model_package import LABELS_FILE, InputSpec, ModelCard, write_card
+from fieldlens_core.model_check import check_package, reference_answers, write_reference
+from fieldlens_core.model_package import LABELS_FILE, InputSpec, ModelCard, Reference, write_card
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +147,75 @@ class _CountBiasWarnings(logging.Filter):
 FP32_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
 VARIANTS = {"fp32": FP32_FILE, "int8": INT8_FILE}
 EXPORT_TOLERANCE = 1e-3
-"""Largest logit difference allowed between torch and the exported fp32 graph."""
+"""Largest difference allowed between the probabilities torch and the exported fp32 graph give
+(a tenth of a percentage point). Probabilities, not logits: the device reads the softmax, and a
+retrained head outputs log-probabilities, where a class at 1e-11 (a prototype's cosine times 30)
+sits near -25 and float32 rounding there moves a "logit" by 0.002 while its probability moves by
+nothing anyone could measure."""
+
+
+class ExportCheckError(TrainingError):
+    """The exported graph answers otherwise than the network it came from: a bug in the export,
+    not a problem with anyone's data, so it is an internal failure (exit 1)."""
+
+    exit_code = ExitCode.FAILED
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities: np.ndarray = shifted / shifted.sum(axis=1, keepdims=True)
+    return probabilities
+
+
+def export_agreement(torch_out: np.ndarray, onnx_out: np.ndarray) -> dict[str, float]:
+    """How far the exported graph is from torch: in probability (what is checked) and in logits
+    (recorded, with their range, which tells how much rounding their scale allows)."""
+    return {
+        "fp32_max_abs_probability_diff_vs_torch": float(np.abs(softmax(torch_out) - softmax(onnx_out)).max()),
+        "fp32_max_abs_logit_diff_vs_torch": float(np.abs(torch_out - onnx_out).max()),
+        "fp32_logit_range": float(np.ptp(torch_out)),
+    }
+
+
 EXPORT_CHECKED = 8
 """Calibration inputs the export check runs through both (variety matters, not count)."""
+
+REFERENCE_CANDIDATES = 8
+"""Calibration views tried as the reference image; the one every variant answers most decidedly wins."""
+
+
+def view_png(tensor: np.ndarray, spec: InputSpec) -> bytes:
+    """A model input (1 x 3 x size x size, normalised) back as the PNG image it was made from."""
+    pixels = tensor[0] * np.asarray(spec.std, dtype=np.float32)[:, None, None]
+    pixels += np.asarray(spec.mean, dtype=np.float32)[:, None, None]
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8).transpose(1, 2, 0)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def add_reference(staging: Path, spec: InputSpec, calibration: Sequence[np.ndarray]) -> float:
+    """Write the package's known answer (reference.png, reference.json) into ``staging``; its top-1 margin.
+
+    Each device checks the package against it before serving it (fieldlens_core.model_check):
+    a replaced graph, or a runtime that computes this one differently, answers otherwise. The
+    image is a calibration view (a real photo, so the model answers it with some confidence),
+    the one whose top-1 leads its top-2 the most in every variant, so that another CPU's
+    rounding cannot swap them. The staged card must already list the graphs and labels.
+    """
+    models = {variant: load_model(staging, variant) for variant in VARIANTS}
+    best: tuple[float, bytes, Reference] | None = None
+    for tensor in calibration[:: max(1, len(calibration) // REFERENCE_CANDIDATES)][:REFERENCE_CANDIDATES]:
+        image = view_png(tensor, spec)
+        reference, margin = reference_answers(models, image, "image/png")
+        if best is None or margin > best[0]:
+            best = (margin, image, reference)
+    if best is None:
+        raise TrainingError("no calibration image to make the package's reference answer from")
+    margin, image, reference = best
+    write_reference(staging, image, reference)
+    log.info("reference answer: %s (top-1 ahead of top-2 by %.3f)", reference.expected, margin)
+    return margin
+
 
 Measure = Callable[[Callable[[str], LoadedModel]], dict[str, Any]]
 """Extra card metrics, from the staged package loaded as a variant (``"fp32"`` or ``"int8"``)."""
@@ -164,7 +234,7 @@ def write_package(
 
     ``card`` holds the fields only the caller knows (name, version, architecture, training);
     this function adds the input, classes, variants, creation time and the export check to its
-    metrics. TrainingError when the exported graph disagrees with torch.
+    metrics. ExportCheckError when the exported graph's probabilities disagree with torch's.
     """
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir.parent))
@@ -174,21 +244,29 @@ def write_package(
         quantize_int8(staging / FP32_FILE, staging / INT8_FILE, calibration)
         (staging / LABELS_FILE).write_text(json.dumps(labels))
         checked = list(calibration[:: max(1, len(calibration) // EXPORT_CHECKED)][:EXPORT_CHECKED])
-        difference = float(np.abs(torch_logits(network, checked) - onnx_logits(staging / FP32_FILE, checked)).max())
+        agreement = export_agreement(torch_logits(network, checked), onnx_logits(staging / FP32_FILE, checked))
+        difference = agreement["fp32_max_abs_probability_diff_vs_torch"]
         if difference > EXPORT_TOLERANCE:
-            raise TrainingError(f"the ONNX export disagrees with torch by {difference} (at most {EXPORT_TOLERANCE})")
+            raise ExportCheckError(
+                f"the ONNX export gives probabilities up to {difference:.2g} away from torch's "
+                f"(at most {EXPORT_TOLERANCE:g}) at {len(labels)} classes",
+                "A bug in the export, not in the labels: report it with the output of --log-level DEBUG",
+            )
         fields = {
             **card,
             "input": spec.model_dump(),
             "num_classes": len(labels),
             "variants": VARIANTS,
             "created": utc_timestamp(),
-            "metrics": {**card.get("metrics", {}), "fp32_max_abs_logit_diff_vs_torch": difference},
+            "metrics": {**card.get("metrics", {}), **agreement},
         }
+        written = write_card(staging, fields)
+        add_reference(staging, spec, calibration)
         written = write_card(staging, fields)
         if measure is not None:
             fields["metrics"].update(measure(lambda variant: load_model(staging, variant)))
             written = write_card(staging, fields)
+        check_package(staging, require_reference=True)  # what each device runs before serving it
         if out_dir.exists():
             shutil.rmtree(out_dir)
         staging.rename(out_dir)

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import yaml
 
-from fieldlens_core.model_package import CARD_FILE, load_package, resolve_package_dir, verify_files
+from fieldlens_core.errors import ModelPackageError
+from fieldlens_core.model_check import check_package
+from fieldlens_core.model_package import CARD_FILE
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 MODEL_COMPONENT = "fieldlens.Model"
@@ -53,31 +55,50 @@ COMPONENTS: dict[str, ComponentSource] = {
 }
 
 
+MODEL_CHECK = ComponentSource("check", ("fieldlens_core",), ("numpy", "pillow", "onnxruntime", "pydantic"))
+"""What the fieldlens.Model component's Startup step runs (``python -m fieldlens_core.model_check``):
+the core, and exactly the libraries the check imports, pinned as the inference service's are."""
+MODEL_CHECK_DIR = "check"
+"""Where MODEL_CHECK lies inside fieldlens-model.zip, beside the package's files."""
+
+
 def pinned(requirements: tuple[str, ...]) -> str:
     return "".join(f"{name}=={importlib.metadata.version(name)}\n" for name in requirements)
+
+
+def add_sources(archive: zipfile.ZipFile, source: ComponentSource, prefix: str = "") -> None:
+    """``source``'s packages (their .py files) and its pinned requirements.txt, under ``prefix``."""
+    for package in source.packages:
+        root = Path(importlib.import_module(package).__file__ or "").parent
+        for path in sorted(root.rglob("*.py")):
+            archive.write(path, f"{prefix}{package}/{path.relative_to(root).as_posix()}", zipfile.ZIP_DEFLATED)
+    archive.writestr(f"{prefix}requirements.txt", pinned(source.requirements), zipfile.ZIP_DEFLATED)
 
 
 def component_zip(source: ComponentSource) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for package in source.packages:
-            root = Path(importlib.import_module(package).__file__ or "").parent
-            for path in sorted(root.rglob("*.py")):
-                archive.write(path, f"{package}/{path.relative_to(root).as_posix()}")
-        archive.writestr("requirements.txt", pinned(source.requirements))
+        add_sources(archive, source)
     return buffer.getvalue()
 
 
 def model_zip(model_dir: Path) -> tuple[bytes, str]:
-    """The model package as fieldlens-model.zip (verified first); and the model's version."""
-    package_dir = resolve_package_dir(model_dir)
-    package = load_package(package_dir)
-    verify_files(package_dir, package.card)  # every file that ships, not only the one the service loads
+    """fieldlens-model.zip: the package, checked first as each device will, and the check; and the version.
+
+    The package's files lie at the top (the inference service's model directory); the check's
+    code and requirements under ``check/``, for the component's own lifecycle (see
+    recipes/fieldlens.Model.yaml). A package without a known answer is refused here: the
+    device's check needs one.
+    """
+    checked = check_package(model_dir, require_reference=True)  # every file that ships, every variant
+    if MODEL_CHECK_DIR in checked.card.files:
+        raise ModelPackageError(f"a package file may not be named {MODEL_CHECK_DIR!r}: the check ships there")
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:  # ONNX does not compress
-        for name in [*package.card.files, CARD_FILE]:
-            archive.write(package_dir / name, name)
-    return buffer.getvalue(), package.card.version
+        for name in [*checked.card.files, CARD_FILE]:
+            archive.write(checked.directory / name, name)
+        add_sources(archive, MODEL_CHECK, f"{MODEL_CHECK_DIR}/")
+    return buffer.getvalue(), checked.card.version
 
 
 def render(recipe_text: str, name: str, version: str, bucket: str) -> str:

@@ -12,8 +12,9 @@ import pytest
 import yaml
 from botocore.stub import ANY, Stubber
 
+from fieldlens_core.errors import InvalidInputError
 from fieldlens_infra.build import build
-from fieldlens_infra.deploy import DEPLOYMENT_POLICIES, deploy
+from fieldlens_infra.deploy import DEPLOYMENT_POLICIES, create_deployment, plan_deployment
 from fieldlens_infra.publish import publish
 from tests.helpers.tiny_model import make_tiny_package
 
@@ -41,7 +42,8 @@ def test_artifacts_carry_their_packages_the_core_and_pinned_requirements(built: 
     assert not any(n.startswith("fieldlens_retrain") for n in names)  # a device never trains
     assert all("==" in r for r in requirements) and any(r.startswith("paho-mqtt==") for r in requirements)
     with zipfile.ZipFile(built / "artifacts/fieldlens.Model/1.3.0/fieldlens-model.zip") as archive:
-        assert set(archive.namelist()) == {"model.onnx", "labels.json", "model_card.json"}
+        package = {n for n in archive.namelist() if not n.startswith("check/")}
+        assert package == {"model.onnx", "labels.json", "model_card.json", "reference.png", "reference.json"}
 
 
 def test_recipes_are_rendered_with_version_and_bucket(built: Path) -> None:
@@ -84,18 +86,40 @@ def test_publish_uploads_artifacts_and_creates_component_versions(built: Path, a
     assert head["ServerSideEncryption"] == "AES256"
 
 
-def test_deploy_sends_versions_configuration_merges_and_rollout_policies() -> None:
-    greengrass: Any = boto3.client(
-        "greengrassv2", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x"
+TARGET = "arn:aws:iot:eu-west-1:123456789012:thinggroup/coops"
+RUNNING = {
+    "fieldlens.Classifier": {"componentVersion": "0.1.0", "configurationUpdate": {"merge": '{"name": "hens"}'}},
+    "fieldlens.Model": {"componentVersion": "1.3.0"},
+    "com.example.Feeder": {"componentVersion": "2.0.0", "configurationUpdate": {"merge": '{"grams": 40}'}},
+    "aws.greengrass.Nucleus": {"componentVersion": "2.14.0", "configurationUpdate": {"merge": '{"mqtt": {}}'}},
+}
+
+
+def stub_latest(stub: Stubber, components: dict[str, Any] | None) -> None:
+    """The target's latest deployment (None: the target has none yet)."""
+    stub.add_response(
+        "list_deployments",
+        {"deployments": [{"deploymentId": "d-0"}] if components is not None else []},
+        {"targetArn": TARGET, "historyFilter": "LATEST_ONLY"},
     )
-    target = "arn:aws:iot:eu-west-1:123456789012:thinggroup/coops"
+    if components is not None:
+        stub.add_response("get_deployment", {"deploymentId": "d-0", "components": components}, {"deploymentId": "d-0"})
+
+
+def greengrass_client() -> Any:
+    return boto3.client("greengrassv2", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+
+
+def test_deploy_sends_versions_configuration_merges_and_rollout_policies() -> None:
+    greengrass = greengrass_client()
     merge = {"fieldlens.Classifier": {"name": "hens", "defaultTopK": 3}}
     with Stubber(greengrass) as stub:
+        stub_latest(stub, None)
         stub.add_response(
             "create_deployment",
             {"deploymentId": "d-1", "iotJobId": "j-1", "iotJobArn": "arn:aws:iot:eu-west-1:123456789012:job/j-1"},
             {
-                "targetArn": target,
+                "targetArn": TARGET,
                 "deploymentName": "fieldlens",
                 "components": {
                     "fieldlens.Classifier": {
@@ -108,11 +132,40 @@ def test_deploy_sends_versions_configuration_merges_and_rollout_policies() -> No
                 "iotJobConfiguration": ANY,
             },
         )
-        assert deploy(greengrass, target, {"fieldlens.Classifier": "0.2.0", "fieldlens.Model": "1.3.0"}, merge) == "d-1"
+        plan = plan_deployment(greengrass, TARGET, {"fieldlens.Classifier": "0.2.0", "fieldlens.Model": "1.3.0"}, merge)
+        assert create_deployment(greengrass, plan) == "d-1"
+        stub.assert_no_pending_responses()
+
+
+def test_a_deploy_keeps_every_other_component_of_the_group_with_its_configuration() -> None:
+    """A group deployment replaces the previous one whole: leaving the feeder out would remove it from every device."""
+    greengrass = greengrass_client()
+    with Stubber(greengrass) as stub:
+        stub_latest(stub, RUNNING)
+        plan = plan_deployment(
+            greengrass,
+            TARGET,
+            {"fieldlens.Classifier": "0.2.0", "fieldlens.Model": "1.3.0"},
+            {"fieldlens.Classifier": {"defaultTopK": 3}},
+        )
+        stub.assert_no_pending_responses()
+    assert plan.components["com.example.Feeder"] == RUNNING["com.example.Feeder"]
+    assert plan.components["aws.greengrass.Nucleus"] == RUNNING["aws.greengrass.Nucleus"]
+    classifier = plan.components["fieldlens.Classifier"]
+    assert classifier["componentVersion"] == "0.2.0"
+    assert json.loads(classifier["configurationUpdate"]["merge"]) == {"name": "hens", "defaultTopK": 3}
+    assert plan.kept == ["aws.greengrass.Nucleus", "com.example.Feeder"]
+    assert '  fieldlens.Classifier: 0.1.0 -> 0.2.0, configuration merged: {"defaultTopK": 3}' in plan.lines()
+    assert "  fieldlens.Model: 1.3.0 (unchanged)" in plan.lines()
+
+
+def test_a_merge_for_a_component_not_deployed_is_refused_before_any_call() -> None:
+    greengrass = greengrass_client()
+    with Stubber(greengrass), pytest.raises(InvalidInputError, match="fieldlens.Clasifier"):  # no response queued
+        plan_deployment(greengrass, TARGET, {"fieldlens.Classifier": "0.2.0"}, {"fieldlens.Clasifier": {"name": "x"}})
 
 
 def test_a_retrained_model_is_published_and_deployed_keeping_the_other_components(tmp_path: Path, aws: None) -> None:
-    from fieldlens_infra.deploy import redeploy_with
     from fieldlens_infra.publish import publish_model
 
     make_tiny_package(tmp_path / "model", version="1.4.0")
@@ -156,7 +209,7 @@ def test_a_retrained_model_is_published_and_deployed_keeping_the_other_component
         )
         version, published = publish_model(tmp_path / "model", s3, greengrass, BUCKET, tmp_path / "work")
         assert (version, published) == ("1.4.0", arn)
-        assert redeploy_with(greengrass, target, {"fieldlens.Model": version}) == "d-1"
+        assert create_deployment(greengrass, plan_deployment(greengrass, target, {"fieldlens.Model": version})) == "d-1"
         stub.assert_no_pending_responses()
     assert s3.head_object(Bucket=BUCKET, Key="fieldlens.Model/1.4.0/fieldlens-model.zip")["ContentLength"] > 0
 

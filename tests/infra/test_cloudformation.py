@@ -7,8 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import pytest
 
 from fieldlens_classifier.config import ClassifierConfig
+from fieldlens_classifier.status import status_routes
 from fieldlens_core import topics
 from fieldlens_core.messages import ClassificationEvent
 
@@ -111,6 +113,15 @@ def allowed(statements: list[dict[str, Any]], action: str, resource: str, values
     return False
 
 
+IOT_POLICIES = ("CoreDeviceIotPolicy", "CoreDeviceStreamsIotPolicy")
+
+
+def core_device_statements() -> list[dict[str, Any]]:
+    """What a core device is allowed: its certificate's policy and its thing group's, together."""
+    resources = template()["Resources"]
+    return [s for name in IOT_POLICIES for s in resources[name]["Properties"]["PolicyDocument"]["Statement"]]
+
+
 def test_each_device_may_act_only_as_itself() -> None:
     """Policies as data: coop-7 next to coop-70, with the template's defaults."""
     arn = "arn:aws:iot:eu-west-1:123456789012"
@@ -125,7 +136,7 @@ def test_each_device_may_act_only_as_itself() -> None:
         "FieldDataBucket.Arn": "arn:aws:s3:::bucket",
         "FieldDataPrefix": "field-data",
     }
-    iot = template()["Resources"]["CoreDeviceIotPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    iot = core_device_statements()
     assert allowed(iot, "iot:Connect", f"{arn}:client/coop-7", values)
     assert allowed(iot, "iot:Connect", f"{arn}:client/coop-7#2", values)
     assert not allowed(iot, "iot:Connect", f"{arn}:client/coop-70", values)
@@ -150,6 +161,17 @@ def test_each_device_may_act_only_as_itself() -> None:
     ):
         assert allowed(iot, "iot:Publish", f"{arn}:topic/{stream}", values), stream
     assert not allowed(iot, "iot:Publish", f"{arn}:topic//event/classification/other-group", values)
+    for request_topic, answer_topic in status_routes(config).items():
+        assert allowed(iot, "iot:Subscribe", f"{arn}:topicfilter/{request_topic}", values), request_topic
+        assert allowed(iot, "iot:Receive", f"{arn}:topic/{request_topic}", values), request_topic
+        assert allowed(iot, "iot:Publish", f"{arn}:topic/{answer_topic}", values), answer_topic
+    assert not allowed(iot, "iot:Receive", f"{arn}:topic//request/status/other-group", values)
+    assert not allowed(iot, "iot:Publish", f"{arn}:topic//response/status/other-group", values)
+    uploads = topics.upload_status_topic("coop-7")  # the uploader's figures, which the classifier relays
+    assert allowed(iot, "iot:Subscribe", f"{arn}:topicfilter/{uploads}", values)
+    assert allowed(iot, "iot:Receive", f"{arn}:topic/{uploads}", values)
+    for other in ("/status/field-data/coop-70", "/status/field-data/+"):
+        assert not allowed(iot, "iot:Subscribe", f"{arn}:topicfilter/{other}", values), other
     role = template()["Resources"]["TokenExchangePolicy"]["Properties"]["PolicyDocument"]["Statement"]
     assert allowed(role, "s3:PutObject", "arn:aws:s3:::bucket/field-data/coop-7/2026/11/23/x.jpg", values)
     assert not allowed(role, "s3:PutObject", "arn:aws:s3:::bucket/field-data/coop-70/2026/11/23/x.jpg", values)
@@ -176,3 +198,24 @@ def test_events_reach_s3_by_thing_and_date_and_the_glue_table_matches_the_event_
     values = {"FieldDataBucket.Arn": "arn:aws:s3:::bucket", "EventsPrefix": "events/classification"}
     assert allowed(delivery, "s3:PutObject", "arn:aws:s3:::bucket/events/classification/thing=a/date=b/x", values)
     assert not allowed(delivery, "s3:PutObject", "arn:aws:s3:::bucket/field-data/a/x.jpg", values)
+
+
+IOT_POLICY_MAX_CHARS = 2048  # CreatePolicy's limit on policyDocument, whitespace excluded
+
+
+@pytest.mark.parametrize("policy", IOT_POLICIES)
+def test_each_core_device_policy_fits_aws_iots_size_limit(policy: str) -> None:
+    """What CreatePolicy receives: every !Sub filled in with the longest common values; moto and
+    cfn-lint do not check this, a real stack creation would fail on it (one policy measured 3441)."""
+    document = template()["Resources"][policy]["Properties"]["PolicyDocument"]
+    text = json.dumps(document, separators=(",", ":"))
+    for name, value in {
+        "AWS::Partition": "aws",
+        "AWS::Region": "ap-southeast-2",
+        "AWS::AccountId": "123456789012",
+        "ClassifierName": "beverage_container",
+        "ReplyTopicPrefix": "/response/reply/",
+    }.items():
+        text = text.replace("${" + name + "}", value)
+    text = text.replace("${!", "${")  # a literal policy variable
+    assert len("".join(text.split())) <= IOT_POLICY_MAX_CHARS

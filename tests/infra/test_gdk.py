@@ -42,4 +42,4 @@ def test_the_custom_build_writes_the_gdk_layout(component: str, tmp_path: Path) 
     (artifact,) = (out / "artifacts" / component / "NEXT_PATCH").iterdir()
     assert artifact.name in recipe["Manifests"][0]["Artifacts"][0]["URI"]
     assert zipfile.ZipFile(artifact).namelist()
-    assert main(["build", "--gdk-component", "fieldlens.Nothing", "--out", str(out)]) == 1
+    assert main(["build", "--gdk-component", "fieldlens.Nothing", "--out", str(out)]) == 2  # invalid input

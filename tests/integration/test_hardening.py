@@ -12,6 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.helpers.broker import Mosquitto
 from tests.helpers.device import Device
+from tests.helpers.waiting import wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -105,6 +106,64 @@ def test_five_thousand_fuzzed_payloads_each_get_exactly_one_response(
         sender.publish(REQUESTS, b'{"request_id": "afterwards"}', qos=1)
         assert rig.answered("afterwards")[-1] == "afterwards"
         assert len(rig.responses.responses) == len(corpus) + 1
+    finally:
+        sender.loop_stop()
+        sender.disconnect()
+        rig.close()
+
+
+def continuous_corpus(count: int, seed: int) -> list[bytes]:
+    """Continuous-mode commands: rates of every type and size, unknown fields, broken JSON."""
+    rng = random.Random(seed)
+    rates: list[object] = [1e-11, 0, -5, 1e308, 1e9, "5", True, None, [], {}, 0.5, 5, 30.0, float("inf")]
+
+    def one(index: int) -> bytes:
+        kind = index % 5
+        if kind == 0:
+            return json.dumps({"request_id": f"c-{index}", "action": "start", "fps": rng.choice(rates)}).encode()
+        if kind == 1:
+            return json.dumps({"request_id": f"c-{index}", "action": rng.choice(["stop", "status", "go", 3])}).encode()
+        if kind == 2:
+            return json.dumps({"request_id": f"c-{index}", "action": "start", "speed": rng.random()}).encode()
+        if kind == 3:
+            return json.dumps({"request_id": f"c-{index}"}).encode()[: rng.randint(0, 15)]
+        return json.dumps({"request_id": f"c-{index}", "action": "status"}).encode()
+
+    return [one(index) for index in range(count)]
+
+
+@pytest.mark.slow
+def test_a_thousand_fuzzed_continuous_commands_each_get_one_answer_and_the_loop_survives(
+    mosquitto: Mosquitto, tiny_server: Path, tmp_path: Path
+) -> None:
+    import threading
+
+    corpus = continuous_corpus(1_000, seed=20261202)
+    rig = Device(mosquitto, tiny_server, tmp_path, name="belt", sampling={"strategies": []})
+    sender = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="continuous-fuzzer")
+    sender.connect("127.0.0.1", mosquitto.port)
+    sender.loop_start()
+    try:
+        sender.publish("/request/continuous/belt", b'{"request_id": "first", "action": "start"}', qos=1)
+        assert rig.answered("first") == ["first"]
+        wait_until(lambda: rig.classifier.continuous.status().frames >= 1, 20, "a first frame")
+        threads = threading.active_count()  # the loop's thread and its inference connection are there now
+        for sent, payload in enumerate(corpus, start=1):
+            if sent >= 500:
+                rig.responses.wait_for(sent - 499, timeout_s=60)
+            sender.publish("/request/continuous/belt", payload, qos=1)
+        answered = rig.responses.wait_for(len(corpus) + 1, timeout_s=120)
+        assert len(answered) == len(corpus) + 1
+        ids = [r["request_id"] for r in answered if r["request_id"].startswith("c-")]
+        assert len(ids) == len(set(ids))
+        sender.publish("/request/continuous/belt", b'{"request_id": "go", "action": "start", "fps": 20}', qos=1)
+        assert rig.answered("go")[-1] == "go"
+        before = rig.classifier.continuous.status().frames
+        wait_until(lambda: rig.classifier.continuous.status().frames >= before + 5, 20, "frames after the fuzz")
+        status = rig.classifier.continuous.status()
+        assert status.running and status.stopped_by is None and status.fps == 20
+        names = [t.name for t in threading.enumerate()]
+        assert threading.active_count() <= threads, names[5:]  # no thread per command
     finally:
         sender.loop_stop()
         sender.disconnect()

@@ -132,17 +132,17 @@ def test_classify_a_real_photo_end_to_end(serve: Serve, mosquitto: Mosquitto, tm
 
 def test_bad_requests_and_timeouts_through_the_cli(serve: Serve, mosquitto: Mosquitto) -> None:
     code, response = classify(mosquitto.url, "--payload", '{"top_k": "x"}')
-    assert code == 1 and response is not None and response["error"]["code"] == "BAD_REQUEST"  # type: ignore[index]
+    assert code == 9 and response is not None and response["error"]["code"] == "BAD_REQUEST"  # type: ignore[index]
     code, response = classify(mosquitto.url, "--payload", "{not json")
-    assert code == 1 and response is not None and response["error"]["code"] == "BAD_REQUEST"  # type: ignore[index]
+    assert code == 9 and response is not None and response["error"]["code"] == "BAD_REQUEST"  # type: ignore[index]
     code, response = classify(mosquitto.url, "--timeout", "1", name="nobody_listens")
-    assert code == 2 and response is None
+    assert code == 5 and response is None
 
 
 def test_watch_and_classify_without_a_name_use_the_fleet_wide_pair(serve: Serve, mosquitto: Mosquitto) -> None:
     """The user's own words: publish to /request/classify, watch /response/prediction."""
-    watcher = subprocess.Popen(
-        [*CLI, "watch", "--broker", mosquitto.url, "--count", "1"],
+    watcher = subprocess.Popen(  # INFO: its "watching" line says it has subscribed
+        [*CLI, "--log-level", "INFO", "watch", "--broker", mosquitto.url, "--count", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -178,7 +178,57 @@ def test_serve_without_a_model_says_how_to_build_one(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert result.returncode == 1 and "fieldlens model build-default" in result.stderr
+    assert result.returncode == 7 and "fieldlens model build-default" in result.stderr
+
+
+def test_a_component_that_cannot_start_ends_serve_with_its_own_line_and_code(
+    default_model: Path, tmp_path: Path
+) -> None:
+    """No broker: the classifier exits 3 before it is ready; serve says why in one line and exits 3."""
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    arguments = ["--broker", url, "--model", str(default_model), "--socket", str(tmp_path / "s.sock")]
+    result = subprocess.run(
+        [*CLI, "--log-level", "WARNING", "serve", *arguments, "--field-data", str(tmp_path / "f"), "--no-upload"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 3, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"fieldlens serve: classifier could not start: cannot reach MQTT broker at {url}")
+    assert line.endswith("(exit 3)")
+
+
+def test_serve_runs_a_yaml_file_of_the_recipes_sections_with_flags_over_it(
+    mosquitto: Mosquitto, default_model: Path, coffee_folder: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "serve.yaml"
+    config.write_text(
+        "fieldlens.InferenceService:\n"
+        f"  modelDir: {default_model}\n"
+        f"  socketPath: {tmp_path / 'from-file.sock'}\n"
+        "  maxBatch: 1\n"
+        "fieldlens.Classifier:\n"
+        "  name: from_file\n"
+        "  defaultTopK: 2\n"
+        "  thingName: file-thing\n"
+        f"  camera: {{source: folder, folder: {coffee_folder}}}\n"
+        "  sampling: {strategies: []}\n"  # keep nothing
+        "  accessControl: {}\n"  # the nucleus's key, as a recipe has it: left out
+    )
+    arguments = ["--config", str(config), "--broker", mosquitto.url, "--thing-name", "flag-thing", "--no-upload"]
+    process = Serve([*arguments, "--field-data", str(tmp_path / "field")], tmp_path / "serve.log")
+    try:
+        assert "/request/classify/from_file" in process.ready_line
+        code, response = classify(mosquitto.url, name="from_file")
+        assert code == 0 and response is not None
+        assert response["thing"] == "flag-thing"  # the flag over the file
+        predictions = response["predictions"]
+        assert isinstance(predictions, list) and len(predictions) == 2 and predictions[0]["label"] == "espresso"
+        assert (tmp_path / "from-file.sock").exists()  # the classifier found the file's socket too
+        assert not list((tmp_path / "field").rglob("*.jpg"))
+    finally:
+        assert process.stop() == 0
 
 
 def test_the_demo_runs_on_embedded_defaults(default_model: Path, tmp_path: Path) -> None:

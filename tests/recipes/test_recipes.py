@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel
 
 from fieldlens_classifier.config import ClassifierConfig
+from fieldlens_classifier.status import status_routes
 from fieldlens_core import topics
 from fieldlens_core.bus import topic_matches
 from fieldlens_inference.config import InferenceServiceConfig
@@ -137,6 +138,14 @@ def test_every_topic_the_classifier_uses_is_authorised_and_nothing_wider(options
     ):
         assert authorised("fieldlens.Classifier", scope, "publish", stream), stream
     assert not authorised("fieldlens.Classifier", scope, "publish", "/event/classification/another-name")
+    for request_topic, answer_topic in status_routes(config).items():
+        assert authorised("fieldlens.Classifier", scope, "subscribe", request_topic), request_topic
+        assert authorised("fieldlens.Classifier", scope, "publish", answer_topic), answer_topic
+    assert not authorised("fieldlens.Classifier", scope, "subscribe", "/request/status/another-name")
+    uploads = UploaderConfig(thing_name="{iot:thingName}").effective_status_topic  # what the classifier relays
+    assert uploads == topics.upload_status_topic("{iot:thingName}")
+    assert authorised("fieldlens.Classifier", scope, "subscribe", uploads)
+    assert not authorised("fieldlens.Classifier", scope, "subscribe", "/status/field-data/other-thing")
 
 
 @pytest.mark.parametrize("scope", ["iot_core", "local"])

@@ -15,6 +15,12 @@ has read it.
 Subscriptions under MQTT 5 use retain-as-published (so a retained publish, and the empty
 publish that clears one, arrive flagged) and retain handling 2 (the broker sends no stored
 retained message when we subscribe): a retained request is never replayed at a reconnect.
+
+A first connection that fails says why in one error with a hint: an untrusted broker
+certificate (--ca), a broker that wants a client certificate or refuses ours (--cert, --key:
+exit 4), a TLS port spoken to in plain MQTT. A broker that refuses a client certificate
+does so after the TLS handshake, by closing the connection; paho reports only "unspecified
+error" then, so the reason is read from paho's own error log line, up to the first CONNACK.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +41,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from fieldlens_core.bus import Message, MessageHandler, topic_matches
 from fieldlens_core.config import BrokerConfig
-from fieldlens_core.errors import EXIT_CANNOT_CONNECT, FieldlensError
+from fieldlens_core.errors import ExitCode, FieldlensError, InvalidInputError
 from fieldlens_core.topics import validate_publish_topic
 
 log = logging.getLogger(__name__)
@@ -46,7 +53,45 @@ UNSUPPORTED_PROTOCOL = "Unsupported protocol version"
 class BusConnectionError(FieldlensError, ConnectionError):
     """The broker could not be reached, refused the connection, or did not acknowledge in time."""
 
-    exit_code = EXIT_CANNOT_CONNECT
+    exit_code = ExitCode.CANNOT_CONNECT
+
+
+class BusNotAuthorisedError(BusConnectionError):
+    """The broker refused who we are: no client certificate, one it does not trust, or credentials
+    its CONNACK refuses (AWS IoT Core: a policy that does not allow this client id)."""
+
+    exit_code = ExitCode.NOT_AUTHORISED
+
+
+TRUST_HINT = (
+    "Give with --ca the CA that signed the broker's certificate (AmazonRootCA1.pem for AWS IoT Core), "
+    "and a host the certificate names"
+)
+CLIENT_CERT_HINT = "Give the device certificate and its private key with --cert and --key"
+REFUSED_CERT_HINT = (
+    "The broker does not accept the certificate given with --cert: use one signed by a CA it trusts "
+    "(AWS IoT Core: a registered, active device certificate)"
+)
+CLOSED_HINT = (
+    "It does not accept the certificate given with --cert (signed by a CA it does not trust; AWS IoT Core: not "
+    "registered and active), or its policy does not allow iot:Connect for this client id (--client-id THING_NAME)"
+)
+TLS_PORT_HINT = "A TLS port (8883) takes mqtts:// with --ca, --cert and --key; mqtt:// is for a plain one (1883)"
+CERT_REFUSALS = ("UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_UNKNOWN", "CERTIFICATE_EXPIRED", "CERTIFICATE_REVOKED")
+CONNACK_REFUSALS = ("Not authorized", "Bad user name or password", "Banned")
+
+
+def _pump(client: mqtt.Client, done: threading.Event, timeout_s: float) -> None:
+    """Run paho's network loop in this thread until ``done`` is set, the connection is lost, or the time is up.
+
+    Only for the first connection: paho's own thread (loop_start) reconnects after a failure and
+    sleeps in whole seconds between tries, so a refused first connection would cost a second
+    to stop; here a refusal ends the wait at once. The thread starts once the broker accepts us.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not done.is_set() and (remaining := deadline - time.monotonic()) > 0:
+        if client.loop(min(remaining, 0.05)) != mqtt.MQTT_ERR_SUCCESS:
+            return
 
 
 class MqttBus:
@@ -61,6 +106,8 @@ class MqttBus:
         self.on_connection_change: Callable[[bool], None] | None = None
         """Called with True on every (re)connection and False on every loss, from paho's thread."""
         self._connect_error: str | None = None
+        self._closed_early = False  # the broker closed the first connection before its CONNACK
+        self._paho_error: str | None = None  # paho's last error line before the first CONNACK
         self._stopped = False
         self.protocol = mqtt.MQTTv311 if config.protocol == "3.1.1" else mqtt.MQTTv5
         self._client = self._new_client()
@@ -81,18 +128,35 @@ class MqttBus:
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_socket_open = self._on_socket_open
+        client.on_log = self._on_log  # until the first CONNACK only: paho formats every line for it
         client.max_queued_messages_set(10_000)
         self._configure_tls(client)
         return client
 
     def _configure_tls(self, client: mqtt.Client) -> None:
+        """TLS for mqtts://; InvalidInputError when a file is missing, not PEM, or a key not the certificate's."""
         if self._config.tls:
-            client.tls_set(
-                ca_certs=str(self._config.ca_file) if self._config.ca_file else None,
-                certfile=str(self._config.cert_file) if self._config.cert_file else None,
-                keyfile=str(self._config.key_file) if self._config.key_file else None,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+            try:
+                client.tls_set(
+                    ca_certs=str(self._config.ca_file) if self._config.ca_file else None,
+                    certfile=str(self._config.cert_file) if self._config.cert_file else None,
+                    keyfile=str(self._config.key_file) if self._config.key_file else None,
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                files = ", ".join(
+                    f"{flag} {path}"
+                    for flag, path in (
+                        ("--ca", self._config.ca_file),
+                        ("--cert", self._config.cert_file),
+                        ("--key", self._config.key_file),
+                    )
+                    if path
+                )
+                raise InvalidInputError(
+                    f"cannot use the TLS files ({files}): {getattr(exc, 'strerror', None) or exc}",
+                    "Each must be a readable PEM file, and the key the certificate's own",
+                ) from None
 
     def connect(self) -> MqttBus:
         """Connect and wait for the broker's CONNACK; raise BusConnectionError otherwise.
@@ -103,11 +167,12 @@ class MqttBus:
         demo's amqtt broker does not answer a version 5 CONNECT that carries properties at all,
         so the property cannot be sent on the question).
         """
+        deadline = time.monotonic() + self._config.connect_timeout_s  # the question and the connection together
         if self._config.protocol == "auto" and not self._speaks_mqtt5():
             log.info("MQTT broker at %s does not speak MQTT 5; using 3.1.1", self._config.url)
             self.protocol = mqtt.MQTTv311
             self._client = self._new_client()
-        self._connect_once()
+        self._connect_once(max(0.0, deadline - time.monotonic()))
         return self
 
     def _speaks_mqtt5(self) -> bool:
@@ -126,18 +191,17 @@ class MqttBus:
             callback_api_version=CallbackAPIVersion.VERSION2, client_id=self._client_id, protocol=mqtt.MQTTv5
         )
         probe.on_connect = on_connect
+        probe.on_disconnect = lambda *_: answered.set()  # closed unanswered: the real connect says why
         self._configure_tls(probe)
         try:
             probe.connect(self._config.host, self._config.port, keepalive=self._config.keepalive_s)
         except OSError:
             return True  # unreachable: the real connect says so
-        probe.loop_start()
-        answered.wait(self._config.connect_timeout_s)
-        probe.disconnect()
-        probe.loop_stop()
+        _pump(probe, answered, self._config.connect_timeout_s)
+        probe.disconnect()  # no network thread: written and closed at once
         return not (refused and refused[0])
 
-    def _connect_once(self) -> None:
+    def _connect_once(self, timeout_s: float) -> None:
         self._connected.clear()
         try:
             if self.mqtt5:
@@ -153,13 +217,57 @@ class MqttBus:
             else:
                 self._client.connect(self._config.host, self._config.port, keepalive=self._config.keepalive_s)
         except OSError as exc:
-            raise BusConnectionError(f"cannot reach MQTT broker at {self._config.url}: {exc}") from None
-        self._client.loop_start()
-        if not self._connected.wait(self._config.connect_timeout_s) or self._connect_error:
-            self._client.disconnect()  # first: it wakes the network loop, which loop_stop() then joins at once
-            self._client.loop_stop()
-            reason = self._connect_error or f"no CONNACK within {self._config.connect_timeout_s}s"
-            raise BusConnectionError(f"MQTT broker at {self._config.url} did not accept us: {reason}")
+            raise self._unreachable(exc) from None
+        _pump(self._client, self._connected, timeout_s)
+        if not self._connected.is_set() or self._connect_error or self._closed_early:
+            refusal = self._refusal()  # first: our own disconnect would look like the broker's close
+            self._client.disconnect()
+            raise refusal
+        self._client.loop_start()  # from here on paho's thread keeps the connection, and reconnects
+
+    def _unreachable(self, exc: OSError) -> BusConnectionError:
+        """The error for a connection that failed before MQTT began: TCP, DNS, or the TLS handshake."""
+        url = self._config.url
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            reason = exc.verify_message or exc.reason
+            return BusConnectionError(
+                f"the certificate of the MQTT broker at {url} is not trusted: {reason}", TRUST_HINT
+            )
+        if isinstance(exc, ssl.SSLError):
+            return BusConnectionError(f"TLS with the MQTT broker at {url} failed: {exc.reason or exc}", TLS_PORT_HINT)
+        if isinstance(exc, ConnectionRefusedError):
+            return BusConnectionError(
+                f"cannot reach MQTT broker at {url}: connection refused",
+                "Is a broker listening there? `fieldlens demo` starts one; mosquitto listens on 1883 by default",
+            )
+        if isinstance(exc, socket.gaierror):
+            return BusConnectionError(f"cannot reach MQTT broker at {url}: unknown host", "Check the host in the URL")
+        return BusConnectionError(f"cannot reach MQTT broker at {url}: {exc}")
+
+    def _refusal(self) -> BusConnectionError:
+        """The error for a first connection that got no CONNACK, a refusing one, or a closed socket."""
+        url, config = self._config.url, self._config
+        if self._connect_error is not None:
+            if self._connect_error in CONNACK_REFUSALS:
+                return BusNotAuthorisedError(
+                    f"MQTT broker at {url} refused us: {self._connect_error}",
+                    "Check --cert, --key and --client-id, and what the broker allows this client",
+                )
+            return BusConnectionError(f"MQTT broker at {url} did not accept us: {self._connect_error}")
+        if not self._closed_early:
+            return BusConnectionError(
+                f"MQTT broker at {url} did not accept us: no CONNACK within {config.connect_timeout_s:g}s",
+                "Is it an MQTT broker, and is the port the right one? --timeout waits longer",
+            )
+        detail = self._paho_error or ""
+        said = f" ({detail.rpartition('] ')[2].split(' (_ssl')[0]})" if "[SSL" in detail else ""
+        if "CERTIFICATE_REQUIRED" in detail or (config.tls and config.cert_file is None):
+            return BusNotAuthorisedError(f"MQTT broker at {url} wants a client certificate{said}", CLIENT_CERT_HINT)
+        if any(alert in detail for alert in CERT_REFUSALS):
+            return BusNotAuthorisedError(f"MQTT broker at {url} refused our certificate{said}", REFUSED_CERT_HINT)
+        if config.tls:
+            return BusNotAuthorisedError(f"MQTT broker at {url} closed the connection before accepting us", CLOSED_HINT)
+        return BusConnectionError(f"MQTT broker at {url} closed the connection before accepting us", TLS_PORT_HINT)
 
     def publish(self, topic: str, payload: bytes, correlation_data: bytes | None = None) -> None:
         """Raises ValueError for a topic a broker would refuse, before paho queues anything: paho
@@ -221,6 +329,7 @@ class MqttBus:
             self._connected.set()  # wake connect(), which reads the error
             return
         self._ever_connected = True
+        client.on_log = None
         if self.on_connection_change is not None:
             self.on_connection_change(True)
         log.info("connected to MQTT broker %s (MQTT %s)", self._config.url, "5" if self.mqtt5 else "3.1.1")
@@ -230,8 +339,16 @@ class MqttBus:
             self._send_subscribe(client, topic)
         self._connected.set()
 
+    def _on_log(self, client: mqtt.Client, userdata: Any, level: int, line: str) -> None:
+        if level == mqtt.MQTT_LOG_ERR:
+            self._paho_error = line
+
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        if self._stopped or not self._ever_connected:
+        if self._stopped:
+            return
+        if not self._ever_connected:
+            self._closed_early = True
+            self._connected.set()  # wake connect(), which says why
             return
         log.warning("lost the MQTT broker %s: %s (paho reconnects)", self._config.url, reason)
         if self.on_connection_change is not None:

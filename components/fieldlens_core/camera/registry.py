@@ -9,6 +9,7 @@ from fieldlens_core.camera.folder import FolderCamera
 from fieldlens_core.camera.picamera2_source import Picamera2Camera
 from fieldlens_core.camera.test_pattern import TestPatternCamera
 from fieldlens_core.config import CameraConfig
+from fieldlens_core.errors import ConfigurationError
 
 
 def _folder(config: CameraConfig) -> Camera:
@@ -31,5 +32,7 @@ def parse_camera_flag(flag: str) -> dict[str, str]:
     """``folder:DIR`` | ``test-pattern`` | ``picamera2`` -> CameraConfig fields."""
     source, _, argument = flag.partition(":")
     if source not in CAMERA_SOURCES:
-        raise ValueError(f"camera {flag!r}: expected one of folder:DIR, test-pattern, picamera2")
+        raise ConfigurationError(
+            f"camera {flag!r} is not a camera", "Give one of: folder:DIR, test-pattern, picamera2 (on a Raspberry Pi)"
+        )
     return {"source": source, "folder": argument} if argument else {"source": source}

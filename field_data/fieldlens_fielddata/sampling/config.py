@@ -49,5 +49,6 @@ class SamplingConfig(StrictModel):
     caps: RateCapsConfig = Field(default_factory=RateCapsConfig, description="Per minute, hour and day limits.")
     save_caps: RateCapsConfig = Field(
         default_factory=lambda: RateCapsConfig(per_minute=10, per_hour=100, per_day=1000),
-        description="Limits on images kept because a request said save: true (any requester may say it).",
+        description="Limits on images kept because a request said save: true (any requester may say it). "
+        "Past them a save request is an ordinary one: the policy (strategies, quota, caps) may still keep it.",
     )

@@ -5,6 +5,13 @@ windows, below: the policy is their only user).
 the sidecar), and a usefulness score the store evicts by (1 - top-1 confidence; an image a
 request asked to save scores above every sampled one). Counts survive restarts: the caps
 are seeded from the capture times of the images already kept.
+
+A request's ``save: true`` keeps its image within the save caps whatever the strategies,
+quota and caps say. Past the save caps it is not refused outright: it is then an ordinary
+frame, and the policy decides (so saving never keeps less than the policy alone would). The
+policy keeps it as a sampled image (``saved`` False), counted in the policy's quota and caps
+and filed as sampled by the store, so a flood of saves past their caps evicts nothing that
+is not yet uploaded. Its reason names both: the save cap, and what the policy said.
 """
 
 from __future__ import annotations
@@ -57,6 +64,9 @@ class Verdict:
     keep: bool
     reason: str
     score: float
+    saved: bool = False
+    """Kept on request within the save caps: the store files it as saved (which decides what it
+    may evict); False for everything the policy kept, a save past its caps included."""
 
 
 class SamplingPolicy:
@@ -79,13 +89,25 @@ class SamplingPolicy:
         self._lock = threading.Lock()
 
     def decide(self, scores: Scores, saved: bool = False) -> Verdict:
+        """Keep this image? ``saved``: its request said ``save: true`` (within the save caps a keep
+        whatever the policy says; past them, whatever the policy says)."""
         uncertainty = round(1.0 - scores[0][1], 6) if scores else 1.0
-        if saved:
-            with self._lock:
-                full = _count_in(self._save_caps, self._clock())
-            if full is not None:
-                return Verdict(False, f"save cap: {full} reached", uncertainty)
-            return Verdict(True, "request: save", SAVED_SCORE_BONUS + uncertainty)
+        if not saved:
+            return self._sample(scores, uncertainty)
+        with self._lock:
+            full = _count_in(self._save_caps, self._clock())
+        if full is None:
+            return Verdict(True, "request: save", SAVED_SCORE_BONUS + uncertainty, saved=True)
+        # Past the save caps the policy decides (see the module docstring). The reason leads with
+        # what decided: "policy: ..." for a keep, as for any sampled image; "save cap: ..." for a refusal.
+        cap = f"save cap: {full} reached"
+        sampled = self._sample(scores, uncertainty)
+        if sampled.keep:
+            return Verdict(True, f"{sampled.reason}; {cap}", sampled.score)
+        return Verdict(False, f"{cap}; {sampled.reason}", sampled.score)
+
+    def _sample(self, scores: Scores, uncertainty: float) -> Verdict:
+        """The policy's own verdict: strategies in order, then the per-class quota, then the caps."""
         reason = next((r for r in (s.wants(scores) for s in self._samplers) if r is not None), None)
         if reason is None:
             return Verdict(False, "policy: no strategy wanted it", uncertainty)

@@ -4,7 +4,7 @@
 "use strict";
 
 const S = {
-  state: null, items: [], pos: 0, highlight: 0, history: [], typing: false,
+  state: null, items: [], pos: 0, highlight: 0, history: [], typing: false, touch: false, refreshing: false,
   grid: false, models: false, selected: new Set(), anchor: null, chain: Promise.resolve(),
 };
 
@@ -87,9 +87,16 @@ function render() {
   if (S.grid) { renderGrid(); return; }
   const item = current();
   const photo = $("photo");
+  // nothing to show: a sentence that says why, not an image without a source (a broken-image icon)
+  photo.hidden = !item;
+  $("empty").hidden = Boolean(item);
+  for (const button of document.querySelectorAll("#actions button")) {
+    button.disabled = !item && button.dataset.action !== "undo";
+  }
   if (!item) {
     photo.removeAttribute("src");
-    $("info").textContent = "Nothing left to label in this view.";
+    $("empty").textContent = emptyText();
+    $("info").textContent = "";
     $("choices").replaceChildren();
     return;
   }
@@ -117,13 +124,25 @@ function render() {
   $("choices").replaceChildren(...rows);
 }
 
+function emptyText() {
+  const p = S.state.progress;
+  if (!p.total) {
+    return p.indexing ? "Reading the field images…" : "No field images here yet: none the devices kept has arrived.";
+  }
+  if (p.indexing) return "Nothing to label among the images read so far; the rest follow as they are read.";
+  return `Nothing left to label: all ${p.total} images are labelled or marked unusable. ` +
+    "Tick “show labelled” to go over them again.";
+}
+
 function renderProgress() {
   const p = S.state.progress;
   const indexing = p.indexing ? ` · indexing (${p.total} so far)` : p.index_error ? ` · ${p.index_error}` : "";
   $("progress-text").textContent = `${p.labelled} of ${p.total} labelled · ${p.excluded} unusable${indexing}`;
   $("bar-done").style.width = p.total ? `${(100 * (p.labelled + p.excluded)) / p.total}%` : "0";
-  $("weakest").textContent = p.weakest === null ? "No labels yet." :
-    `weakest class: ${p.weakest}, ${p.weakest_needs} more to reach ${p.target_per_class}`;
+  const target = p.target_per_class;
+  $("weakest").textContent = p.weakest === null ? "No labels yet." : p.weakest_needs > 0
+    ? `weakest class: ${p.weakest}, ${p.weakest_needs} more to reach ${target}`
+    : `classes balanced: each has ${target} label${target === 1 ? "" : "s"} or more`;
   const u = p.useful;
   const agreed = `the model agreed with ${u.agreed} of ${u.judged} labels so far`;
   $("useful-note").textContent = u.is === "uncertain"
@@ -166,6 +185,15 @@ async function labelItems(items, label, excluded, fromUndo) {
   return status === 200;
 }
 
+// what the buttons under the choices do: the keys' actions, for a finger on a phone or a tablet
+const ACTIONS = {
+  previous: () => { S.pos = Math.max(S.pos - 1, 0); render(); },
+  next: () => { S.pos = Math.min(S.pos + 1, S.items.length - 1); render(); },
+  blank: () => labelCurrent(S.state.blank_label, false),
+  unusable: () => labelCurrent(null, true),
+  undo: () => undo(),
+};
+
 function next() {
   for (let n = S.pos + 1; n < S.items.length; n++) {
     if (!S.items[n].label && !S.items[n].excluded) { S.pos = n; return; }
@@ -204,7 +232,8 @@ function accept() {
 
 function onSingleKey(event) {
   const text = $("filter").value;
-  const commands = !text && !S.typing;
+  // a soft keyboard types into the filter: its b is the start of a label, not "blank"
+  const commands = !text && !S.typing && !(S.touch && event.target === $("filter"));
   if (event.key === "Enter") { event.preventDefault(); queue(accept); return; }
   if (event.key === "ArrowDown" || event.key === "ArrowUp") {
     event.preventDefault();
@@ -215,8 +244,8 @@ function onSingleKey(event) {
   }
   if (event.key === "Escape") { resetFilter(); render(); return; }
   if (!commands) return; // the key types into the filter
-  if (event.key === "ArrowRight") { S.pos = Math.min(S.pos + 1, S.items.length - 1); render(); return; }
-  if (event.key === "ArrowLeft") { S.pos = Math.max(S.pos - 1, 0); render(); return; }
+  if (event.key === "ArrowRight") { ACTIONS.next(); return; }
+  if (event.key === "ArrowLeft") { ACTIONS.previous(); return; }
   if (/^[1-9]$/.test(event.key)) {
     event.preventDefault();
     const n = Number(event.key) - 1;
@@ -224,9 +253,7 @@ function onSingleKey(event) {
     return;
   }
   const action = {
-    b: () => labelCurrent(S.state.blank_label, false),
-    x: () => labelCurrent(null, true),
-    u: undo, Backspace: undo, g: toggleGrid, m: toggleModels,
+    b: ACTIONS.blank, x: ACTIONS.unusable, u: ACTIONS.undo, Backspace: ACTIONS.undo, g: toggleGrid, m: toggleModels,
     "/": () => { S.typing = true; },
   }[event.key];
   if (action) { event.preventDefault(); queue(action); }
@@ -241,6 +268,14 @@ function toggleGrid() {
 
 function renderGrid() {
   const shown = S.items.slice(0, 300);
+  if (!shown.length) {
+    const none = document.createElement("p");
+    none.className = "empty";
+    none.textContent = emptyText();
+    $("thumbs").replaceChildren(none);
+    $("selection-count").textContent = "";
+    return;
+  }
   const cells = shown.map((item, n) => {
     const cell = document.createElement("div");
     cell.className = "thumb" + (S.selected.has(item.id) ? " selected" : "") +
@@ -387,8 +422,25 @@ async function retrain() {
   await loadModels();
 }
 
+// Another writer (`fieldlens label import`, a second page) may have labelled images meanwhile: coming
+// back to the page shows the directory as it is now (the server looks again on each request).
+async function refreshView() {
+  if (!S.state) return;
+  await loadState();
+  if (!S.models) await loadItems(current() && current().id);
+}
+
+// a tab coming back fires focus and visibilitychange both: one look does for the two
+function refreshSoon() {
+  if (S.refreshing) return;
+  S.refreshing = true;
+  queue(() => { S.refreshing = false; return refreshView(); });
+}
+
 document.addEventListener("keydown", (event) => {
   if (!S.state || event.target === $("order")) return;
+  // a focused button takes Enter and Space itself (a click): not "accept" as well
+  if (event.target instanceof HTMLButtonElement && (event.key === "Enter" || event.key === " ")) return;
   if (S.models) { if (event.key === "m") toggleModels(); return; }
   if (S.grid) onGridKey(event); else onSingleKey(event);
 });
@@ -402,6 +454,12 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("view-toggle").addEventListener("click", toggleGrid);
   $("models-toggle").addEventListener("click", toggleModels);
   $("retrain").addEventListener("click", retrain);
+  for (const button of document.querySelectorAll("#actions button")) {
+    button.addEventListener("click", () => queue(ACTIONS[button.dataset.action]));
+  }
+  document.addEventListener("pointerdown", (event) => { S.touch = event.pointerType !== "mouse"; }, true);
+  window.addEventListener("focus", refreshSoon);
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) refreshSoon(); });
   await loadState();
   await loadItems();
   $("filter").focus();

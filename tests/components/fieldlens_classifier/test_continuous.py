@@ -224,3 +224,47 @@ def test_a_full_store_refuses_frames_with_one_warning_not_one_a_frame(
     warnings = [r for r in caplog.records if "not keeping image" in r.getMessage()]
     assert len(warnings) == 1 and "field-data cap reached" in warnings[0].getMessage()
     assert rig.events.wait_for(2)[1]["image"]["kept"] is False  # the end event says why
+
+
+@pytest.mark.parametrize(
+    ("fps", "complaint"),
+    [(1e-11, "greater than or equal"), (1e9, "less than or equal"), ("5", "valid number"), (True, "valid number")],
+)
+def test_every_rate_is_bounded_and_typed(
+    tmp_path: Path, rig_of: Callable[..., Rig], fps: object, complaint: str
+) -> None:
+    """{"action": "start", "fps": 1e-11} once killed the loop's thread on every device that heard it."""
+    rig = rig_of(FolderCamera(write_video(tmp_path / "video", ["hen"])))
+    answer = rig.command({"action": "start", "fps": fps})
+    assert answer["error"]["code"] == "BAD_REQUEST" and complaint in answer["error"]["message"]
+    assert rig.classifier.continuous.running is False
+
+
+def test_a_new_rate_takes_effect_at_once(tmp_path: Path, rig_of: Callable[..., Rig]) -> None:
+    rig = rig_of(FolderCamera(write_video(tmp_path / "video", ["hen"])))
+    rig.command({"action": "start", "fps": 1 / 60})  # one frame, then a minute's wait
+    wait_until(lambda: rig.classifier.continuous.status().frames == 1, 10, "the first frame")
+    rig.command({"action": "start", "fps": 50})
+    wait_until(lambda: rig.classifier.continuous.status().frames >= 10, 10, "frames at the new rate, not in a minute")
+    assert rig.classifier.continuous.status().fps == 50
+
+
+class BrokenCamera:
+    """A camera with a bug: not a CameraUnavailableError, which the loop expects and waits out."""
+
+    def capture(self) -> Frame:
+        raise ZeroDivisionError("a bug in the camera adapter")
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_bug_stops_the_loop_with_its_reason_and_a_start_runs_it_again(
+    tmp_path: Path, rig_of: Callable[..., Rig]
+) -> None:
+    rig = rig_of(BrokenCamera(), enabled=True)
+    wait_until(lambda: not rig.classifier.continuous.running, 10, "the loop to report itself stopped")
+    status = rig.command({"action": "status"})["continuous"]
+    assert status["running"] is False and "ZeroDivisionError: a bug in the camera adapter" in status["stopped_by"]
+    assert rig.command({"action": "start"})["continuous"]["running"] is True  # the thread is still there
+    wait_until(lambda: rig.classifier.continuous.status().stopped_by is not None, 10, "the second failure")

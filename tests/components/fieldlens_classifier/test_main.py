@@ -49,7 +49,7 @@ def test_a_name_the_access_control_does_not_allow_exits_4_naming_the_entry_to_ad
 
     from fieldlens_core import bootstrap
     from fieldlens_core.bootstrap import NUCLEUS_SOCKET_ENV
-    from fieldlens_core.errors import EXIT_NOT_AUTHORISED
+    from fieldlens_core.errors import ExitCode
     from tests.helpers.ipc import FakeGreengrassIpc
 
     nucleus = FakeGreengrassIpc(
@@ -59,7 +59,7 @@ def test_a_name_the_access_control_does_not_allow_exits_4_naming_the_entry_to_ad
     monkeypatch.setenv(NUCLEUS_SOCKET_ENV, str(tmp_path / "ipc.socket"))
     monkeypatch.setattr(bootstrap, "connect_nucleus", lambda: nucleus)
     try:
-        assert classifier_main.main([]) == EXIT_NOT_AUTHORISED
+        assert classifier_main.main([]) == ExitCode.NOT_AUTHORISED
     finally:
         nucleus.close()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]

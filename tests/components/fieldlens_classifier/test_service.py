@@ -567,10 +567,69 @@ def test_a_save_flood_is_capped_and_the_response_says_why(tmp_path: Path, tiny_s
     try:
         kept = [rig.ask({"save": True})["image"] for _ in range(4)]
         assert [image["kept"] for image in kept] == [True, True, False, False]
-        assert kept[2]["reason"] == "save cap: per_minute (2) reached"
+        assert kept[2]["reason"] == "save cap: per_minute (2) reached; policy: no strategy wanted it"
         assert json.loads(written(kept[0]).with_suffix(".json").read_text())["saved"] is True
     finally:
         rig.classifier.stop()
+
+
+def sidecar(image: dict[str, Any]) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(written(image).with_suffix(".json").read_text())
+    return loaded
+
+
+def test_saves_past_their_caps_never_keep_less_than_the_policy(rig: Rig) -> None:
+    """Someone collecting training images with save requests, under the default policy (always)
+    and save caps (10 a minute), once kept 10 of them and lost the rest."""
+    kept = [rig.ask({"save": True})["image"] for _ in range(30)]
+    assert all(image["kept"] for image in kept)
+    assert [image["reason"] for image in kept[:10]] == ["request: save"] * 10
+    assert {image["reason"] for image in kept[10:]} == {"policy: always; save cap: per_minute (10) reached"}
+    assert [sidecar(image)["saved"] for image in kept] == [True] * 10 + [False] * 20  # the policy's, past the cap
+    assert all(written(image).exists() for image in kept)
+
+
+def test_a_save_past_its_caps_that_the_policy_refuses_names_both(
+    tmp_path: Path, tiny_server: Path, red_folder: Path
+) -> None:
+    sampling = {"strategies": [{"type": "confidence_band", "low": 0.0, "high": 1.0}]}  # excludes every image
+    rig = Rig(make_config(tmp_path, tiny_server, sampling=sampling), FolderCamera(red_folder))
+    try:
+        assert rig.ask({})["image"]["reason"] == "policy: no strategy wanted it"
+        kept = [rig.ask({"save": True})["image"] for _ in range(11)]
+        assert [image["kept"] for image in kept] == [True] * 10 + [False]
+        assert kept[10]["reason"] == "save cap: per_minute (10) reached; policy: no strategy wanted it"
+    finally:
+        rig.classifier.stop()
+
+
+def test_a_save_past_its_caps_is_kept_as_sampled_and_evicts_nothing_not_yet_uploaded(
+    tmp_path: Path, tiny_server: Path, red_folder: Path
+) -> None:
+    """Past its caps a save is the policy's keep: were it filed as saved, it would evict sampled images."""
+    config = make_config(tmp_path, tiny_server, sampling={"saveCaps": {"perMinute": 1}})
+    bus, responses = InMemoryBus(), ResponseCollector()
+    bus.subscribe(RESPONSES, responses)
+    store = FieldStore(tmp_path / "capped", "t", max_images=3)
+    classifier = Classifier(config, bus, FolderCamera(red_folder), InferenceClient(config.inference), store)
+    classifier.start()
+    try:
+
+        def ask(payload: bytes) -> dict[str, Any]:
+            before = len(responses.responses)
+            bus.publish(REQUESTS, payload)
+            image: dict[str, Any] = responses.wait_for(before + 1)[before]["image"]
+            if image["kept"]:
+                written(image)  # on disk before the next request, so that it could be evicted
+            return image
+
+        sampled, saved, past_cap = ask(b"{}"), ask(b'{"save": true}'), ask(b'{"save": true}')
+        assert [sidecar(image)["saved"] for image in (sampled, saved, past_cap)] == [False, True, False]
+        refused = ask(b'{"save": true}')  # the store is full of images not yet uploaded
+        assert not refused["kept"] and refused["reason"].startswith("disk cap:")
+        assert all(Path(image["path"]).exists() for image in (sampled, saved, past_cap))
+    finally:
+        classifier.stop()
 
 
 def test_the_reply_prefix_can_hold_the_thing_name_as_the_fleet_policy_does(

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
 import pytest
 
 from fieldlens_cli import main as cli
-from fieldlens_core.errors import EXIT_CONFIGURATION, ConfigurationError
+from fieldlens_core.errors import ConfigurationError, ExitCode
 
 
 def leaf_parsers(
@@ -29,7 +28,7 @@ def test_every_command_a_module_registers_has_a_handler() -> None:
 
 
 def test_a_failure_from_the_tree_is_one_line_and_its_exit_code(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def failing(args: argparse.Namespace) -> int:
         raise ConfigurationError("bucket: not a bucket name")
@@ -39,15 +38,59 @@ def test_a_failure_from_the_tree_is_one_line_and_its_exit_code(
     parser.set_defaults(handler=failing)  # the top level's default reaches every subcommand without its own
     for leaf in leaf_parsers(parser).values():
         leaf.set_defaults(handler=failing)
-    with caplog.at_level(logging.ERROR):
-        assert cli.main(["watch"]) == EXIT_CONFIGURATION
-    assert "fieldlens watch: bucket: not a bucket name (exit 2)" in caplog.text
+    assert cli.main(["watch"]) == ExitCode.INVALID_INPUT
+    assert capsys.readouterr().err == "fieldlens watch: bucket: not a bucket name (exit 2)\n"
 
 
-def test_classify_without_a_broker_exits_3_with_one_line(caplog: pytest.LogCaptureFixture) -> None:
+def test_classify_without_a_broker_exits_3_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     from fieldlens_cli.brokers import free_port
 
-    with caplog.at_level(logging.ERROR):
-        assert cli.main(["classify", "--broker", f"mqtt://127.0.0.1:{free_port()}"]) == 3
-    (line,) = [r.getMessage() for r in caplog.records if r.name == "fieldlens"]
+    assert cli.main(["classify", "--broker", f"mqtt://127.0.0.1:{free_port()}"]) == 3
+    (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("fieldlens classify: cannot reach MQTT broker") and line.endswith("(exit 3)")
+
+
+def test_every_option_names_its_default_or_says_what_happens_without_it() -> None:
+    """A default that is a value is appended by the help formatter; one that is None must be said in words."""
+    silent = []
+    for path, parser in leaf_parsers(cli.build_parser()).items():
+        for action in parser._actions:
+            switch = isinstance(action, (argparse._StoreTrueAction, argparse._HelpAction, argparse._VersionAction))
+            if not action.option_strings or switch or action.required or action.default is not None:
+                continue
+            if "default" not in (action.help or ""):
+                silent.append(f"{' '.join(path)} {action.option_strings[0]}")
+    assert silent == []
+
+
+def test_flags_are_never_abbreviated_and_a_subcommands_mistake_shows_its_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["serve", "--cam", "picamera2"])  # --cam was once taken as --camera, and --ca too
+    assert exited.value.code == ExitCode.INVALID_INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("usage: fieldlens serve ") and "unrecognized arguments: --cam" in err
+
+
+def test_an_outside_error_is_translated_and_a_bug_says_it_is_one(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from botocore.exceptions import NoRegionError
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    for failure, code, says in (
+        (NoRegionError(), ExitCode.INVALID_INPUT, "no AWS region given. Pass --region REGION"),
+        (OSError(98, "Address already in use"), ExitCode.IN_USE, "address already in use"),
+        (ZeroDivisionError("division by zero"), ExitCode.FAILED, "internal error, a bug: ZeroDivisionError"),
+    ):
+
+        def failing(args: argparse.Namespace, failure: Exception = failure) -> int:
+            raise failure
+
+        for leaf in leaf_parsers(parser).values():
+            leaf.set_defaults(handler=failing)
+        assert cli.main(["watch"]) == code
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"fieldlens watch: {says}") and line.endswith(f"(exit {code.value})")

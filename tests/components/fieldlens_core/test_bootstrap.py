@@ -10,7 +10,7 @@ import pytest
 
 from fieldlens_classifier import main as classifier_main
 from fieldlens_core.bootstrap import NUCLEUS_SOCKET_ENV, connect_nucleus
-from fieldlens_core.errors import EXIT_CANNOT_CONNECT, NucleusConnectionError
+from fieldlens_core.errors import ExitCode, NucleusConnectionError
 from fieldlens_inference import main as inference_main
 from fieldlens_uploader import main as uploader_main
 
@@ -54,7 +54,7 @@ def test_each_component_exits_3_with_one_line_and_no_traceback(
 ) -> None:
     request.getfixturevalue(situation)
     caplog.set_level(logging.INFO)
-    assert MAINS[component]([]) == EXIT_CANNOT_CONNECT
+    assert MAINS[component]([]) == ExitCode.CANNOT_CONNECT
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info is None
     assert "Greengrass nucleus" in errors[0].getMessage() and "\n" not in errors[0].getMessage()

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from fieldlens_core.config import BrokerConfig, CameraConfig, load_config_file, validate_config
-from fieldlens_core.errors import ConfigurationError
+from fieldlens_core.errors import ConfigurationError, ExitCode, InvalidInputError
 
 
 def test_unknown_keys_are_rejected_by_name() -> None:
@@ -41,10 +41,49 @@ def test_broker_urls(url: str, host: str, port: int, tls: bool) -> None:
     assert (config.host, config.port, config.tls) == (host, port, tls)
 
 
-@pytest.mark.parametrize("raw", [{"url": "http://x"}, {"url": "mqtt://"}, {"cert_file": "c.pem"}])
-def test_bad_broker_configuration_is_refused(raw: dict[str, str]) -> None:
-    with pytest.raises(ConfigurationError):
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        ({"cert_file": "c.pem", "url": "mqtts://h"}, "cert_file and key_file go together"),
+        ({"ca_file": "ca.pem"}, "only used over TLS: write the URL as mqtts://"),
+    ],
+)
+def test_bad_broker_configuration_is_refused(raw: dict[str, str], says: str) -> None:
+    with pytest.raises(ConfigurationError, match=says):
         validate_config(BrokerConfig, raw)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("127.0.0.1:1883", "has no scheme"),
+        ("localhost:1883", "has no scheme"),
+        ("mqtt://127.0.0.1:99999", "port '99999' is not a port"),
+        ("mqtt://127.0.0.1:port", "port 'port' is not a port"),
+        ("http://127.0.0.1:1883", "unknown scheme 'http'"),
+        ("mqtt://", "names no host"),
+        ("mqtt://127.0.0.1:1883/topic", "has a path"),
+    ],
+)
+def test_a_broker_url_mistake_names_the_mistake_and_shows_the_form(url: str, says: str) -> None:
+    """The same message wherever the URL comes from: BrokerConfig is where every URL is read."""
+    with pytest.raises(InvalidInputError) as raised:
+        validate_config(BrokerConfig, {"url": url})
+    assert says in raised.value.message and raised.value.exit_code == ExitCode.INVALID_INPUT
+    assert raised.value.hint is not None and "mqtt://HOST:PORT" in raised.value.hint
+
+
+def test_unknown_keys_are_named_with_the_keys_allowed_in_their_place() -> None:
+    from fieldlens_classifier.config import ClassifierConfig
+
+    raw = {"camera": {"widht": 640}, "sampling": {"strategies": [{"type": "margin", "maxMargn": 0.1}]}, "nme": "x"}
+    with pytest.raises(ConfigurationError) as raised:
+        validate_config(ClassifierConfig, raw, "configuration serve.yaml, fieldlens.Classifier")
+    message = raised.value.message
+    assert message.startswith("invalid configuration serve.yaml, fieldlens.Classifier: ")
+    assert "camera: unknown key 'widht'; allowed: source, folder, folderFps, folderRepeat, width, height," in message
+    assert "sampling.strategies.0.margin: unknown key 'maxMargn'; allowed: type, " in message
+    assert "unknown key 'nme'; allowed: logLevel, busScope, name, " in message
 
 
 def test_config_files_must_be_json_objects(tmp_path: Path) -> None:
@@ -54,8 +93,21 @@ def test_config_files_must_be_json_objects(tmp_path: Path) -> None:
     broken.write_text("{")
     assert load_config_file(good) == {"a": 1}
     for path in (bad, broken, tmp_path / "missing.json"):
-        with pytest.raises(ConfigurationError):
+        with pytest.raises(ConfigurationError, match=str(path)):
             load_config_file(path)
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".yml"])
+def test_config_files_may_be_yaml(tmp_path: Path, suffix: str) -> None:
+    good, bad, broken = tmp_path / f"good{suffix}", tmp_path / f"bad{suffix}", tmp_path / f"broken{suffix}"
+    good.write_text("camera:\n  source: folder\n  folder: /photos\ndefaultTopK: 3\n")
+    bad.write_text("- 1\n")
+    broken.write_text("camera: [\n")
+    assert load_config_file(good) == {"camera": {"source": "folder", "folder": "/photos"}, "defaultTopK": 3}
+    for path in (bad, broken):
+        with pytest.raises(ConfigurationError, match=str(path)) as raised:
+            load_config_file(path)
+        assert "YAML" in raised.value.one_line()
 
 
 def test_merge_normalises_camel_case_and_merges_nested_sections() -> None:

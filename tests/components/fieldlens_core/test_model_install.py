@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from fieldlens_core.model_package import resolve_package_dir
 from fieldlens_inference.model_manager import ModelManager
 from fieldlens_inference.service import InferenceService
 from tests.helpers.images import solid_jpeg
-from tests.helpers.tiny_model import make_tiny_package
+from tests.helpers.tiny_model import make_tiny_package, recard, tiny_onnx
 
 RED = solid_jpeg((240, 10, 10))
 
@@ -106,3 +108,53 @@ def test_every_listed_file_is_hash_checked_before_install(tmp_path: Path) -> Non
     (tmp_path / "pkg/notes.txt").write_text("tampered")  # not a variant: loading alone would never look
     with pytest.raises(ModelPackageError, match="notes.txt fails its sha256 check"):
         install_package(tmp_path / "pkg", tmp_path / "model")
+
+
+def installed_version(model_dir: Path) -> str:
+    return resolve_package_dir(model_dir).name
+
+
+@pytest.mark.parametrize(
+    ("tamper", "reason"),
+    [
+        (
+            lambda d: recard(d, input={"size": 16, "resize": 16, "mean": [0, 0, 0], "std": [255, 255, 255]}),
+            "takes Nx3x32x32 images but the card's input is 16 px",
+        ),
+        (
+            lambda d: (
+                (d / "labels.json").write_text(json.dumps([f"c{i}" for i in range(3_000_000)])),
+                recard(d, num_classes=3_000_000),
+            ),
+            "claims 3000000 classes",
+        ),
+        (
+            lambda d: ((d / "labels.json").write_text(json.dumps(["red", "green", "b" * 20_000_000])), recard(d)),
+            "20000000 characters long",
+        ),
+    ],
+    ids=["card-size-not-graph-size", "3M-labels-for-3-outputs", "20MB-label"],
+)
+def test_a_package_the_service_cannot_serve_is_refused_and_the_current_model_stays(
+    tmp_path: Path, tamper: Callable[[Path], object], reason: str
+) -> None:
+    """Each once installed with exit 0; the service then refused it at its next start."""
+    make_tiny_package(tmp_path / "good")
+    install_package(tmp_path / "good", tmp_path / "model")
+    make_tiny_package(tmp_path / "bad", version="2.0.0", int8=True)
+    tamper(tmp_path / "bad")
+    with pytest.raises(ModelPackageError, match=reason) as refused:
+        install_package(tmp_path / "bad", tmp_path / "model")
+    assert refused.value.hint
+    assert installed_version(tmp_path / "model") == "1.0.0"
+    assert not (tmp_path / "model/versions/2.0.0").exists()
+    assert ModelManager(tmp_path / "model").load_initial().info["version"] == "1.0.0"  # a fresh start still serves
+
+
+def test_an_int8_graph_is_checked_even_when_fp32_is_served(tmp_path: Path) -> None:
+    make_tiny_package(tmp_path / "bad", int8=True)
+    tiny_onnx(tmp_path / "bad/model.int8.onnx", classes=4)
+    recard(tmp_path / "bad")
+    with pytest.raises(ModelPackageError, match="model.int8.onnx gives 4 classes"):
+        install_package(tmp_path / "bad", tmp_path / "model")
+    assert not (tmp_path / "model/current").exists()

@@ -11,7 +11,7 @@ from fieldlens_core.model import load_model, preprocess
 from fieldlens_core.model_package import sha256_file
 from fieldlens_inference.model_manager import ModelManager
 from tests.helpers.images import solid_jpeg
-from tests.helpers.tiny_model import make_tiny_package
+from tests.helpers.tiny_model import make_tiny_package, recard, tiny_onnx
 
 RED = solid_jpeg((240, 10, 10))
 
@@ -75,3 +75,27 @@ def test_reconfigure_switches_variant_only_when_it_exists(tiny_package: Path) ->
     manager.load_initial()
     manager.reconfigure("int8", 0)  # the tiny package has no int8: logged, old model kept
     assert manager.current is not None and manager.current.package.variant == "fp32"
+
+
+def test_the_service_refuses_to_start_on_a_package_that_fails_its_check(tmp_path: Path) -> None:
+    make_tiny_package(tmp_path, int8=True)
+    tiny_onnx(tmp_path / "model.onnx", swap=True)
+    recard(tmp_path)  # hashes agree; the known answer does not
+    with pytest.raises(ModelPackageError, match="answers the reference image 'blue'"):
+        ModelManager(tmp_path).load_initial()
+    assert ModelManager(tmp_path, "int8").load_initial().package.variant == "int8"  # the variant it serves
+
+
+def test_a_hot_reload_runs_the_same_check_and_keeps_the_old_model(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_tiny_package(tmp_path / "versions/1.0.0")
+    make_tiny_package(tmp_path / "versions/2.0.0", version="2.0.0")
+    recard(tmp_path / "versions/2.0.0", input={"size": 16, "resize": 16, "mean": [0, 0, 0], "std": [255, 255, 255]})
+    switch_current(tmp_path, "1.0.0")
+    manager = ModelManager(tmp_path)
+    manager.load_initial()
+    switch_current(tmp_path, "2.0.0")
+    assert not manager.check_for_update()
+    assert manager.current is not None and manager.current.info["version"] == "1.0.0"
+    assert "takes Nx3x32x32 images but the card's input is 16 px" in caplog.text

@@ -239,3 +239,72 @@ def test_a_sidecar_naming_a_key_that_is_not_its_own_is_quarantined(tmp_path: Pat
     report = Uploader(tmp_path / "field", destination, "coop-1").drain()
     assert (report.uploaded, report.quarantined) == (0, 1)
     assert list(destination.keys("")) == []
+
+
+def shipped_once_with_no_room_for_receipts(root: Path, bucket: Path) -> FlakyDestination:
+    """Drain three times while receipts cannot be written; returns the destination that counted the puts."""
+    destination = FlakyDestination(LocalDirectoryDestination(bucket), RuntimeError("unused"))
+    uploader = Uploader(root, destination, "coop-1")
+    try:
+        for _ in range(3):
+            uploader.drain()
+    finally:
+        uploader.close()
+    return destination
+
+
+def test_a_receipt_that_cannot_be_written_stops_that_pairs_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """ENOSPC injected at the file layer, for receipts only: each pair is put once, then removed
+    locally (it is in the bucket), so neither the uploader nor the store's eviction is stuck."""
+    import errno
+
+    from fieldlens_core.atomic import atomic_write as real_write
+
+    kept = keep_images(tmp_path / "field", 5)
+
+    def full_disk_for_receipts(path: Path, data: bytes, **kwargs: Any) -> None:
+        if path.suffix == ".uploaded":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_write(path, data, **kwargs)
+
+    monkeypatch.setattr("fieldlens_fielddata.directory.atomic_write", full_disk_for_receipts)
+    with caplog.at_level(logging.ERROR):
+        destination = shipped_once_with_no_room_for_receipts(tmp_path / "field", tmp_path / "bucket")
+    assert len(destination.puts) == 10 and set(destination.puts.values()) == {1}
+    assert not any(k.image_path.exists() or k.sidecar_path.exists() for k in kept)
+    assert len(list((tmp_path / "bucket").rglob("*.jpg"))) == 5
+    receipt_lines = [r for r in caplog.records if "cannot write upload receipts" in r.getMessage()]
+    assert len(receipt_lines) == 1 and "No space left on device" in receipt_lines[0].getMessage()
+
+
+def test_on_a_really_full_tmpfs_every_pair_is_shipped_once(tmp_path: Path) -> None:
+    """The same on a real 1 MiB tmpfs filled to the last byte (root only; skipped where mounting is not allowed)."""
+    import os
+    import subprocess
+
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip() or 'not root'})")
+    try:
+        kept = keep_images(mount / "field", 8)
+        with (mount / "filler").open("wb", buffering=0) as filler:  # every block left, so no receipt fits
+            for size in (4096, 1):
+                try:
+                    while True:
+                        filler.write(b"\0" * size)
+                except OSError:
+                    pass
+        with pytest.raises(OSError):
+            (mount / "probe").write_bytes(b"x" * 4096)
+        destination = shipped_once_with_no_room_for_receipts(mount / "field", tmp_path / "bucket")
+        assert len(destination.puts) == 16 and set(destination.puts.values()) == {1}
+        removed = [k for k in kept if not k.sidecar_path.exists()]
+        assert removed  # the first pairs made the room that lets the later ones keep a receipt
+        assert all(k.sidecar_path.with_suffix(".uploaded").exists() for k in kept if k not in removed)
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+        assert not os.path.ismount(mount)

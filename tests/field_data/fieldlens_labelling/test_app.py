@@ -13,7 +13,7 @@ from fieldlens_labelling.app import Settings, create_app
 from fieldlens_labelling.index import LabelIndex
 from fieldlens_labelling.models import DeskPaths, ModelDesk
 from fieldlens_labelling.thumbnails import Thumbnails
-from tests.helpers.labelling import LABELS, keep_predicted
+from tests.helpers.labelling import LABELS, import_csv, keep_predicted
 
 TOKEN = "s3cret-token"
 BASE = "http://127.0.0.1:8080"
@@ -240,3 +240,13 @@ def test_the_desk_refuses_what_it_cannot_do(field: tuple[Path, list[str]], tmp_p
 
 def write_to(client: TestClient, path: str, body: Any) -> Any:
     return client.post(path, content=json.dumps(body), headers={"Content-Type": "application/json"})
+
+
+def test_state_and_items_take_in_labels_label_import_wrote(client: TestClient, field: tuple[Path, list[str]]) -> None:
+    root, ids = field
+    assert client.get("/api/state").json()["progress"]["labelled"] == 0
+    import_csv(root, {ids[0]: "hen", ids[1]: "fox"})  # under the running page
+    progress = client.get("/api/state").json()["progress"]
+    assert progress["labelled"] == 2 and progress["per_class"] == {"egg": 0, "fox": 1, "hen": 1}
+    assert sorted(i["id"] for i in client.get("/api/items").json()["items"]) == sorted([ids[2], ids[3]])
+    assert write(client, {"items": [{"id": ids[1], "revision": 1}], "label": "egg"}).status_code == 200

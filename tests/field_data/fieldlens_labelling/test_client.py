@@ -28,16 +28,16 @@ def test_a_scripted_labeller_pages_through_and_labels(tmp_path: Path) -> None:
 
 
 def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
-    from fieldlens_core.errors import StartupError
+    from fieldlens_core.errors import InUseError
 
     options = PageOptions(field_data=tmp_path, model_dir=None, cache_dir=tmp_path / "cache", port=0)
     with LabelServer(options) as first:
         taken = PageOptions(field_data=tmp_path, model_dir=None, cache_dir=tmp_path / "cache", port=first.port)
-        with pytest.raises(StartupError, match=f"cannot listen on 127.0.0.1:{first.port}: Address already in use"):
+        with pytest.raises(InUseError, match=f"cannot listen on 127.0.0.1:{first.port}: Address already in use"):
             LabelServer(taken)
 
 
-def test_label_serve_without_a_field_data_directory_exits_2(tmp_path: Path) -> None:
+def test_label_serve_without_a_field_data_directory_exits_not_found(tmp_path: Path) -> None:
     from fieldlens_cli.main import main
 
-    assert main(["label", "serve", "--field-data", str(tmp_path / "missing"), "--port", "0"]) == 2
+    assert main(["label", "serve", "--field-data", str(tmp_path / "missing"), "--port", "0"]) == 7

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from fieldlens_fielddata.directory import FieldDataDir
+from fieldlens_fielddata.directory import FieldDataDir, Pair
+from fieldlens_fielddata.sidecar import Sidecar
+from fieldlens_labelling import index as index_module
 from fieldlens_labelling.index import LabelIndex, uncertainty
-from tests.helpers.labelling import keep_predicted
+from tests.helpers.labelling import LABELS, import_csv, keep_predicted
 
 
 def test_uncertainty_scores_run_from_sure_to_unsure() -> None:
@@ -106,3 +109,64 @@ def test_uncertain_puts_continuous_modes_event_boundaries_first(tmp_path: Path) 
     assert index.get(ids[2]) is not None and index.get(ids[2]).to_json()["boundary"] is True  # type: ignore[union-attr]
     index.update(directory.label(ids[2], "fox", "human"))
     assert [i.image_id for i in index.ordered("uncertain")] == [ids[3], ids[0], ids[1], ids[2]]
+
+
+def test_a_refresh_counts_what_label_import_wrote_meanwhile(tmp_path: Path) -> None:
+    field = tmp_path / "field"
+    ids = keep_predicted(field, [("hen", 0.9), ("egg", 0.5), ("fox", 0.6), ("hen", 0.7)])
+    index = LabelIndex.load(field)
+    index.update(FieldDataDir(field).label(ids[0], "egg", "human"))  # the page's own write, then an import
+    import_csv(field, {ids[0]: "hen", ids[1]: "egg", ids[2]: "chick"})
+    assert index.progress(LABELS, 30)["per_class"] == {"egg": 1, "fox": 0, "hen": 0}  # not looked yet
+    index.refresh()
+    progress = index.progress(LABELS, 30)
+    assert progress["labelled"] == 3 and progress["per_class"] == {"chick": 1, "egg": 1, "fox": 0, "hen": 1}
+    assert index.get(ids[0]).revision == 2  # type: ignore[union-attr]
+    assert [i.image_id for i in index.ordered("newest") if not i.done] == [ids[3]]
+
+
+def test_a_refresh_takes_in_new_and_removed_images(tmp_path: Path) -> None:
+    field = tmp_path / "field"
+    ids = keep_predicted(field, [("hen", 0.9), ("egg", 0.5)])
+    index = LabelIndex.load(field)
+    index.update(FieldDataDir(field).label(ids[0], "hen", "human"))
+    directory = FieldDataDir(field)
+    directory.remove(directory.find(ids[0]))  # type: ignore[arg-type]  # shipped and removed by the uploader
+    kept = keep_predicted(field, [("fox", 0.6)], thing="coop-2")  # a device kept one more (a day later)
+    index.refresh()
+    assert sorted(i.image_id for i in index.ordered("newest")) == sorted([ids[1], *kept])
+    assert index.progress(LABELS, 30)["labelled"] == 0
+
+
+def test_a_change_in_the_same_clock_tick_as_the_last_look_is_not_missed(tmp_path: Path) -> None:
+    """A second write within the file system's mtime granularity leaves the day's mtime as it was."""
+    field = tmp_path / "field"
+    ids = keep_predicted(field, [("hen", 0.9), ("egg", 0.5)])
+    index = LabelIndex.load(field)
+    day = next(field.rglob(f"{ids[1]}.json")).parent
+    looked = os.stat(day)
+    import_csv(field, {ids[1]: "egg"})
+    os.utime(day, ns=(looked.st_atime_ns, looked.st_mtime_ns))  # as if the write fell in the same tick
+    index.refresh()
+    assert index.progress(LABELS, 30)["per_class"] == {"egg": 1, "fox": 0, "hen": 0}
+
+
+def test_a_look_at_an_unchanged_directory_reads_no_sidecar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(index_module, "RACY_NS", 0)  # stamps trusted at once: what every stamp is 2 s later
+    field = tmp_path / "field"
+    ids = keep_predicted(field, [("hen", 0.9), ("egg", 0.5), ("fox", 0.6)])
+    index = LabelIndex.load(field)
+    read: list[str] = []
+    original = FieldDataDir.read
+
+    def counting(directory: FieldDataDir, pair: Pair) -> Sidecar:
+        read.append(pair.image_id)
+        return original(directory, pair)
+
+    monkeypatch.setattr(FieldDataDir, "read", counting)
+    index.refresh()
+    assert read == []
+    import_csv(field, {ids[2]: "fox"})
+    read.clear()  # the import reads the sidecar it labels, through the same class
+    index.refresh()
+    assert read == [ids[2]] and index.progress(LABELS, 30)["per_class"] == {"egg": 0, "fox": 1, "hen": 0}

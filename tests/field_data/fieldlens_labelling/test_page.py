@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from fieldlens_labelling.serve import LabelServer, PageOptions
-from tests.helpers.labelling import keep_fashion, keep_predicted
+from tests.helpers.labelling import import_csv, keep_fashion, keep_predicted
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +70,11 @@ def open_page(driver: Any, server: LabelServer, order: str = "uncertain") -> Non
     ``useful``, is a fixed shuffle until labels show the model can be trusted)."""
     driver.get(f"{server.url}#order={order}")
     until(driver, lambda: driver.find_element("tag name", "body").get_attribute("data-ready") == "true", "page ready")
+
+
+def settled(driver: Any) -> None:
+    """Wait until the page has done every action queued so far (keys, clicks, looks at the server)."""
+    driver.execute_async_script("const done = arguments[arguments.length - 1]; S.chain.then(() => done(true));")
 
 
 def shown_id(driver: Any) -> str:
@@ -189,6 +194,8 @@ def test_the_grid_labels_a_selection_in_one_go(browser: Any, page: tuple[LabelSe
 def test_a_second_tab_is_told_instead_of_overwriting(browser: Any, page: tuple[LabelServer, Path, list[str]]) -> None:
     from selenium.webdriver.common.keys import Keys
 
+    from fieldlens_labelling.client import PageClient
+
     server, root, ids = page
     open_page(browser, server)
     first = browser.current_window_handle
@@ -198,9 +205,14 @@ def test_a_second_tab_is_told_instead_of_overwriting(browser: Any, page: tuple[L
     until(browser, lambda: sidecar(root, ids[1]).get("revision") == 1, "second tab labelled")
     taken = sidecar(root, ids[1])["label"]
     browser.switch_to.window(first)
+    until(browser, lambda: shown_id(browser) == ids[3], "back in the first tab, it shows what the second did")
+    settled(browser)
+    client = PageClient(server.base_url, server.token)  # someone else labels the image this tab shows
+    client.label([next(i for i in client.items() if i["id"] == ids[3])], "hen")
     press(browser, Keys.ENTER)  # this tab still shows revision 0
     until(browser, lambda: "changed since you loaded it" in browser.find_element("id", "message").text, "conflict")
     screenshot(browser, "06-conflict")
+    assert sidecar(root, ids[3])["label"] == "hen" and sidecar(root, ids[3])["revision"] == 1
     assert sidecar(root, ids[1])["label"] == taken and sidecar(root, ids[1])["revision"] == 1
 
 
@@ -220,7 +232,7 @@ def test_the_model_view_retrains_shows_the_report_and_installs(browser: Any, tmp
         open_page(browser, server, "newest")
         press(browser, "m")
         until(browser, lambda: browser.find_element("id", "models").is_displayed(), "the model view")
-        assert browser.find_element("id", "current-model").text == "no model"
+        until(browser, lambda: browser.find_element("id", "current-model").text == "no model", "models loaded")
         browser.find_element("id", "retrain").click()
         until(browser, lambda: browser.find_element("id", "retrain-status").text.startswith("running"), "running")
         screenshot(browser, "09-retraining")
@@ -244,3 +256,208 @@ def test_the_model_view_retrains_shows_the_report_and_installs(browser: Any, tmp
         screenshot(browser, "11-installed")
     package = current_package(model)
     assert package is not None and package.card.version == "1.0.0"
+
+
+# -- where people hold it: a phone, a tablet, a desktop -----------------------------------------
+
+LAYOUT = """
+const box = (id) => { const r = document.getElementById(id).getBoundingClientRect();
+  return {left: r.left, right: r.right, top: r.top, bottom: r.bottom, width: r.width, height: r.height}; };
+const photo = document.getElementById("photo"), shown = photo.getBoundingClientRect();
+const scale = Math.min(shown.width / photo.naturalWidth, shown.height / photo.naturalHeight);  // object-fit: contain
+const filter = document.getElementById("filter"), style = getComputedStyle(filter);
+const context = document.createElement("canvas").getContext("2d");
+context.font = `${style.fontStyle} ${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+return {
+  innerWidth, innerHeight, scrollWidth: document.documentElement.scrollWidth,
+  drawnWidth: photo.naturalWidth * scale, frame: box("photo-frame"), progress: box("progress"),
+  panel: document.querySelector("aside").getBoundingClientRect().toJSON(),
+  placeholder: context.measureText(filter.placeholder).width,
+  room: filter.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight),
+};
+"""
+
+
+THUMBS_DRAWN = "return [...document.querySelectorAll('.thumb img')].every((i) => i.complete && i.naturalWidth > 0)"
+FAILED_IMAGES = (
+    "return [...document.images].filter((i) => i.getClientRects().length && (!i.complete || !i.naturalWidth))"
+    ".map((i) => i.src || '(no source)')"
+)
+
+
+def fits(browser: Any) -> None:
+    """Nothing reaches past the window's right edge: the page never scrolls sideways."""
+    width = browser.execute_script("return [document.documentElement.scrollWidth, innerWidth]")
+    assert width[0] <= width[1], f"the page is {width[0]} px wide in a {width[1]} px window"
+    outside = browser.execute_script(
+        "return [...document.querySelectorAll('body *')].filter((e) => e.getClientRects().length"
+        " && getComputedStyle(e).position !== 'fixed' && e.getBoundingClientRect().right > innerWidth + 0.5)"
+        ".map((e) => e.id || e.className || e.tagName)"
+    )
+    assert outside == []
+
+
+@pytest.mark.parametrize(("width", "height", "share"), [(400, 800, 0.6), (800, 1100, 0.6), (1280, 800, 0.45)])
+def test_the_page_fits_a_phone_a_tablet_and_a_desktop(
+    browser: Any, page: tuple[LabelServer, Path, list[str]], width: int, height: int, share: float
+) -> None:
+    server, _, _ = page
+    browser.set_window_size(width, height)
+    open_page(browser, server)
+    photo = browser.find_element("id", "photo")
+    until(browser, lambda: browser.execute_script("return arguments[0].naturalWidth", photo) > 0, "photo drawn")
+    screenshot(browser, f"12-layout-{width}px")
+    seen = browser.execute_script(LAYOUT)
+    assert seen["innerWidth"] == width
+    fits(browser)
+    assert seen["drawnWidth"] >= share * width, f"the photo is drawn {seen['drawnWidth']:.0f} px wide"
+    panel, frame, progress = seen["panel"], seen["frame"], seen["progress"]
+    assert browser.find_element("css selector", "aside").is_displayed() and panel["width"] >= 200
+    assert panel["top"] < seen["innerHeight"], "the choices are below the fold"  # reachable without scrolling
+    assert browser.find_element("css selector", "#choices li").is_displayed()
+    if width < 720:  # stacked: the choices under the photo, the progress under them, all as wide as the page
+        assert panel["top"] >= frame["bottom"] and progress["top"] >= panel["bottom"]
+    else:  # beside the photo
+        assert panel["left"] >= frame["right"] and panel["right"] <= width
+        assert progress["left"] >= frame["right"] and progress["top"] < seen["innerHeight"]
+    assert browser.find_element("id", "progress").is_displayed()
+    assert seen["placeholder"] <= seen["room"], "the filter's placeholder is cut off"
+
+    press(browser, "g")
+    until(browser, lambda: len(browser.find_elements("css selector", ".thumb img")) == 5, "grid")
+    until(browser, lambda: browser.execute_script(THUMBS_DRAWN), "thumbnails drawn")
+    screenshot(browser, f"13-grid-{width}px")
+    fits(browser)
+    assert browser.find_element("id", "legend").is_displayed()
+
+
+def test_nothing_left_to_label_says_so_instead_of_a_broken_image(
+    browser: Any, page: tuple[LabelServer, Path, list[str]]
+) -> None:
+    from fieldlens_labelling.client import PageClient
+
+    server, _, _ = page
+    client = PageClient(server.base_url, server.token)
+    for item in client.items():
+        client.label([item], "hen")
+    open_page(browser, server)
+    empty = browser.find_element("id", "empty")
+    assert empty.is_displayed() and "Nothing left to label: all 5 images are labelled" in empty.text
+    assert not browser.find_element("id", "photo").is_displayed()
+    assert browser.execute_script(FAILED_IMAGES) == []
+    screenshot(browser, "14-nothing-left")
+    press(browser, "g")
+    until(browser, lambda: browser.find_element("css selector", "#thumbs .empty").is_displayed(), "the grid says so")
+    assert "Nothing left to label" in browser.find_element("css selector", "#thumbs .empty").text
+    assert browser.execute_script(FAILED_IMAGES) == [] and not browser.find_elements("css selector", "#thumbs img")
+    screenshot(browser, "15-nothing-left-grid")
+    browser.find_element("id", "show-all").click()  # the labelled ones are still there to go over
+    until(browser, lambda: len(browser.find_elements("css selector", ".thumb img")) == 5, "labelled ones shown")
+
+
+def test_a_directory_without_images_says_so(browser: Any, tmp_path: Path) -> None:
+    options = PageOptions(field_data=tmp_path / "none", model_dir=None, cache_dir=tmp_path / "cache", port=0)
+    with LabelServer(options) as server:
+        open_page(browser, server)
+        assert "No field images here yet" in browser.find_element("id", "empty").text
+        assert browser.execute_script(FAILED_IMAGES) == []
+        assert browser.find_element("id", "weakest").text == "No labels yet."
+
+
+def test_the_grid_has_a_legend_in_its_own_colours(browser: Any, page: tuple[LabelServer, Path, list[str]]) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    server, root, ids = page
+    open_page(browser, server)
+    press(browser, Keys.ENTER)
+    until(browser, lambda: sidecar(root, ids[1]).get("label") == "egg", "labelled")
+    browser.find_element("id", "show-all").click()
+    press(browser, "g")
+    until(browser, lambda: len(browser.find_elements("css selector", ".thumb img")) == 5, "grid")
+    until(browser, lambda: browser.execute_script(THUMBS_DRAWN), "thumbnails drawn")
+    legend = browser.find_element("id", "legend")
+    assert legend.is_displayed() and "labelled by a person" in legend.text and "model's prediction" in legend.text
+
+    def colour(selector: str, what: str = "color") -> str:
+        return str(browser.find_element("css selector", selector).value_of_css_property(what))
+
+    assert colour(".thumb.done span") == colour("#legend .swatch.done", "background-color")
+    assert colour(".thumb:not(.done) span") == colour("#legend .swatch.model", "background-color")
+    assert colour(".thumb.done span") != colour(".thumb:not(.done) span")
+    screenshot(browser, "16-grid-legend")
+
+
+def test_no_weakest_class_is_named_when_every_class_has_enough(
+    browser: Any, page: tuple[LabelServer, Path, list[str]]
+) -> None:
+    from fieldlens_labelling.client import PageClient
+
+    server, _, ids = page
+    client = PageClient(server.base_url, server.token)
+    items = {item["id"]: item for item in client.items()}
+    client.label([items[ids[0]]], "hen")
+    open_page(browser, server)
+    assert browser.find_element("id", "weakest").text == "weakest class: egg, 1 more to reach 1"
+    client.label([items[ids[1]]], "egg")
+    client.label([items[ids[2]]], "fox")  # one of each: no class needs more to match the largest
+    browser.refresh()
+    until(browser, lambda: browser.find_element("tag name", "body").get_attribute("data-ready") == "true", "reloaded")
+    weakest = browser.find_element("id", "weakest").text
+    assert "weakest" not in weakest and "more to reach" not in weakest
+    assert weakest == "classes balanced: each has 1 label or more"
+    screenshot(browser, "17-classes-balanced")
+
+
+def test_counts_follow_label_import_under_a_running_page(
+    browser: Any, page: tuple[LabelServer, Path, list[str]]
+) -> None:
+    server, root, ids = page
+    open_page(browser, server)
+    assert browser.find_element("id", "progress-text").text.startswith("0 of 5 labelled")
+    import_csv(root, {ids[0]: "hen", ids[2]: "fox", ids[3]: "fox"})  # `fieldlens label import` meanwhile
+    browser.execute_script("window.dispatchEvent(new Event('focus'))")  # the person comes back to the page
+    until(browser, lambda: browser.find_element("id", "progress-text").text.startswith("3 of 5 labelled"), "counts")
+    rows = [row.text.split() for row in browser.find_elements("css selector", "#classes tr")]
+    assert rows == [["fox", "2"], ["hen", "1"], ["egg", "0"]]
+    assert browser.find_element("id", "weakest").text == "weakest class: egg, 2 more to reach 2"
+    screenshot(browser, "18-after-import")
+    browser.refresh()  # and a page opened afresh (the server looks at the directory on each request)
+    until(browser, lambda: browser.find_element("tag name", "body").get_attribute("data-ready") == "true", "reloaded")
+    assert browser.find_element("id", "progress-text").text.startswith("3 of 5 labelled")
+
+
+def test_a_finger_labels_with_the_buttons_and_types_into_the_filter(
+    browser: Any, page: tuple[LabelServer, Path, list[str]]
+) -> None:
+    """A phone has no b, x or u key, and its soft keyboard's b is the start of a label."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions import interaction
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.actions.pointer_input import PointerInput
+
+    def tap(element: Any) -> None:
+        finger = PointerInput(interaction.POINTER_TOUCH, "finger")  # type: ignore[no-untyped-call]
+        actions = ActionBuilder(browser, mouse=finger)
+        actions.pointer_action.move_to(element).pointer_down().pointer_up()  # type: ignore[no-untyped-call]
+        actions.perform()
+
+    server, root, ids = page
+    browser.set_window_size(400, 800)
+    open_page(browser, server)
+    tap(browser.find_element("css selector", "#actions [data-action='blank']"))
+    until(browser, lambda: sidecar(root, ids[1]).get("label") == "blank", "the blank button")
+    until(browser, lambda: shown_id(browser) == ids[3], "then the next")
+    tap(browser.find_element("css selector", "#actions [data-action='undo']"))
+    until(browser, lambda: "label" not in sidecar(root, ids[1]), "the undo button")
+    until(browser, lambda: shown_id(browser) == ids[1], "back on it")
+    tap(browser.find_element("id", "filter"))
+    ActionChains(browser).send_keys("b").perform()  # typed: not "blank"
+    until(browser, lambda: browser.find_element("id", "filter").get_attribute("value") == "b", "typed into the filter")
+    assert "label" not in sidecar(root, ids[1])
+    tap(browser.find_element("css selector", "#actions [data-action='unusable']"))
+    until(browser, lambda: sidecar(root, ids[1]).get("excluded") is True, "the unusable button")
+    until(browser, lambda: shown_id(browser) == ids[3], "then the next")
+    settled(browser)
+    assert browser.find_element("id", "filter").get_attribute("value") == ""
+    assert "0 of 5 labelled · 1 unusable" in browser.find_element("id", "progress-text").text
+    screenshot(browser, "19-phone-buttons")

@@ -11,7 +11,7 @@ from fieldlens_core.camera.folder import FolderCamera
 from fieldlens_core.camera.registry import build_camera, parse_camera_flag
 from fieldlens_core.camera.test_pattern import TestPatternCamera
 from fieldlens_core.config import CameraConfig
-from fieldlens_core.errors import CameraUnavailableError
+from fieldlens_core.errors import CameraUnavailableError, ConfigurationError
 from tests.helpers.images import solid_jpeg, solid_png
 from tests.helpers.video import write_video
 
@@ -57,8 +57,9 @@ def test_registry_builds_each_source(tmp_path: Path) -> None:
     assert isinstance(build_camera(CameraConfig(source="folder", folder=tmp_path)), FolderCamera)
     assert parse_camera_flag("folder:/x/y") == {"source": "folder", "folder": "/x/y"}
     assert parse_camera_flag("picamera2") == {"source": "picamera2"}
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigurationError, match="'webcam' is not a camera") as refused:
         parse_camera_flag("webcam")
+    assert "folder:DIR, test-pattern, picamera2" in refused.value.one_line()
 
 
 def test_a_folder_plays_as_a_video_on_its_own_clock(tmp_path: Path) -> None:

@@ -71,3 +71,35 @@ def test_caps_count_what_was_kept_before_a_restart() -> None:
     clock = Clock()
     p = policy({"caps": {"perDay": 3}}, clock, already_kept=[clock.now - 10, clock.now - 20, clock.now - 90000])
     assert [p.decide(SURE).keep for _ in range(2)] == [True, False]
+
+
+def test_saves_past_their_cap_fall_through_to_the_policy_and_say_so() -> None:
+    """30 saves in a minute under the default policy (`always`) and save caps (10 a minute) once kept 10."""
+    p = policy({}, Clock())
+    verdicts = [p.decide(SURE, saved=True) for _ in range(30)]
+    assert all(v.keep for v in verdicts)
+    assert [v.reason for v in verdicts[:10]] == ["request: save"] * 10 and all(v.saved for v in verdicts[:10])
+    past = verdicts[10:]
+    assert {v.reason for v in past} == {"policy: always; save cap: per_minute (10) reached"}
+    assert not any(v.saved for v in past) and all(v.score < 1 for v in past)  # filed and scored as sampled
+
+
+def test_a_save_past_its_cap_that_the_policy_refuses_names_both() -> None:
+    p = policy(
+        {"strategies": [{"type": "confidence_band", "low": 0.6, "high": 0.99}], "saveCaps": {"perMinute": 1}}, Clock()
+    )
+    assert p.decide(SURE, saved=True).reason == "request: save"
+    refused = p.decide(SURE, saved=True)
+    assert not refused.keep and not refused.saved
+    assert refused.reason == "save cap: per_minute (1) reached; policy: no strategy wanted it"
+    assert (
+        p.decide(UNSURE, saved=True).reason == "policy: confidence_band (0.450 < 0.6); save cap: per_minute (1) reached"
+    )
+
+
+def test_a_save_past_its_cap_counts_in_the_policys_caps() -> None:
+    p = policy({"saveCaps": {"perMinute": 0}, "caps": {"perMinute": 1}}, Clock())
+    assert p.decide(SURE, saved=True).keep
+    assert not p.decide(SURE).keep  # the fall-through keep used the policy's cap
+    refused = p.decide(SURE, saved=True)
+    assert refused.reason == "save cap: per_minute (0) reached; cap: per_minute (1) reached"
