@@ -86,7 +86,7 @@ def positive_seconds(text: str) -> float:
 def aws_arguments(parser: argparse.ArgumentParser, service: str = "S3") -> None:
     """``--region`` and ``--endpoint-url``, for every command that reaches AWS (credentials come from
     boto3's usual chain: a profile, the environment, or a core's token exchange service)."""
-    parser.add_argument("--region", help="AWS region (default: AWS_REGION, or your profile's region)")
+    parser.add_argument("--region", help="AWS region (default: AWS_DEFAULT_REGION, or your profile's region)")
     parser.add_argument(
         "--endpoint-url", help=f"{service} endpoint URL, for an S3-compatible store or a test (default: AWS's)"
     )

@@ -39,7 +39,7 @@ from fieldlens_cli.supervisor import (
 from fieldlens_core import topics
 from fieldlens_core.bus import Message
 from fieldlens_core.config import DEFAULT_SERVICE_NAME, load_config_file, private_socket
-from fieldlens_core.errors import ExitCode, NotFoundError, TimedOutError
+from fieldlens_core.errors import ExitCode, InvalidInputError, NotFoundError, TimedOutError
 from fieldlens_core.model_package import CARD_FILE, resolve_package_dir
 
 log = logging.getLogger(__name__)
@@ -188,6 +188,13 @@ def _nobody_hint(name: str | None) -> str:
 def classify(args: argparse.Namespace) -> int:
     """Print the first response; exit 9 (ERROR_RESPONSE) when it is an error, TimedOutError when
     none comes within ``--timeout``, which bounds connecting and waiting together."""
+    if args.payload.strip():  # an empty payload is a valid request; anything else must be JSON
+        try:
+            json.loads(args.payload)
+        except ValueError as exc:
+            raise InvalidInputError(
+                f"--payload is not valid JSON: {exc}", "For example --payload '{\"top_k\": 3}'"
+            ) from None
     deadline = time.monotonic() + args.timeout
     bus = connect(broker_config(args, connect_timeout_s=args.timeout), "classify")
     try:

@@ -200,6 +200,7 @@ def run_demo(data_dir: Path, port: int | None, keep_running: bool) -> int:
             still = f"\nStill serving. In another terminal:\n  {own_request}\n  {command} watch --broker {stack.url}"
             wait_until_signal_or_exit(stack.children, on_watching=lambda: emit(still + "\nCtrl-C to stop."))
         else:
-            emit(f"\nTo send your own requests: run `{command} demo --keep-running`, then from another terminal")
+            again = "" if stack.url == DEFAULT_BROKER_URL else f" --port {stack.url.rsplit(':', 1)[-1]}"
+            emit(f"\nTo send your own requests: run `{command} demo --keep-running{again}`, then from another terminal")
             emit(f"  {own_request}\n(or publish to {request_topic} from any MQTT client).")
     return 0

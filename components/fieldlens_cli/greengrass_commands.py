@@ -128,6 +128,14 @@ def parse_merges(items: list[str] | None) -> dict[str, dict[str, Any]]:
 def deploy_command(args: argparse.Namespace) -> int:
     versions = built_versions(args.build)
     merges = parse_merges(args.merge)
+    arn = args.thing_group.split(":")
+    if len(arn) < 6 or arn[:3] != ["arn", "aws", "iot"] or not arn[5].startswith("thinggroup/"):
+        raise InvalidInputError(
+            f"--thing-group {args.thing_group!r} is not a thing group ARN",
+            "It looks like arn:aws:iot:REGION:ACCOUNT:thinggroup/NAME: "
+            "`aws iot describe-thing-group --thing-group-name NAME --query thingGroupArn` prints it",
+        )
+    args.region = args.region or arn[3]  # the group's own region, unless told otherwise
     _, greengrass = clients(args)
     return deploy_plan(greengrass, args.thing_group, versions, merges, args.dry_run)
 

@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
             code: int = args.handler(args)
     except FieldlensError as exc:
         return report(command, exc, debug)
+    except BrokenPipeError:  # the reader went away (`| head`): console_main ends quietly
+        raise
     except KeyboardInterrupt:
         sys.stderr.write(f"fieldlens {command}: interrupted\n")
         return ExitCode.INTERRUPTED

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fieldlens_cli.arguments import DATA_DIR, Subcommands
 from fieldlens_cli.output import emit
-from fieldlens_core.errors import ModelPackageError
+from fieldlens_core.errors import ModelPackageError, NotFoundError
 from fieldlens_core.model_install import install_package
 from fieldlens_core.model_package import CARD_FILE, resolve_package_dir
 
@@ -48,6 +48,8 @@ def ensure_default_model(model_dir: Path) -> None:
 
 
 def install_command(args: argparse.Namespace) -> int:
+    if not args.package.is_dir():
+        raise NotFoundError(f"no model package at {args.package}", "Give the directory a retrain wrote (`--out`)")
     try:
         card = install_package(args.package, args.model_dir)
     except ModelPackageError as exc:

@@ -141,7 +141,10 @@ def label(args: argparse.Namespace) -> int:
     elif args.format == "label-studio":
         return export_label_studio(args)
     else:
-        found = labelled(field_data_root(args.field_data, args)[0])
+        root = field_data_root(args.field_data, args)[0]
+        found = labelled(root)
+        if not found:
+            raise NotFoundError(f"no labelled images in {root}", "Label some first: `fieldlens label serve`")
         export_labels(found, args.out, args.format)
         emit(f"wrote {len(found)} labels to {args.out}")
     return 0
@@ -198,7 +201,9 @@ def label_page(args: argparse.Namespace) -> int:
     return 0
 
 
-def field_data_root(source: str, args: argparse.Namespace) -> tuple[Path, BucketLabels | None]:
+def field_data_root(
+    source: str, args: argparse.Namespace, flag: str = "--field-data"
+) -> tuple[Path, BucketLabels | None]:
     """A field-data directory as given, or ``s3://bucket/prefix`` mirrored into ``--cache`` with only
     the labels of its label objects (BucketLabels.mirror): what label serve, label export and
     dataset build each start from."""
@@ -206,7 +211,7 @@ def field_data_root(source: str, args: argparse.Namespace) -> tuple[Path, Bucket
         if not Path(source).is_dir():
             raise NotFoundError(
                 f"no field-data directory at {source}",
-                "Pass --field-data DIR (the demo keeps its images in fieldlens-data/field-images) or s3://BUCKET/PREFIX",
+                f"Pass {flag} DIR (the demo keeps its images in fieldlens-data/field-images) or s3://BUCKET/PREFIX",
             )
         return Path(source), None
     bucket = BucketLabels(s3_client(args), source)
@@ -224,7 +229,7 @@ def s3_client(args: argparse.Namespace) -> Any:
 def dataset(args: argparse.Namespace) -> int:
     from fieldlens_retrain.dataset import balance_report, build_manifest, write_manifest
 
-    field, _ = field_data_root(args.source, args)
+    field, _ = field_data_root(args.source, args, "--from")
     manifest = build_manifest(
         field,
         read_labels(args.labels) if args.labels else {},

@@ -37,7 +37,7 @@ CREDENTIALS_HINT = (
     "Give AWS credentials the usual way: AWS_PROFILE (see `aws configure`), or AWS_ACCESS_KEY_ID and "
     "AWS_SECRET_ACCESS_KEY; on a Greengrass core the token exchange service provides them"
 )
-REGION_HINT = "Pass --region REGION (for example --region eu-west-1) or set AWS_REGION"
+REGION_HINT = "Pass --region REGION (for example --region eu-west-1) or set AWS_DEFAULT_REGION"
 
 _ACCESS_CODES = frozenset(
     {

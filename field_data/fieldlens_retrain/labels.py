@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from fieldlens_core.errors import ExitCode, FieldlensError
+from fieldlens_core.errors import ExitCode, FieldlensError, NotFoundError
 from fieldlens_fielddata.directory import device_directories
 from fieldlens_fielddata.sidecar import Sidecar
 from fieldlens_retrain.label_studio import read_export
@@ -39,6 +39,8 @@ def read_labels(path: Path) -> dict[str, str]:
     try:
         text = path.read_text()
     except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise NotFoundError(f"no labels file at {path}") from None
         raise LabelError(f"cannot read {path}: {exc}") from None
     if path.suffix.lower() == ".json":
         return _read_json(text, path)

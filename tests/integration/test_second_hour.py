@@ -197,3 +197,37 @@ def test_an_unexpected_failure_is_one_line_that_says_it_is_a_bug(person: tuple[P
     (cwd / "model" / "model_card.json").write_text("{")
     run = fieldlens(person, "model", "install", "model", "--model-dir", "current")
     assert run.code in (ExitCode.FAILED, ExitCode.INVALID_INPUT) and run.line.startswith("fieldlens model install: ")
+
+
+def test_a_listing_cut_short_by_head_is_quiet(person: tuple[Path, dict[str, str]]) -> None:
+    cwd, env = person
+    keep_images(cwd / "field", 30)
+    done = subprocess.run(
+        f"{FIELDLENS} field-data ls --field-data field | head -1", shell=True, cwd=cwd, env=env, capture_output=True
+    )
+    assert done.returncode == 0 and done.stderr == b"" and done.stdout.startswith(b"image id")
+
+
+def test_missing_inputs_are_not_found(person: tuple[Path, dict[str, str]]) -> None:
+    keep_images(person[0] / "field", 1)
+    for arguments, says in (
+        (["model", "install", "nope"], "no model package at nope"),
+        (["label", "import", "nope.csv", "--field-data", "field"], "no labels file at nope.csv"),
+        (["label", "export", "--field-data", "field", "--out", "labels.csv"], "no labelled images"),
+        (["dataset", "build", "--from", "nope", "--out", "d.json"], "Pass --from DIR"),
+    ):
+        run = fieldlens(person, *arguments)
+        assert run.code == ExitCode.NOT_FOUND and says in run.line, run.err
+
+
+def test_deploy_takes_its_region_from_the_groups_arn_and_refuses_a_name(person: tuple[Path, dict[str, str]]) -> None:
+    built(person[0])
+    named = fieldlens(person, "deploy", "--thing-group", "coops")
+    assert named.code == ExitCode.INVALID_INPUT and "is not a thing group ARN" in named.line
+    no_credentials = fieldlens(person, "deploy", "--thing-group", GROUP, "--dry-run")  # no --region: the ARN's
+    assert no_credentials.code == ExitCode.NOT_AUTHORISED and "no AWS credentials" in no_credentials.line
+
+
+def test_a_payload_that_is_not_json_is_refused_before_sending(person: tuple[Path, dict[str, str]]) -> None:
+    run = fieldlens(person, "classify", "--payload", "{bad", "--broker", "mqtt://127.0.0.1:9")
+    assert run.code == ExitCode.INVALID_INPUT and "--payload is not valid JSON" in run.line
