@@ -2,7 +2,8 @@
 # Installs the system packages the tests and the retrain demo use (Debian): the mosquitto broker,
 # its command-line clients (mosquitto_pub/mosquitto_sub, what a user tries first), and Fashion-MNIST's
 # labelled product photos (dataset-fashion-mnist), and Chromium with its WebDriver for the labelling
-# page's browser tests (Debian's builds: nothing downloads a browser).
+# page's browser tests (Debian's builds: nothing downloads a browser), and mmdebstrap, with which
+# tests/realparts/libcamera_root.sh builds the Debian root that runs picamera2 on real libcamera.
 # The tests start their own mosquitto on 127.0.0.1 and a free port (tests/helpers/broker.py).
 set -euo pipefail
 SUDO=""
@@ -14,6 +15,7 @@ if ! command -v mosquitto_pub >/dev/null 2>&1; then missing="$missing mosquitto-
 if [ ! -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then missing="$missing dataset-fashion-mnist"; fi
 if ! command -v chromium >/dev/null 2>&1; then missing="$missing chromium"; fi
 if ! command -v chromedriver >/dev/null 2>&1; then missing="$missing chromium-driver"; fi
+if ! command -v mmdebstrap >/dev/null 2>&1; then missing="$missing mmdebstrap"; fi
 if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
   # shellcheck disable=SC2086

@@ -76,6 +76,7 @@ class _Job:
     request: ClassifyRequest
     reply: _Reply
     received: float  # perf_counter() when the message arrived
+    admitted_at: float  # Decision.at: the admission's clock when it was admitted
 
 
 def _ms(seconds: float) -> float:
@@ -211,7 +212,7 @@ class Classifier:
         request, reply = admitted
         decision = Decision(False, "the classifier is shutting down") if self._stopping else self._admission.admit()
         if decision.admitted:
-            self._queue.put_nowait(_Job(request, reply, received))
+            self._queue.put_nowait(_Job(request, reply, received, decision.at))
             return
         log.info("rejected request %s: %s", request.request_id, decision.reason)
         self._publish(self._failure(request, ErrorCode.BUSY, decision.reason), reply)
@@ -487,11 +488,15 @@ class Classifier:
             job = self._queue.get()
             if job is None:
                 return
-            started = time.perf_counter()
+            started = self._admission.start(job.admitted_at)
+            if not started.admitted:  # no longer answerable within maxWaitMs: BUSY now, not an answer late
+                log.info("gave up on request %s: %s", job.request.request_id, started.reason)
+                self._publish(self._failure(job.request, ErrorCode.BUSY, started.reason), job.reply)
+                continue
             response, pending = self._process(job.request, job.received)
             self._publish(response, job.reply)  # none of the three raises
             self._write(pending, job.request.request_id)
-            self._admission.finished(time.perf_counter() - started)
+            self._admission.finished(started.at)
 
 
 def _storage_failed(exc: OSError) -> str:

@@ -254,7 +254,12 @@ class StatusResponder:
             if not isinstance(model, dict):
                 raise ValueError("no model in the reply")
             served = ServedModel.model_validate(
-                {**model, "variant": reply.get("variant"), "services": reply.get("services", [])}
+                {
+                    **model,
+                    "variant": reply.get("variant"),
+                    "variant_reason": reply.get("variant_reason"),
+                    "services": reply.get("services", []),
+                }
             )
         except (ValueError, ValidationError) as exc:  # ValidationError is a ValueError; named for the reader
             message = f"malformed ping reply from the inference service: {exc}"

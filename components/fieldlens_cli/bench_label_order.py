@@ -34,6 +34,7 @@ from fieldlens_labelling.client import PageClient
 from fieldlens_labelling.serve import LabelServer, PageOptions
 from fieldlens_retrain.dataset import build_manifest, write_manifest
 from fieldlens_retrain.evaluate import predict_files, score
+from fieldlens_retrain.gate import GateRules
 from fieldlens_retrain.pipeline import run_retrain
 from fieldlens_samples import fashion
 
@@ -96,10 +97,10 @@ def curve(
             for item in batch:
                 client.label([item], truth[item["id"]])
             done = step
-            manifest = build_manifest(field, {}, work / "base", labels, new_labels=False)
+            manifest = build_manifest(field, {}, work / "base", labels)
             write_manifest(manifest, work / f"{name}-{step}.json")
             report = run_retrain(
-                work / f"{name}-{step}.json", work / f"models-{name}", None, work / "cache", force=True
+                work / f"{name}-{step}.json", work / f"models-{name}", None, work / "cache", rules=GateRules(force=True)
             )
             if report.package is None:
                 raise RuntimeError(f"no package for {name} at {step}: {report.decision.reason}")
@@ -129,8 +130,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         work = Path(scratch)
         base_indices = fashion.pick(train_labels, BASE_PER_CLASS, rng)
         fashion.write_studio(work / "base", train_images, train_labels, base_indices)
-        write_manifest(build_manifest(None, {}, work / "base", None, new_labels=True), work / "base.json")
-        base = run_retrain(work / "base.json", work / "models-base", None, work / "cache", force=True, name="fashion")
+        write_manifest(build_manifest(None, {}, work / "base", None), work / "base.json")
+        base = run_retrain(
+            work / "base.json", work / "models-base", None, work / "cache", rules=GateRules(force=True), name="fashion"
+        )
         if base.package is None:
             raise RuntimeError(f"the base model was not written: {base.decision.reason}")
         install_package(base.package, work / "model")

@@ -23,17 +23,18 @@ from fieldlens_cli.bench_edge import spread
 from fieldlens_cli.output import emit
 from fieldlens_retrain.dataset import build_manifest, write_manifest
 from fieldlens_retrain.evaluate import predict_files, score
+from fieldlens_retrain.gate import GateRules
 from fieldlens_retrain.pipeline import RetrainReport, run_retrain
 from fieldlens_samples import fashion
 
 
 def _timed_retrain(work: Path, folder: Path, current: Path | None, name: str) -> tuple[RetrainReport, float]:
-    manifest = build_manifest(None, {}, folder, None, new_labels=True)
+    manifest = build_manifest(None, {}, folder, None)
     manifest.entries = [e.model_copy(update={"source": "field"}) for e in manifest.entries]
     manifest.sha256 = manifest.digest()
     write_manifest(manifest, work / f"{name}.json")
     started = time.perf_counter()
-    report = run_retrain(work / f"{name}.json", work / "models", current, work / "cache", margin=-1.0)
+    report = run_retrain(work / f"{name}.json", work / "models", current, work / "cache", rules=GateRules(force=True))
     return report, time.perf_counter() - started
 
 
@@ -79,13 +80,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         holdout = fashion.pick(test_labels, 30, rng, exclude=set(camera))
         camera_truth = fashion.write_field(scenario / "camera", test_images, test_labels, camera, seed=1)
         holdout_truth = fashion.write_field(scenario / "holdout", test_images, test_labels, holdout, seed=2)
-        base_manifest = build_manifest(None, {}, scenario / "base", None, new_labels=True)
+        base_manifest = build_manifest(None, {}, scenario / "base", None)
         write_manifest(base_manifest, scenario / "base.json")
-        base = run_retrain(scenario / "base.json", scenario / "models", None, work / "cache", force=True)
+        base = run_retrain(
+            scenario / "base.json", scenario / "models", None, work / "cache", rules=GateRules(force=True)
+        )
         _as_class_folders(scenario / "camera", camera_truth, scenario / "base")  # base + labelled field photos
-        both = build_manifest(None, {}, scenario / "base", base_manifest.labels, new_labels=False)
+        both = build_manifest(None, {}, scenario / "base", base_manifest.labels)
         write_manifest(both, scenario / "both.json")
-        retrained = run_retrain(scenario / "both.json", scenario / "models", base.package, work / "cache", force=True)
+        retrained = run_retrain(
+            scenario / "both.json", scenario / "models", base.package, work / "cache", rules=GateRules(force=True)
+        )
         paths = sorted((scenario / "holdout").iterdir())
         labels = [holdout_truth[p.name] for p in paths]
         before = score(labels, predict_files(base.package or Path(), paths), base_manifest.labels)["accuracy"]

@@ -239,7 +239,8 @@ def mosquitto_binary() -> str | None:
     return shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 
 
-def _accepting(port: int) -> bool:
+def accepting(port: int) -> bool:
+    """Something listens on 127.0.0.1:``port`` (a broker's readiness)."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
             return True
@@ -271,7 +272,7 @@ class Mosquitto:
         self._log: IO[str] = self.log_path.open("w")
         self._process = subprocess.Popen([binary, "-c", str(config)], stderr=self._log, stdout=self._log)
         deadline = time.monotonic() + 10
-        while not _accepting(self.port):  # readiness: the port accepts connections
+        while not accepting(self.port):  # readiness: the port accepts connections
             if self._process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 raise BrokerUnavailableError(f"mosquitto did not start on {self.url}: {self._last_log_line()}")

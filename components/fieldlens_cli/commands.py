@@ -72,7 +72,7 @@ def register(commands: Subcommands) -> None:
         "--model", type=Path, help=f"model package directory (default: the file's modelDir, else {DATA_DIR / 'model'})"
     )
     serve_parser.add_argument(
-        "--variant", choices=["fp32", "int8"], help="model variant (default: the file's, else fp32)"
+        "--variant", choices=["auto", "fp32", "int8"], help="model variant (default: the file's, else auto)"
     )
     serve_parser.add_argument("--socket", type=Path, help="inference socket (default: the file's, else a fresh one)")
     serve_parser.add_argument(

@@ -19,6 +19,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,8 @@ from fieldlens_fielddata.sidecar import Sidecar
 from fieldlens_labelling.client import PageClient
 from fieldlens_labelling.serve import LabelServer, PageOptions
 from fieldlens_retrain.dataset import balance_report, build_manifest, write_manifest
+from fieldlens_retrain.evaluate import score
+from fieldlens_retrain.gate import GateRules, class_changes, describe_changes
 from fieldlens_retrain.pipeline import run_retrain
 from fieldlens_samples import fashion
 
@@ -45,14 +48,16 @@ SERVICE = "fashion"
 BASE_PER_CLASS, CAMERA_PER_CLASS, HOLDOUT_PER_CLASS = 50, 40, 30
 
 
-def accuracy_through_service(client: InferenceClient, folder: Path, truth: dict[str, str]) -> tuple[float, str]:
-    """Classify every held-out photo with the running inference service; (accuracy, model version)."""
-    correct, version = 0, ""
-    for name, label in sorted(truth.items()):
+def scores_through_service(
+    client: InferenceClient, folder: Path, truth: dict[str, str], labels: list[str]
+) -> tuple[dict[str, Any], str]:
+    """Classify every held-out photo with the running inference service; (its scores, model version)."""
+    guesses, version = [], ""
+    for name in sorted(truth):
         result = client.classify((folder / name).read_bytes(), top_k=1)
-        correct += result.predictions[0].label == label
+        guesses.append(result.predictions[0].label)
         version = result.model.version
-    return correct / len(truth), version
+    return score([truth[name] for name in sorted(truth)], guesses, labels), version
 
 
 def wait_for_version(client: InferenceClient, version: str, timeout_s: float = 60) -> None:
@@ -104,9 +109,11 @@ def run_loop_demo(data_dir: Path, port: int | None) -> int:
         f"{len(holdout_truth)} more held out for the before/after table"
     )
 
-    base_manifest = build_manifest(None, {}, work / "base", None, new_labels=True)
+    base_manifest = build_manifest(None, {}, work / "base", None)
     write_manifest(base_manifest, work / "base.json")
-    base = run_retrain(work / "base.json", work / "models", None, work / "cache", force=True, name="fashion")
+    base = run_retrain(
+        work / "base.json", work / "models", None, work / "cache", rules=GateRules(force=True), name="fashion"
+    )
     if base.package is None:
         raise TrainingError(f"the base model was not written: {base.decision.reason}")
     install_package(base.package, work / "model")
@@ -134,7 +141,9 @@ def run_loop_demo(data_dir: Path, port: int | None) -> int:
     with local_stack(options, "loop-demo", port) as stack:
         client = InferenceClient(InferenceClientConfig(service_name=SERVICE, socket_path=socket_path, timeout_s=30))
         try:
-            before, before_version = accuracy_through_service(client, work / "holdout", holdout_truth)
+            classes = base_manifest.labels
+            before_scores, before_version = scores_through_service(client, work / "holdout", holdout_truth, classes)
+            before = before_scores["accuracy"]
             requester = stack.requester()
             kept = sum(
                 1 for _ in camera_truth if (requester.request(b'{"top_k": 3}', 30) or {}).get("image", {}).get("kept")
@@ -151,7 +160,7 @@ def run_loop_demo(data_dir: Path, port: int | None) -> int:
             )
 
             current_labels = load_package(work / "model").labels
-            manifest = build_manifest(work / "field-images", {}, work / "base", current_labels, new_labels=False)
+            manifest = build_manifest(work / "field-images", {}, work / "base", current_labels)
             write_manifest(manifest, work / "dataset.json")
             emit("5. dataset manifest:\n   " + "\n   ".join(balance_report(manifest)[-1:]))
             report = run_retrain(work / "dataset.json", work / "models", work / "model", work / "cache")
@@ -161,7 +170,8 @@ def run_loop_demo(data_dir: Path, port: int | None) -> int:
                 return 1
             install_package(report.package, work / "model")
             wait_for_version(client, report.version)
-            after, after_version = accuracy_through_service(client, work / "holdout", holdout_truth)
+            after_scores, after_version = scores_through_service(client, work / "holdout", holdout_truth, classes)
+            after = after_scores["accuracy"]
             emit(f"7. installed {report.version}; the running inference service reloaded it with no restart\n")
             emit(f"| model | accuracy on {len(holdout_truth)} held-out field photos |")
             emit("| --- | --- |")
@@ -169,6 +179,10 @@ def run_loop_demo(data_dir: Path, port: int | None) -> int:
             emit(f"| {after_version} (+ {labelled} labelled field photos) | {after:.1%} |")
             took = time.perf_counter() - started
             emit(f"\nchange: {100 * (after - before):+.1f} points; the whole loop took {took:.0f}s")
+            emit(
+                f"on these {len(holdout_truth)} held-out photos (not the gate's validation images): "
+                + describe_changes(class_changes(after_scores, before_scores))
+            )
             emit(f"confusion matrices and the gate's report: {report.report_dir}")
         finally:
             client.close()

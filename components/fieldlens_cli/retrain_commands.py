@@ -12,6 +12,7 @@ from fieldlens_cli.output import emit
 from fieldlens_core.errors import ConfigurationError, ExitCode, InvalidInputError, NotFoundError
 from fieldlens_core.model_package import current_package
 from fieldlens_retrain.bucket_labels import BucketLabels
+from fieldlens_retrain.gate import DEFAULT_RULES, GateRules
 from fieldlens_retrain.labels import export_labels, import_labels, labelled, read_labels
 
 if TYPE_CHECKING:
@@ -31,11 +32,9 @@ def register(commands: Subcommands) -> None:
     label_out.add_argument("--format", choices=["csv", "coco", "label-studio"], default="csv")
     label_out.add_argument(
         "--image-url",
-        help="label-studio: each image's URL, with {id} and {s3_key} filled in (default: the labelling page's, "
-        "http://127.0.0.1:8080/api/images/{id}?token=TOKEN with --token; s3://BUCKET/{s3_key} for an s3:// source)",
-    )
-    label_out.add_argument(
-        "--token", help="label-studio: the labelling page's token, for its image URLs (default: none)"
+        help="label-studio: each image's URL, with {id} and {s3_key} filled in: the one `label serve` prints "
+        "(its address and a token that only reads images); default s3://BUCKET/{s3_key} for an s3:// source, "
+        "none for a directory",
     )
     label_out.add_argument("--out", type=Path, required=True, help="the file to write")
     label_in.add_argument("--field-data", type=Path, default=DATA_DIR / "field-images")
@@ -47,23 +46,30 @@ def register(commands: Subcommands) -> None:
     label_out.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model (its labels)")
     label_out.add_argument("--cache", type=Path, default=DATA_DIR / "cache", help="where an s3:// source is mirrored")
     aws_arguments(label_out)
-    label_in.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model (its labels)")
     page = label_commands.add_parser("serve", help="a page to label field images with the keyboard")
     page.add_argument(
         "--field-data", default=str(DATA_DIR / "field-images"), help="a field-data directory or s3://bucket/prefix"
     )
     aws_arguments(page)
     page.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model (its labels)")
-    page.add_argument("--new-labels", action="store_true", help="allow labels the current model does not know")
-    page.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    page.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s; 0.0.0.0 needs --allow-host)"
+    )
+    page.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name or address other machines open the page by (LAN mode; repeat for each; default: none)",
+    )
     page.add_argument("--port", type=int, default=8080, help="port (default %(default)s; 0 for any free port)")
     page.add_argument("--blank-label", default="blank", help="the label `b` gives (default %(default)s)")
     page.add_argument("--labeller", help="your name in the sidecars (default: your user name)")
     page.add_argument("--cache", type=Path, default=DATA_DIR / "cache", help="thumbnails and embeddings")
     page.add_argument("--models", type=Path, default=DATA_DIR / "models", help="where Retrain writes candidates")
     page.add_argument("--base", type=Path, help="a folder of class folders to train on as well (default: none)")
+    gate_arguments(page, force=False)
     page.set_defaults(handler=label_page)
-    label_in.add_argument("--new-labels", action="store_true", help="allow labels the current model does not know")
 
     dataset_parser = commands.add_parser("dataset", help="dataset manifests")
     dataset_commands = dataset_parser.add_subparsers(dest="dataset_command", required=True)
@@ -78,8 +84,12 @@ def register(commands: Subcommands) -> None:
         "--labels", type=Path, help="a labels CSV or COCO JSON, besides the sidecars' labels (default: none)"
     )
     build.add_argument("--base", type=Path, help="a folder of class folders to train on as well (default: none)")
-    build.add_argument("--new-labels", action="store_true", help="a new label set (else: the model's)")
-    build.add_argument("--model", type=Path, default=DATA_DIR / "model", help="the current model")
+    build.add_argument(
+        "--model",
+        type=Path,
+        default=DATA_DIR / "model",
+        help="the current model: its classes with training images, plus the labels' new ones, are the candidate's",
+    )
     build.add_argument(
         "--pseudo-threshold",
         type=float,
@@ -98,8 +108,7 @@ def register(commands: Subcommands) -> None:
     arg("--dataset", type=Path, required=True, help="a manifest from `fieldlens dataset build`")
     arg("--out", type=Path, default=DATA_DIR / "models")
     arg("--model", type=Path, default=DATA_DIR / "model", help="the current model")
-    arg("--force", action="store_true", help="publish even if it does not beat the current model")
-    arg("--margin", type=float, default=0.02, help="accuracy it must gain to be published")
+    gate_arguments(retrain_parser, force=True)
     arg("--epochs", type=int, default=100)
     arg("--seed", type=int, default=0)
     arg("--name", help="model name (default: the current model's, or fieldlens-classifier)")
@@ -118,6 +127,33 @@ def register(commands: Subcommands) -> None:
     retrain_parser.set_defaults(handler=retrain)
 
 
+def gate_arguments(parser: argparse.ArgumentParser, force: bool) -> None:
+    """The gate's rules (README, "The gate"), the same for `retrain` and the page's Retrain (which
+    has no --force: a person forces one candidate from the command line, not every Retrain)."""
+    arg = parser.add_argument
+    if force:
+        arg("--force", action="store_true", help="publish whatever the gate says (the card then says so)")
+    arg("--margin", type=float, default=DEFAULT_RULES.margin, help="accuracy it must gain to be published")
+    arg(
+        "--class-margin",
+        type=float,
+        default=DEFAULT_RULES.class_margin,
+        help="recall any one class may lose before it blocks the gate",
+    )
+    arg(
+        "--min-val-per-class",
+        type=int,
+        default=DEFAULT_RULES.min_val_per_class,
+        help="validation images each class needs before the gate judges",
+    )
+    arg(
+        "--min-val-images",
+        type=int,
+        default=DEFAULT_RULES.min_val_images,
+        help="validation images in all before the gate judges",
+    )
+
+
 def known_labels(model_dir: Path | None) -> list[str] | None:
     package = current_package(model_dir)
     return package.labels if package else None
@@ -128,13 +164,15 @@ def label(args: argparse.Namespace) -> int:
     if args.label_command == "import":
         field, _ = field_data_root(str(args.field_data), args)
         labels = read_labels(args.file)
-        result = import_labels(field, labels, known_labels(args.model), args.new_labels)
+        result = import_labels(field, labels)
         if result.unmatched:
             listed = ", ".join(result.unmatched[:10]) + (" …" if len(result.unmatched) > 10 else "")
             message = f"{len(result.unmatched)} of {len(labels)} keys in {args.file} name no image in {field}: {listed}"
             if not result.labelled:
                 raise NotFoundError(
-                    message, "A key is an image id, its file name or its S3 key: see `fieldlens field-data ls`"
+                    message,
+                    "A key is an image id, <thing>/<image id>, its file name or its S3 key: "
+                    "see `fieldlens field-data ls`",
                 )
             log.warning("%s", message)
         emit(f"labelled {result.labelled} images in {field}")
@@ -155,18 +193,27 @@ def export_label_studio(args: argparse.Namespace) -> int:
     import json
 
     from fieldlens_core.atomic import atomic_write
-    from fieldlens_fielddata.directory import device_directories
+    from fieldlens_fielddata.directory import Pair, device_directories
+    from fieldlens_fielddata.sidecar import Sidecar
     from fieldlens_retrain.label_studio import labeling_config, tasks
 
     root, bucket = field_data_root(args.field_data, args)
     if bucket is not None:
         template = args.image_url or f"s3://{bucket.bucket}/{{s3_key}}"
+    elif args.image_url:
+        template = args.image_url
     else:
-        query = f"?token={args.token}" if args.token else ""
-        template = args.image_url or f"http://127.0.0.1:8080/api/images/{{id}}{query}"
-    found = tasks(
-        device_directories(root), lambda pair, sidecar: template.format(id=pair.image_id, s3_key=sidecar.s3_key)
-    )
+        raise InvalidInputError(
+            f"Label Studio tasks for {root} need the labelling page's image URL",
+            "Start `fieldlens label serve` on the same directory and pass the --image-url it prints "
+            "(its address and a token that can only read images)",
+        )
+
+    def image_url(pair: Pair, sidecar: Sidecar) -> str:  # a bucket's key from where the mirror found it
+        key = bucket.object_key(pair.thing, pair.image_id) if bucket is not None else sidecar.s3_key
+        return template.format(id=pair.key, s3_key=key)
+
+    found = tasks(device_directories(root), image_url)
     atomic_write(args.out, json.dumps(found, indent=1).encode())
     suggested = {str(t["predictions"][0]["result"][0]["value"]["choices"][0]) for t in found if "predictions" in t}
     labels = known_labels(args.model) or sorted(suggested)
@@ -188,15 +235,17 @@ def label_page(args: argparse.Namespace) -> int:
         cache_dir=args.cache,
         host=args.host,
         port=args.port,
-        new_labels=args.new_labels,
         blank_label=args.blank_label,
         labeller=args.labeller,
         models_dir=args.models,
         base=args.base,
         bucket=bucket,
+        rules=gate_rules(args),
+        allow_hosts=tuple(args.allow_host),
     )
     server = LabelServer(options)
     emit(f"labelling the field images in {args.field_data}: open {server.url}")
+    emit(f"for Label Studio (reads images only, until this page stops): --image-url '{server.image_url}'")
     server.run()
     return 0
 
@@ -235,7 +284,6 @@ def dataset(args: argparse.Namespace) -> int:
         read_labels(args.labels) if args.labels else {},
         args.base,
         known_labels(args.model),
-        args.new_labels,
         args.pseudo_threshold,
         args.val_percent,
         trust_sidecar_labels=True,  # a bucket's mirror keeps only the labels from its label objects
@@ -243,6 +291,12 @@ def dataset(args: argparse.Namespace) -> int:
     write_manifest(manifest, args.out)
     for line in balance_report(manifest):
         emit(line)
+    for conflict in manifest.conflicts:
+        log.warning(
+            "left out, identical photos with different labels (%s): %s",
+            " / ".join(conflict.labels),
+            ", ".join(conflict.keys),
+        )
     emit(f"manifest written to {args.out}")
     return 0
 
@@ -261,9 +315,7 @@ def retrain(args: argparse.Namespace) -> int:
         report = retrain_on_sagemaker(args)
     else:
         settings = TrainSettings(epochs=args.epochs, seed=args.seed)
-        report = run_retrain(
-            args.dataset, args.out, args.model, args.cache, args.margin, args.force, settings, args.name
-        )
+        report = run_retrain(args.dataset, args.out, args.model, args.cache, gate_rules(args), settings, args.name)
     for line in report.summary():
         emit(line)
     if not report.decision.publish or report.package is None:
@@ -305,5 +357,16 @@ def retrain_on_sagemaker(args: argparse.Namespace) -> RetrainReport:
     sagemaker = boto3.client("sagemaker", region_name=region, endpoint_url=args.endpoint_url)
     runner = SageMakerRetrain(s3, sagemaker, args.bucket, args.role_arn, region, args.instance_type)
     return run_sagemaker_retrain(
-        runner, args.dataset, args.out, args.model, args.epochs, args.seed, args.margin, args.force, report=emit
+        runner, args.dataset, args.out, args.model, args.epochs, args.seed, gate_rules(args), report=emit
+    )
+
+
+def gate_rules(args: argparse.Namespace) -> GateRules:
+    force = getattr(args, "force", False)
+    return GateRules(
+        margin=args.margin,
+        class_margin=args.class_margin,
+        min_val_per_class=args.min_val_per_class,
+        min_val_images=args.min_val_images,
+        force=force,
     )

@@ -203,7 +203,8 @@ def _model(inference: dict[str, Any]) -> str:
         return f"none: {error.get('code', 'UNKNOWN')}: {error.get('message', 'no answer from the inference service')}"
     variant = f" {model['variant']}" if model.get("variant") else ""
     services = ", ".join(model.get("services") or []) or "none"
-    return f"{model['name']} {model['version']}{variant} (sha256 {model['sha256'][:12]}, services {services})"
+    why = f": {model['variant_reason']}" if model.get("variant_reason") else ""
+    return f"{model['name']} {model['version']}{variant} (sha256 {model['sha256'][:12]}, services {services}){why}"
 
 
 def _continuous(continuous: dict[str, Any]) -> str:

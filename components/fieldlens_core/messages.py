@@ -328,6 +328,9 @@ class ServedModel(BaseModel):
     version: str
     sha256: str
     variant: str | None = Field(default=None, description="fp32 or int8; null from a service too old to say.")
+    variant_reason: str | None = Field(
+        default=None, description="Why that graph is served (its CPU, a timing); null from a service too old to say."
+    )
     services: list[str] = Field(default_factory=list, description="The service names it answers to.")
 
 

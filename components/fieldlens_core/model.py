@@ -31,6 +31,7 @@ import onnxruntime as ort
 from PIL import Image, UnidentifiedImageError
 
 from fieldlens_core.errors import FieldlensError, ModelPackageError
+from fieldlens_core.int8_kernels import int8_kernels
 from fieldlens_core.model_package import InputSpec, ModelPackage, load_package
 
 # -- preprocess ------------------------------------------------------------------------------------
@@ -140,6 +141,7 @@ class LoadedModel:
         return {"name": self.package.card.name, "version": self.package.card.version, "sha256": self.package.sha256}
 
     max_batch: int = 64  # 1 when the graph's batch axis is fixed
+    choice: str | None = None  # why the inference service serves this graph (its variant choice); None elsewhere
 
     @property
     def spec(self) -> InputSpec:
@@ -205,12 +207,25 @@ class LoadedModel:
         return logits
 
 
-def load_model(model_dir: Path, variant: str, threads: int = 0, spinning: bool = False) -> LoadedModel:
+def load_model(
+    model_dir: Path, variant: str, threads: int = 0, spinning: bool = False, as_written: bool = False
+) -> LoadedModel:
+    """The package's ``variant`` in an ONNX Runtime session, checked to run on a probe of the card's size.
+
+    ``as_written`` is for checking and measuring a graph rather than serving it: where this CPU's
+    int8 kernels would change the int8 graph's answers (:func:`~fieldlens_core.int8_kernels.int8_kernels`),
+    it runs unfused, op by op in float (DequantizeLinear, Conv, QuantizeLinear), which computes
+    what exact int8 kernels compute, only slower. So a package written or installed on an AVX2 x86
+    machine is checked and measured as a Pi runs it.
+    """
     package = load_package(model_dir, variant)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    unfused = as_written and variant == "int8" and not int8_kernels().exact
+    options.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_DISABLE_ALL if unfused else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    )
     if not spinning:  # idle ORT threads otherwise spin, taking the cores the decoder and the classifier need
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:

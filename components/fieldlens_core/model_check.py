@@ -12,7 +12,9 @@ variant the card lists (or on those asked for):
   input) and gives ``num_classes`` outputs, and runs on a probe of that size;
 - the known answer: each variant's top-1 for ``reference.png`` is the label ``reference.json``
   expects, its confidence within :data:`REFERENCE_TOLERANCE` (the writer computed both with
-  the same preprocess and ONNX Runtime; the tolerance absorbs another CPU's arithmetic).
+  the same preprocess and ONNX Runtime, the int8 graph as written; the tolerance absorbs
+  another CPU's arithmetic). Served on a CPU whose int8 kernels saturate, the int8 graph may
+  fail it: the hint then says so (:mod:`fieldlens_core.int8_kernels`).
 
 `fieldlens model install`, the labelling page's Install (both through
 :func:`~fieldlens_core.model_install.install_package`), the inference service's every load
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fieldlens_core.errors import ModelPackageError
+from fieldlens_core.int8_kernels import int8_kernels
 from fieldlens_core.model_package import (
     LABELS_FILE,
     REFERENCE_FILE,
@@ -83,9 +86,10 @@ def check_package(
 ) -> CheckedPackage:
     """Check the package at ``model_dir`` (a package, or a directory whose ``current`` points at one).
 
-    ``variants`` None checks every variant and every listed file (install, build, the device);
-    the service names the one variant it serves and gets it back loaded, so the check and the
-    load are one session. ``require_reference`` refuses a package without a known answer (the
+    ``variants`` None checks every variant and every listed file (install, build, the device),
+    each graph as written (``load_model``'s ``as_written``: an x86 CPU whose int8 kernels saturate
+    checks the int8 graph as a Pi computes it); the service names the variants it may serve and
+    gets them back loaded as it serves them, so the check and the load are one session. ``require_reference`` refuses a package without a known answer (the
     device's check: every package `fieldlens build` ships has one). ModelPackageError with the
     reason and a hint when anything fails.
     """
@@ -113,8 +117,8 @@ def check_package(
         )
     models: dict[str, LoadedModel] = {}
     for variant in chosen:
-        try:
-            model = load_model(package_dir, variant, threads, spinning)
+        try:  # checking every variant (none served): each graph as written, whatever this CPU's int8 kernels do
+            model = load_model(package_dir, variant, threads, spinning, as_written=variants is None)
         except ModelPackageError as exc:
             raise _explained(package_dir, card, variant, exc) from None
         problem = shape_problem(model.session.get_inputs(), model.session.get_outputs(), card)
@@ -186,11 +190,15 @@ def check_reference(model: LoadedModel, package_dir: Path, reference: Reference)
     expected = reference.expected[variant]
     label, confidence, _ = top_two(model, (package_dir / reference.image).read_bytes(), reference.content_type)
     if label != expected.label or abs(confidence - expected.confidence) > REFERENCE_TOLERANCE:
+        kernels = int8_kernels()
         raise ModelPackageError(
             f"{model.package.model_path.name} answers the reference image {label!r} at {confidence:.3f}; "
             f"the package expects {expected.label!r} at {expected.confidence:.3f} "
             f"(confidence within {REFERENCE_TOLERANCE})",
-            REFERENCE_HINT,
+            f"On this CPU ({kernels.reason}) the int8 graph answers otherwise: serve fp32 (modelVariant auto "
+            "chooses it here). The current model stays"
+            if variant == "int8" and not kernels.exact
+            else REFERENCE_HINT,
         )
 
 

@@ -28,8 +28,11 @@ class InferenceServiceConfig(ComponentSettings):
         description="A model package, or a directory whose `current` link points at one. "
         "On Greengrass: {fieldlens.Model:artifacts:decompressedPath}/fieldlens-model.",
     )
-    model_variant: Literal["fp32", "int8"] = Field(
-        default="fp32", title="Model variant", description="Which ONNX file of the package to serve."
+    model_variant: Literal["auto", "fp32", "int8"] = Field(
+        default="auto",
+        title="Model variant",
+        description="Which ONNX file of the package to serve. auto: int8 where this CPU's int8 kernels are exact "
+        "(ARM, x86 with AVX-512 VNNI or AVX-VNNI) and it times faster than fp32 at load, else fp32.",
     )
     intra_op_threads: int = Field(
         default=0, ge=0, le=64, title="Threads", description="ONNX Runtime intra-op threads; 0 = one per core."

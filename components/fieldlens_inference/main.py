@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-dir", dest="model_dir")
     parser.add_argument("--socket", dest="socket_path")
     parser.add_argument("--service-name", dest="service_name")
-    parser.add_argument("--variant", dest="model_variant", choices=["fp32", "int8"])
+    parser.add_argument("--variant", dest="model_variant", choices=["auto", "fp32", "int8"])
     parser.add_argument("--threads", dest="intra_op_threads", type=int)
     parser.add_argument("--max-batch", dest="max_batch", type=int)
     parser.add_argument("--allow-spinning", dest="allow_spinning", action="store_const", const=True)

@@ -7,18 +7,29 @@ request finishes. Every load, at start-up and on each hot reload, goes through
 `model install` and the device's Startup step run, and the session it loads is the one
 served): a package that fails is logged with the reason and the current model keeps serving;
 at start-up the component exits with it.
+
+Which graph it serves is chosen at every load (:func:`~fieldlens_core.int8_kernels.choose_variant`):
+with ``auto`` (the default), int8 only where this CPU's int8 kernels compute it exactly and it
+ran faster than fp32 in a short timing of both on this device, fp32 otherwise. The log and the
+ping (the status) say which graph and why.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import statistics
 import threading
+import time
 from pathlib import Path
 
+import numpy as np
+
 from fieldlens_core.errors import ModelPackageError
+from fieldlens_core.int8_kernels import AUTO, choose_variant, int8_kernels
 from fieldlens_core.model import LoadedModel
 from fieldlens_core.model_check import check_package
-from fieldlens_core.model_package import CARD_FILE, resolve_package_dir
+from fieldlens_core.model_package import CARD_FILE, read_card, resolve_package_dir
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +44,24 @@ def _fingerprint(model_dir: Path) -> tuple[str, int, int] | None:
     return (str(package_dir), stat.st_ino, stat.st_mtime_ns)
 
 
+TIMING_RUNS = 5
+"""Runs of each graph timed at load when ``auto`` may serve either (median): about a second on a Pi 4."""
+
+
+def time_per_image_ms(model: LoadedModel, runs: int = TIMING_RUNS) -> float:
+    """Median time of one image through ``model`` on this device (its load has already warmed it up)."""
+    spec = model.spec
+    probe = np.zeros((1, 3, spec.size, spec.size), dtype=np.float32)
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        model.predict(probe)
+        times.append((time.perf_counter() - started) * 1000)
+    return statistics.median(times)
+
+
 class ModelManager:
-    def __init__(self, model_dir: Path, variant: str = "fp32", threads: int = 0, spinning: bool = False) -> None:
+    def __init__(self, model_dir: Path, variant: str = AUTO, threads: int = 0, spinning: bool = False) -> None:
         self._model_dir = model_dir
         self._variant = variant
         self._threads = threads
@@ -54,11 +81,11 @@ class ModelManager:
         with self._reload_lock:
             self._fingerprint = _fingerprint(self._model_dir)
             self._model = self._load()
-        log.info("serving model %s", self._model.info)
+        log.info("serving model %s, %s: %s", self._model.info, self._model.package.variant, self._model.choice)
         return self._model
 
     def reconfigure(self, variant: str, threads: int) -> None:
-        """Serve another variant or thread count (a live configuration update)."""
+        """Serve another variant (``auto``, ``fp32``, ``int8``) or thread count (a live configuration update)."""
         with self._reload_lock:
             if (variant, threads) == (self._variant, self._threads):
                 return
@@ -79,13 +106,31 @@ class ModelManager:
                 log.error("new model package not loaded, still serving %s: %s", self._info(), exc)
                 return False
             previous, self._model = self._model, candidate
-        log.info("model reloaded: %s -> %s", previous.info if previous else None, candidate.info)
+        log.info(
+            "model reloaded: %s -> %s, %s: %s",
+            previous.info if previous else None,
+            candidate.info,
+            candidate.package.variant,
+            candidate.choice,
+        )
         return True
 
     def _load(self) -> LoadedModel:
-        """The served variant of the current package, checked (ModelPackageError with the reason)."""
-        checked = check_package(self._model_dir, [self._variant], threads=self._threads, spinning=self._spinning)
-        return checked.models[self._variant]
+        """The graph to serve of the current package, checked and chosen (ModelPackageError with the reason).
+
+        ``auto`` checks and times both graphs only where int8 could be chosen; the one not chosen
+        is dropped here."""
+        kernels = int8_kernels()
+        candidates = [self._variant]
+        if self._variant == AUTO:
+            variants = read_card(resolve_package_dir(self._model_dir)).variants
+            candidates = ["fp32", "int8"] if "int8" in variants and kernels.exact else ["fp32"]
+        checked = check_package(self._model_dir, candidates, threads=self._threads, spinning=self._spinning)
+        timings = {v: time_per_image_ms(m) for v, m in checked.models.items()} if len(candidates) > 1 else None
+        choice = choose_variant(self._variant, checked.card.variants, kernels, timings)
+        if self._variant == "int8" and not kernels.exact:
+            log.warning("serving int8 as configured, although on this CPU (%s) it answers otherwise", kernels.reason)
+        return dataclasses.replace(checked.models[choice.variant], choice=choice.reason)
 
     def start_watching(self, interval_s: float) -> None:
         def watch() -> None:

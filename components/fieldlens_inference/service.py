@@ -38,6 +38,7 @@ class InferenceService:
                 "ok": True,
                 "model": model.info,
                 "variant": model.package.variant,
+                "variant_reason": model.choice,
                 "services": sorted(self._services),
             }
         if op != "classify":

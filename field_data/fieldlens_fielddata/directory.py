@@ -14,6 +14,12 @@ In the bucket (README, "How they reach S3")::
 Keys derive from the image id, the thing and the prefix alone, so an upload repeated after a
 crash writes the same keys again: never a second copy.
 
+An image id is unique by chance only, and not against a device that reuses another's (each can
+write any key under its own prefix): where the images of several devices meet (a bucket's
+mirror, ``<root>/<thing>/<yyyy>/...``), an image is :func:`image_key` ``<thing>/<image_id>``,
+the thing being the mirror's directory (the prefix the device's role is scoped to), never the
+``thing`` its sidecar claims.
+
 The store writes new pairs, the uploader ships them, the labelling step and the dataset
 builder read and label them: each through this class. Listing walks one day directory at a
 time, oldest first, so memory does not grow with the number of images.
@@ -79,6 +85,13 @@ def is_image_id(name: str) -> bool:
     return IMAGE_ID.fullmatch(name) is not None and image_time(name) is not None
 
 
+def image_key(thing: str | None, image_id: str) -> str:
+    """An image's identity on the labelling page, in labels files, label objects and datasets:
+    ``<thing>/<image_id>`` below a bucket's mirror, the bare id in one device's own directory
+    (which has no thing level, and no other device's images)."""
+    return f"{thing}/{image_id}" if thing else image_id
+
+
 def date_path(when: datetime) -> str:
     return f"{when.astimezone(UTC):%Y/%m/%d}"
 
@@ -104,6 +117,13 @@ class Pair:
     image_id: str
     when: datetime
     image_path: Path
+    thing: str | None = None
+    """The device whose directory of a bucket's mirror it is in (None in a device's own directory)."""
+
+    @property
+    def key(self) -> str:
+        """Its identity where images of several devices meet (:func:`image_key`)."""
+        return image_key(self.thing, self.image_id)
 
     @property
     def sidecar_path(self) -> Path:
@@ -143,33 +163,36 @@ def _sorted_subdirs(directory: Path) -> list[Path]:
 
 def device_directories(root: Path) -> list[FieldDataDir]:
     """``root`` as one device's directory (``<yyyy>/...`` below it), or as a mirror of the bucket
-    (``<thing>/<yyyy>/...`` below it, what ``dataset build --from s3://`` downloads): one per thing."""
+    (``<thing>/<yyyy>/...`` below it, what ``dataset build --from s3://`` downloads): one per thing,
+    which its pairs carry (:attr:`Pair.key`): the thing is where the device's role could write."""
     below = _sorted_subdirs(root)
     if not below or any(d.name.isdigit() for d in below):
         return [FieldDataDir(root)]
-    return [FieldDataDir(d) for d in below]
+    return [FieldDataDir(d, thing=d.name) for d in below]
 
 
 _reported: set[Path] = set()
 _reported_lock = threading.Lock()
 
 
-def _report_once(pair: Pair, exc: SidecarError) -> None:
+def _report_once(pair: Pair, why: str) -> None:
     with _reported_lock:
         if pair.sidecar_path in _reported:
             return
         _reported.add(pair.sidecar_path)
-    log.warning("skipping %s: %s (the uploader quarantines it)", pair.image_id, exc)
+    log.warning("skipping %s: %s", pair.key, why)
 
 
 class FieldDataDir:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, thing: str | None = None) -> None:
+        """``thing``: the device this directory of a bucket's mirror holds (:func:`device_directories`)."""
         self.root = root.absolute()  # responses and sidecars carry absolute paths
+        self.thing = thing
 
     # -- where things are --------------------------------------------------------------------
     def pair_for(self, image_id: str, when: datetime) -> Pair:
         """Where the pair of a new image goes (nothing is checked or written)."""
-        return Pair(image_id, when, self.root / date_path(when) / (image_id + IMAGE_SUFFIX))
+        return Pair(image_id, when, self.root / date_path(when) / (image_id + IMAGE_SUFFIX), self.thing)
 
     def find(self, image_id: str) -> Pair | None:
         """The complete pair of an image id, or None: also for anything that is not one of our ids,
@@ -201,8 +224,9 @@ class FieldDataDir:
                 continue
             yield day, names
 
-    @staticmethod
-    def _pairs_in(day: Path, names: set[str], include_uploaded: bool) -> Iterator[Pair]:
+    def _pairs_in(self, day: Path, names: set[str], include_uploaded: bool) -> Iterator[Pair]:
+        """The pairs filed where their id says (a copy filed under another date, which a device can
+        upload, would be a second image of the same key: find() and label() never reach it)."""
         for name in sorted(names):
             if not name.endswith(SIDECAR_SUFFIX):
                 continue
@@ -210,7 +234,11 @@ class FieldDataDir:
             when = image_time(image_id)
             if when is None or (not include_uploaded and image_id + RECEIPT_SUFFIX in names):
                 continue
-            yield Pair(image_id, when, day / (image_id + IMAGE_SUFFIX))
+            pair = Pair(image_id, when, day / (image_id + IMAGE_SUFFIX), self.thing)
+            if day != self.root / date_path(when):
+                _report_once(pair, f"filed under {day.relative_to(self.root)}, not under its date")
+                continue
+            yield pair
 
     def pairs(self, include_uploaded: bool = True) -> Iterator[Pair]:
         """Every complete pair (its sidecar written), oldest first, lazily; not the quarantine."""
@@ -289,7 +317,7 @@ class FieldDataDir:
             try:
                 yield pair, self.read(pair)
             except SidecarError as exc:
-                _report_once(pair, exc)
+                _report_once(pair, f"{exc} (the uploader quarantines it)")
                 yield pair, exc
             except FileNotFoundError:
                 continue  # uploaded and deleted, or evicted, since the listing

@@ -5,6 +5,9 @@
     GET  /api/items             ?order=useful&show=todo|all&offset=0&limit=200
     GET  /api/images/{id}       the field image           GET /api/thumbnails/{id}   its thumbnail
     POST /api/labels            {"items": [{"id", "revision"}], "label": str|null, "excluded": bool}
+
+An ``id`` is the image's key (Item.key): ``<thing>/<image_id>`` over a bucket's mirror, where
+two devices' images may share an image id.
     GET  /api/models            the current model, every gate report, the retrain's progress
     GET  /api/reports/{version}/{picture}                  a confusion matrix
     POST /api/retrain           dataset build -> retrain -> gate, on a thread (409 while one runs)
@@ -17,8 +20,10 @@ replaced since is refused (409) with the label it now has, and nothing is lost.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,19 +36,21 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from fieldlens_core.errors import FieldlensError, ModelPackageError
+from fieldlens_core.errors import FieldlensError, ModelPackageError, NotFoundError, PayloadTooLargeError
+from fieldlens_core.model_package import MAX_LABEL_CHARS
+from fieldlens_core.outside_errors import translate
 from fieldlens_core.safe_paths import UnsafePathError
 from fieldlens_fielddata.sidecar import SidecarError, StaleSidecarError
 from fieldlens_labelling.index import ORDERS, LabelIndex, Order
 from fieldlens_labelling.models import DeskError, ModelDesk
-from fieldlens_labelling.security import Guard, refuse
-from fieldlens_labelling.thumbnails import Thumbnails
+from fieldlens_labelling.security import HEADERS, MAX_BODY, Guard, refuse
+from fieldlens_labelling.thumbnails import NotADeviceImageError, ThumbnailError, Thumbnails
 from fieldlens_retrain.bucket_labels import BucketLabelError, BucketLabels
+from fieldlens_retrain.labels import LabelError, check_label_text
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("static")
-MAX_LABEL = 100
 MAX_ITEMS_PER_WRITE = 1000
 MAX_PAGE = 1000
 
@@ -52,8 +59,8 @@ MAX_PAGE = 1000
 class Settings:
     labels: list[str]
     """The model's label set (empty without a model: then the labels its predictions named stand in).
-    Labels already given, and new ones the page accepts, are offered too."""
-    allow_new_labels: bool
+    Labels already given are offered too, and any new class name is accepted: the person's classes
+    become the next candidate's (fieldlens_retrain.dataset.class_set)."""
     blank_label: str
     labeller: str
     model: dict[str, str] | None
@@ -61,10 +68,86 @@ class Settings:
     host: str
     port: int
     target_per_class: int = 30
+    allow_hosts: tuple[str, ...] = ()
+    """Host names the page answers to besides its address (`--allow-host`: LAN mode)."""
 
 
 class BadInput(FieldlensError, ValueError):
     """A request that does not say what it must: 400 with this message."""
+
+
+class WriteStopped(FieldlensError):
+    """A label write that stopped part-way (a full disk): the labels before it stand, in ``updated``."""
+
+    def __init__(self, message: str, updated: list[dict[str, object]]) -> None:
+        super().__init__(message)
+        self.updated = updated
+
+
+# -- how an exception becomes an answer ----------------------------------------------------------
+STATUS: dict[type[FieldlensError], int] = {
+    BadInput: 400,
+    NotFoundError: 404,  # translate()'s FileNotFoundError: an image removed under the page
+    PayloadTooLargeError: 413,
+    NotADeviceImageError: 415,  # not a JPEG, whatever its name
+    ThumbnailError: 422,  # over the inference service's pixel budget, or a JPEG that does not decode
+}
+"""The status each kind of the project's error gets, by its nearest listed class. Any other
+FieldlensError is the page's own failure (500, with its reason); one caused by a full disk is 507
+Insufficient Storage. A pixel budget is 422, not 413: the request has no body to make smaller."""
+NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+async def answer_error(request: Request, exc: Exception) -> Response:
+    """The one place where an exception a route raises becomes the page's answer: its status and,
+    in ``error``, its reason (the page shows it), so that no known failure is a bare 500.
+
+    Outside errors (OSError and the like) go through :func:`fieldlens_core.outside_errors.translate`
+    first. What it does not know is a bug: 500 saying so, and Starlette re-raises it, so the
+    server logs the traceback.
+    """
+    error = translate(exc)
+    if error is None:
+        return refuse(500, f"internal error ({type(exc).__name__}): the page's log has the traceback")
+    status = 507 if _no_room(exc) else next((STATUS[k] for k in type(error).__mro__ if k in STATUS), 500)
+    if status >= 500:
+        log.error("%s %s: %s", request.method, request.url.path, error.one_line())
+    body: dict[str, object] = {"error": error.one_line()}
+    if isinstance(error, WriteStopped):
+        body["updated"] = error.updated
+    return JSONResponse(body, status_code=status, headers=HEADERS)
+
+
+def _no_room(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in NO_ROOM:
+            return True
+        exc = exc.__cause__
+    return False
+
+
+MAX_JSON_DEPTH = 32
+"""Ten times the depth of the page's own bodies. json.loads recurses once a level, so 64 KiB of
+``[`` ended in a RecursionError (a bare 500); the levels are counted before it runs."""
+_JSON_TOKENS = re.compile(rb'(?s)"(?:[^"\\]|\\.)*"?|[\[\]{}]')  # an unclosed string runs to the end: linear
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as JSON, within MAX_BODY bytes (the Guard refuses a longer Content-Length
+    before the body is read; this holds for any caller) and MAX_JSON_DEPTH levels."""
+    if len(body) > MAX_BODY:
+        raise PayloadTooLargeError(f"a request body of at most {MAX_BODY} bytes")
+    depth = 0
+    for token in _JSON_TOKENS.finditer(body):
+        opening = token.group() in (b"[", b"{")
+        if opening or token.group() in (b"]", b"}"):
+            depth += 1 if opening else -1
+            if depth > MAX_JSON_DEPTH:
+                raise BadInput(f"the body nests deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise BadInput(f"the body is not JSON: {exc}") from None
 
 
 def label_set(settings: Settings, index: LabelIndex) -> set[str]:
@@ -74,21 +157,19 @@ def label_set(settings: Settings, index: LabelIndex) -> set[str]:
 def check_label(given: Any, settings: Settings, known: set[str]) -> str | None:
     if given is None:
         return None
-    if not isinstance(given, str) or not given.strip() or len(given) > MAX_LABEL or not given.isprintable():
-        raise BadInput(f"a label is a printable string of 1 to {MAX_LABEL} characters")
-    label = given.strip()
+    if not isinstance(given, str):
+        raise BadInput(f"a label is a string of 1 to {MAX_LABEL_CHARS} characters")
+    try:
+        label = check_label_text(given)
+    except LabelError as exc:
+        raise BadInput(exc.message) from None
     if label not in known:
-        if not settings.allow_new_labels:
-            raise BadInput(f"{label!r} is not one of the model's labels (start the page with --new-labels to add one)")
-        log.info("new label %r", label)
+        log.info("new class %r", label)
     return label
 
 
 def parse_write(body: bytes, settings: Settings, known: set[str]) -> tuple[list[tuple[str, int]], str | None, bool]:
-    try:
-        document = json.loads(body)
-    except ValueError as exc:
-        raise BadInput(f"the body is not JSON: {exc}") from None
+    document = parse_json(body)
     if not isinstance(document, dict) or not isinstance(document.get("items"), list):
         raise BadInput('expected {"items": [{"id": ..., "revision": ...}], "label": ..., "excluded": ...}')
     items = document["items"]
@@ -127,7 +208,6 @@ def create_app(
             {
                 "labels": sorted(label_set(settings, index) - {settings.blank_label}),
                 "blank_label": settings.blank_label,
-                "allow_new_labels": settings.allow_new_labels,
                 "orders": list(ORDERS),
                 "labeller": settings.labeller,
                 "model": desk.current() if desk is not None else settings.model,
@@ -159,66 +239,63 @@ def create_app(
         page_items = ordered[offset : offset + limit]
         return JSONResponse({"total": len(ordered), "offset": offset, "items": [i.to_json() for i in page_items]})
 
-    def _pair(image_id: str) -> Any:
-        item = index.get(image_id)
-        return item.directory.find(image_id) if item is not None else None
+    def _pair(key: str) -> Any:
+        item = index.get(key)
+        return item.directory.find(item.image_id) if item is not None else None
 
     async def image(request: Request) -> Response:
-        pair = _pair(request.path_params["image_id"])
+        pair = _pair(request.path_params["key"])
         if pair is None or not pair.image_path.exists():
             return refuse(404, "no such field image")
         return FileResponse(pair.image_path, media_type="image/jpeg")
 
     async def thumbnail(request: Request) -> Response:
-        pair = _pair(request.path_params["image_id"])
+        pair = _pair(request.path_params["key"])
         if pair is None:
             return refuse(404, "no such field image")
-        try:
-            body = thumbnails.get(pair)
-        except OSError as exc:
-            return refuse(422, f"the image cannot be read: {exc}")
-        return Response(body, media_type="image/jpeg")
+        return Response(thumbnails.get(pair), media_type="image/jpeg")  # what it refuses: answer_error
 
     async def write_labels(request: Request) -> Response:
-        try:
-            wanted, label, excluded = parse_write(await request.body(), settings, label_set(settings, index))
-        except BadInput as exc:
-            return refuse(400, str(exc))
+        wanted, label, excluded = parse_write(await request.body(), settings, label_set(settings, index))
         updated: list[dict[str, object]] = []
         conflicts: list[dict[str, Any]] = []
         missing: list[str] = []
-        for image_id, revision in wanted:
-            item = index.get(image_id)
+        for key, revision in wanted:
+            item = index.get(key)
             if item is None:
-                missing.append(image_id)
+                missing.append(key)
                 continue
+            directory, image_id = item.directory, item.image_id
             try:
-                sidecar = item.directory.label(
+                sidecar = directory.label(
                     image_id, label, "human", settings.labeller, expected_revision=revision, excluded=excluded
                 )
             except StaleSidecarError as exc:
-                conflicts.append({"id": image_id, "message": str(exc)})
+                conflicts.append({"id": key, "message": str(exc)})
                 continue
             except (FileNotFoundError, SidecarError) as exc:
-                missing.append(image_id)
-                log.warning("cannot label %s: %s", image_id, exc)
+                missing.append(key)
+                log.warning("cannot label %s: %s", key, exc)
                 continue
+            except OSError as exc:  # a full disk: its sidecar is as it was (atomic_write), 507 says so
+                message = f"cannot write {key}'s label ({exc.strerror or exc}); it and any after it were not"
+                raise WriteStopped(f"{message}, {_done(updated)}", updated) from exc
             if bucket is not None:
                 try:
-                    bucket.put(sidecar)
+                    bucket.put(sidecar, directory.thing)
                 except BucketLabelError as exc:  # undo the mirror's copy: the bucket is where labels live
                     labeller = settings.labeller
-                    index.update(item.directory.label(image_id, item.label, "human", labeller, excluded=item.excluded))
-                    done = f"the {len(updated)} before it were labelled" if updated else "nothing was labelled"
-                    message = f"{exc}; {image_id} and any after it were not, {done}: try again"
+                    undone = directory.label(image_id, item.label, "human", labeller, excluded=item.excluded)
+                    index.update(undone, key)
+                    message = f"{exc}; {key} and any after it were not, {_done(updated)}: try again"
                     return JSONResponse({"updated": updated, "error": message}, status_code=502)
-            updated.append(index.update(sidecar).to_json())
+            updated.append(index.update(sidecar, key).to_json())
         for conflict in conflicts:  # the page shows what the image has now
             current = index.get(str(conflict["id"]))
             if current is not None:
                 fresh = current.directory.find(current.image_id)
                 if fresh is not None:
-                    conflict["item"] = index.update(current.directory.read(fresh)).to_json()
+                    conflict["item"] = index.update(current.directory.read(fresh), current.key).to_json()
         status = 200 if not conflicts and not missing else 409 if conflicts else 404
         body: dict[str, Any] = {"updated": updated, "conflicts": conflicts, "missing": missing}
         if status != 200:
@@ -230,7 +307,14 @@ def create_app(
     async def models(request: Request) -> Response:
         if desk is None:
             return refuse(404, "start the page with --model to see and retrain models")
-        return JSONResponse({"current": desk.current(), "reports": desk.reports(), "retrain": desk.status.to_json()})
+        return JSONResponse(
+            {
+                "current": desk.current(),
+                "reports": desk.reports(),
+                "decisions": desk.decisions(),
+                "retrain": desk.status.to_json(),
+            }
+        )
 
     async def report_file(request: Request) -> Response:
         if desk is None:
@@ -253,10 +337,8 @@ def create_app(
     async def install(request: Request) -> Response:
         if desk is None:
             return refuse(404, "start the page with --model to install")
-        try:
-            version = json.loads(await request.body()).get("version")
-        except (ValueError, AttributeError):
-            return refuse(400, 'expected {"version": "..."}')
+        document = parse_json(await request.body())
+        version = document.get("version") if isinstance(document, dict) else None
         if not isinstance(version, str):
             return refuse(400, 'expected {"version": "..."}')
         try:
@@ -269,8 +351,8 @@ def create_app(
         Route("/", page),
         Route("/api/state", state),
         Route("/api/items", items),
-        Route("/api/images/{image_id}", image),
-        Route("/api/thumbnails/{image_id}", thumbnail),
+        Route("/api/images/{key:path}", image),  # a key has a slash: <thing>/<image_id>
+        Route("/api/thumbnails/{key:path}", thumbnail),
         Route("/api/labels", write_labels, methods=["POST"]),
         Route("/api/models", models),
         Route("/api/reports/{version}/{name}", report_file),
@@ -278,8 +360,17 @@ def create_app(
         Route("/api/install", install, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    guard = Guard(settings.token, settings.host, settings.port)
-    return Starlette(routes=routes, middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)])
+    guard = Guard(settings.token, settings.host, settings.port, settings.allow_hosts, page=STATIC / "index.html")
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)],
+        exception_handlers={FieldlensError: answer_error, OSError: answer_error, Exception: answer_error},
+    )
+
+
+def _done(updated: list[dict[str, object]]) -> str:
+    """What a write that stopped part-way did, for its message."""
+    return f"the {len(updated)} before it were labelled" if updated else "nothing was labelled"
 
 
 def _order(name: str) -> Order:

@@ -27,6 +27,9 @@ Orders:
 - ``newest``; ``class`` (by predicted label, then most uncertain); ``device`` (by thing, then newest).
 
 Unlabelled images come before labelled ones in every order.
+
+Items are by image key (:func:`~fieldlens_fielddata.directory.image_key`): ``<thing>/<image_id>``
+below a bucket's mirror, so two devices' images that share an id are two items.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from fieldlens_fielddata.directory import (
     SIDECAR_SUFFIX,
     FieldDataDir,
     device_directories,
+    image_key,
     image_time,
     is_image_id,
 )
@@ -88,7 +92,7 @@ class Day:
     """What the index last saw of one day directory."""
 
     stamp: Stamp | None
-    ids: set[str]
+    keys: set[str]
 
 
 @dataclass
@@ -108,13 +112,18 @@ class Item:
     stamp: Stamp | None = field(default=None, repr=False, compare=False)  # its sidecar's, when read
 
     @property
+    def key(self) -> str:
+        """Its identity, the page's ``id`` (:func:`image_key`)."""
+        return image_key(self.directory.thing, self.image_id)
+
+    @property
     def done(self) -> bool:
         """Labelled, or set aside as unusable."""
         return self.label is not None or self.excluded
 
     def to_json(self) -> dict[str, object]:
         return {
-            "id": self.image_id,
+            "id": self.key,
             "thing": self.thing,
             "timestamp": self.timestamp,
             "reason": self.reason,
@@ -147,7 +156,7 @@ def item_of(sidecar: Sidecar, directory: FieldDataDir) -> Item:
         suggestions = [(sidecar.prediction, sidecar.confidence)]
     return Item(
         image_id=sidecar.image_id,
-        thing=sidecar.thing,
+        thing=directory.thing or sidecar.thing,  # the mirror's directory, where the device could write
         timestamp=sidecar.timestamp or "",
         reason=sidecar.reason,
         prediction=sidecar.prediction,
@@ -162,14 +171,14 @@ def item_of(sidecar: Sidecar, directory: FieldDataDir) -> Item:
 
 
 SORT_KEYS: dict[Order, Callable[[Item], tuple[object, ...]]] = {
-    "uncertain": lambda i: (not i.boundary, -i.scores["uncertain"], i.image_id),
-    "least_confidence": lambda i: (-i.scores["least_confidence"], i.image_id),
-    "margin": lambda i: (-i.scores["margin"], i.image_id),
-    "entropy": lambda i: (-i.scores["entropy"], i.image_id),
-    "random": lambda i: (hashlib.sha256(i.image_id.encode()).digest(),),  # the same shuffle on every load
-    "newest": lambda i: (_reverse(i.image_id),),
-    "class": lambda i: (i.prediction or "", -i.scores["uncertain"], i.image_id),
-    "device": lambda i: (i.thing, _reverse(i.image_id)),
+    "uncertain": lambda i: (not i.boundary, -i.scores["uncertain"], i.key),
+    "least_confidence": lambda i: (-i.scores["least_confidence"], i.key),
+    "margin": lambda i: (-i.scores["margin"], i.key),
+    "entropy": lambda i: (-i.scores["entropy"], i.key),
+    "random": lambda i: (hashlib.sha256(i.key.encode()).digest(),),  # the same shuffle on every load
+    "newest": lambda i: (_reverse(i.image_id), i.key),
+    "class": lambda i: (i.prediction or "", -i.scores["uncertain"], i.key),
+    "device": lambda i: (i.thing, _reverse(i.image_id), i.key),
 }
 
 
@@ -188,7 +197,7 @@ def _reverse(text: str) -> tuple[int, ...]:
 
 
 class LabelIndex:
-    """Items by image id; thread-safe (the server answers requests on several threads).
+    """Items by image key (:attr:`Item.key`); thread-safe (the server answers requests on several threads).
 
     Reading 100,000 sidecars takes seconds (listing, reading and parsing each cost about as much
     on an SD card or a small VM), so :meth:`start_loading` indexes on a thread, a chunk at a
@@ -215,7 +224,7 @@ class LabelIndex:
         self._root: Path | None = None
         self._days: dict[Path, Day] = {}
         self._scanning = threading.Lock()  # one walk of the directory at a time
-        self._unreadable: set[str] = set()  # sidecars already reported as unreadable
+        self._unreadable: set[str] = set()  # keys of sidecars already reported as unreadable
         self.loaded = threading.Event()
         self.load_error: str | None = None
         self._put([(item, None) for item in items])
@@ -267,8 +276,8 @@ class LabelIndex:
                     seen.add(day)
         with self._lock:
             for day in [day for day in self._days if day not in seen]:  # removed since the last look
-                for image_id in self._days.pop(day).ids:
-                    self._forget(image_id)
+                for key in self._days.pop(day).keys:
+                    self._forget(key)
 
     def _scan_day(self, directory: FieldDataDir, day: Path, first: threading.Event | None) -> bool:
         """Read what changed in one day directory since the last look; False when it is gone.
@@ -284,26 +293,27 @@ class LabelIndex:
             known = self._days.get(day)
             if known is not None and known.stamp is not None and known.stamp == (stat.st_ino, stat.st_mtime_ns):
                 return True
-            had = {i: item.stamp for i in (known.ids if known else ()) if (item := self._items.get(i)) is not None}
+            had = {k: item.stamp for k in (known.keys if known else ()) if (item := self._items.get(k)) is not None}
         try:
             with os.scandir(day) as entries:
                 sidecars = [entry for entry in entries if entry.name.endswith(SIDECAR_SUFFIX)]
         except FileNotFoundError:
             return False
-        ids: set[str] = set()
+        keys: set[str] = set()
         fresh: list[tuple[Item, Stamp | None]] = []
         for entry in sorted(sidecars, key=lambda e: e.name):
             image_id = entry.name[: -len(SIDECAR_SUFFIX)]
             when = image_time(image_id)
             if when is None or not is_image_id(image_id):
                 continue
+            key = image_key(directory.thing, image_id)
             try:
                 file_stat = entry.stat()
             except FileNotFoundError:
                 continue  # uploaded and removed since the listing
-            stamp = had.get(image_id)
+            stamp = had.get(key)
             if stamp is not None and stamp == (file_stat.st_ino, file_stat.st_mtime_ns):
-                ids.add(image_id)
+                keys.add(key)
                 continue
             pair = directory.pair_for(image_id, when)
             if pair.sidecar_path.parent != day:
@@ -313,12 +323,12 @@ class LabelIndex:
             except FileNotFoundError:
                 continue
             except SidecarError as exc:  # skipped (the uploader quarantines it); said once, not on every look
-                if image_id not in self._unreadable:
-                    self._unreadable.add(image_id)
-                    log.warning("skipping %s: %s", image_id, exc)
+                if key not in self._unreadable:
+                    self._unreadable.add(key)
+                    log.warning("skipping %s: %s", key, exc)
                 continue
             fresh.append((item_of(sidecar, directory), trusted_stamp(file_stat, now)))
-            ids.add(image_id)
+            keys.add(key)
             if len(fresh) >= self.CHUNK:
                 self._put(fresh)
                 fresh = []
@@ -326,9 +336,9 @@ class LabelIndex:
                     first.set()
         self._put(fresh)
         with self._lock:
-            for image_id in had.keys() - ids:
-                self._forget(image_id)
-            self._days[day] = Day(trusted_stamp(stat, now), ids)
+            for key in had.keys() - keys:
+                self._forget(key)
+            self._days[day] = Day(trusted_stamp(stat, now), keys)
         return True
 
     def _put(self, found: list[tuple[Item, Stamp | None]]) -> None:
@@ -336,19 +346,19 @@ class LabelIndex:
         the sidecar was read (its revision is newer: the next look reads the sidecar again)."""
         with self._lock:
             for item, stamp in found:
-                known = self._items.get(item.image_id)
+                known = self._items.get(item.key)
                 if known is not None:
                     if item.revision < known.revision:
                         continue
                     self._count(known, -1)
                 item.stamp = stamp
-                self._items[item.image_id] = item
+                self._items[item.key] = item
                 self._count(item, +1)
                 self._suggested.update(label for label, _ in item.suggestions)
 
-    def _forget(self, image_id: str) -> None:
+    def _forget(self, key: str) -> None:
         """Drop an image whose sidecar is gone (the caller holds the lock)."""
-        item = self._items.pop(image_id, None)
+        item = self._items.pop(key, None)
         if item is not None:
             self._count(item, -1)
 
@@ -370,9 +380,10 @@ class LabelIndex:
         with self._lock:
             return set(self._given) | (self._suggested if suggested else set())
 
-    def get(self, image_id: str) -> Item | None:
+    def get(self, key: str) -> Item | None:
+        """The item of an image key (the page's ``id``)."""
         with self._lock:
-            return self._items.get(image_id)
+            return self._items.get(key)
 
     def useful_is(self) -> Order:
         """What ``useful`` stands for now (see the module's docstring)."""
@@ -394,12 +405,13 @@ class LabelIndex:
         boundary = [i for i in todo if i.boundary]  # sorted first already
         return round_robin(boundary) + round_robin(todo[len(boundary) :]) + ranked[len(todo) :]
 
-    def update(self, sidecar: Sidecar) -> Item:
-        """The index after a write through the directory (the new label and revision). The item's
-        stamp stays the old sidecar's, so the next look reads this one sidecar again: stamping it
-        now could vouch for a write someone else made just after this one."""
+    def update(self, sidecar: Sidecar, key: str | None = None) -> Item:
+        """The index after a write through the directory (the new label and revision) of the item
+        ``key`` (:attr:`Item.key`; the sidecar's image id where the root is one device's directory).
+        The item's stamp stays the old sidecar's, so the next look reads this one sidecar again:
+        stamping it now could vouch for a write someone else made just after this one."""
         with self._lock:
-            item = self._items[sidecar.image_id]
+            item = self._items[key or sidecar.image_id]
             self._count(item, -1)
             item.label, item.excluded, item.revision = sidecar.trusted_label, sidecar.excluded, sidecar.revision
             self._count(item, +1)

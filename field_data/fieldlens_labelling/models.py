@@ -19,10 +19,12 @@ from fieldlens_core.errors import FieldlensError, ModelPackageError
 from fieldlens_core.model_install import install_package
 from fieldlens_core.model_package import current_package
 from fieldlens_core.safe_paths import UnsafePathError, plain_name
+from fieldlens_retrain.decisions import read_decisions
+from fieldlens_retrain.gate import DEFAULT_RULES, GateRules
 
 log = logging.getLogger(__name__)
 
-REPORT_FILES = ("confusion-candidate.png", "confusion-current.png")
+REPORT_FILES = ("confusion-candidate.png", "confusion-current.png", "learning-curve.png")
 
 
 class DeskError(FieldlensError, ValueError):
@@ -38,6 +40,8 @@ class RetrainStatus:
     message: str = ""
     version: str | None = None
     history: list[str] = field(default_factory=list)
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    """Identical photos with different labels that the dataset build left out (shown for a person to decide)."""
 
     def to_json(self) -> dict[str, Any]:
         elapsed = None if self.started is None else (self.finished or time.time()) - self.started
@@ -48,6 +52,7 @@ class RetrainStatus:
             "message": self.message,
             "version": self.version,
             "history": self.history,
+            "conflicts": self.conflicts,
         }
 
 
@@ -58,6 +63,8 @@ class DeskPaths:
     models_dir: Path
     cache_dir: Path
     base: Path | None = None
+    rules: GateRules = DEFAULT_RULES
+    """What the gate asks before it publishes, as `fieldlens retrain` does (README, "The gate")."""
 
 
 class ModelDesk:
@@ -68,8 +75,16 @@ class ModelDesk:
         self._thread: threading.Thread | None = None
 
     # -- reports ----------------------------------------------------------------------------
+    def decisions(self) -> list[dict[str, Any]]:
+        """The gate's verdicts, newest first (fieldlens_retrain.decisions)."""
+        return read_decisions(self.paths.models_dir)
+
     def reports(self) -> list[dict[str, Any]]:
-        """Every gate report under ``<models>/reports/``, newest version first."""
+        """Every gate report under ``<models>/reports/``, newest version first.
+
+        Each carries the images it was scored on (``evaluated_on``); ``comparable`` says whether
+        every listed report was scored on the same ones, so the page never ranks figures measured
+        on different images against each other without saying so."""
         found = []
         for path in (self.paths.models_dir / "reports").glob("*/report.json"):
             try:
@@ -81,6 +96,9 @@ class ModelDesk:
             document["pictures"] = [name for name in REPORT_FILES if (path.parent / name).exists()]
             document["installable"] = bool(document.get("published")) and (self.paths.models_dir / version).is_dir()
             found.append(document)
+        sets = {str((d.get("evaluated_on") or {}).get("set")) for d in found}
+        for document in found:
+            document["comparable"] = len(sets) <= 1
         return sorted(found, key=lambda d: _version_key(str(d.get("version", "0"))), reverse=True)
 
     def report_file(self, version: str, name: str) -> Path:
@@ -128,20 +146,23 @@ class ModelDesk:
         try:
             self._stage("dataset")
             package = current_package(paths.model_dir)
-            manifest = build_manifest(paths.field_data, {}, paths.base, package.labels if package else None, False)
+            manifest = build_manifest(paths.field_data, {}, paths.base, package.labels if package else None)
+            with self._lock:
+                self.status.conflicts = [c.model_dump() for c in manifest.conflicts]
             manifest_path = paths.models_dir / "dataset-from-page.json"
             paths.models_dir.mkdir(parents=True, exist_ok=True)
             write_manifest(manifest, manifest_path)
             report = run_retrain(
-                manifest_path, paths.models_dir, paths.model_dir, paths.cache_dir, on_stage=self._stage
+                manifest_path, paths.models_dir, paths.model_dir, paths.cache_dir, paths.rules, on_stage=self._stage
             )
             with self._lock:
                 self.status.state, self.status.version = "done", report.version
-                self.status.message = report.decision.reason
+                self.status.message = f"{report.decision.reason}. {report.decision.sentence()}"
         except Exception as exc:  # shown on the page; the server goes on
             log.exception("retrain from the page failed")
             with self._lock:
-                self.status.state, self.status.message = "failed", f"{type(exc).__name__}: {exc}"
+                text = exc.one_line() if isinstance(exc, FieldlensError) else f"{type(exc).__name__}: {exc}"
+                self.status.state, self.status.message = "failed", text
         finally:
             with self._lock:
                 self.status.finished = time.time()

@@ -1,5 +1,8 @@
 """`fieldlens label serve`: the page under uvicorn, on 127.0.0.1 unless told otherwise.
 
+LAN mode is explicit: ``--host 0.0.0.0`` with one ``--allow-host`` for each name other machines
+open the page by (security.page_hosts); the printed URLs use the first.
+
 :class:`LabelServer` runs it on a thread too: the loop demo and the tests label through the
 same HTTP API a person's browser uses.
 """
@@ -22,8 +25,10 @@ from fieldlens_core.model_package import current_package
 from fieldlens_labelling.app import Settings, create_app
 from fieldlens_labelling.index import LabelIndex
 from fieldlens_labelling.models import DeskPaths, ModelDesk
+from fieldlens_labelling.security import Credentials, page_hosts
 from fieldlens_labelling.thumbnails import Thumbnails
 from fieldlens_retrain.bucket_labels import BucketLabels
+from fieldlens_retrain.gate import DEFAULT_RULES, GateRules
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +40,27 @@ class PageOptions:
     cache_dir: Path
     host: str = "127.0.0.1"
     port: int = 8080
-    new_labels: bool = False
     blank_label: str = "blank"
     labeller: str | None = None
     token: str | None = None
     models_dir: Path | None = None
     """Where the page's retrains write candidates and reports (default: beside the model directory)."""
     base: Path | None = None
+    rules: GateRules = DEFAULT_RULES
+    """What the page's Retrain asks of a candidate before publishing it."""
     """A folder of class folders trained on as well (as `dataset build --base`)."""
     bucket: BucketLabels | None = None
     """When ``field_data`` is the mirror of a bucket (BucketLabels.mirror): labels go there too."""
+    allow_hosts: tuple[str, ...] = ()
+    """Host names the page answers to besides its address (needed with --host 0.0.0.0)."""
 
 
 class LabelServer:
-    """The page on its own thread; ``url`` carries the token."""
+    """The page on its own thread; ``url`` carries the token, ``image_url`` only the image token."""
 
     def __init__(self, options: PageOptions) -> None:
         self.token = options.token or secrets.token_urlsafe(24)
+        self._name = page_hosts(options.host, options.allow_hosts)[0]  # refuses LAN mode without a name
         family = socket.AF_INET6 if ":" in options.host else socket.AF_INET
         self._socket = socket.socket(family, socket.SOCK_STREAM)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -70,13 +79,13 @@ class LabelServer:
         package = current_package(options.model_dir)
         settings = Settings(
             labels=sorted(set(package.labels) - {options.blank_label}) if package else [],
-            allow_new_labels=options.new_labels or package is None,
             blank_label=options.blank_label,
             labeller=options.labeller or getpass.getuser(),
             model={"name": package.card.name, "version": package.card.version} if package else None,
             token=self.token,
             host=options.host,
             port=self.port,
+            allow_hosts=options.allow_hosts,
         )
         desk = None
         if options.model_dir is not None:
@@ -86,6 +95,7 @@ class LabelServer:
                 models_dir=options.models_dir or options.model_dir.absolute().parent / "models",
                 cache_dir=options.cache_dir,
                 base=options.base,
+                rules=options.rules,
             )
             desk = ModelDesk(paths)
         self.desk = desk
@@ -97,12 +107,19 @@ class LabelServer:
 
     @property
     def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        """The page's address as it is reached: its first Host name (in LAN mode, --allow-host's)."""
+        return f"http://{self._name}:{self.port}"
 
     @property
     def url(self) -> str:
         return f"{self.base_url}/?token={self.token}"
+
+    @property
+    def image_url(self) -> str:
+        """`label export --image-url` for Label Studio: this page's real address and a token that
+        only reads images (security.Credentials.image_token), valid until the page stops."""
+        image_token = Credentials(self.token, self.port).image_token
+        return f"{self.base_url}/api/images/{{id}}?token={image_token}"
 
     def run(self) -> None:
         """Serve in this thread until SIGINT/SIGTERM (uvicorn installs the handlers)."""

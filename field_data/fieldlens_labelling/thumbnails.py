@@ -3,39 +3,110 @@
 The cache key is the image id and the image file's size and modification time, so a
 replaced image gets a new thumbnail; files are written atomically, so concurrent requests for
 the same thumbnail at worst make it twice.
+
+Only what a device writes is decoded: JPEG (every camera source hands the store JPEG, and a
+pair's image is ``<id>.jpg``), within the pixel budget the inference service holds images to
+(:data:`fieldlens_core.model.MAX_PIXELS`, and :data:`~fieldlens_core.model.MAX_DECODED_PIXELS`
+once draft mode has scaled it). Anything else in a pair's place (an EPS file named ``.jpg``,
+for which Pillow would start Ghostscript; a PNG claiming 196 Mpx) is refused by a
+:class:`ThumbnailError` naming why, before a decoder runs; the page answers it with a 4xx.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import warnings
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from fieldlens_core.atomic import atomic_write
+from fieldlens_core.errors import FieldlensError
+from fieldlens_core.model import FORMATS, MAX_DECODED_PIXELS, MAX_PIXELS
 from fieldlens_fielddata.directory import Pair
 
+log = logging.getLogger(__name__)
+
 SIZE = 224
+DEVICE_FORMATS = [FORMATS["image/jpeg"]]
+"""What a device writes; Pillow is told to try no other decoder."""
+
+
+class ThumbnailError(FieldlensError):
+    """A field image the page makes no thumbnail of; the message says why."""
+
+
+class NotADeviceImageError(ThumbnailError):
+    """The file is not a JPEG (whatever its name says)."""
+
+
+class OverPixelBudgetError(ThumbnailError):
+    """The JPEG is larger than the inference service would decode."""
+
+
+class UnreadableImageError(ThumbnailError):
+    """A JPEG that does not decode (truncated, corrupt)."""
 
 
 class Thumbnails:
     def __init__(self, cache_dir: Path) -> None:
         self.cache_dir = cache_dir
+        self._cache_failing = False
 
     def get(self, pair: Pair) -> bytes:
-        """The pair's thumbnail as JPEG bytes; OSError when its image cannot be read or decoded."""
+        """The pair's thumbnail as JPEG bytes; a ThumbnailError when the image is not one to decode,
+        FileNotFoundError when it is gone."""
         stat = pair.image_path.stat()
-        cached = self.cache_dir / f"{pair.image_id}-{stat.st_size}-{stat.st_mtime_ns}.jpg"
+        name = pair.key.replace("/", "~")  # two devices' images may share an id: not their thumbnail
+        cached = self.cache_dir / f"{name}-{stat.st_size}-{stat.st_mtime_ns}.jpg"
         try:
             return cached.read_bytes()
         except FileNotFoundError:
             pass
-        with Image.open(pair.image_path) as image:
-            image.draft("RGB", (SIZE, SIZE))  # JPEG: decode at a fraction of full size
+        body = _thumbnail(pair.image_path)
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(cached, body, durable=False)
+        except OSError as exc:  # a full disk: the grid still shows, each thumbnail made again
+            if not self._cache_failing:
+                log.warning("cannot cache thumbnails in %s (%s): making them on every request", self.cache_dir, exc)
+            self._cache_failing = True
+        else:
+            self._cache_failing = False
+        return body
+
+
+def _thumbnail(path: Path) -> bytes:
+    try:
+        with warnings.catch_warnings():  # Pillow's own bomb warning: MAX_PIXELS below is the guard
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path, formats=DEVICE_FORMATS)
+    except UnidentifiedImageError:
+        raise NotADeviceImageError("the image is not a JPEG, the only format a device writes") from None
+    except OSError as exc:  # a JPEG whose header is cut short
+        raise UnreadableImageError(f"the image cannot be read: {exc}") from None
+    except Image.DecompressionBombError as exc:  # over twice Pillow's own limit: far over ours
+        raise OverPixelBudgetError(
+            f"the image is over the {MAX_PIXELS} pixels a device image may have: {exc}"
+        ) from None
+    with image:
+        pixels = image.width * image.height
+        if pixels > MAX_PIXELS:
+            raise OverPixelBudgetError(
+                f"the image is {image.width}x{image.height} pixels, over the {MAX_PIXELS} a device image may have"
+            )
+        try:
+            image.draft("RGB", (SIZE, SIZE))  # decode at 1/2, 1/4 or 1/8 of full size
+            if image.width * image.height > MAX_DECODED_PIXELS:  # a long strip: draft cannot scale it
+                raise OverPixelBudgetError(
+                    f"the image is {image.width}x{image.height} pixels even decoded at reduced size, "
+                    f"over the {MAX_DECODED_PIXELS} that decode at once"
+                )
             small = image.convert("RGB")
-            small.thumbnail((SIZE, SIZE))
-        buffer = io.BytesIO()
-        small.save(buffer, "JPEG", quality=85)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(cached, buffer.getvalue(), durable=False)
-        return buffer.getvalue()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise UnreadableImageError(f"the image cannot be read: {exc}") from None
+    small.thumbnail((SIZE, SIZE))
+    buffer = io.BytesIO()
+    small.save(buffer, "JPEG", quality=85)
+    return buffer.getvalue()

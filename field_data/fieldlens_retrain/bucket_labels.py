@@ -7,6 +7,10 @@ one small object under another prefix, which devices cannot write::
 
     <labels_prefix>/<the image's key without .jpg>.json   {"image_id", "label", "excluded", ...}
 
+The image's key is derived from where the mirror found the pair (its thing's directory, the
+prefix the device's role is scoped to), never from the ``s3_key`` its sidecar claims: image ids
+are unique by chance only, so two devices may share one, and one device could name another's key.
+
 So labelling never rewrites what a device wrote and never races its uploader (they never write
 the same key). :meth:`BucketLabels.mirror` downloads the pairs into a local mirror, drops any
 label a device put in its sidecars, and applies the label objects: the mirror's labels are then
@@ -23,7 +27,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fieldlens_core.errors import FieldlensError
-from fieldlens_fielddata.directory import device_directories
+from fieldlens_fielddata.directory import IMAGE_SUFFIX, SIDECAR_SUFFIX, device_directories, image_time, s3_key
 from fieldlens_fielddata.sidecar import Sidecar
 from fieldlens_retrain.dataset import download_field_data
 
@@ -54,11 +58,19 @@ class BucketLabels:
         self.bucket, _, self.prefix = url.removeprefix("s3://").partition("/")
         self.labels_prefix = labels_prefix.strip("/")
 
-    def key_of(self, sidecar: Sidecar) -> str:
-        return f"{self.labels_prefix}/{sidecar.s3_key.removesuffix('.jpg')}.json"
+    def object_key(self, thing: str | None, image_id: str, suffix: str = IMAGE_SUFFIX) -> str:
+        """The key in the bucket of the image ``image_id`` of ``thing`` (its directory in the mirror)."""
+        when = image_time(image_id)
+        if when is None:
+            raise BucketLabelError(f"{image_id!r} is not a field image id")
+        return s3_key(self.prefix, thing or "", when, image_id, suffix)
 
-    def put(self, sidecar: Sidecar) -> None:
-        """Write the sidecar's label (or its absence) as the image's label object."""
+    def key_of(self, thing: str | None, image_id: str) -> str:
+        """The key of that image's label object."""
+        return f"{self.labels_prefix}/{self.object_key(thing, image_id, SIDECAR_SUFFIX)}"
+
+    def put(self, sidecar: Sidecar, thing: str | None) -> None:
+        """Write the sidecar's label (or its absence) as the label object of that image of ``thing``."""
         record = LabelRecord(
             image_id=sidecar.image_id,
             label=sidecar.label,
@@ -69,7 +81,7 @@ class BucketLabels:
         try:
             self.s3.put_object(
                 Bucket=self.bucket,
-                Key=self.key_of(sidecar),
+                Key=self.key_of(thing, sidecar.image_id),
                 Body=record.model_dump_json().encode(),
                 ContentType="application/json",
             )
@@ -84,7 +96,7 @@ class BucketLabels:
             for pair, sidecar in directory.read_all():
                 if not isinstance(sidecar, Sidecar):
                     continue
-                record = records.get(pair.image_id)
+                record = records.get(self.key_of(directory.thing, pair.image_id))
                 wanted = (record.label, record.excluded) if record else (None, False)
                 if (sidecar.trusted_label, sidecar.excluded) != wanted or (record is None and sidecar.label):
                     labeller = record.labeller if record else None
@@ -92,6 +104,7 @@ class BucketLabels:
         return root
 
     def _records(self) -> dict[str, LabelRecord]:
+        """Every label object, by its key."""
         records = {}
         paginator = self.s3.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=f"{self.labels_prefix}/"):
@@ -105,6 +118,6 @@ class BucketLabels:
                 except (ValueError, ValidationError) as exc:
                     log.warning("skipping s3://%s/%s: not a label: %s", self.bucket, item["Key"], exc)
                     continue
-                if item["Key"].endswith(f"/{record.image_id}.json"):
-                    records[record.image_id] = record
+                if item["Key"].endswith(f"/{record.image_id}{SIDECAR_SUFFIX}"):
+                    records[item["Key"]] = record
         return records

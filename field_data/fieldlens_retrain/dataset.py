@@ -32,7 +32,7 @@ from fieldlens_core.model_package import sha256_file
 from fieldlens_core.safe_paths import UnsafePathError, resolve_inside
 from fieldlens_fielddata.directory import device_directories
 from fieldlens_fielddata.sidecar import Sidecar
-from fieldlens_retrain.labels import LabelError, check_known
+from fieldlens_retrain.labels import LabelError, check_label_text, match_labels
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,16 @@ class ManifestEntry(BaseModel):
     source: Source
 
 
+class Conflict(BaseModel):
+    """One photo (by content) given different labels: left out of the dataset until a person decides."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sha256: str
+    keys: list[str] = Field(description="Where the copies are (local paths or S3 keys).")
+    labels: list[str] = Field(description="The labels they were given, sorted.")
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -61,6 +71,12 @@ class Manifest(BaseModel):
     entries: list[ManifestEntry]
     created: str = Field(default_factory=utc_timestamp)
     sha256: str = ""
+    conflicts: list[Conflict] = Field(default=[], description="Photos left out: their copies disagree.")
+    parent_labels: int = Field(default=0, description="How many classes the model it was built for has.")
+    dropped_classes: list[str] = Field(default=[], description="That model's classes with no training images.")
+    untrained_classes: list[str] = Field(
+        default=[], description="Labels with validation images only: left out, the candidate cannot learn them."
+    )
 
     def digest(self) -> str:
         """The dataset's name: a hash of the label set and every (sha256, label, split, source)."""
@@ -70,6 +86,11 @@ class Manifest(BaseModel):
 
     def select(self, split: Split, sources: tuple[Source, ...] = ("base", "field", "pseudo")) -> list[ManifestEntry]:
         return [e for e in self.entries if e.split == split and e.source in sources]
+
+    def holdout(self) -> list[ManifestEntry]:
+        """The images a candidate is judged on: the validation split's field images (the device's
+        conditions), or the whole validation split where there are none."""
+        return self.select("val", ("field",)) or self.select("val")
 
     def balance(self) -> dict[str, dict[str, int]]:
         counts: Counter[tuple[str, str]] = Counter((e.label, e.split) for e in self.entries)
@@ -92,12 +113,14 @@ def field_images(
 ) -> Iterator[tuple[Path, str, Source]]:
     """Labelled field images. A label comes from ``labels``, or from a sidecar the labelling step
     wrote into (``label_source`` import or human) when ``trust_sidecar_labels``: never for sidecars
-    a device uploaded (an S3 source), since any device can put any field in them."""
+    a device uploaded (an S3 source), since any device can put any field in them. ``labels`` are by
+    the keys of a labels file: each names one image (:func:`~fieldlens_retrain.labels.match_labels`)."""
+    labels, _ = match_labels(root, labels)
     pairs = (item for directory in device_directories(root) for item in directory.read_all())
     for pair, sidecar in pairs:
         if not isinstance(sidecar, Sidecar) or not pair.image_path.exists():
             continue
-        label = labels.get(pair.image_id) or (sidecar.trusted_label if trust_sidecar_labels else None)
+        label = labels.get(pair.key) or (sidecar.trusted_label if trust_sidecar_labels else None)
         if label:
             yield pair.image_path, label, "field"
         elif pseudo_threshold is not None and sidecar.prediction and sidecar.confidence >= pseudo_threshold:
@@ -125,16 +148,35 @@ def download_field_data(url: str, cache: Path, s3: Any) -> Path:
     return cache / prefix if prefix else cache
 
 
+def class_set(in_play: set[str], parent_labels: list[str] | None) -> tuple[list[str], list[str]]:
+    """The candidate's classes and the parent's classes it drops.
+
+    The classes are the person's: every class with training images, in the parent's order where the
+    parent knows them and then the new ones sorted (so a retrain on the same classes keeps the label
+    order, and its version bumps the minor number). A parent class with no training images is
+    dropped: the candidate could only guess it. From the default ImageNet model that leaves exactly
+    the labelled classes; from a model of the person's own, its classes plus the new ones.
+    """
+    known = parent_labels or []
+    kept = [label for label in known if label in in_play]
+    return kept + sorted(in_play - set(known)), [label for label in known if label not in in_play]
+
+
 def build_manifest(
     field: Path | None,
     labels: dict[str, str],
     base: Path | None,
-    known_labels: list[str] | None,
-    new_labels: bool,
+    parent_labels: list[str] | None,
     pseudo_threshold: float | None = None,
     val_percent: int = 20,
     trust_sidecar_labels: bool = True,
 ) -> Manifest:
+    """The dataset of every labelled image, with the classes in play (:func:`class_set`).
+
+    One photo is one entry however many copies there are, so identical images never straddle the
+    training and validation splits; copies given different labels are a :class:`Conflict`, left out
+    and reported, never silently resolved. A pseudo label never overrides a person's.
+    """
     found: list[tuple[Path, str, Source]] = []
     if base is not None:
         found += [(path, label, "base") for path, label in base_images(base)]
@@ -142,25 +184,45 @@ def build_manifest(
         found += list(field_images(field, labels, pseudo_threshold, trust_sidecar_labels))
     if not found:
         raise LabelError("no labelled images found")
-    check_known((label for _, label, _ in found), known_labels, new_labels)
-    label_set = sorted({label for _, label, _ in found}) if new_labels or known_labels is None else known_labels
-    entries, seen = [], set()
+    copies: dict[str, list[tuple[Path, str, Source]]] = {}
     for path, label, source in found:
-        sha256 = sha256_file(path)
-        if sha256 in seen:
-            continue  # the same photo twice (a copy in base and field): count it once
-        seen.add(sha256)
-        entries.append(
-            ManifestEntry(
-                key=str(path),
-                path=str(path.absolute()),
-                sha256=sha256,
-                label=label,
-                split=split_of(sha256, val_percent),
-                source=source,
-            )
+        copies.setdefault(sha256_file(path), []).append((path, check_label_text(label), source))
+    entries, conflicts = [], []
+    for sha256, group in copies.items():
+        given = [item for item in group if item[2] != "pseudo"] or group
+        if len({label for _, label, _ in given}) > 1:
+            keys = sorted(str(path) for path, _, _ in given)
+            conflicts.append(Conflict(sha256=sha256, keys=keys, labels=sorted({label for _, label, _ in given})))
+            continue
+        path, label, source = given[0]
+        entry = ManifestEntry(
+            key=str(path),
+            path=str(path.absolute()),
+            sha256=sha256,
+            label=label,
+            split=split_of(sha256, val_percent),
+            source=source,
         )
-    manifest = Manifest(labels=label_set, val_percent=val_percent, entries=entries)
+        entries.append(entry)
+    in_play = {e.label for e in entries if e.split == "train"}
+    label_set, dropped = class_set(in_play, parent_labels)
+    untrained = sorted({e.label for e in entries} - in_play)
+    entries = [e for e in entries if e.label in in_play]
+    if not entries:
+        raise LabelError(
+            "no class has a training image"
+            + (f" ({len(conflicts)} photos have conflicting labels)" if conflicts else ""),
+            "label more images: a fifth of them go to validation, by their content",
+        )
+    manifest = Manifest(
+        labels=label_set,
+        val_percent=val_percent,
+        entries=entries,
+        conflicts=sorted(conflicts, key=lambda c: c.sha256),
+        parent_labels=len(parent_labels) if parent_labels else 0,
+        dropped_classes=dropped,
+        untrained_classes=untrained,
+    )
     manifest.sha256 = manifest.digest()
     return manifest
 

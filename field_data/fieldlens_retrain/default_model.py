@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from fieldlens_core.int8_kernels import int8_kernels
 from fieldlens_core.model import LoadedModel, image_tensor
 from fieldlens_core.model_package import ModelCard
 from fieldlens_retrain.backbone import ARCHITECTURE, INPUT_SPEC, imagenet_labels, load_backbone
@@ -66,6 +67,16 @@ def int8_agreement(fp32: np.ndarray, int8: np.ndarray) -> dict[str, float | int]
     }
 
 
+def int8_computed_on() -> str:
+    """What computed the int8 figures on the card: this CPU's int8 kernels where they are exact, else
+    the graph as written run op by op in float (load_model's ``as_written``), which is what exact
+    kernels (a Pi's) compute. Either way the figures are those of a CPU that would serve int8."""
+    kernels = int8_kernels()
+    if kernels.exact:
+        return f"this CPU's int8 kernels ({kernels.reason})"
+    return f"the graph run op by op in float, as exact int8 kernels compute it (this CPU: {kernels.reason})"
+
+
 def measure(loaded: Callable[[str], LoadedModel]) -> dict[str, Any]:
     """int8's agreement with fp32 on views the quantizer never saw, and the coffee photo in both."""
     fp32, int8 = loaded("fp32"), loaded("int8")
@@ -73,6 +84,7 @@ def measure(loaded: Callable[[str], LoadedModel]) -> dict[str, Any]:
     coffee = sample_photos()["coffee"]
     return {
         **int8_agreement(fp32.logits(evaluation), int8.logits(evaluation)),
+        "int8_computed_on": int8_computed_on(),
         "coffee_photo_top1": fp32.classify(coffee, 1).predictions[0],
         "coffee_photo_top1_int8": int8.classify(coffee, 1).predictions[0],
     }

@@ -1,10 +1,9 @@
-"""Evaluation and the publish gate: candidate and current model on the same held-out field images.
+"""Evaluation: candidate and current model scored on the same held-out field images.
 
 Both models are run the way the device runs them (their ONNX file, the service's
 preprocessing), each at most once per image: :class:`PredictionCache` keeps their answers. A
-model that does not know an image's label gets it wrong. The candidate is
-published only if its accuracy beats the current model's by ``margin``; ``force`` publishes
-anyway, and the report says which and why.
+model that does not know an image's label gets it wrong. What is done with the scores is the
+gate's (:mod:`fieldlens_retrain.gate`).
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,11 @@ import numpy as np
 from fieldlens_core.atomic import atomic_write
 from fieldlens_core.model import load_model
 from fieldlens_core.model_package import load_package
+
+OTHER = "(other)"
+"""The confusion matrix's column for predictions outside the classes in play."""
+CELL_TEXT_UP_TO = 40
+"""Classes up to which the confusion picture numbers its cells."""
 
 
 def predict_files(model_dir: Path, paths: Sequence[Path], variant: str = "fp32") -> list[str]:
@@ -62,17 +65,24 @@ class PredictionCache:
 
 
 def score(truth: Sequence[str], predicted: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, per-class precision and recall, and the confusion matrix (rows: truth)."""
+    """Accuracy, per-class precision and recall, and the confusion matrix (rows: truth).
+
+    The tables cover ``labels``, the classes in play, whatever the model predicts: a prediction
+    outside them (the ImageNet model's "coffee mug" for a person's "mug") is counted in one extra
+    column, ``OTHER``, so memory and the picture stay bounded by the classes in play, not by the
+    model's class count."""
     index = {label: i for i, label in enumerate(labels)}
-    matrix = np.zeros((len(labels), len(labels)), dtype=int)
+    outside = any(guess not in index for guess in predicted)
+    columns = [*labels, OTHER] if outside else list(labels)
+    matrix = np.zeros((len(labels), len(columns)), dtype=int)
     for actual, guess in zip(truth, predicted, strict=True):
-        if actual in index and guess in index:
-            matrix[index[actual], index[guess]] += 1
+        if actual in index:
+            matrix[index[actual], index.get(guess, len(labels))] += 1
     correct = sum(1 for actual, guess in zip(truth, predicted, strict=True) if actual == guess)
     per_class = {}
     for label, i in index.items():
         predicted_as = int(matrix[:, i].sum())
-        support = sum(1 for actual in truth if actual == label)
+        support = int(matrix[i].sum())
         per_class[label] = {
             "precision": round(float(matrix[i, i]) / predicted_as, 4) if predicted_as else 0.0,
             "recall": round(float(matrix[i, i]) / support, 4) if support else 0.0,
@@ -83,28 +93,35 @@ def score(truth: Sequence[str], predicted: Sequence[str], labels: Sequence[str])
         "images": len(truth),
         "per_class": per_class,
         "labels": list(labels),
+        "columns": columns,
         "confusion": matrix.tolist(),
     }
 
 
 def confusion_png(metrics: dict[str, Any], path: Path, title: str) -> None:
-    """The confusion matrix as a picture: rows are the truth, columns the prediction."""
+    """The confusion matrix as a picture: rows are the truth, columns the prediction.
+
+    Readable at any class count: the figure grows with the classes up to a cap, and past
+    ``CELL_TEXT_UP_TO`` classes the cells are shaded, not numbered."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on a build machine or a device
     from matplotlib import pyplot as plt
 
     labels, matrix = metrics["labels"], np.asarray(metrics["confusion"])
-    side = max(4.0, 0.45 * len(labels) + 2)
+    columns = metrics.get("columns", labels)
+    side = min(24.0, max(4.0, 0.45 * len(columns) + 2))
+    font = 8 if len(columns) <= CELL_TEXT_UP_TO else max(3, int(400 / len(columns)))
     figure, axes = plt.subplots(figsize=(side + 1, side))
     try:
-        axes.imshow(matrix, cmap="Blues")
-        axes.set_xticks(range(len(labels)), labels, rotation=90)
-        axes.set_yticks(range(len(labels)), labels)
-        peak = max(1, int(matrix.max()))
-        for (row, column), value in np.ndenumerate(matrix):
-            colour = "white" if value > peak / 2 else "black"
-            axes.text(column, row, str(value), ha="center", va="center", color=colour, fontsize=8)
+        axes.imshow(matrix, cmap="Blues", aspect="auto")
+        axes.set_xticks(range(len(columns)), columns, rotation=90, fontsize=font)
+        axes.set_yticks(range(len(labels)), labels, fontsize=font)
+        if len(columns) <= CELL_TEXT_UP_TO:
+            peak = max(1, int(matrix.max()))
+            for (row, column), value in np.ndenumerate(matrix):
+                colour = "white" if value > peak / 2 else "black"
+                axes.text(column, row, str(value), ha="center", va="center", color=colour, fontsize=8)
         axes.set_title(f"{title}: accuracy {metrics['accuracy']:.1%} on {metrics['images']} images")
         axes.set_xlabel("predicted")
         axes.set_ylabel("true")
@@ -112,20 +129,3 @@ def confusion_png(metrics: dict[str, Any], path: Path, title: str) -> None:
         figure.savefig(path, dpi=100)
     finally:
         plt.close(figure)
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    publish: bool
-    reason: str
-
-
-def gate(candidate: float, current: float | None, margin: float, force: bool) -> GateDecision:
-    if current is None:
-        return GateDecision(True, f"no current model to compare with; candidate accuracy {candidate:.1%}")
-    verdict = f"candidate {candidate:.1%} vs current {current:.1%} (margin {margin:.1%})"
-    if candidate >= current + margin:
-        return GateDecision(True, f"published: {verdict}")
-    if force:
-        return GateDecision(True, f"published by --force although it does not beat the current model: {verdict}")
-    return GateDecision(False, f"not published: {verdict}")

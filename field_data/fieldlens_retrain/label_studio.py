@@ -3,8 +3,8 @@
 Out (``fieldlens label export --format label-studio``): one task per field image, its image
 URL (``s3://`` for a bucket's pairs, which Label Studio's S3 storage signs; the labelling
 page's image URL for a local directory) and the model's suggestions as a pre-annotation
-(``predictions`` with the model's version and the top-1 confidence as its score). The image id
-travels in ``data.fieldlens_id``.
+(``predictions`` with the model's version and the top-1 confidence as its score). The image's key
+(``Pair.key``: ``<thing>/<image id>`` from a bucket) travels in ``data.fieldlens_id``.
 
 In (``fieldlens label import export.json``): Label Studio's JSON export. Each task's latest
 annotation that was not cancelled gives the label; a task nobody annotated gives none.
@@ -42,8 +42,8 @@ def tasks(directories: list[FieldDataDir], image_url: Callable[[Pair, Sidecar], 
             task: dict[str, Any] = {
                 "data": {
                     "image": image_url(pair, sidecar),
-                    "fieldlens_id": pair.image_id,
-                    "thing": sidecar.thing,
+                    "fieldlens_id": pair.key,
+                    "thing": pair.thing or sidecar.thing,
                     "captured": sidecar.timestamp,
                 }
             }
@@ -68,7 +68,7 @@ def tasks(directories: list[FieldDataDir], image_url: Callable[[Pair, Sidecar], 
 
 
 def read_export(document: list[Any]) -> dict[str, str]:
-    """image id -> label from Label Studio's JSON export; ValueError naming the task that is malformed."""
+    """image key -> label from Label Studio's JSON export; ValueError naming the task that is malformed."""
     labels = {}
     for task in document:
         if not isinstance(task, dict) or not isinstance(task.get("data"), dict):

@@ -6,6 +6,7 @@ the package is published (moved to ``<out>/<version>``) only when the gate says 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -16,10 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fieldlens_core.atomic import atomic_write
+from fieldlens_core.messages import utc_timestamp
 from fieldlens_core.model_package import ModelPackage, current_package, load_package, write_card
 from fieldlens_retrain.dataset import Manifest, read_manifest
+from fieldlens_retrain.decisions import append_decision
 from fieldlens_retrain.embeddings import EmbeddingCache
-from fieldlens_retrain.evaluate import GateDecision, PredictionCache, confusion_png, gate, predict_files, score
+from fieldlens_retrain.evaluate import PredictionCache, confusion_png, predict_files, score
+from fieldlens_retrain.gate import DEFAULT_RULES, GateDecision, GateRules, gate, paired_outcomes
+from fieldlens_retrain.learning_curve import LearningCurve, curve_png
 from fieldlens_retrain.train import DEFAULT_SETTINGS, TrainSettings, next_version, retrain
 
 if TYPE_CHECKING:
@@ -36,20 +41,35 @@ class RetrainReport:
     current: dict[str, Any] | None
     package: Path | None
     report_dir: Path
+    evaluated_on: dict[str, Any] = field(default_factory=dict)
+    """The images both models were scored on: how many, and a hash of their contents' hashes."""
+    dataset_notes: list[str] = field(default_factory=list)
+    curve: LearningCurve | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
     embedded: int = 0
     reused: int = 0
+    memory_peak_mb: float = 0.0
+    parent_version: str | None = None
 
     def summary(self) -> list[str]:
-        current = f"{self.current['accuracy']:.1%}" if self.current else "n/a"
-        return [
-            f"candidate {self.version}: accuracy {self.candidate['accuracy']:.1%} on {self.candidate['images']} "
-            f"held-out images (current model: {current})",
+        on = f"{self.candidate['images']} validation images (set {self.evaluated_on.get('set', '?')})"
+        current = f"; current model {self.current['accuracy']:.1%} on the same images" if self.current else ""
+        lines = [
+            f"candidate {self.version}: accuracy {self.candidate['accuracy']:.1%} on {on}{current}",
             self.decision.reason,
-            f"embedded {self.embedded} new images, reused {self.reused} cached; "
-            + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings_s.items()),
-            f"report: {self.report_dir}" + (f"; package: {self.package}" if self.package else ""),
+            self.decision.sentence(),
         ]
+        if self.curve is not None:
+            lines.append(self.curve.sentence())
+        lines += self.dataset_notes
+        if self.timings_s:
+            lines.append(
+                f"embedded {self.embedded} new images, reused {self.reused} cached; "
+                + ", ".join(f"{k} {v:.1f}s" for k, v in self.timings_s.items())
+                + f"; memory peak {self.memory_peak_mb:.0f} MB"
+            )
+        lines.append(f"report: {self.report_dir}" + (f"; package: {self.package}" if self.package else ""))
+        return lines
 
 
 def run_retrain(
@@ -57,8 +77,7 @@ def run_retrain(
     out_dir: Path,
     current_dir: Path | None,
     cache_dir: Path,
-    margin: float = 0.02,
-    force: bool = False,
+    rules: GateRules = DEFAULT_RULES,
     settings: TrainSettings = DEFAULT_SETTINGS,
     name: str | None = None,
     on_stage: Callable[[str], None] | None = None,
@@ -73,10 +92,19 @@ def run_retrain(
     if on_stage is not None:
         on_stage("evaluating")
     predictions = PredictionCache(cache_dir)
-    report = publish_candidate(manifest, result.package_dir, out_dir, current_dir, margin, force, predictions)
+    report = publish_candidate(manifest, result.package_dir, out_dir, current_dir, rules, predictions, result.curve)
     report.timings_s, report.embedded, report.reused = result.timings_s, result.embedded, result.reused
-    write_report(report, manifest)
+    report.memory_peak_mb = memory_peak_mb()
+    write_report(report, manifest)  # again, now with the training's figures: the same document, completed
     return report
+
+
+def memory_peak_mb() -> float:
+    """This process's peak resident memory (the retrain's bound: it must not grow with the
+    current model's class count, README "The gate")."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def run_sagemaker_retrain(
@@ -86,8 +114,7 @@ def run_sagemaker_retrain(
     current_dir: Path | None,
     epochs: int,
     seed: int,
-    margin: float = 0.02,
-    force: bool = False,
+    rules: GateRules = DEFAULT_RULES,
     report: Callable[[str], None] = log.info,
 ) -> RetrainReport:
     """Train a candidate on SageMaker, then version, evaluate, gate and publish it here, as a local
@@ -97,7 +124,7 @@ def run_sagemaker_retrain(
     out_dir.mkdir(parents=True, exist_ok=True)
     candidate = runner.fetch(job, Path(tempfile.mkdtemp(prefix=".sagemaker-", dir=out_dir)))
     reversion(candidate, current_package(current_dir))
-    return publish_candidate(manifest, candidate, out_dir, current_dir, margin, force)
+    return publish_candidate(manifest, candidate, out_dir, current_dir, rules)
 
 
 def reversion(candidate: Path, parent: ModelPackage | None) -> None:
@@ -113,39 +140,59 @@ def publish_candidate(
     candidate_dir: Path,
     out_dir: Path,
     current_dir: Path | None,
-    margin: float,
-    force: bool,
+    rules: GateRules,
     predictions: PredictionCache | None = None,
+    curve: LearningCurve | None = None,
 ) -> RetrainReport:
-    """Evaluate a candidate package against the current model on held-out field images; publish it if it wins."""
+    """Score the candidate and the current model on the same held-out field images, gate the
+    candidate, log the verdict, and publish the candidate if the gate (or ``rules.force``) says so."""
     parent = current_package(current_dir)
-    holdout = manifest.select("val", ("field",)) or manifest.select("val")
+    holdout = manifest.holdout()
     images, truth = [(e.sha256, Path(e.path)) for e in holdout], [e.label for e in holdout]
+    evaluated_on = {
+        "images": len(images),
+        "set": hashlib.sha256("".join(sorted(sha for sha, _ in images)).encode()).hexdigest()[:12],
+        "dataset": manifest.sha256,
+    }
 
     def top1(model_dir: Path) -> list[str]:
         if predictions is None:
             return predict_files(model_dir, [path for _, path in images])
         return predictions.top1(model_dir, images)
 
-    candidate = score(truth, top1(candidate_dir), manifest.labels)
-    current = score(truth, top1(parent.directory), manifest.labels) if parent and holdout else None
-    decision = gate(candidate["accuracy"], current["accuracy"] if current else None, margin, force)
+    candidate_top1 = top1(candidate_dir)
+    candidate = score(truth, candidate_top1, manifest.labels)
+    current, paired = None, None
+    if parent and holdout:
+        current_top1 = top1(parent.directory)
+        current = score(truth, current_top1, manifest.labels)
+        paired = paired_outcomes(truth, candidate_top1, current_top1)
+    decision = gate(candidate, current, rules, manifest.val_percent, paired)
 
     card = load_package(candidate_dir).card
     metrics = {
         **card.metrics,
         "accuracy": candidate["accuracy"],
         "holdout_images": candidate["images"],
+        "evaluated_on": evaluated_on,
         "per_class": candidate["per_class"],
         "current_model_accuracy": current["accuracy"] if current else None,
+        "gate": decision.verdict,
+        "validated": decision.validated,
+        "forced": decision.forced,
     }
-    card = write_card(candidate_dir, {**card.model_dump(exclude={"files"}), "metrics": metrics})
+    if curve is not None:
+        metrics["learning_curve"] = curve.to_json()
+    version = unused_version(card.version, out_dir)
+    card = write_card(candidate_dir, {**card.model_dump(exclude={"files"}), "version": version, "metrics": metrics})
 
     report_dir = out_dir / "reports" / card.version
     report_dir.mkdir(parents=True, exist_ok=True)
     confusion_png(candidate, report_dir / "confusion-candidate.png", f"candidate {card.version}")
     if current and parent:
         confusion_png(current, report_dir / "confusion-current.png", f"current {parent.card.version}")
+    if curve is not None and curve.points:
+        curve_png(curve, report_dir / "learning-curve.png", f"candidate {card.version}: learning curve")
     package = None
     if decision.publish:
         package = out_dir / card.version
@@ -154,21 +201,89 @@ def publish_candidate(
         candidate_dir.rename(package)
     else:
         shutil.rmtree(candidate_dir, ignore_errors=True)
-    report = RetrainReport(card.version, decision, candidate, current, package, report_dir)
-    write_report(report, manifest, card.parent_version)
+    report = RetrainReport(
+        card.version, decision, candidate, current, package, report_dir, evaluated_on, dataset_notes(manifest), curve
+    )
+    report.parent_version = card.parent_version
+    write_report(report, manifest)
+    append_decision(
+        out_dir,
+        {
+            "time": utc_timestamp(),
+            "candidate": card.version,
+            "current": parent.card.version if parent else None,
+            "dataset": manifest.sha256,
+            "evaluated_on": evaluated_on,
+            "candidate_accuracy": candidate["accuracy"],
+            "current_accuracy": current["accuracy"] if current else None,
+            "verdict": decision.verdict,
+            "published": decision.publish,
+            "validated": decision.validated,
+            "forced": decision.forced,
+            "regressed": list(decision.regressed),
+            "reason": decision.reason,
+            "sentence": decision.sentence(),
+        },
+    )
     return report
 
 
-def write_report(report: RetrainReport, manifest: Manifest, parent_version: str | None = None) -> None:
+def unused_version(version: str, out_dir: Path) -> str:
+    """``version``, or the next patch number no candidate under ``out_dir`` has taken: two retrains
+    from one current model would otherwise share a version, and the second's report would replace
+    the first's (a published 2.0.0 shown as rejected)."""
+    major, minor, patch = (int(part) for part in version.split("."))
+    while (out_dir / "reports" / version).exists() or (out_dir / version).exists():
+        patch += 1
+        version = f"{major}.{minor}.{patch}"
+    return version
+
+
+def dataset_notes(manifest: Manifest) -> list[str]:
+    """What the dataset build left out or changed, in sentences (classes, conflicts)."""
+    notes = []
+    if manifest.parent_labels and manifest.dropped_classes:
+        kept = manifest.parent_labels - len(manifest.dropped_classes)
+        shown = ", ".join(manifest.dropped_classes[:5]) + (" …" if len(manifest.dropped_classes) > 5 else "")
+        notes.append(
+            f"classes: {len(manifest.labels)}, the current model's {kept} of {manifest.parent_labels} with training "
+            f"images plus {len(manifest.labels) - kept} new; dropped {len(manifest.dropped_classes)} with no "
+            f"training images ({shown})"
+        )
+    if manifest.untrained_classes:
+        notes.append(f"left out, validation images only: {', '.join(manifest.untrained_classes[:10])}")
+    if manifest.conflicts:
+        notes.append(
+            f"{len(manifest.conflicts)} photo(s) left out: identical copies with different labels "
+            f"(`fieldlens dataset build` lists them)"
+        )
+    return notes
+
+
+def write_report(report: RetrainReport, manifest: Manifest) -> None:
     document = {
         "version": report.version,
-        "parent_version": parent_version,
+        "parent_version": report.parent_version,
         "dataset": manifest.sha256,
+        "evaluated_on": report.evaluated_on,
         "published": report.decision.publish,
+        "verdict": report.decision.verdict,
+        "validated": report.decision.validated,
+        "forced": report.decision.forced,
         "reason": report.decision.reason,
+        "sentence": report.decision.sentence(),
+        "class_changes": [
+            {"label": c.label, "support": c.support, "candidate": c.candidate, "current": c.current}
+            for c in report.decision.changes
+        ],
+        "regressed": list(report.decision.regressed),
+        "short_of": dict(report.decision.short_of),
+        "learning_curve": report.curve.to_json() if report.curve else None,
+        "dataset_notes": report.dataset_notes,
         "candidate": report.candidate,
         "current": report.current,
         "timings_s": report.timings_s,
+        "memory_peak_mb": round(report.memory_peak_mb, 1),
         "embedded": report.embedded,
         "reused": report.reused,
     }

@@ -37,6 +37,7 @@ from fieldlens_core.model_package import ModelCard, ModelPackage
 from fieldlens_retrain.backbone import ARCHITECTURE, FEATURE_DIM, INPUT_SPEC, load_backbone
 from fieldlens_retrain.dataset import Manifest
 from fieldlens_retrain.embeddings import VIEWS, EmbeddingCache, stack
+from fieldlens_retrain.learning_curve import LearningCurve, learning_curve
 from fieldlens_retrain.packaging import write_package
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class TrainResult:
     timings_s: dict[str, float]
     embedded: int
     reused: int
+    curve: LearningCurve | None = None
 
 
 def pick_device() -> str:
@@ -241,6 +243,18 @@ def retrain(
     timings["train"] = time.perf_counter() - started
 
     started = time.perf_counter()
+    validation = manifest.holdout()  # the gate's images: the curve and the verdict speak of the same ones
+    curve = learning_curve(
+        features.reshape(len(train), len(VIEWS), -1),
+        per_image,
+        stack(embeddings, [e.sha256 for e in validation], views=False) if validation else np.zeros((0, FEATURE_DIM)),
+        np.array([index[e.label] for e in validation], dtype=int),
+        lambda f, t: head_trainer(f, t, len(manifest.labels), settings, share),
+        settings.seed,
+    )
+    timings["curve"] = time.perf_counter() - started
+
+    started = time.perf_counter()
     stage("exporting")
     network = load_backbone(num_classes=len(manifest.labels))
     network._fc = head_module(weight, bias, centres, settings.prototype_scale, share)
@@ -274,4 +288,26 @@ def retrain(
         },
     )
     timings["export"] = time.perf_counter() - started
-    return TrainResult(package_dir, card, timings, cache.computed - computed_before, cache.reused - reused_before)
+    return TrainResult(
+        package_dir, card, timings, cache.computed - computed_before, cache.reused - reused_before, curve
+    )
+
+
+def head_trainer(
+    features: np.ndarray, targets: np.ndarray, classes: int, settings: TrainSettings, share: float
+) -> Callable[[np.ndarray], np.ndarray]:
+    """Train a head as :func:`retrain` does on (images, views, dim) features, with a fixed linear share;
+    returns its top-1 class index for (n, dim) queries (the learning curve's measure)."""
+    import torch
+
+    flat = features.reshape(-1, features.shape[-1])
+    repeated = np.repeat(targets, features.shape[1])
+    weight, bias = train_head(flat, repeated, classes, settings)
+    centres = prototypes(flat, repeated, classes) if settings.head == "blend" else None
+    head = head_module(weight, bias, centres, settings.prototype_scale, share)
+
+    def predict(queries: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return np.asarray(head(torch.from_numpy(np.ascontiguousarray(queries, np.float32))).argmax(1).numpy())
+
+    return predict

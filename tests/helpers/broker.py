@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import os
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,14 +45,6 @@ class Certificates:
     """Self-signed by a stranger: as ``--ca``, the broker is not trusted; as ``--cert``, we are not."""
     other_key: Path
     client_name: str
-
-
-def _accepting(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 def _openssl(*arguments: str) -> None:
@@ -121,7 +112,7 @@ class TlsMosquitto:
         self._log: IO[str] = self.log_path.open("w")
         self._process = subprocess.Popen([binary, "-c", str(config)], stderr=self._log, stdout=self._log)
         try:
-            wait_until(lambda: self._process.poll() is not None or _accepting(self.port), 10, "mosquitto with TLS")
+            wait_until(self._started, 10, "mosquitto with TLS")
         except AssertionError:
             self.stop()
             raise
@@ -139,6 +130,10 @@ class TlsMosquitto:
         if client_cert:
             flags += ["--cert", str(self.certificates.client_cert), "--key", str(self.certificates.client_key)]
         return flags
+
+    def _started(self) -> bool:
+        """It has exited (the wait then says so), or it accepts connections."""
+        return self._process.poll() is not None or brokers.accepting(self.port)
 
     def stop(self) -> None:
         if self._process.poll() is None:

@@ -74,15 +74,14 @@ def export_tasks(field: Path | str, out: Path, model: Path, *extra: str) -> None
     assert main([*arguments, "--model", str(model), *extra]) == 0
 
 
-def import_export(export: Path, field: Path, model: Path) -> None:
-    """`fieldlens label import EXPORT --new-labels`, as a user runs it on Label Studio's export."""
-    arguments = ["label", "import", str(export), "--field-data", str(field), "--model", str(model), "--new-labels"]
+def import_export(export: Path, field: Path) -> None:
+    """`fieldlens label import EXPORT`, as a user runs it on Label Studio's export (its classes are new)."""
+    arguments = ["label", "import", str(export), "--field-data", str(field)]
     assert main(arguments) == 0
 
 
 def import_csv(field: Path, labels: dict[str, str]) -> None:
-    """`fieldlens label import labels.csv --new-labels`, as a user runs it: writes the CSV beside ``field``."""
+    """`fieldlens label import labels.csv`, as a user runs it: writes the CSV beside ``field``."""
     csv = field.parent / "labels.csv"
     csv.write_text("key,label\n" + "".join(f"{image_id},{label}\n" for image_id, label in labels.items()))
-    arguments = ["label", "import", str(csv), "--field-data", str(field), "--model", str(field.parent / "no-model")]
-    assert main([*arguments, "--new-labels"]) == 0
+    assert main(["label", "import", str(csv), "--field-data", str(field)]) == 0

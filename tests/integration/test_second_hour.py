@@ -179,14 +179,14 @@ def test_label_import_says_which_keys_name_no_image(person: tuple[Path, dict[str
     cwd = person[0]
     kept = keep_images(cwd / "field", 2)
     (cwd / "typos.csv").write_text("key,label\nnot-an-image,hen\nnor-this,duck\n")
-    none = fieldlens(person, "label", "import", "typos.csv", "--field-data", "field", "--new-labels")
+    none = fieldlens(person, "label", "import", "typos.csv", "--field-data", "field")
     assert none.code == ExitCode.NOT_FOUND
     assert "2 of 2 keys in typos.csv name no image" in none.line and "nor-this, not-an-image" in none.line
     (cwd / "some.csv").write_text(f"key,label\n{kept[0].image_id},hen\nnot-an-image,hen\n")
-    some = fieldlens(person, "label", "import", "some.csv", "--field-data", "field", "--new-labels")
+    some = fieldlens(person, "label", "import", "some.csv", "--field-data", "field")
     assert some.code == 0 and "labelled 1 images" in some.out and "not-an-image" in some.err
     (cwd / "headless.csv").write_text(f"{kept[0].image_id},hen\n")
-    headless = fieldlens(person, "label", "import", "headless.csv", "--field-data", "field", "--new-labels")
+    headless = fieldlens(person, "label", "import", "headless.csv", "--field-data", "field")
     assert headless.code == ExitCode.INVALID_INPUT and "header key,label" in headless.line
 
 

@@ -290,6 +290,8 @@ def test_the_retrain_loop_demo_improves_field_accuracy(tmp_path: Path) -> None:
     assert change and float(change.group(1)) >= 10 and after and float(after.group(1)) >= 50, result.stdout
     assert "reloaded it with no restart" in result.stdout and "the dataset's ground truth stands in" in result.stdout
     assert "through the labelling page's HTTP API" in result.stdout
+    # which classes improved, in a sentence, on the gate's validation images and on the held-out photos
+    assert result.stdout.count("Improved: recall of") == 2 and "on the same" in result.stdout, result.stdout
 
 
 def test_serve_stops_when_a_component_stays_disconnected(

@@ -92,8 +92,8 @@ def _edge(work: Path) -> tuple[Any, Any, Any]:
     def field_image() -> None:
         image_id = next((work / "field").rglob("*.json")).stem
         Uploader(work / "field", LocalDirectoryDestination(work / "bucket"), "t").drain()
-        import_labels(work / "field", {image_id: "red"}, None, True)
-        build_manifest(work / "field", {}, None, None, True)
+        import_labels(work / "field", {image_id: "red"})
+        build_manifest(work / "field", {}, None, None)
 
     def close() -> None:
         classifier.stop()
@@ -112,12 +112,19 @@ def _retrain(work: Path) -> Any:
     from fieldlens_retrain.dataset import build_manifest, write_manifest
     from fieldlens_retrain.pipeline import run_retrain
 
+    try:
+        from fieldlens_retrain.gate import GateRules
+
+        forced: dict[str, Any] = {"rules": GateRules(force=True)}
+    except ImportError:  # before the gate had its rules
+        forced = {"force": True}
+
     images, labels = fashion.load("t10k")
     fashion.write_studio(work / "base", images, labels, fashion.pick(labels, 4, np.random.default_rng(1)))
 
     def retrain() -> None:
-        write_manifest(build_manifest(None, {}, work / "base", None, new_labels=True), work / "m.json")
-        run_retrain(work / "m.json", work / "models", None, work / "cache", force=True)
+        write_manifest(build_manifest(None, {}, work / "base", None), work / "m.json")
+        run_retrain(work / "m.json", work / "models", None, work / "cache", **forced)
 
     return retrain
 

@@ -13,9 +13,9 @@ from pydantic import BaseModel
 from fieldlens_classifier.config import ClassifierConfig
 from fieldlens_classifier.status import status_routes
 from fieldlens_core import topics
-from fieldlens_core.bus import topic_matches
 from fieldlens_inference.config import InferenceServiceConfig
 from fieldlens_uploader.config import UploaderConfig
+from tests.helpers.nucleus import access
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT.parent / "shared" / "greengrass" / "recipe_schema.json"
@@ -80,34 +80,34 @@ def access_control(name: str) -> dict[str, Any]:
     return control
 
 
-SERVICES = {"iot_core": "aws.greengrass.ipc.mqttproxy", "local": "aws.greengrass.ipc.pubsub"}
+SERVICES = {"iot_core": access.MQTT_PROXY, "local": access.PUB_SUB}
 OPERATIONS = {
     ("iot_core", "subscribe"): "aws.greengrass#SubscribeToIoTCore",
     ("iot_core", "publish"): "aws.greengrass#PublishToIoTCore",
     ("local", "subscribe"): "aws.greengrass#SubscribeToTopic",
     ("local", "publish"): "aws.greengrass#PublishToTopic",
 }
+THING = "coop-7"  # the nucleus sees the thing's own name in a topic; it never replaces one in accessControl
 
 
 def authorised(name: str, scope: str, action: str, topic: str) -> bool:
-    """What the nucleus decides: a policy of the scope's service allows the operation on a matching resource."""
-    operation = OPERATIONS[(scope, action)]
-    policies = access_control(name).get(SERVICES[scope], {}).values()
-    return any(
-        operation in policy["operations"] and any(topic_matches(r, topic) for r in policy["resources"])
-        for policy in policies
-    )
+    """What the nucleus decides (MQTT wildcards for IoT Core only), as the test nucleus evaluates it."""
+    return access.is_authorized(default_configuration(name), SERVICES[scope], OPERATIONS[(scope, action)], topic)
 
 
 @pytest.mark.parametrize("name", ["fieldlens.Classifier", "fieldlens.Uploader"])
-def test_access_control_names_exact_topics_and_wildcards_only_under_the_reply_prefix(name: str) -> None:
+def test_access_control_names_exact_topics_and_wildcards_only_for_replies_and_the_things_status(name: str) -> None:
     prefix = default_configuration("fieldlens.Classifier")["replyTopicPrefix"]
+    wildcards = {
+        access.MQTT_PROXY: {prefix + "#", "/status/field-data/+"},
+        access.PUB_SUB: {prefix + "*", "/status/field-data/*"},
+    }
     for service, policies in access_control(name).items():
         assert service in SERVICES.values()
         for policy in policies.values():
             assert policy["resources"] and "*" not in policy["resources"]
             for resource in policy["resources"]:
-                assert "+" not in resource and ("#" not in resource or resource == prefix + "#"), resource
+                assert not set("+#*{") & set(resource) or resource in wildcards[service], resource
             assert all(op.startswith("aws.greengrass#") for op in policy["operations"])
 
 
@@ -142,17 +142,17 @@ def test_every_topic_the_classifier_uses_is_authorised_and_nothing_wider(options
         assert authorised("fieldlens.Classifier", scope, "subscribe", request_topic), request_topic
         assert authorised("fieldlens.Classifier", scope, "publish", answer_topic), answer_topic
     assert not authorised("fieldlens.Classifier", scope, "subscribe", "/request/status/another-name")
-    uploads = UploaderConfig(thing_name="{iot:thingName}").effective_status_topic  # what the classifier relays
-    assert uploads == topics.upload_status_topic("{iot:thingName}")
+    uploads = UploaderConfig(thing_name=THING).effective_status_topic  # what the classifier relays
+    assert uploads == topics.upload_status_topic(THING)
     assert authorised("fieldlens.Classifier", scope, "subscribe", uploads)
-    assert not authorised("fieldlens.Classifier", scope, "subscribe", "/status/field-data/other-thing")
+    assert scope == "local" or not authorised("fieldlens.Classifier", scope, "subscribe", uploads + "/deeper")
 
 
 @pytest.mark.parametrize("scope", ["iot_core", "local"])
 def test_the_uploaders_status_topic_is_authorised_in_either_scope(scope: str) -> None:
-    status = UploaderConfig(thing_name="{iot:thingName}").effective_status_topic
+    status = UploaderConfig(thing_name=THING).effective_status_topic
     assert authorised("fieldlens.Uploader", scope, "publish", status)
-    assert not authorised("fieldlens.Uploader", scope, "publish", "/status/field-data/other-thing")
+    assert not authorised("fieldlens.Uploader", scope, "publish", "/status/elsewhere/" + THING)
 
 
 def default_configuration(name: str) -> dict[str, Any]:

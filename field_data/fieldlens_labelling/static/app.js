@@ -13,11 +13,25 @@ const S = {
 function queue(action) { S.chain = S.chain.then(action).catch((error) => message(String(error), "error")); }
 const $ = (id) => document.getElementById(id);
 
+// The session has two halves (security.py): an HttpOnly cookie, which the browser also sends to
+// every other server on this host, and this key, which signing in put in the page and which is
+// kept in this origin's storage, which browsers keep apart by port. Neither works alone.
+const SESSION = "fieldlens-session";
+(function signIn() {
+  const meta = document.querySelector(`meta[name="${SESSION}"]`);
+  if (!meta) return;
+  localStorage.setItem(SESSION, meta.content);
+  history.replaceState(null, "", "/" + location.hash); // the sign-in token leaves the address bar
+})();
+const sessionKey = () => localStorage.getItem(SESSION) || "";
+const picture = (path) => `${path}?session=${encodeURIComponent(sessionKey())}`;
+
 async function api(path, body) {
+  const headers = { "X-Fieldlens-Session": sessionKey() };
   const options = body === undefined ? {} : {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+    method: "POST", headers: { ...headers, "Content-Type": "application/json" }, body: JSON.stringify(body),
   };
-  const response = await fetch(path, { credentials: "same-origin", ...options });
+  const response = await fetch(path, { credentials: "same-origin", headers, ...options });
   const data = await response.json();
   return { status: response.status, data };
 }
@@ -75,7 +89,7 @@ function choices() {
   const starts = labels.filter((l) => l.toLowerCase().startsWith(lower));
   const contains = labels.filter((l) => !l.toLowerCase().startsWith(lower) && l.toLowerCase().includes(lower));
   const found = [...new Set([...starts, ...contains])].slice(0, 50).map((label) => ({ label }));
-  if (S.state.allow_new_labels && !labels.includes(text)) found.push({ label: text, isNew: true });
+  if (!labels.includes(text)) found.push({ label: text, isNew: true });
   return found;
 }
 
@@ -100,7 +114,7 @@ function render() {
     $("choices").replaceChildren();
     return;
   }
-  photo.src = `/api/images/${item.id}`;
+  photo.src = picture(`/api/images/${encodeURIComponent(item.id)}`);
   const state = item.excluded ? "unusable" : item.label ? `labelled ${item.label}` : "not labelled";
   $("info").textContent =
     `${S.pos + 1} of ${S.items.length} · ${state}\n${item.thing} · ${item.timestamp}\nkept: ${item.reason}`;
@@ -282,7 +296,7 @@ function renderGrid() {
       (item.label || item.excluded ? " done" : "");
     cell.dataset.id = item.id;
     const img = document.createElement("img");
-    img.src = `/api/thumbnails/${item.id}`;
+    img.src = picture(`/api/thumbnails/${encodeURIComponent(item.id)}`);
     img.alt = item.id;
     const caption = document.createElement("span");
     caption.textContent = item.excluded ? "unusable" : item.label || item.prediction || "";
@@ -316,7 +330,7 @@ function gridLabel(text) {
   const lower = text.toLowerCase();
   const found = labels.find((l) => l.toLowerCase().startsWith(lower)) || labels.find((l) => l.toLowerCase().includes(lower));
   if (found) return found;
-  return S.state.allow_new_labels ? text : null;
+  return text;  // a new class: the next retrain learns it
 }
 
 async function labelSelection(label, excluded) {
@@ -369,7 +383,30 @@ async function loadModels() {
   const none = document.createElement("p");
   none.textContent = "No gate reports yet: label some images, then Retrain.";
   $("reports").replaceChildren(...(data.reports.length ? data.reports.map((r) => renderReport(r, data.current)) : [none]));
+  renderConflicts(r.conflicts || []);
+  renderDecisions(data.decisions || []);
   if (r.state === "running") setTimeout(loadModels, 1000);
+}
+
+function renderConflicts(conflicts) {
+  // identical photos given different labels: left out of training until a person relabels them
+  const list = $("conflicts");
+  list.hidden = !conflicts.length;
+  list.replaceChildren(...conflicts.map((c) => {
+    const item = document.createElement("li");
+    item.textContent = `left out, the same photo labelled ${c.labels.join(" and ")}: ${c.keys.join(", ")}`;
+    return item;
+  }));
+}
+
+function renderDecisions(decisions) {
+  $("decisions").replaceChildren(...decisions.map((d) => {
+    const item = document.createElement("li");
+    const on = d.evaluated_on ? ` on ${d.evaluated_on.images} images (set ${d.evaluated_on.set})` : "";
+    const forced = d.forced ? ", forced" : "";
+    item.textContent = `${d.time} ${d.candidate} vs ${d.current || "none"}${on}: ${d.verdict}${forced}. ${d.sentence || ""}`;
+    return item;
+  }));
 }
 
 function cell(row, text, tag = "td") {
@@ -383,9 +420,14 @@ function renderReport(report, current) {
   box.className = "report";
   const title = document.createElement("h3");
   const before = report.current ? `${(100 * report.current.accuracy).toFixed(1)}%` : "n/a";
-  title.textContent = `${report.version}: ${(100 * report.candidate.accuracy).toFixed(1)}% (current model ${before})`;
+  const on = report.evaluated_on ? ` on ${report.evaluated_on.images} images (set ${report.evaluated_on.set})` : "";
+  title.textContent = `${report.version}: ${(100 * report.candidate.accuracy).toFixed(1)}% vs current model ${before}${on}`;
   const reason = document.createElement("p");
   reason.textContent = report.reason;
+  const said = [report.sentence, report.learning_curve && report.learning_curve.sentence, ...(report.dataset_notes || [])];
+  if (!report.comparable) said.unshift("Not comparable with the other reports: they were scored on other images.");
+  if (report.published && report.validated === false) said.unshift("Published unvalidated (forced).");
+  const notes = said.filter(Boolean).map((text) => { const p = document.createElement("p"); p.className = "note"; p.textContent = text; return p; });
   const table = document.createElement("table");
   const head = document.createElement("tr");
   ["class", "precision", "recall", "images"].forEach((name) => cell(head, name, "th"));
@@ -395,11 +437,11 @@ function renderReport(report, current) {
     [label, m.precision.toFixed(2), m.recall.toFixed(2), String(m.support)].forEach((t) => cell(row, t));
     table.append(row);
   }
-  box.append(title, reason, table);
-  for (const picture of report.pictures) {
+  box.append(title, reason, ...notes, table);
+  for (const name of report.pictures) {
     const img = document.createElement("img");
-    img.src = `/api/reports/${report.version}/${picture}`;
-    img.alt = picture;
+    img.src = picture(`/api/reports/${report.version}/${name}`);
+    img.alt = name;
     box.append(img);
   }
   if (report.installable && !(current && current.version === report.version)) {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import threading
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from fieldlens_classifier.admission import Admission
 from fieldlens_classifier.config import ClassifierConfig
 from fieldlens_classifier.service import Classifier
 from fieldlens_core.bus import Message
@@ -195,7 +197,9 @@ def test_a_burst_of_10000_holds_at_most_queue_size_and_answers_everything_it_adm
     tmp_path: Path, socket_dir: Path
 ) -> None:
     gate = GatedInference()
-    config = make_config(tmp_path, socket_dir / "unused.sock", workers=2, queue_size=50, sampling={"strategies": []})
+    config = make_config(  # a budget no wait here reaches: the gate's real-time hold is not the point
+        tmp_path, socket_dir / "unused.sock", workers=2, queue_size=50, max_wait_ms=600_000, sampling={"strategies": []}
+    )
     rig = Rig(config, TestPatternCamera(32, 32), gate)
     try:
         for n in range(10_000):  # the in-memory bus delivers each on this thread: admission decides at once
@@ -645,4 +649,45 @@ def test_the_reply_prefix_can_hold_the_thing_name_as_the_fleet_policy_does(
         assert "'/response/reply/coop-7/'" in refused["error"]["message"]
         assert rig.responses.topics == ["/response/reply/coop-7/console", RESPONSES]
     finally:
+        rig.classifier.stop()
+
+
+class ClockedInference(GatedInference):
+    """Each call takes ``service_s`` of an injected clock (the first waits for ``release`` too)."""
+
+    def __init__(self, clock: list[float], service_s: float) -> None:
+        super().__init__()
+        self.clock, self.service_s = clock, service_s
+
+    def classify(self, body: bytes, content_type: str = "image/jpeg", top_k: int = 5) -> InferenceResult:
+        result = super().classify(body, content_type, top_k)
+        self.clock[0] += self.service_s
+        return result
+
+
+def test_a_held_request_that_can_no_longer_be_answered_in_time_gets_busy_not_a_late_answer(
+    tmp_path: Path, socket_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """21 admitted at once with nothing measured yet; each takes 125 ms of a 1 s budget on one
+    worker: the first 8 are answered within it, the other 13 get BUSY when the worker reaches them
+    (before, they were answered up to 2.6 s after they were admitted). test_admission.py: the flood."""
+    clock = [0.0]
+    monkeypatch.setattr("fieldlens_classifier.service.Admission", functools.partial(Admission, clock=lambda: clock[0]))
+    inference = ClockedInference(clock, 0.125)
+    config = make_config(
+        tmp_path, socket_dir / "unused.sock", workers=1, queue_size=20, max_wait_ms=1000, sampling={"strategies": []}
+    )
+    rig = Rig(config, TestPatternCamera(32, 32), inference)
+    try:
+        for n in range(21):
+            rig.bus.publish(REQUESTS, f'{{"request_id": "r{n}"}}'.encode())
+        inference.release.set()
+        answered = rig.responses.wait_for(21)
+        assert [r["request_id"] for r in answered if "predictions" in r] == [f"r{n}" for n in range(8)]
+        late = [r["error"] for r in answered if "error" in r]
+        assert len(late) == 13 and all(e["code"] == "BUSY" for e in late)
+        assert late[0]["message"].startswith("waited 1000 ms for a worker; with 125 ms of work")
+        assert rig.classifier.admission.held == 0
+    finally:
+        inference.release.set()
         rig.classifier.stop()

@@ -29,9 +29,6 @@ def test_label_dataset_retrain_install(tmp_path: Path, capsys: pytest.CaptureFix
                 str(tmp_path / "labels.csv"),
                 "--field-data",
                 str(tmp_path / "field"),
-                "--model",
-                nothing,
-                "--new-labels",
             ]
         )
         == 0
@@ -45,7 +42,6 @@ def test_label_dataset_retrain_install(tmp_path: Path, capsys: pytest.CaptureFix
                 str(tmp_path / "field"),
                 "--base",
                 str(tmp_path / "base"),
-                "--new-labels",
                 "--model",
                 nothing,
                 "--out",
@@ -78,23 +74,13 @@ def test_label_dataset_retrain_install(tmp_path: Path, capsys: pytest.CaptureFix
     assert main(["model", "install", str(tmp_path / "models/1.0.0"), "--model-dir", str(tmp_path / "model")]) == 0
     assert resolve_package_dir(tmp_path / "model").name == "1.0.0"
 
-    # a label the installed model does not know is refused without --new-labels
+    # a class the installed model does not know is welcome: the next candidate learns it
     (tmp_path / "more.csv").write_text(f"key,label\n{kept[0].image_id},purple\n")
-    assert (
-        main(
-            [
-                "label",
-                "import",
-                str(tmp_path / "more.csv"),
-                "--field-data",
-                str(tmp_path / "field"),
-                "--model",
-                str(tmp_path / "model"),
-            ]
-        )
-        == 2
-    )
-    assert json.loads(kept[0].sidecar_path.read_text())["label"] == "red"
+    assert main(["label", "import", str(tmp_path / "more.csv"), "--field-data", str(tmp_path / "field")]) == 0
+    assert json.loads(kept[0].sidecar_path.read_text())["label"] == "purple"
+    (tmp_path / "more.csv").write_text(f"key,label\n{kept[1].image_id},pur\u202eple\n")
+    assert main(["label", "import", str(tmp_path / "more.csv"), "--field-data", str(tmp_path / "field")]) == 2
+    assert json.loads(kept[1].sidecar_path.read_text())["label"] == "red"
     assert (
         main(
             [
@@ -110,7 +96,8 @@ def test_label_dataset_retrain_install(tmp_path: Path, capsys: pytest.CaptureFix
         )
         == 0
     )
-    assert len(json.loads((tmp_path / "labels.json").read_text())["annotations"]) == 3
+    coco = json.loads((tmp_path / "labels.json").read_text())
+    assert len(coco["annotations"]) == 3 and {c["name"] for c in coco["categories"]} == {"red", "purple"}
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from fieldlens_core.errors import ModelPackageError
-from fieldlens_core.model import load_model, preprocess
+from fieldlens_core.int8_kernels import Int8Kernels
+from fieldlens_core.model import LoadedModel, load_model, preprocess
 from fieldlens_core.model_package import sha256_file
+from fieldlens_inference import model_manager
 from fieldlens_inference.model_manager import ModelManager
 from tests.helpers.images import solid_jpeg
 from tests.helpers.tiny_model import make_tiny_package, recard, tiny_onnx
@@ -99,3 +101,68 @@ def test_a_hot_reload_runs_the_same_check_and_keeps_the_old_model(
     assert not manager.check_for_update()
     assert manager.current is not None and manager.current.info["version"] == "1.0.0"
     assert "takes Nx3x32x32 images but the card's input is 16 px" in caplog.text
+
+
+EXACT = Int8Kernels(True, "aarch64: int8 kernels widen products into int32 (exact)")
+SATURATING = Int8Kernels(False, "x86_64 without AVX-512 VNNI or AVX-VNNI: ... which saturates")
+
+
+def on_a_cpu(monkeypatch: pytest.MonkeyPatch, kernels: Int8Kernels, timings: dict[str, float] | None = None) -> None:
+    """The manager as on a CPU whose int8 kernels are ``kernels``, each variant timing ``timings`` ms."""
+    monkeypatch.setattr(model_manager, "int8_kernels", lambda: kernels)
+    if timings is not None:
+        monkeypatch.setattr(model_manager, "time_per_image_ms", lambda m: timings[m.package.variant])
+
+
+def served(manager: ModelManager) -> LoadedModel:
+    manager.load_initial()
+    assert manager.current is not None
+    return manager.current
+
+
+def test_auto_serves_int8_where_its_kernels_are_exact_and_it_times_faster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_tiny_package(tmp_path, int8=True)
+    on_a_cpu(monkeypatch, EXACT, {"fp32": 41.3, "int8": 22.7})
+    caplog.set_level("INFO")
+    model = served(ModelManager(tmp_path))
+    assert model.package.variant == "int8"
+    assert model.choice is not None and "aarch64" in model.choice and "int8 22.7 ms, fp32 41.3 ms" in model.choice
+    assert f"int8: {model.choice}" in caplog.text  # the log says which and why
+
+
+def test_auto_serves_fp32_where_int8_is_exact_but_slower(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_tiny_package(tmp_path, int8=True)
+    on_a_cpu(monkeypatch, EXACT, {"fp32": 20.0, "int8": 30.0})
+    model = served(ModelManager(tmp_path))
+    assert model.package.variant == "fp32" and model.choice is not None and "fp32 is the faster" in model.choice
+
+
+def test_auto_serves_fp32_where_int8_saturates_without_loading_int8(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    make_tiny_package(tmp_path, int8=True)
+    on_a_cpu(monkeypatch, SATURATING)
+    (tmp_path / "model.int8.onnx").write_bytes(b"never loaded here")  # it would fail its hash if it were
+    model = served(ModelManager(tmp_path))
+    assert model.package.variant == "fp32" and model.choice is not None and "saturates" in model.choice
+
+
+def test_a_configured_int8_is_served_where_it_saturates_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_tiny_package(tmp_path, int8=True)
+    on_a_cpu(monkeypatch, SATURATING)
+    model = served(ModelManager(tmp_path, "int8"))
+    assert model.package.variant == "int8" and model.choice is not None and "configured" in model.choice
+    assert "serving int8 as configured, although" in caplog.text
+
+
+def test_reconfiguring_to_auto_chooses_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    make_tiny_package(tmp_path, int8=True)
+    on_a_cpu(monkeypatch, EXACT, {"fp32": 41.3, "int8": 22.7})
+    manager = ModelManager(tmp_path, "fp32")
+    assert served(manager).package.variant == "fp32"
+    manager.reconfigure("auto", 0)
+    assert manager.current is not None and manager.current.package.variant == "int8"

@@ -27,6 +27,7 @@ def test_classify(service: InferenceService, body: bytes, label: str) -> None:
 def test_ping_reports_the_model_and_services(service: InferenceService) -> None:
     reply = service.handle({"op": "ping"}, b"")
     assert reply["ok"] and reply["services"] == ["tiny"] and reply["model"]["name"] == "tiny-colour"
+    assert reply["variant"] == "fp32" and reply["variant_reason"] == "auto: the package has no int8 graph"
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from fieldlens_fielddata.directory import FieldDataDir, PairState
-from fieldlens_fielddata.sidecar import SidecarError, StaleSidecarError
+from fieldlens_fielddata.directory import FieldDataDir, PairState, date_path, device_directories, new_image_id
+from fieldlens_fielddata.sidecar import Observation, SidecarError, StaleSidecarError
+from fieldlens_fielddata.store import FieldStore
 from tests.helpers.field_data import START, keep_images
+from tests.helpers.images import solid_jpeg
 
 
 def test_pending_is_oldest_first_across_days_and_skips_receipts(tmp_path: Path) -> None:
@@ -103,3 +105,24 @@ def test_an_excluded_image_has_no_trusted_label_and_says_who_excluded_it(tmp_pat
     assert excluded.labeller == "ana"
     relabelled = directory.label(kept.image_id, "hen", "human")
     assert not relabelled.excluded and relabelled.trusted_label == "hen"
+
+
+def test_an_image_is_its_id_in_a_device_directory_and_thing_slash_id_in_a_mirror(tmp_path: Path) -> None:
+    image_id = new_image_id(START)
+    for root, thing in ((tmp_path / "device", "coop-1"), (tmp_path / "mirror" / "coop-1", "coop-1")):
+        FieldStore(root, thing).keep(image_id, START, solid_jpeg((1, 2, 3)), Observation())
+    FieldStore(tmp_path / "mirror" / "coop-2", "coop-1").keep(image_id, START, solid_jpeg((1, 2, 3)), Observation())
+    assert [p.key for d in device_directories(tmp_path / "device") for p in d.pairs()] == [image_id]
+    keys = [p.key for d in device_directories(tmp_path / "mirror") for p in d.pairs()]
+    assert keys == [f"coop-1/{image_id}", f"coop-2/{image_id}"]  # the directory's thing, not the sidecar's
+
+
+def test_a_copy_filed_under_another_date_is_not_listed(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A device can upload one; find() and label() never reach it, so no reader may trust its label."""
+    (kept,) = keep_images(tmp_path, 1)
+    elsewhere = tmp_path / date_path(START.replace(year=2020)) / kept.image_path.name
+    elsewhere.parent.mkdir(parents=True)
+    for path in (kept.image_path, kept.sidecar_path):
+        path.rename(elsewhere.with_suffix(path.suffix))
+    assert list(FieldDataDir(tmp_path).pairs()) == [] and list(FieldDataDir(tmp_path).read_all()) == []
+    assert "not under its date" in caplog.text

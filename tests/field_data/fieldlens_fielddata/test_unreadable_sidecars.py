@@ -26,7 +26,7 @@ from tests.helpers.field_data import keep_images
 def field(tmp_path: Path) -> tuple[Path, str]:
     """25 pairs, the sixth with a directory for a sidecar; returns the root and the broken image id."""
     kept = keep_images(tmp_path / "field", 25)
-    import_labels(tmp_path / "field", {k.image_id: "hen" for k in kept}, None, True)
+    import_labels(tmp_path / "field", {k.image_id: "hen" for k in kept})
     broken = kept[5]
     broken.sidecar_path.unlink()
     broken.sidecar_path.mkdir()

@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 from fieldlens_labelling.app import Settings, create_app
 from fieldlens_labelling.index import LabelIndex
 from fieldlens_labelling.models import DeskPaths, ModelDesk
+from fieldlens_labelling.security import Credentials
 from fieldlens_labelling.thumbnails import Thumbnails
 from tests.helpers.labelling import LABELS, import_csv, keep_predicted
 
@@ -19,10 +20,9 @@ TOKEN = "s3cret-token"
 BASE = "http://127.0.0.1:8080"
 
 
-def make_client(root: Path, cache: Path, new_labels: bool = False) -> TestClient:
+def make_client(root: Path, cache: Path) -> TestClient:
     settings = Settings(
         labels=list(LABELS),
-        allow_new_labels=new_labels,
         blank_label="blank",
         labeller="ana",
         model={"name": "m", "version": "1.0.0"},
@@ -62,10 +62,11 @@ def test_the_printed_url_signs_in_and_nothing_works_without_it(field: tuple[Path
     assert client.get("/").status_code == 401
     assert client.get("/?token=guess", follow_redirects=False).status_code == 401
     signed_in = client.get(f"/?token={TOKEN}", follow_redirects=False)
-    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/"
+    assert signed_in.status_code == 200 and "<title>fieldlens" in signed_in.text  # the page, with its session key
     cookie = signed_in.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie
-    assert client.get("/api/state").status_code == 200  # the cookie now
+    key = Credentials(TOKEN, 8080).session_key  # test_security.py: what the cookie and the key each do
+    assert client.get("/api/state", headers={"X-Fieldlens-Session": key}).status_code == 200
     assert "<title>fieldlens" in client.get("/").text
 
 
@@ -130,15 +131,15 @@ def test_blank_unusable_and_bulk(client: TestClient, field: tuple[Path, list[str
     assert client.get("/api/items").json()["total"] == 0
 
 
-def test_labels_outside_the_set_need_new_labels(field: tuple[Path, list[str]], tmp_path: Path) -> None:
-    strict = make_client(field[0], tmp_path / "c1")
-    strict.headers["Authorization"] = f"Bearer {TOKEN}"
-    refused = write(strict, {"items": [{"id": field[1][0], "revision": 0}], "label": "duck"})
-    assert refused.status_code == 400 and "--new-labels" in refused.json()["error"]
-    open_set = make_client(field[0], tmp_path / "c2", new_labels=True)
-    open_set.headers["Authorization"] = f"Bearer {TOKEN}"
-    assert write(open_set, {"items": [{"id": field[1][0], "revision": 0}], "label": "duck"}).status_code == 200
-    assert "duck" in open_set.get("/api/state").json()["labels"]
+def test_a_new_class_name_is_accepted_and_offered_but_not_a_control_character(
+    field: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    client = make_client(field[0], tmp_path / "c1")
+    client.headers["Authorization"] = f"Bearer {TOKEN}"
+    assert write(client, {"items": [{"id": field[1][0], "revision": 0}], "label": "duck"}).status_code == 200
+    assert "duck" in client.get("/api/state").json()["labels"]
+    refused = write(client, {"items": [{"id": field[1][1], "revision": 0}], "label": "du\x00ck"})
+    assert refused.status_code == 400 and "control character" in refused.json()["error"]
 
 
 @pytest.mark.parametrize(
@@ -148,8 +149,8 @@ def test_labels_outside_the_set_need_new_labels(field: tuple[Path, list[str]], t
         ("[]", {}, 400, "expected"),
         (json.dumps({"items": [{"id": "x"}], "label": "hen"}), {}, 400, "revision"),
         (json.dumps({"items": [{"id": "x", "revision": True}], "label": "hen"}), {}, 400, "revision"),
-        (json.dumps({"items": [{"id": "x", "revision": 0}], "label": "\u0000"}), {}, 400, "printable"),
-        (json.dumps({"items": [{"id": "x", "revision": 0}], "label": "h" * 101}), {}, 400, "printable"),
+        (json.dumps({"items": [{"id": "x", "revision": 0}], "label": "\u0000"}), {}, 400, "control character"),
+        (json.dumps({"items": [{"id": "x", "revision": 0}], "label": "h" * 201}), {}, 400, "characters long"),
         (json.dumps({"items": [], "label": "hen"}), {}, 400, "items per write"),
         (
             json.dumps({"items": [{"id": "x", "revision": 0}], "label": "hen"}),
@@ -199,7 +200,7 @@ def test_thumbnails_are_made_once_and_a_corrupt_image_is_a_clear_error(
     assert client.get(f"/api/thumbnails/{a}").content == b"\xff\xd8 stands for the cached copy"  # not made again
     next(field[0].rglob(f"{b}.jpg")).write_bytes(b"not a jpeg")
     broken = client.get(f"/api/thumbnails/{b}")
-    assert broken.status_code == 422 and "cannot be read" in broken.json()["error"]
+    assert broken.status_code == 415 and "not a JPEG" in broken.json()["error"]  # test_app_errors.py: the rest
 
 
 def test_bad_query_parameters_are_400(client: TestClient) -> None:
@@ -210,7 +211,6 @@ def test_bad_query_parameters_are_400(client: TestClient) -> None:
 def desk_client(root: Path, tmp_path: Path) -> tuple[TestClient, ModelDesk]:
     settings = Settings(
         labels=[],
-        allow_new_labels=True,
         blank_label="blank",
         labeller="ana",
         model=None,
@@ -226,7 +226,8 @@ def desk_client(root: Path, tmp_path: Path) -> tuple[TestClient, ModelDesk]:
 
 def test_the_desk_refuses_what_it_cannot_do(field: tuple[Path, list[str]], tmp_path: Path) -> None:
     client, desk = desk_client(field[0], tmp_path)
-    assert client.get("/api/models").json() == {"current": None, "reports": [], "retrain": desk.status.to_json()}
+    expected: dict[str, Any] = {"current": None, "reports": [], "decisions": [], "retrain": desk.status.to_json()}
+    assert client.get("/api/models").json() == expected
     refused = write_to(client, "/api/install", {"version": "1.0.0"})
     assert refused.status_code == 409 and "not a candidate that passed the gate" in refused.json()["error"]
     assert write_to(client, "/api/install", {"version": "../../etc"}).status_code == 409

@@ -9,9 +9,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -78,7 +83,7 @@ def settled(driver: Any) -> None:
 
 
 def shown_id(driver: Any) -> str:
-    return str(driver.find_element("id", "photo").get_attribute("src")).rsplit("/", 1)[-1]
+    return urlsplit(str(driver.find_element("id", "photo").get_attribute("src"))).path.rsplit("/", 1)[-1]
 
 
 def press(driver: Any, *keys: str) -> None:
@@ -461,3 +466,85 @@ def test_a_finger_labels_with_the_buttons_and_types_into_the_filter(
     assert browser.find_element("id", "filter").get_attribute("value") == ""
     assert "0 of 5 labelled · 1 unusable" in browser.find_element("id", "progress-text").text
     screenshot(browser, "19-phone-buttons")
+
+
+class OtherLocalServer:
+    """Another web server on this host (a dev server, a notebook): it keeps the Cookie headers it is sent."""
+
+    def __init__(self) -> None:
+        received: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                received.append(self.headers.get("Cookie", ""))
+                body = b"<!doctype html><title>another local server</title>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: the test reads what it received, not a log."""
+
+        self.received = received
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> OtherLocalServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def replayed(url: str, cookies: str) -> int:
+    """What the other server gets by sending the page what the browser sent it."""
+    request = urllib.request.Request(url, headers={"Cookie": cookies})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def labels_again(browser: Any, server: LabelServer, root: Path, image_id: str) -> None:
+    """The page opened at its address alone (no token), its photo drawn, and Enter labels ``image_id``."""
+    from selenium.webdriver.common.keys import Keys
+
+    browser.get(f"{server.base_url}/#order=uncertain")
+    until(browser, lambda: browser.find_element("tag name", "body").get_attribute("data-ready") == "true", "ready")
+    photo = browser.find_element("id", "photo")
+    until(browser, lambda: browser.execute_script("return arguments[0].naturalWidth", photo) > 0, "photo drawn")
+    press(browser, Keys.ENTER)
+    until(browser, lambda: sidecar(root, image_id).get("label") == "egg", f"labelled through {server.base_url}")
+
+
+def test_two_pages_on_two_ports_stay_signed_in_and_another_local_server_gets_nothing_usable(
+    browser: Any, tmp_path: Path
+) -> None:
+    """Browsers send every cookie of 127.0.0.1 to every port there: one page's sign-in used to sign
+    the other out (one cookie name), and any local server received a token good for everything."""
+    roots = [tmp_path / name / "field" for name in ("a", "b")]
+    ids = [keep_predicted(root, [("hen", 0.95), ("egg", 0.40)]) for root in roots]
+    options = [
+        PageOptions(field_data=root, model_dir=None, cache_dir=root.parent / "cache", port=0, labeller="tester")
+        for root in roots
+    ]
+    with LabelServer(options[0]) as first, LabelServer(options[1]) as second, OtherLocalServer() as other:
+        pages = list(zip((first, second), roots, ids, strict=True))
+        for server, _, _ in pages:
+            open_page(browser, server)
+        for server, root, image_ids in pages:  # each again, without its token: both are still signed in
+            labels_again(browser, server, root, image_ids[1])
+
+        browser.get(other.url)
+        (cookies, *_) = other.received
+        for server, _, image_ids in pages:
+            assert f"fieldlens_{server.port}_" in cookies  # it does receive each page's own cookie
+            assert server.token not in cookies
+            for path in ("/api/state", "/api/items", f"/api/images/{image_ids[0]}", f"/api/thumbnails/{image_ids[0]}"):
+                assert replayed(server.base_url + path, cookies) == 401, path

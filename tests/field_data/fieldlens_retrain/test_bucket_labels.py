@@ -52,7 +52,7 @@ def test_the_mirror_keeps_only_labels_from_label_objects(s3: Any, tmp_path: Path
     root = bucket.mirror(tmp_path / "mirror")
     labels = {p.image_id: s.trusted_label for d in device_directories(root) for p, s in d.read_all()}  # type: ignore[union-attr]
     assert labels == {ids[0]: None, ids[1]: "egg", ids[2]: None}  # the forged label is gone
-    manifest = build_manifest(root, {}, None, None, True)
+    manifest = build_manifest(root, {}, None, None)
     assert [e.label for e in manifest.entries] == ["egg"]
 
 
@@ -64,7 +64,7 @@ def test_the_page_over_a_bucket_writes_label_objects_and_never_the_devices(s3: A
     options = PageOptions(field_data=root, model_dir=None, cache_dir=tmp_path / "cache", port=0, bucket=bucket)
     with LabelServer(options) as server:
         client = PageClient(server.base_url, server.token)
-        (item,) = [i for i in client.items() if i["id"] == ids[1]]
+        (item,) = [i for i in client.items() if i["id"] == f"coop-1/{ids[1]}"]  # thing-qualified below a mirror
         client.label([item], "egg")
     record = s3.get_object(Bucket=BUCKET, Key=f"labels/field-data/coop-1/2026/11/20/{ids[1]}.json")["Body"].read()
     assert json.loads(record)["label"] == "egg"
@@ -99,7 +99,7 @@ def test_label_studio_tasks_from_a_bucket_point_at_its_objects(s3: Any, tmp_path
     export_tasks(f"s3://{BUCKET}/field-data", out, tmp_path / "none", "--cache", str(tmp_path / "cache"))
     (task,) = json.loads(out.read_text())
     image_key = next(key for key in objects if key.endswith(f"{ids[0]}.jpg"))
-    assert task["data"] == {**task["data"], "image": f"s3://{BUCKET}/{image_key}", "fieldlens_id": ids[0]}
+    assert task["data"] == {**task["data"], "image": f"s3://{BUCKET}/{image_key}", "fieldlens_id": f"coop-1/{ids[0]}"}
 
 
 def test_a_bulk_write_the_bucket_refuses_half_way_says_which_were_labelled(s3: Any, tmp_path: Path) -> None:
@@ -107,10 +107,10 @@ def test_a_bulk_write_the_bucket_refuses_half_way_says_which_were_labelled(s3: A
     upload_as_the_device(s3, tmp_path / "device")
 
     class RefusesAfterOne(BucketLabels):
-        def put(self, sidecar: Any) -> None:
+        def put(self, sidecar: Any, thing: str | None) -> None:
             if self.s3.list_objects_v2(Bucket=BUCKET, Prefix="labels/").get("KeyCount", 0):
                 self.bucket = "no-such-bucket"
-            super().put(sidecar)
+            super().put(sidecar, thing)
 
     bucket = RefusesAfterOne(s3, f"s3://{BUCKET}/field-data")
     root = bucket.mirror(tmp_path / "mirror")

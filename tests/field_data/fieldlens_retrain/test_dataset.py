@@ -11,13 +11,14 @@ from fieldlens_retrain.dataset import build_manifest, download_field_data, read_
 from fieldlens_retrain.labels import LabelError, import_labels
 from tests.helpers.colour_photos import write_class_folders
 from tests.helpers.field_data import keep_images
+from tests.helpers.images import solid_jpeg
 
 
 def test_base_and_field_images_with_sources_splits_and_a_stable_hash(tmp_path: Path) -> None:
     write_class_folders(tmp_path / "base", 10)
     kept = keep_images(tmp_path / "field", 4)
-    import_labels(tmp_path / "field", {k.image_id: "red" for k in kept[:3]}, None, True)
-    manifest = build_manifest(tmp_path / "field", {}, tmp_path / "base", None, new_labels=True)
+    import_labels(tmp_path / "field", {k.image_id: "red" for k in kept[:3]})
+    manifest = build_manifest(tmp_path / "field", {}, tmp_path / "base", None)
     assert manifest.labels == ["blue", "green", "red"]
     assert sum(e.source == "base" for e in manifest.entries) == 30
     assert sum(e.source == "field" for e in manifest.entries) == 3  # the unlabelled one is left out
@@ -28,9 +29,9 @@ def test_base_and_field_images_with_sources_splits_and_a_stable_hash(tmp_path: P
 
 def test_adding_images_never_moves_old_ones_between_splits(tmp_path: Path) -> None:
     write_class_folders(tmp_path / "base", 10)
-    before = {e.sha256: e.split for e in build_manifest(None, {}, tmp_path / "base", None, True).entries}
+    before = {e.sha256: e.split for e in build_manifest(None, {}, tmp_path / "base", None).entries}
     write_class_folders(tmp_path / "base", 10, seed=1)
-    after = build_manifest(None, {}, tmp_path / "base", None, True)
+    after = build_manifest(None, {}, tmp_path / "base", None)
     assert len(after.entries) == 60
     assert all(
         after_entry.split == before[after_entry.sha256] for after_entry in after.entries if after_entry.sha256 in before
@@ -39,9 +40,9 @@ def test_adding_images_never_moves_old_ones_between_splits(tmp_path: Path) -> No
 
 def test_a_changed_label_changes_the_dataset_hash_and_an_edit_is_detected(tmp_path: Path) -> None:
     kept = keep_images(tmp_path / "field", 2)
-    import_labels(tmp_path / "field", {kept[0].image_id: "hen", kept[1].image_id: "hen"}, None, True)
-    first = build_manifest(tmp_path / "field", {}, None, None, True)
-    second = build_manifest(tmp_path / "field", {kept[1].image_id: "duck"}, None, None, True)
+    import_labels(tmp_path / "field", {kept[0].image_id: "hen", kept[1].image_id: "hen"})
+    first = build_manifest(tmp_path / "field", {}, None, None)
+    second = build_manifest(tmp_path / "field", {kept[1].image_id: "duck"}, None, None)
     assert first.sha256 != second.sha256
     write_manifest(first, tmp_path / "m.json")
     document = json.loads((tmp_path / "m.json").read_text())
@@ -54,17 +55,11 @@ def test_a_changed_label_changes_the_dataset_hash_and_an_edit_is_detected(tmp_pa
 def test_pseudo_labels_are_off_by_default_and_marked(tmp_path: Path) -> None:
     keep_images(tmp_path / "field", 3)  # predicted "hen" at 0.8, unlabelled
     with pytest.raises(LabelError, match="no labelled images"):
-        build_manifest(tmp_path / "field", {}, None, None, True)
-    manifest = build_manifest(tmp_path / "field", {}, None, None, True, pseudo_threshold=0.75)
+        build_manifest(tmp_path / "field", {}, None, None)
+    manifest = build_manifest(tmp_path / "field", {}, None, None, pseudo_threshold=0.75)
     assert [(e.label, e.source) for e in manifest.entries] == [("hen", "pseudo")] * 3
     with pytest.raises(LabelError):
-        build_manifest(tmp_path / "field", {}, None, None, True, pseudo_threshold=0.9)
-
-
-def test_labels_outside_the_model_are_refused(tmp_path: Path) -> None:
-    write_class_folders(tmp_path / "base", 2)
-    with pytest.raises(LabelError, match="not in the current model"):
-        build_manifest(None, {}, tmp_path / "base", ["red", "green"], new_labels=False)
+        build_manifest(tmp_path / "field", {}, None, None, pseudo_threshold=0.9)
 
 
 def test_field_data_from_s3(aws: None, tmp_path: Path) -> None:
@@ -75,7 +70,7 @@ def test_field_data_from_s3(aws: None, tmp_path: Path) -> None:
         for path in (item.image_path, item.sidecar_path):
             s3.put_object(Bucket="fl-data", Key=f"field-data/coop-1/2026/11/20/{path.name}", Body=path.read_bytes())
     local = download_field_data("s3://fl-data/field-data", tmp_path / "cache", s3)
-    manifest = build_manifest(local, {kept[0].image_id: "hen", kept[1].image_id: "egg"}, None, None, True)
+    manifest = build_manifest(local, {kept[0].image_id: "hen", kept[1].image_id: "egg"}, None, None)
     assert sorted(e.label for e in manifest.entries) == ["egg", "hen"]
     assert all(Path(e.path).is_file() for e in manifest.entries)
 
@@ -102,7 +97,7 @@ def test_a_devices_sidecar_never_supplies_a_training_label(aws: None, tmp_path: 
     imported = {"label": "egg", "label_source": "import"}  # what `fieldlens label import` writes
     for item, extra in zip(kept, (forged, imported, {}), strict=True):
         item.sidecar_path.write_text(json.dumps({**json.loads(item.sidecar_path.read_text()), **extra}))
-    local = build_manifest(tmp_path / "local", {}, None, None, True)
+    local = build_manifest(tmp_path / "local", {}, None, None)
     assert [e.label for e in local.entries] == ["egg"]
 
     s3: Any = boto3.client("s3", region_name="eu-west-1")
@@ -115,3 +110,42 @@ def test_a_devices_sidecar_never_supplies_a_training_label(aws: None, tmp_path: 
         build_manifest(cache, {}, None, None, True, trust_sidecar_labels=False)
     labelled = build_manifest(cache, {kept[2].image_id: "chick"}, None, None, True, trust_sidecar_labels=False)
     assert [e.label for e in labelled.entries] == ["chick"]
+
+
+def test_identical_photos_with_different_labels_are_reported_not_dropped_silently(tmp_path: Path) -> None:
+    kept = keep_images(tmp_path / "field", 3)
+    kept[1].image_path.write_bytes(kept[0].image_path.read_bytes())  # the same photo kept twice
+    kept[2].image_path.write_bytes(kept[0].image_path.read_bytes())
+    import_labels(tmp_path / "field", {kept[0].image_id: "mug", kept[1].image_id: "cup", kept[2].image_id: "mug"})
+    with pytest.raises(LabelError, match="1 photos have conflicting labels"):
+        build_manifest(tmp_path / "field", {}, None, None)
+    write_class_folders(tmp_path / "base", 5)
+    manifest = build_manifest(tmp_path / "field", {}, tmp_path / "base", None)
+    [conflict] = manifest.conflicts
+    assert conflict.labels == ["cup", "mug"] and len(conflict.keys) == 3
+    assert "mug" not in manifest.labels and "cup" not in manifest.labels
+
+
+def test_copies_with_one_label_are_one_image_in_one_split(tmp_path: Path) -> None:
+    write_class_folders(tmp_path / "base", 10)
+    for path in sorted((tmp_path / "base" / "red").iterdir()):
+        (tmp_path / "base" / "red" / f"copy-{path.name}").write_bytes(path.read_bytes())
+    manifest = build_manifest(None, {}, tmp_path / "base", None)
+    assert len(manifest.entries) == 30 and not manifest.conflicts
+    assert len({e.sha256 for e in manifest.entries}) == 30  # never one copy in train and one in val
+
+
+def test_the_classes_are_the_labelled_ones_from_a_big_model_and_grow_from_a_small_one(tmp_path: Path) -> None:
+    write_class_folders(tmp_path / "base", 10)  # blue, green, red
+    imagenet_like = [f"imagenet class {n}" for n in range(997)] + ["red", "green", "blue"]
+    from_default = build_manifest(None, {}, tmp_path / "base", imagenet_like)
+    assert from_default.labels == ["red", "green", "blue"]  # the parent's order for what it knew
+    assert len(from_default.dropped_classes) == 997 and from_default.parent_labels == 1000
+    assert set(from_default.balance()) == {"red", "green", "blue"}  # the table lists the classes in play
+    own = build_manifest(None, {}, tmp_path / "base", ["green", "red", "blue", "yellow"])
+    assert own.labels == ["green", "red", "blue"] and own.dropped_classes == ["yellow"]
+    (tmp_path / "base" / "teal").mkdir()
+    for n in range(8):
+        (tmp_path / "base" / "teal" / f"{n}.jpg").write_bytes(solid_jpeg((0, 120 + 10 * n, 120)))
+    grown = build_manifest(None, {}, tmp_path / "base", ["green", "red", "blue"])
+    assert grown.labels[:3] == ["green", "red", "blue"] and grown.labels[3:] == ["teal"]

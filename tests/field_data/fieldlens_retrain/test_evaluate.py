@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fieldlens_retrain.evaluate import PredictionCache, confusion_png, gate, predict_files, score
+from fieldlens_retrain.evaluate import OTHER, PredictionCache, confusion_png, predict_files, score
 from tests.helpers.images import solid_jpeg
 from tests.helpers.tiny_model import make_tiny_package
 
@@ -28,12 +28,22 @@ def test_a_label_the_model_does_not_know_counts_as_wrong() -> None:
     assert score(["a", "z"], ["a", "a"], ["a"])["accuracy"] == 0.5
 
 
-@pytest.mark.parametrize(
-    ("candidate", "current", "force", "publish"),
-    [(0.8, 0.7, False, True), (0.71, 0.7, False, False), (0.71, 0.7, True, True), (0.5, None, False, True)],
-)
-def test_the_gate(candidate: float, current: float | None, force: bool, publish: bool) -> None:
-    assert gate(candidate, current, 0.02, force).publish is publish
+def test_tables_cover_the_classes_in_play_whatever_the_model_predicts() -> None:
+    """The default model predicts 1,000 classes; the person's are two: the matrix is 2 x 3, not 1,000 x 1,000."""
+    result = score(["mug", "mug", "kitty"], ["coffee mug", "mug", "tabby"], ["kitty", "mug"])
+    assert result["columns"] == ["kitty", "mug", OTHER]
+    assert result["confusion"] == [[0, 0, 1], [0, 1, 1]]
+    assert result["per_class"]["mug"]["support"] == 2 and result["per_class"]["kitty"]["recall"] == 0.0
+
+
+def test_a_confusion_picture_of_many_classes_stays_bounded(tmp_path: Path) -> None:
+    labels = [f"class {n}" for n in range(300)]
+    truth = labels * 2
+    confusion_png(score(truth, truth[::-1], labels), tmp_path / "many.png", "candidate")
+    from PIL import Image
+
+    with Image.open(tmp_path / "many.png") as picture:
+        assert max(picture.size) <= 2500  # 25 inches at 100 dpi, whatever the class count
 
 
 def test_the_confusion_matrix_is_a_png(tmp_path: Path) -> None:

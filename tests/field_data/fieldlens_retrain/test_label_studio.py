@@ -1,13 +1,19 @@
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
+from fieldlens_cli.main import main
+from fieldlens_core.errors import ExitCode
 from fieldlens_fielddata.directory import FieldDataDir
+from fieldlens_labelling.serve import LabelServer, PageOptions
 from fieldlens_retrain.label_studio import labeling_config, read_export, tasks
 from fieldlens_retrain.labels import LabelError, read_labels
 from tests.helpers.labelling import export_tasks, import_export, keep_predicted
@@ -64,14 +70,59 @@ def test_export_then_import_through_the_command_line(tmp_path: Path) -> None:
     field = tmp_path / "field"
     ids = keep_predicted(field, [("hen", 0.9), ("egg", 0.4)])
     out = tmp_path / "tasks.json"
-    export_tasks(field, out, tmp_path / "none", "--token", "t0k")
+    export_tasks(field, out, tmp_path / "none", "--image-url", "http://127.0.0.1:8123/api/images/{id}?token=t0k")
     exported = json.loads(out.read_text())
-    assert exported[1]["data"]["image"] == f"http://127.0.0.1:8080/api/images/{ids[1]}?token=t0k"
+    assert exported[1]["data"]["image"] == f"http://127.0.0.1:8123/api/images/{ids[1]}?token=t0k"
     config = ET.fromstring(out.with_suffix(".label-config.xml").read_text())
     assert {c.get("value") for c in config.iter("Choice")} == {"hen", "egg"}
     for task in exported:  # what Label Studio's export adds: the annotations
         task["annotations"] = [annotation("egg", "2026-11-24T10:00")]
     (tmp_path / "export.json").write_text(json.dumps(exported))
-    import_export(tmp_path / "export.json", field, tmp_path / "none")
+    import_export(tmp_path / "export.json", field)
     labelled = [FieldDataDir(field).read(p) for p in FieldDataDir(field).pairs()]
     assert [(s.label, s.label_source) for s in labelled] == [("egg", "import")] * 2
+
+
+def fetch(url: str, data: bytes | None = None) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/json"} if data is not None else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=10) as answer:
+            return int(answer.status), bytes(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, b""
+
+
+def test_exported_image_urls_name_the_running_page_and_can_only_read_images(tmp_path: Path) -> None:
+    """They used to carry the page's sign-in token (good for labelling and retraining) and port 8080."""
+    field = tmp_path / "field"
+    ids = keep_predicted(field, [("hen", 0.9), ("egg", 0.4)])
+    out = tmp_path / "tasks.json"
+    options = PageOptions(field_data=field, model_dir=None, cache_dir=tmp_path / "cache", port=0)
+    with LabelServer(options) as page:
+        export_tasks(field, out, tmp_path / "none", "--image-url", page.image_url)
+        urls = [task["data"]["image"] for task in json.loads(out.read_text())]
+        assert page.token not in out.read_text()
+        assert urls == [f"{page.base_url}/api/images/{image_id}?{urlsplit(urls[0]).query}" for image_id in ids]
+        status, body = fetch(urls[0])  # what Label Studio's browser does
+        assert status == 200 and body == next(field.rglob(f"{ids[0]}.jpg")).read_bytes()
+        assert fetch(urls[0].replace("/api/images/", "/api/thumbnails/"))[0] == 200
+        query = urlsplit(urls[0]).query
+        assert fetch(f"{page.base_url}/api/state?{query}")[0] == 401
+        assert fetch(f"{page.base_url}/api/items?{query}")[0] == 401
+        write = json.dumps({"items": [{"id": ids[0], "revision": 0}], "label": "egg"}).encode()
+        assert fetch(f"{page.base_url}/api/labels?{query}", write)[0] == 401
+        assert fetch(f"{page.base_url}/api/retrain?{query}", b"{}")[0] == 401
+        assert fetch(f"{page.base_url}/?{query}")[0] == 401  # it signs no browser in
+    assert FieldDataDir(field).read(next(FieldDataDir(field).pairs())).label is None
+
+
+def test_tasks_for_a_directory_need_the_url_the_page_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No guessed address: the page may run on any port, and there is no token to guess."""
+    field = tmp_path / "field"
+    keep_predicted(field, [("hen", 0.9)])
+    arguments = ["label", "export", "--format", "label-studio", "--field-data", str(field)]
+    assert main([*arguments, "--out", str(tmp_path / "tasks.json")]) == ExitCode.INVALID_INPUT
+    assert "pass the --image-url it prints" in capsys.readouterr().err
+    assert not (tmp_path / "tasks.json").exists()

@@ -19,7 +19,7 @@ def test_a_round_trip_through_label_studio(tmp_path: Path) -> None:
     ids = keep_predicted(field, [("hen", 0.9), ("egg", 0.4), ("fox", 0.6)])
     tasks = tmp_path / "tasks.json"
     none = str(tmp_path / "no-model")
-    export_tasks(field, tasks, Path(none))
+    export_tasks(field, tasks, Path(none), "--image-url", "http://127.0.0.1:8123/api/images/{id}?token=images-only")
 
     (tmp_path / "ls").mkdir()
     studio = LabelStudio(tmp_path / "ls")
@@ -40,7 +40,7 @@ def test_a_round_trip_through_label_studio(tmp_path: Path) -> None:
         studio.stop()
 
     (tmp_path / "export.json").write_text(json.dumps(export))
-    import_export(tmp_path / "export.json", field, Path(none))
+    import_export(tmp_path / "export.json", field)
     directory = FieldDataDir(field)
     labelled = {pair.image_id: directory.read(pair) for pair in directory.pairs()}
     assert {image_id: sidecar.label for image_id, sidecar in labelled.items()} == truth

@@ -9,23 +9,28 @@ import pytest
 
 from fieldlens_core.model_package import load_package
 from fieldlens_retrain.dataset import build_manifest, write_manifest
+from fieldlens_retrain.gate import GateRules
 from fieldlens_retrain.pipeline import run_retrain
 from fieldlens_retrain.train import TrainSettings
 from tests.helpers.colour_photos import write_class_folders
 
 pytestmark = pytest.mark.slow
 FAST = TrainSettings(epochs=60)
+SMALL = GateRules(min_val_per_class=1, min_val_images=3)
+"""These datasets are a few photos a class: the gate judges on what they hold."""
 
 
 def manifest(tmp_path: Path, name: str) -> Path:
-    built = build_manifest(None, {}, tmp_path / "base", None, new_labels=True, val_percent=30)
+    built = build_manifest(None, {}, tmp_path / "base", None, val_percent=30)
     write_manifest(built, tmp_path / name)
     return tmp_path / name
 
 
 def test_a_first_model_then_a_retrain_that_embeds_only_the_new_images(tmp_path: Path) -> None:
     write_class_folders(tmp_path / "base", 8)
-    first = run_retrain(manifest(tmp_path, "m1.json"), tmp_path / "models", None, tmp_path / "cache", settings=FAST)
+    first = run_retrain(
+        manifest(tmp_path, "m1.json"), tmp_path / "models", None, tmp_path / "cache", SMALL, settings=FAST
+    )
     assert first.decision.publish and first.package is not None and first.version == "1.0.0"
     assert first.embedded == 24 and first.reused == 0
     for variant in ("fp32", "int8"):
@@ -43,24 +48,32 @@ def test_a_first_model_then_a_retrain_that_embeds_only_the_new_images(tmp_path: 
         tmp_path / "models",
         first.package,
         tmp_path / "cache",
-        margin=-1.0,
+        GateRules(margin=-1.0, class_margin=1.0, min_val_per_class=1, min_val_images=3),
         settings=FAST,
     )
     assert (second.embedded, second.reused) == (6, 24)
     assert second.version == "1.1.0" and load_package(second.package or Path()).card.parent_version == "1.0.0"
     report = json.loads((second.report_dir / "report.json").read_text())
     assert report["published"] and report["current"]["accuracy"] == second.current["accuracy"]  # type: ignore[index]
+    assert report["parent_version"] == "1.0.0" and report["timings_s"] == second.timings_s  # one complete document
+    assert report["verdict"] == "published" and report["learning_curve"]["points"]
     assert (second.report_dir / "confusion-candidate.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_the_gate_keeps_the_current_model_unless_forced(tmp_path: Path) -> None:
     write_class_folders(tmp_path / "base", 6)
     path = manifest(tmp_path, "m.json")
-    first = run_retrain(path, tmp_path / "models", None, tmp_path / "cache", settings=FAST)
-    rejected = run_retrain(path, tmp_path / "models", first.package, tmp_path / "cache", margin=0.5, settings=FAST)
+    first = run_retrain(path, tmp_path / "models", None, tmp_path / "cache", SMALL, settings=FAST)
+    strict = GateRules(margin=0.5, min_val_per_class=1, min_val_images=3)
+    rejected = run_retrain(path, tmp_path / "models", first.package, tmp_path / "cache", strict, settings=FAST)
     assert not rejected.decision.publish and rejected.package is None
     assert "not published" in rejected.decision.reason and not (tmp_path / "models" / rejected.version).exists()
     forced = run_retrain(
-        path, tmp_path / "models", first.package, tmp_path / "cache", margin=0.5, force=True, settings=FAST
+        path,
+        tmp_path / "models",
+        first.package,
+        tmp_path / "cache",
+        GateRules(margin=0.5, min_val_per_class=1, min_val_images=3, force=True),
+        settings=FAST,
     )
     assert forced.decision.publish and "--force" in forced.decision.reason

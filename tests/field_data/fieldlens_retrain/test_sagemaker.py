@@ -11,6 +11,7 @@ from typing import Any
 import boto3
 
 from fieldlens_retrain.dataset import build_manifest
+from fieldlens_retrain.gate import GateRules
 from fieldlens_retrain.pipeline import publish_candidate
 from fieldlens_retrain.sagemaker import SageMakerRetrain, source_archive
 from tests.helpers.colour_photos import write_class_folders
@@ -33,7 +34,7 @@ def test_a_training_job_is_started_followed_fetched_and_gated(aws: None, tmp_pat
     sagemaker: Any = boto3.client("sagemaker", region_name="eu-west-1")
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     write_class_folders(tmp_path / "base", 4)
-    manifest = build_manifest(None, {}, tmp_path / "base", None, new_labels=True, val_percent=50)
+    manifest = build_manifest(None, {}, tmp_path / "base", None, val_percent=50)
     statuses: list[str] = []
     runner = SageMakerRetrain(s3, sagemaker, BUCKET, ROLE, "eu-west-1", sleep=lambda s: None)
 
@@ -64,7 +65,9 @@ def test_a_training_job_is_started_followed_fetched_and_gated(aws: None, tmp_pat
     bucket, _, key = job["ModelArtifacts"]["S3ModelArtifacts"].removeprefix("s3://").partition("/")
     s3.put_object(Bucket=bucket, Key=key, Body=tar_of(tmp_path / "job-output"))
     candidate = runner.fetch(job, tmp_path / "fetched")
-    report = publish_candidate(manifest, candidate, tmp_path / "models", None, 0.02, False)
+    report = publish_candidate(
+        manifest, candidate, tmp_path / "models", None, GateRules(min_val_per_class=0, min_val_images=3)
+    )
     assert report.decision.publish and report.package == tmp_path / "models" / "1.0.0"
     assert report.candidate["accuracy"] > 0.9  # the tiny colour model knows red, green and blue
 

@@ -1,0 +1,113 @@
+"""The arm64 Debian bookworm root (built by arm64_root.sh), and running the project's model code in it
+as a Pi 4's or a Pi 5's CPU under QEMU user emulation.
+
+The root is cached outside the clone and built once per machine; where a machine cannot build or
+enter it (not root, no qemu-user-static or binfmt_misc, no mmdebstrap, no Debian mirror)
+:func:`why_unavailable` says so in one line and the tests skip with it. Everything else that goes
+wrong fails, with the build's output.
+
+Nothing of the host's ``/proc`` or ``/sys`` is mounted in the root: ONNX Runtime's cpuinfo would
+parse the x86 host's files there and crash. Without them it warns once on stderr and takes the
+CPU's features from the HWCAPs that QEMU sets for ``QEMU_CPU``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).parent
+SCRIPT = HERE / "arm64_root.sh"
+RUNNER = HERE / "arm64_model_run.py"
+CORE = HERE.parent.parent / "components" / "fieldlens_core"
+MIRROR = "http://deb.debian.org/debian/dists/bookworm/InRelease"
+VENV_PYTHON = "/opt/fieldlens/venv/bin/python"  # the venv arm64_root.sh makes ($VENV)
+CPUS = {"cortex-a72": "a Pi 4's (no dot product)", "cortex-a76": "a Pi 5's (asimddp)"}
+"""The QEMU_CPU models the tests run as, and whose CPU each stands for."""
+
+
+def root_path() -> Path:
+    """Where the root for the current script is (named by its hash), built or not."""
+    result = subprocess.run(["bash", str(SCRIPT), "--print-path"], capture_output=True, text=True, check=True)
+    return Path(result.stdout.strip())
+
+
+def why_unavailable() -> str | None:
+    """One line on why this machine cannot have the root, or None when it can (binfmt then enabled)."""
+    if os.geteuid() != 0:
+        return "the arm64 root needs root (binfmt_misc, mmdebstrap, chroot)"
+    if shutil.which("chroot") is None:
+        return "no chroot command on this machine"
+    for tool in ("qemu-aarch64-static", "update-binfmts"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (bash tests/system-deps.sh installs it)"
+    binfmt = subprocess.run(["bash", str(SCRIPT), "--binfmt"], capture_output=True, text=True)
+    if binfmt.returncode != 0:
+        return binfmt.stderr.strip().splitlines()[-1] if binfmt.stderr.strip() else "cannot enable binfmt for arm64"
+    if (root_path() / ".complete").exists():
+        return None
+    for tool in ("mmdebstrap", "arch-test"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (bash tests/system-deps.sh installs it)"
+    try:
+        urllib.request.urlopen(MIRROR, timeout=15).close()
+    except OSError as exc:
+        return f"cannot reach the Debian mirror to build the arm64 root ({MIRROR}: {exc})"
+    return None
+
+
+def build_root() -> Path:
+    """The built root: arm64_root.sh builds it if missing (about three minutes), else returns at once."""
+    result = subprocess.run(
+        ["bash", str(SCRIPT)], capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable}
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"tests/realparts/arm64_root.sh failed ({result.returncode}):\n{result.stderr[-4000:]}")
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+@dataclass(frozen=True)
+class InRoot:
+    """A fresh directory inside the root holding a copy of fieldlens_core and the runner."""
+
+    root: Path
+    directory: Path  # on the host, under root/tmp
+
+    def inside(self, path: Path) -> str:
+        """``path`` (under the root, on the host) as the chroot sees it."""
+        return "/" + str(path.relative_to(self.root))
+
+    def command(self, cpu: str, *args: str) -> list[str]:
+        """The chroot command line that runs arm64_model_run.py with ``args`` in the root's Python 3.11
+        as the CPU ``cpu`` (a QEMU_CPU model), on one ONNX Runtime thread."""
+        environment = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": "/root",
+            "LANG": "C.UTF-8",
+            "QEMU_CPU": cpu,
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONPATH": self.inside(self.directory / "src"),
+        }
+        command = ["chroot", str(self.root), "/usr/bin/env", "-i"]
+        command += [f"{key}={value}" for key, value in environment.items()]
+        return [*command, VENV_PYTHON, self.inside(self.directory / RUNNER.name), *args]
+
+
+@contextmanager
+def in_root(root: Path) -> Iterator[InRoot]:
+    """A working directory in ``root`` (fieldlens_core on its PYTHONPATH), removed afterwards."""
+    directory = Path(tempfile.mkdtemp(prefix="fieldlens-", dir=root / "tmp"))
+    try:
+        shutil.copytree(CORE, directory / "src" / "fieldlens_core", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(RUNNER, directory / RUNNER.name)
+        yield InRoot(root, directory)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
