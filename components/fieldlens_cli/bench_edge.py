@@ -30,7 +30,7 @@ from fieldlens_core.config import private_socket
 from fieldlens_core.model_package import load_package
 
 CAMERA_SIZE = (400, 400)
-TARGETS = {  # issue 13's goals where it set them
+TARGETS = {  # the goals the README's speed table is held to
     "e2e_p50_over_floor_ms": 3.0,
     "throughput_ratio": 0.85,
     "ratio_to_baseline": 1.0,

@@ -1,8 +1,8 @@
 """Shared core of the fieldlens components.
 
 Every component imports its contracts from here: messages, topics, errors, configuration
-pieces, and the bus / camera / inference-client / field-store interfaces with their
-implementations. Nothing in this package builds a real adapter on import; each
+pieces, the model and its package, and the bus / camera / inference-client interfaces with
+their implementations (the field store is the field-data package's, ``fieldlens_fielddata``). Nothing in this package builds a real adapter on import; each
 component's ``main.py`` does the wiring.
 """
 

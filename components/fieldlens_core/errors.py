@@ -59,7 +59,8 @@ class ErrorCode(StrEnum):
     PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
     """The request payload is larger than the configured limit (64 KiB by default)."""
     BUSY = "BUSY"
-    """The bounded request queue is full; retry later."""
+    """The request could not be answered within its time budget (admission by time), or the queue
+    is full; the message says which and by how much. Retry later."""
     CAMERA_UNAVAILABLE = "CAMERA_UNAVAILABLE"
     """The camera could not be opened or did not return a frame."""
     INFERENCE_UNAVAILABLE = "INFERENCE_UNAVAILABLE"

@@ -89,9 +89,10 @@ def check_package(
     ``variants`` None checks every variant and every listed file (install, build, the device),
     each graph as written (``load_model``'s ``as_written``: an x86 CPU whose int8 kernels saturate
     checks the int8 graph as a Pi computes it); the service names the variants it may serve and
-    gets them back loaded as it serves them, so the check and the load are one session. ``require_reference`` refuses a package without a known answer (the
-    device's check: every package `fieldlens build` ships has one). ModelPackageError with the
-    reason and a hint when anything fails.
+    gets them back loaded as it serves them, so the check and the load are one session.
+    ``require_reference`` refuses a package without a known answer (the device's check: every
+    package `fieldlens build` ships has one). ModelPackageError with the reason and a hint when
+    anything fails.
     """
     from fieldlens_core.model import load_model
 

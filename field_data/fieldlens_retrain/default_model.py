@@ -73,8 +73,8 @@ def int8_computed_on() -> str:
     kernels (a Pi's) compute. Either way the figures are those of a CPU that would serve int8."""
     kernels = int8_kernels()
     if kernels.exact:
-        return f"this CPU's int8 kernels ({kernels.reason})"
-    return f"the graph run op by op in float, as exact int8 kernels compute it (this CPU: {kernels.reason})"
+        return f"this CPU's int8 kernels: {kernels.reason}"
+    return f"the graph run op by op in float, as exact int8 kernels compute it; this CPU: {kernels.reason}"
 
 
 def measure(loaded: Callable[[str], LoadedModel]) -> dict[str, Any]:

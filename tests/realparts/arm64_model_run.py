@@ -21,6 +21,7 @@ import numpy as np
 from fieldlens_core.int8_kernels import int8_kernels
 from fieldlens_core.model_check import check_package, top_two
 
+
 def main(argv: list[str]) -> int:
     package, views_file, out = Path(argv[0]), Path(argv[1]), Path(argv[2])
     views = np.load(views_file)

@@ -45,7 +45,11 @@ function message(text, kind) {
 }
 
 async function loadState() {
-  const { data } = await api("/api/state");
+  const { status, data } = await api("/api/state");
+  if (status === 401) { // no session key in this browser's storage (or the page restarted): say how to sign in
+    document.body.replaceChildren(data.error);
+    throw new Error(data.error);
+  }
   S.state = data;
   const order = $("order");
   if (!order.options.length) {

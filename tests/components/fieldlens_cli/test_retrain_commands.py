@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fieldlens_cli.main import main
+from fieldlens_core.errors import ExitCode
 from fieldlens_core.model_package import resolve_package_dir
 from tests.helpers.colour_photos import write_class_folders
 from tests.helpers.field_data import keep_images
@@ -52,27 +53,15 @@ def test_label_dataset_retrain_install(tmp_path: Path, capsys: pytest.CaptureFix
     )
     out = capsys.readouterr().out
     assert "21 images (18 base, 3 field)" in out
-    assert (
-        main(
-            [
-                "retrain",
-                "--dataset",
-                str(tmp_path / "m.json"),
-                "--out",
-                str(tmp_path / "models"),
-                "--model",
-                nothing,
-                "--epochs",
-                "60",
-                "--cache",
-                str(tmp_path / "cache"),
-            ]
-        )
-        == 0
-    )
+    retrain = ["retrain", "--dataset", str(tmp_path / "m.json"), "--out", str(tmp_path / "models")]
+    retrain += ["--model", nothing, "--epochs", "60", "--cache", str(tmp_path / "cache")]
+    assert main(retrain) == ExitCode.REJECTED  # 21 photos: a handful for validation, too few to judge
+    judged = capsys.readouterr().out
+    assert "not enough to judge" in judged and "label about" in judged
+    assert main([*retrain, "--min-val-per-class", "1", "--min-val-images", "3"]) == 0
     assert "no current model to compare with" in capsys.readouterr().out
-    assert main(["model", "install", str(tmp_path / "models/1.0.0"), "--model-dir", str(tmp_path / "model")]) == 0
-    assert resolve_package_dir(tmp_path / "model").name == "1.0.0"
+    assert main(["model", "install", str(tmp_path / "models/1.0.1"), "--model-dir", str(tmp_path / "model")]) == 0
+    assert resolve_package_dir(tmp_path / "model").name == "1.0.1"  # 1.0.0 was the candidate not judged
 
     # a class the installed model does not know is welcome: the next candidate learns it
     (tmp_path / "more.csv").write_text(f"key,label\n{kept[0].image_id},purple\n")

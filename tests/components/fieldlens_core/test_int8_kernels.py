@@ -9,7 +9,7 @@ import pytest
 
 from fieldlens_core.int8_kernels import AUTO, Int8Kernels, choose_variant, cpu_flags, int8_kernels_for
 
-AVX2_ONLY = "fpu sse sse2 ssse3 sse4_1 sse4_2 avx fma avx2 bmi2".split()
+AVX2_ONLY = ["fpu", "sse", "sse2", "ssse3", "sse4_1", "sse4_2", "avx", "fma", "avx2", "bmi2"]
 SKYLAKE_X = [*AVX2_ONLY, "avx512f", "avx512bw", "avx512vl"]  # AVX-512 without VNNI: VPMADDUBSW too
 EXACT = Int8Kernels(True, "aarch64: int8 kernels widen products into int32 (exact)")
 SATURATING = int8_kernels_for("x86_64", AVX2_ONLY)

@@ -226,10 +226,12 @@ def test_the_model_view_retrains_shows_the_report_and_installs(browser: Any, tmp
     gate report with its confusion matrix, Install; the model directory then serves the candidate."""
     from fieldlens_core.model_package import current_package
     from fieldlens_labelling.client import PageClient
+    from fieldlens_retrain.gate import GateRules
 
     field, model = tmp_path / "field", tmp_path / "model"
     truth = keep_fashion(field, per_class=12)
-    options = PageOptions(field_data=field, model_dir=model, cache_dir=tmp_path / "cache", port=0)
+    few = GateRules(min_val_per_class=1, min_val_images=3)  # a dozen photos a class: judged on what they hold
+    options = PageOptions(field_data=field, model_dir=model, cache_dir=tmp_path / "cache", port=0, rules=few)
     with LabelServer(options) as server:
         client = PageClient(server.base_url, server.token)
         for item in client.items():
@@ -247,7 +249,7 @@ def test_the_model_view_retrains_shows_the_report_and_installs(browser: Any, tmp
             lambda _: browser.find_elements("css selector", "#reports .report h3"), message="a gate report"
         )
         title = browser.find_element("css selector", "#reports .report h3").text
-        assert title.startswith("1.0.0: ") and title.endswith("(current model n/a)")
+        assert title.startswith("1.0.0: ") and " vs current model n/a on " in title and "images (set " in title
         classes = [cell.text for cell in browser.find_elements("css selector", "#reports .report tr td:first-child")]
         assert sorted(classes) == ["bag", "sandal", "trouser"]
         picture = browser.find_element("css selector", "#reports .report img")
@@ -548,3 +550,9 @@ def test_two_pages_on_two_ports_stay_signed_in_and_another_local_server_gets_not
             assert server.token not in cookies
             for path in ("/api/state", "/api/items", f"/api/images/{image_ids[0]}", f"/api/thumbnails/{image_ids[0]}"):
                 assert replayed(server.base_url + path, cookies) == 401, path
+
+        browser.get(f"{first.base_url}/")  # the cookie without the key: the page says how to sign in
+        browser.execute_script("localStorage.clear()")
+        browser.refresh()
+        body = browser.find_element("tag name", "body")
+        until(browser, lambda: body.text.startswith("not signed in: open the URL"), "told to sign in")

@@ -76,7 +76,7 @@ def test_int8_is_u8s8_the_scheme_whose_exact_cpus_the_service_knows(default_mode
 
     graph = onnx.load(str(default_model / "model.int8.onnx")).graph
     producers = {out: node for node in graph.node for out in node.output}
-    initializers = {init.name: init.data_type for init in graph.initializer}
+    initializers: dict[str, int] = {init.name: init.data_type for init in graph.initializer}
 
     def quantized(name: str) -> int | None:
         node = producers.get(name)
