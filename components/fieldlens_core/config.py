@@ -360,17 +360,28 @@ def merge_config(model: type[BaseModel], *layers: dict[str, Any]) -> dict[str, A
 YAML_SUFFIXES = (".yaml", ".yml")
 
 
+def _yaml_mapping(text: str) -> Any:
+    """YAML parsed, its errors as ValueError; PyYAML imported only here, so a JSON configuration
+    needs none (a component's artifact pins only what it imports)."""
+    try:
+        import yaml
+    except ImportError:
+        raise ValueError("reading YAML needs PyYAML (pip install pyyaml); or give the configuration as JSON") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def load_config_file(path: Path) -> dict[str, Any]:
     """Read a configuration file, JSON or YAML (by its suffix: .yaml, .yml), into a mapping: the
     off-device equivalent of a component's configuration. YAML because the recipes are YAML:
     their ``DefaultConfiguration`` can be copied into a file as it is."""
-    import yaml
-
     kind = "YAML" if path.suffix.lower() in YAML_SUFFIXES else "JSON"
     try:
         text = path.read_text()
-        document = yaml.safe_load(text) if kind == "YAML" else json.loads(text)
-    except (OSError, ValueError, yaml.YAMLError) as exc:
+        document = _yaml_mapping(text) if kind == "YAML" else json.loads(text)
+    except (OSError, ValueError) as exc:
         reason = " ".join(str(getattr(exc, "strerror", None) or exc).split())
         raise ConfigurationError(
             f"cannot read configuration {path}: {reason}", f"It must be a readable {kind} file"
