@@ -19,7 +19,11 @@ log = logging.getLogger(__name__)
 
 def register(commands: Subcommands) -> None:
     build = commands.add_parser("build", help="zip component artifacts and render recipes (GDK layout)")
-    build.add_argument("--version", default="0.1.0", help="component version of the three components")
+    build.add_argument(
+        "--version",
+        default="0.1.0",
+        help="version of the three code components (fieldlens.Model takes its model's version)",
+    )
     build.add_argument("--bucket", default="BUCKET_NAME", help="artifacts bucket the recipes point at")
     build.add_argument("--model", type=Path, default=DATA_DIR / "model", help="model package for fieldlens.Model")
     build.add_argument("--no-model", action="store_true", help="build without the model component")

@@ -106,12 +106,15 @@ def register(commands: Subcommands) -> None:
     )
     arg = retrain_parser.add_argument
     arg("--dataset", type=Path, required=True, help="a manifest from `fieldlens dataset build`")
-    arg("--out", type=Path, default=DATA_DIR / "models")
+    arg("--out", type=Path, default=DATA_DIR / "models", help="where candidates, reports and the decision log go")
     arg("--model", type=Path, default=DATA_DIR / "model", help="the current model")
     gate_arguments(retrain_parser, force=True)
     arg("--epochs", type=int, default=100)
     arg("--seed", type=int, default=0)
-    arg("--name", help="model name (default: the current model's, or fieldlens-classifier)")
+    arg(
+        "--name",
+        help="model name (default: the current model's when the classes are its own, else fieldlens-classifier)",
+    )
     arg("--cache", type=Path, default=DATA_DIR / "cache")
     arg("--backend", choices=["local", "sagemaker"], default="local")
     arg("--role-arn", help="SageMaker execution role (needed with --backend sagemaker; default: none)")
@@ -311,6 +314,8 @@ def retrain(args: argparse.Namespace) -> int:
         raise InvalidInputError(
             "--deploy needs --publish", "A model is deployed as the fieldlens.Model version it publishes"
         )
+    if args.publish:  # credentials, region and bucket are checked before minutes of training, not after
+        s3_client(args).head_bucket(Bucket=args.bucket)
     if args.backend == "sagemaker":
         report = retrain_on_sagemaker(args)
     else:
@@ -334,7 +339,7 @@ def ship(args: argparse.Namespace, package: Path) -> int:
     from fieldlens_cli.greengrass_commands import deploy_plan
     from fieldlens_infra.publish import publish_model
 
-    s3 = boto3.client("s3", region_name=args.region, endpoint_url=args.endpoint_url)
+    s3 = s3_client(args)
     greengrass = boto3.client("greengrassv2", region_name=args.region)
     with tempfile.TemporaryDirectory(prefix="fieldlens-model-build-") as work:
         version, arn = publish_model(package, s3, greengrass, args.bucket, Path(work))

@@ -18,6 +18,7 @@ that is a plain package (what `fieldlens model build-default` writes) is first m
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -27,6 +28,8 @@ from typing import TYPE_CHECKING
 from fieldlens_core.errors import ModelPackageError
 from fieldlens_core.model_check import check_package
 from fieldlens_core.model_package import CARD_FILE, CURRENT_LINK, read_card, verify_files
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from fieldlens_core.model_package import ModelCard
@@ -89,4 +92,11 @@ def install_package(package: Path, model_dir: Path) -> ModelCard:
             shutil.rmtree(staging, ignore_errors=True)
             raise
     _point_current(model_dir, card.version)
+    if card.metrics.get("validated") is False or card.metrics.get("forced"):
+        log.warning(
+            "%s %s was published by --force (%s): the gate did not pass it",
+            card.name,
+            card.version,
+            "not validated: too few validation images" if card.metrics.get("validated") is False else "forced",
+        )
     return card

@@ -51,8 +51,8 @@ class RetrainStatus:
             "elapsed_s": None if elapsed is None else round(elapsed, 1),
             "message": self.message,
             "version": self.version,
-            "history": self.history,
-            "conflicts": self.conflicts,
+            "history": list(self.history),
+            "conflicts": list(self.conflicts),
         }
 
 
@@ -68,9 +68,11 @@ class DeskPaths:
 
 
 class ModelDesk:
+    """Thread-safe: the page calls it from its worker threads while a retrain runs on its own."""
+
     def __init__(self, paths: DeskPaths) -> None:
         self.paths = paths
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held for each change of ``status``
         self.status = RetrainStatus()
         self._thread: threading.Thread | None = None
 
@@ -128,6 +130,11 @@ class ModelDesk:
             self._thread = threading.Thread(target=self._retrain, name="retrain", daemon=True)
             self._thread.start()
 
+    def retrain_status(self) -> dict[str, Any]:
+        """The retrain's progress as the page shows it, taken whole (never half of a stage's change)."""
+        with self._lock:
+            return self.status.to_json()
+
     def wait(self, timeout_s: float | None = None) -> RetrainStatus:
         if self._thread is not None:
             self._thread.join(timeout_s)
@@ -136,7 +143,7 @@ class ModelDesk:
     def _stage(self, stage: str) -> None:
         with self._lock:
             self.status.stage = stage
-            self.status.history.append(f"{stage} ({time.time() - (self.status.started or 0):.0f} s)")
+            self.status.history.append(f"{stage} (began at {time.time() - (self.status.started or 0):.0f} s)")
 
     def _retrain(self) -> None:
         from fieldlens_retrain.dataset import build_manifest, write_manifest

@@ -26,7 +26,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fieldlens_core.atomic import atomic_write
-from fieldlens_core.errors import TrainingError
+from fieldlens_core.errors import NotFoundError, TrainingError
 from fieldlens_core.messages import utc_timestamp
 from fieldlens_core.model_package import sha256_file
 from fieldlens_core.safe_paths import UnsafePathError, resolve_inside
@@ -183,7 +183,10 @@ def build_manifest(
     if field is not None:
         found += list(field_images(field, labels, pseudo_threshold, trust_sidecar_labels))
     if not found:
-        raise LabelError("no labelled images found")
+        raise LabelError(
+            "no labelled images found",
+            "Label some first: `fieldlens label serve` (the page) or `fieldlens label import labels.csv`",
+        )
     copies: dict[str, list[tuple[Path, str, Source]]] = {}
     for path, label, source in found:
         copies.setdefault(sha256_file(path), []).append((path, check_label_text(label), source))
@@ -235,11 +238,19 @@ def write_manifest(manifest: Manifest, out: Path) -> None:
 def read_manifest(path: Path) -> Manifest:
     try:
         manifest = Manifest.model_validate_json(path.read_bytes())
+    except FileNotFoundError:
+        raise NotFoundError(
+            f"no dataset manifest at {path}", "Build one first: `fieldlens dataset build --out FILE`"
+        ) from None
     except OSError as exc:
         raise TrainingError(f"cannot read the manifest {path}: {exc.strerror or exc}") from None
     except ValidationError as exc:
         problem = exc.errors()[0]
-        raise TrainingError(f"{path} is not a dataset manifest: {problem['msg']}") from None
+        where = ".".join(str(part) for part in problem["loc"])
+        raise TrainingError(
+            f"{path} is not a dataset manifest: {where + ': ' if where else ''}{problem['msg']}",
+            "A manifest is what `fieldlens dataset build --out FILE` writes",
+        ) from None
     if manifest.sha256 != manifest.digest():
         raise TrainingError(f"{path}: its sha256 does not match its entries (edited by hand?)")
     return manifest

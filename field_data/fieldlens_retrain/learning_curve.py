@@ -21,6 +21,8 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+MIN_PER_CLASS = 4
+"""Training images the smallest class needs for a curve: a quarter of them must be at least one."""
 LEVELLED_OFF = 0.01
 """A predicted gain under this (one point) is "levelled off"."""
 
@@ -48,7 +50,7 @@ class LearningCurve:
 
     def sentence(self) -> str:
         if len(self.points) < 3:
-            return "Too few labels a class to draw a learning curve (it needs at least 4 a class)."
+            return f"Too few labels a class to draw a learning curve (it needs at least {MIN_PER_CLASS} a class)."
         last = self.points[-1]
         more = max(1, round(last.labels_per_class))
         now, then = self.predict(last.labels_per_class), self.predict(last.labels_per_class + more)
@@ -126,6 +128,8 @@ def learning_curve(
     predicted class indices for (n, dim) queries."""
     points: list[CurvePoint] = []
     classes = max(1, len(np.unique(targets)))
+    if min(np.bincount(targets)[np.unique(targets)], default=0) < MIN_PER_CLASS:
+        return LearningCurve((), None, len(val_targets))  # a quarter of under four is one image: no curve
     for fraction in FRACTIONS:
         chosen = subset(targets, fraction, seed)
         if points and len(chosen) / classes <= points[-1].labels_per_class:

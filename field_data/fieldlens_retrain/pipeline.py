@@ -191,7 +191,7 @@ def publish_candidate(
     confusion_png(candidate, report_dir / "confusion-candidate.png", f"candidate {card.version}")
     if current and parent:
         confusion_png(current, report_dir / "confusion-current.png", f"current {parent.card.version}")
-    if curve is not None and curve.points:
+    if curve is not None and curve.fit is not None:
         curve_png(curve, report_dir / "learning-curve.png", f"candidate {card.version}: learning curve")
     package = None
     if decision.publish:
@@ -202,7 +202,15 @@ def publish_candidate(
     else:
         shutil.rmtree(candidate_dir, ignore_errors=True)
     report = RetrainReport(
-        card.version, decision, candidate, current, package, report_dir, evaluated_on, dataset_notes(manifest), curve
+        card.version,
+        decision,
+        candidate,
+        current,
+        package,
+        report_dir,
+        evaluated_on,
+        dataset_notes(manifest, parent.labels if parent else None),
+        curve,
     )
     report.parent_version = card.parent_version
     write_report(report, manifest)
@@ -239,16 +247,19 @@ def unused_version(version: str, out_dir: Path) -> str:
     return version
 
 
-def dataset_notes(manifest: Manifest) -> list[str]:
-    """What the dataset build left out or changed, in sentences (classes, conflicts)."""
+def dataset_notes(manifest: Manifest, current_labels: list[str] | None) -> list[str]:
+    """What the candidate's classes are against the current model's (the model current now, which
+    may not be the one the manifest was built beside), and what the dataset build left out."""
     notes = []
-    if manifest.parent_labels and manifest.dropped_classes:
-        kept = manifest.parent_labels - len(manifest.dropped_classes)
-        shown = ", ".join(manifest.dropped_classes[:5]) + (" …" if len(manifest.dropped_classes) > 5 else "")
+    if current_labels is not None and current_labels != manifest.labels:
+        classes = set(manifest.labels)
+        dropped = [label for label in current_labels if label not in classes]
+        kept = len(current_labels) - len(dropped)
+        shown = ", ".join(dropped[:5]) + (" …" if len(dropped) > 5 else "")
         notes.append(
-            f"classes: {len(manifest.labels)}, the current model's {kept} of {manifest.parent_labels} with training "
-            f"images plus {len(manifest.labels) - kept} new; dropped {len(manifest.dropped_classes)} with no "
-            f"training images ({shown})"
+            f"classes: {len(manifest.labels)}, the current model's {kept} of {len(current_labels)} plus "
+            f"{len(manifest.labels) - kept} new"
+            + (f"; dropped {len(dropped)} with no training images ({shown})" if dropped else "")
         )
     if manifest.untrained_classes:
         notes.append(f"left out, validation images only: {', '.join(manifest.untrained_classes[:10])}")

@@ -223,6 +223,11 @@ def retrain(
     train = manifest.select("train")
     if not train:
         raise TrainingError("the dataset has no training images")
+    if len(manifest.labels) < 2:
+        raise TrainingError(
+            f"a classifier needs two classes with training images or more; this one has {manifest.labels[0]} only",
+            "Label images of another class too (on the page, `b` marks an empty scene: blank is a class)",
+        )
     index = {label: i for i, label in enumerate(manifest.labels)}
     stage = on_stage or (lambda name: None)
     stage("embedding")

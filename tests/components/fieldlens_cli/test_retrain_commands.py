@@ -90,21 +90,22 @@ def test_label_dataset_retrain_install(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 @pytest.mark.parametrize(
-    ("content", "says"),
+    ("content", "says", "code"),
     [
-        (b"{not json", "is not a dataset manifest"),
-        (b'{"entries": []}', "is not a dataset manifest"),
-        (None, "cannot read the manifest"),
+        (b"{not json", "is not a dataset manifest", 2),
+        (b'{"entries": []}', "is not a dataset manifest: labels: Field required", 2),
+        (None, "no dataset manifest at", 7),
     ],
 )
-def test_a_bad_manifest_is_one_line_and_exit_2_not_a_traceback(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | None, says: str
+def test_a_bad_manifest_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes | None, says: str, code: int
 ) -> None:
     from fieldlens_cli.main import main
 
     manifest = tmp_path / "dataset.json"
     if content is not None:
         manifest.write_bytes(content)
-    assert main(["retrain", "--dataset", str(manifest), "--out", str(tmp_path / "out")]) == 2
+    assert main(["retrain", "--dataset", str(manifest), "--out", str(tmp_path / "out")]) == code
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("fieldlens retrain: ") and says in line and line.endswith("(exit 2)")
+    assert line.startswith("fieldlens retrain: ") and says in line and line.endswith(f"(exit {code})")
+    assert "fieldlens dataset build --out FILE" in line

@@ -59,6 +59,6 @@ def test_a_rising_curve_is_fitted_and_read_in_points() -> None:
 def test_too_few_labels_say_so_and_the_picture_is_drawn(tmp_path: Path) -> None:
     tiny, targets = blobs(1, 1.0, 0)
     curve = learning_curve(tiny[:, None], targets, tiny, targets, centroid_head)
-    assert len(curve.points) == 1 and "Too few labels" in curve.sentence()
+    assert curve.points == () and "Too few labels" in curve.sentence()
     curve_png(curve, tmp_path / "curve.png", "candidate")
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
