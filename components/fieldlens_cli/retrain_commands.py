@@ -315,7 +315,7 @@ def retrain(args: argparse.Namespace) -> int:
             "--deploy needs --publish", "A model is deployed as the fieldlens.Model version it publishes"
         )
     if args.publish:  # credentials, region and bucket are checked before minutes of training, not after
-        s3_client(args).head_bucket(Bucket=args.bucket)
+        check_bucket(s3_client(args), args.bucket)
     if args.backend == "sagemaker":
         report = retrain_on_sagemaker(args)
     else:
@@ -326,6 +326,21 @@ def retrain(args: argparse.Namespace) -> int:
     if not report.decision.publish or report.package is None:
         return ExitCode.REJECTED
     return ship(args, report.package)
+
+
+def check_bucket(s3: Any, bucket: str) -> None:
+    """NotFoundError naming ``bucket`` when it does not exist (HeadBucket says only "404");
+    any other refusal (credentials, region, access) is translated as every AWS error is."""
+    from botocore.exceptions import ClientError
+
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+            raise NotFoundError(
+                f"no bucket {bucket}", "Pass --bucket, the component artifacts bucket the stack created"
+            ) from None
+        raise
 
 
 def ship(args: argparse.Namespace, package: Path) -> int:

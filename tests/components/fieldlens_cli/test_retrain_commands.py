@@ -109,3 +109,31 @@ def test_a_bad_manifest_is_one_line_not_a_traceback(
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("fieldlens retrain: ") and says in line and line.endswith(f"(exit {code})")
     assert "fieldlens dataset build --out FILE" in line
+
+
+def test_retrain_publish_checks_the_bucket_before_training(
+    aws: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Minutes of training, then "no such bucket", is the mistake this saves."""
+    write_class_folders(tmp_path / "base", 3)
+    assert (
+        main(
+            [
+                "dataset",
+                "build",
+                "--from",
+                str(tmp_path),
+                "--base",
+                str(tmp_path / "base"),
+                "--out",
+                str(tmp_path / "m.json"),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    arguments = ["retrain", "--dataset", str(tmp_path / "m.json"), "--out", str(tmp_path / "models")]
+    code = main([*arguments, "--publish", "--bucket", "no-such-bucket", "--region", "eu-west-1"])
+    (line,) = capsys.readouterr().err.splitlines()
+    assert code == ExitCode.NOT_FOUND and "no-such-bucket" in line, line
+    assert not (tmp_path / "models").exists()  # nothing was trained
