@@ -1,20 +1,27 @@
 """The classifier's adapters, built from its configuration: the component and the v1 Lambda share them.
 
-The status responder (README, `fieldlens status`) is built here beside the classifier, because it
-needs what only this function holds: the inference client's ping. It starts with the classifier
-(its ``on_start``) and stops after it, before the inference client closes.
+One keeper (the sampling policy, the store, the "not kept" log) is built here and handed to both
+the request path and the continuous loop, so that neither reaches the store through the other.
+Continuous-mode commands and the status responder (README, `fieldlens status`) are built beside
+the classifier and start with it (its ``on_start``); the responder needs what only this module
+holds, the inference client's ping, and stops after the classifier, before that client closes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from fieldlens_classifier.commands import ContinuousCommands
 from fieldlens_classifier.config import ClassifierConfig
+from fieldlens_classifier.continuous import ContinuousLoop
+from fieldlens_classifier.keeping import FieldKeeper
 from fieldlens_classifier.service import Classifier
 from fieldlens_classifier.status import StatusResponder
+from fieldlens_core import topics
 from fieldlens_core.bus import Bus
+from fieldlens_core.camera import Camera
 from fieldlens_core.camera.registry import build_camera
-from fieldlens_core.inference.client import InferenceClient
+from fieldlens_core.inference.client import Inference, InferenceClient
 from fieldlens_fielddata.store import FieldStore
 
 
@@ -31,7 +38,28 @@ def build_classifier(config: ClassifierConfig, bus: Bus) -> tuple[Classifier, li
         max_bytes=config.max_field_bytes,
         max_images=config.max_field_images,
     )
-    classifier = Classifier(config, bus, camera, inference, store)
+    classifier = assemble_classifier(config, bus, camera, inference, store)
     responder = StatusResponder(classifier, bus, inference.ping)
     classifier.on_start.append(responder.start)
     return classifier, [classifier.stop, responder.stop, inference.close, camera.close, store.close]
+
+
+def assemble_classifier(
+    config: ClassifierConfig, bus: Bus, camera: Camera, inference: Inference, store: FieldStore
+) -> Classifier:
+    """The classifier and its continuous mode on these adapters (the component's, or a test's):
+    one keeper for both, the loop handed to the classifier that runs it, its commands beside."""
+    keeper = FieldKeeper(config.sampling, store)
+    loop = ContinuousLoop(
+        config.continuous,
+        config.thing_name,
+        camera,
+        inference,
+        keeper,
+        bus.publish,
+        topics.event_topic(config.name),
+        topics.frame_topic(config.name),
+    )
+    classifier = Classifier(config, bus, camera, inference, keeper, loop)
+    classifier.on_start.append(ContinuousCommands(classifier, bus).start)
+    return classifier

@@ -26,45 +26,22 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Literal, Protocol
 
 from fieldlens_classifier.config import SAMPLING_TOP_K, ContinuousConfig
+from fieldlens_classifier.frame import ClassifiedFrame, EventContext, EventRole
+from fieldlens_classifier.keeping import FieldKeeper
 from fieldlens_classifier.smoothing import FrameResult, Smoother, Transition
-from fieldlens_core.camera import Camera, Frame
+from fieldlens_core.camera import Camera
 from fieldlens_core.errors import FieldlensError
-from fieldlens_core.inference.client import Inference, InferenceResult
-from fieldlens_core.messages import (
-    ClassificationEvent,
-    ContinuousStatus,
-    FramePrediction,
-    ImageInfo,
-    ModelInfo,
-    Prediction,
-    utc_timestamp,
-)
+from fieldlens_core.inference.client import Inference
+from fieldlens_core.messages import ClassificationEvent, ContinuousStatus, FramePrediction, ImageInfo, utc_timestamp
 
 log = logging.getLogger(__name__)
 
 ERROR_BACKOFF_S = 1.0  # a camera or inference service that fails is asked again this often
 RATE_WINDOW = 20  # frames the measured rate is taken over
-
-
-class Keep(Protocol):
-    def __call__(
-        self,
-        now: datetime,
-        jpeg: bytes,
-        metadata: dict[str, object],
-        predictions: list[Prediction],
-        model: ModelInfo,
-        *,
-        save: bool = False,
-        reason: str | None = None,
-        event_id: str | None = None,
-        event_role: Literal["best", "boundary"] | None = None,
-    ) -> ImageInfo: ...
 
 
 @dataclass
@@ -79,14 +56,10 @@ class _State:
 
 @dataclass
 class _Seen:
-    """A classified frame, as the event messages and keeping need it."""
+    """A classified frame of this run, and what the keeper kept it as: never kept twice."""
 
-    jpeg: bytes
-    metadata: dict[str, object]
-    predictions: list[Prediction]
-    model: ModelInfo
-    wall: datetime
-    kept: ImageInfo | None = None  # what the sampling policy kept it as: never kept twice
+    frame: ClassifiedFrame
+    kept: ImageInfo | None = None
 
 
 class ContinuousLoop:
@@ -96,7 +69,7 @@ class ContinuousLoop:
         thing: str,
         camera: Camera,
         inference: Inference,
-        keep: Keep,
+        keeper: FieldKeeper,
         publish: Callable[[str, bytes], None],
         event_topic: str,
         frame_topic: str,
@@ -106,7 +79,7 @@ class ContinuousLoop:
         self._thing = thing
         self._camera = camera
         self._inference = inference
-        self._keep = keep
+        self._keeper = keeper
         self._publish = publish
         self._event_topic = event_topic
         self._frame_topic = frame_topic
@@ -225,7 +198,7 @@ class ContinuousLoop:
                 self._failed(exc)
                 due = self._clock()
                 continue
-            self._settle(index, started, wall, frame, result, state, settings)
+            self._settle(index, started, ClassifiedFrame(frame, result, wall, EventContext()), state, settings)
             index += 1
             due = self._next_due(due, self._clock())
         for transition in smoother.flush(self._clock(), index - 1):
@@ -243,27 +216,18 @@ class ContinuousLoop:
         self._pause(ERROR_BACKOFF_S)
 
     def _settle(
-        self,
-        index: int,
-        started: float,
-        wall: datetime,
-        frame: Frame,
-        result: InferenceResult,
-        state: _State,
-        settings: ContinuousConfig,
+        self, index: int, started: float, frame: ClassifiedFrame, state: _State, settings: ContinuousConfig
     ) -> None:
         """A classified frame: smooth, keep, announce, count."""
         self._failures = 0
-        seen = _Seen(frame.jpeg, frame.metadata, result.predictions, result.model, wall)
+        transitions = state.smoother.push(FrameResult(index, started, frame.ranked))
+        event = state.smoother.event
+        if event is not None:  # taken while the event was in view: its sidecar names the event
+            frame = replace(frame, context=EventContext(event.event_id))
+        seen = _Seen(frame)
         state.recent[index] = seen
         state.recent.pop(index - settings.window_frames - settings.hold_frames, None)
-        transitions = state.smoother.push(
-            FrameResult(index, started, [(p.label, p.confidence) for p in seen.predictions])
-        )
-        event = state.smoother.event
-        info = self._keep(
-            wall, seen.jpeg, seen.metadata, seen.predictions, seen.model, event_id=event.event_id if event else None
-        )
+        info = self._keeper.keep(frame)
         seen.kept = info if info.kept else None
         for transition in transitions:
             if transition.type == "start" and transition.event.best is not None:
@@ -311,7 +275,7 @@ class ContinuousLoop:
         """Publish an event; keep the frame where the model hesitated most around it and, at the
         end, the event's best frame (a frame the sampling policy kept already is not kept again)."""
         event = transition.event
-        hesitant = min(recent.values(), key=lambda seen: seen.predictions[0].confidence, default=None)
+        hesitant = min(recent.values(), key=lambda seen: seen.frame.predictions[0].confidence, default=None)
         if hesitant is not None and hesitant.kept is None:
             self._keep_for(hesitant, event.event_id, "boundary", f"event {transition.type}")
         image = None
@@ -322,7 +286,7 @@ class ContinuousLoop:
             return  # no frame was ever classified: there is no event
         if transition.type == "start":
             first = recent.get(event.first_frame, latest)
-            self._started_at = utc_timestamp(first.wall)
+            self._started_at = utc_timestamp(first.frame.captured)
             with self._wake:
                 self._events += 1
         last = recent.get(event.last_frame) if event.last_frame is not None else None
@@ -333,9 +297,9 @@ class ContinuousLoop:
             confidence=round(event.confidence, 4),
             frames=event.frames,
             started=self._started_at,
-            ended=utc_timestamp((last or latest).wall) if transition.type == "end" else None,
+            ended=utc_timestamp((last or latest).frame.captured) if transition.type == "end" else None,
             thing=self._thing,
-            model=latest.model,
+            model=latest.frame.model,
             image=image,
         )
         try:
@@ -343,19 +307,9 @@ class ContinuousLoop:
         except Exception:  # the bus logs its reason; the loop goes on
             log.exception("could not publish the %s event of %s", transition.type, event.event_id)
 
-    def _keep_for(self, seen: _Seen, event_id: str, role: Literal["best", "boundary"], reason: str) -> ImageInfo:
-        """Keep ``seen`` within the save caps; what was kept (or why not)."""
-        info = self._keep(
-            seen.wall,
-            seen.jpeg,
-            seen.metadata,
-            seen.predictions,
-            seen.model,
-            save=True,
-            reason=reason,
-            event_id=event_id,
-            event_role=role,
-        )
+    def _keep_for(self, seen: _Seen, event_id: str, role: EventRole, reason: str) -> ImageInfo:
+        """Keep ``seen`` for the event, within the save caps; what was kept (or why not)."""
+        info = self._keeper.keep(replace(seen.frame, context=EventContext(event_id, role, reason)))
         if info.kept:
             seen.kept = info
         return info
@@ -363,10 +317,10 @@ class ContinuousLoop:
     def _publish_frame(self, index: int, seen: _Seen, top_k: int, event_id: str | None) -> None:
         message = FramePrediction(
             thing=self._thing,
-            timestamp=utc_timestamp(seen.wall),
+            timestamp=utc_timestamp(seen.frame.captured),
             frame=index,
-            predictions=seen.predictions[:top_k],
-            model=seen.model,
+            predictions=seen.frame.predictions[:top_k],
+            model=seen.frame.model,
             event_id=event_id,
         )
         try:

@@ -4,7 +4,12 @@ The bus handler only validates and enqueues (it runs on the transport's thread);
 queue and a few workers do the work, and a full queue answers BUSY at once instead of
 letting requests pile up on a small device. Every request gets exactly one response, on
 the topic paired with the one it came in on (``routes``), or on its ``reply_topic`` / MQTT 5
-response topic when that passes the prefix guard, with its MQTT 5 correlation data echoed.
+response topic when that passes the prefix guard (routing.py), with its MQTT 5 correlation
+data echoed.
+
+What is kept is the keeper's to decide and write (keeping.py): the same keeper, built in build.py,
+keeps continuous mode's frames, and the commands that start and stop that loop are answered
+beside this path (commands.py), not on it.
 
 A message flagged retained is never a request: a retained request would run again at every
 restart and reconnect, each time capturing, uploading and answering once more.
@@ -24,57 +29,41 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
 from fieldlens_classifier.admission import Admission, Decision
 from fieldlens_classifier.config import HOT_FIELDS, SAMPLING_TOP_K, ClassifierConfig
 from fieldlens_classifier.continuous import ContinuousLoop
+from fieldlens_classifier.frame import ClassifiedFrame, RequestContext
+from fieldlens_classifier.keeping import FieldKeeper
+from fieldlens_classifier.routing import Reply, paired_reply, reply_for
 from fieldlens_classifier.status import Counters
 from fieldlens_core import topics
 from fieldlens_core.bus import Bus, Message
 from fieldlens_core.camera import Camera
-from fieldlens_core.errors import BadRequestError, BusyError, ErrorCode, FieldlensError
+from fieldlens_core.errors import ErrorCode, FieldlensError
 from fieldlens_core.inference.client import Inference
 from fieldlens_core.messages import (
     ClassifyRequest,
     ClassifyResponse,
-    ContinuousCommand,
-    ContinuousResponse,
-    ErrorInfo,
     ImageInfo,
     ImageNotKept,
-    ModelInfo,
-    Prediction,
     Timing,
     new_request_id,
-    parse_payload,
     parse_request,
     salvage_request_id,
     utc_timestamp,
 )
-from fieldlens_fielddata.directory import new_image_id
-from fieldlens_fielddata.sampling.policy import SamplingPolicy
-from fieldlens_fielddata.sidecar import ModelRef, Observation
-from fieldlens_fielddata.store import FieldStore, Reservation, StoreFullError
+from fieldlens_fielddata.store import Reservation
 
 log = logging.getLogger(__name__)
 
-NOT_KEPT_LOG_INTERVAL_S = 60.0
 STOP_TIMEOUT_S = 10.0  # Greengrass's default shutdown timeout is 15 s
-
-
-@dataclass(frozen=True)
-class _Reply:
-    """Where a response goes, and the MQTT 5 correlation data it carries back."""
-
-    topic: str
-    correlation_data: bytes | None = None
 
 
 @dataclass(frozen=True)
 class _Job:
     request: ClassifyRequest
-    reply: _Reply
+    reply: Reply
     received: float  # perf_counter() when the message arrived
     admitted_at: float  # Decision.at: the admission's clock when it was admitted
 
@@ -84,41 +73,34 @@ def _ms(seconds: float) -> float:
 
 
 class Classifier:
+    """One request's path (admitted, captured, classified, kept, answered) on a pool of workers;
+    and the life of what it was built with: the keeper's policy and the continuous loop follow its
+    configuration, and the loop stops with it."""
+
     def __init__(
         self,
         config: ClassifierConfig,
         bus: Bus,
         camera: Camera,
         inference: Inference,
-        store: FieldStore,
-        policy: SamplingPolicy | None = None,
+        keeper: FieldKeeper,
+        continuous: ContinuousLoop,
     ) -> None:
         self._config = config
-        self._policy = policy or self._new_policy(config, store)
         self._bus = bus
         self._camera = camera
         self._inference = inference
-        self._store = store
+        self._keeper = keeper
+        self._continuous = continuous
         self._queue: queue.Queue[_Job | None] = queue.Queue()  # bounded by admission, not by size
         self._admission = Admission(config.max_wait_ms / 1000, config.queue_size + config.workers, config.workers)
         self._workers: list[threading.Thread] = []
         self._stopping = False
-        self._not_kept_lock = threading.Lock()
-        self._not_kept_logged_at, self._not_kept_count = float("-inf"), 0
         self.counters = Counters()
         """Every classify response, counted as it is published (`fieldlens status`)."""
         self.on_start: list[Callable[[], None]] = []
-        """Run at the end of start(): what build.py starts with the classifier (its status responder)."""
-        self._continuous = ContinuousLoop(
-            config.continuous,
-            config.thing_name,
-            camera,
-            inference,
-            self.keep,
-            bus.publish,
-            topics.event_topic(config.name),
-            topics.frame_topic(config.name),
-        )
+        """Run at the end of start(): what build.py starts with the classifier (continuous-mode
+        commands, the status responder)."""
 
     @property
     def config(self) -> ClassifierConfig:
@@ -132,9 +114,6 @@ class Classifier:
         for request_topic, response_topic in self._config.routes.items():
             self._bus.subscribe(request_topic, self.on_message)
             log.info("listening on %s, answering on %s", request_topic, response_topic)
-        for request_topic, response_topic in self._config.continuous_routes.items():
-            self._bus.subscribe(request_topic, self.on_command)
-            log.info("continuous-mode commands on %s, answered on %s", request_topic, response_topic)
         if self._config.continuous.enabled:
             self._continuous.start()
         for started in self.on_start:
@@ -143,6 +122,11 @@ class Classifier:
     @property
     def continuous(self) -> ContinuousLoop:
         return self._continuous
+
+    @property
+    def stopping(self) -> bool:
+        """stop() has begun: later requests and commands are answered BUSY."""
+        return self._stopping
 
     @property
     def admission(self) -> Admission:
@@ -194,7 +178,7 @@ class Classifier:
             log.warning("configuration of %s takes effect after a restart", ", ".join(later))
         self._config = old.model_copy(update={k: getattr(new, k) for k in changed & set(HOT_FIELDS)})
         if "sampling" in changed:
-            self._policy = self._new_policy(self._config, self._store)
+            self._keeper.reconfigure(self._config.sampling)
         if "max_wait_ms" in changed:
             self._admission.budget_s = self._config.max_wait_ms / 1000
         if "continuous" in changed:
@@ -232,7 +216,7 @@ class Classifier:
         self._write(pending, request.request_id)
         return response
 
-    def _admit(self, message: Message) -> tuple[ClassifyRequest, _Reply] | tuple[ClassifyResponse, _Reply] | None:
+    def _admit(self, message: Message) -> tuple[ClassifyRequest, Reply] | tuple[ClassifyResponse, Reply] | None:
         """The validated request and where to answer it; the error response it gets instead; or None
         for a message that is not a request at all (a retained one)."""
         if message.retained:
@@ -244,54 +228,14 @@ class Classifier:
             )
             return None
         config = self._config
-        default = _Reply(config.routes.get(message.topic, config.effective_response_topic), message.correlation_data)
+        default = paired_reply(message, config.routes, config.effective_response_topic)
         try:
             request = parse_request(message.payload, config.max_payload_bytes)
-            return request, self._reply(message, request.reply_topic, default)
+            return request, reply_for(message, request.reply_topic, default, config)
         except FieldlensError as exc:
             request_id = salvage_request_id(message.payload) if exc.code == ErrorCode.BAD_REQUEST else new_request_id()
             log.info("rejected request %s: %s %s", request_id, exc.code, exc.message)
             return ClassifyResponse.failure(request_id, config.thing_name, exc.code, exc.message), default
-
-    def _reply(self, message: Message, reply_topic: str | None, default: _Reply) -> _Reply:
-        """Where to answer: the payload's reply_topic, else the MQTT 5 response topic, else ``default``."""
-        if reply_topic is not None:
-            return _Reply(self._checked_reply_topic(reply_topic, "reply_topic"), message.correlation_data)
-        if message.response_topic is not None:
-            topic = self._checked_reply_topic(message.response_topic, "MQTT 5 response topic")
-            return _Reply(topic, message.correlation_data)
-        return default
-
-    def on_command(self, message: Message) -> None:
-        """A continuous-mode command: start, stop or status, answered at once (README, "Continuous mode")."""
-        if message.retained:
-            log.warning("ignored a retained message on %s: retained messages are never commands", message.topic)
-            return
-        config = self._config
-        default_topic = config.continuous_routes.get(message.topic, topics.continuous_response_topic(config.name))
-        reply = _Reply(default_topic, message.correlation_data)
-        request_id, note = salvage_request_id(message.payload), None
-        try:
-            command = parse_payload(message.payload, ContinuousCommand, config.max_payload_bytes)
-            request_id, note = command.request_id, command.message
-            reply = self._reply(message, command.reply_topic, reply)
-            if self._stopping:
-                raise BusyError("the classifier is shutting down")
-            if command.action == "start":
-                self._continuous.start(command.fps)
-            elif command.action == "stop":
-                self._continuous.stop()
-            response = ContinuousResponse(
-                request_id=request_id, thing=config.thing_name, continuous=self._continuous.status(), message=note
-            )
-        except FieldlensError as exc:
-            log.info("rejected continuous-mode command %s: %s %s", request_id, exc.code, exc.message)
-            error = ErrorInfo(code=exc.code, message=exc.message)
-            response = ContinuousResponse(request_id=request_id, thing=config.thing_name, message=note, error=error)
-        try:
-            self._bus.publish(reply.topic, response.to_payload(), reply.correlation_data)
-        except Exception:
-            log.exception("could not publish the answer to command %s", request_id)
 
     def _process(self, request: ClassifyRequest, received: float) -> tuple[ClassifyResponse, Reservation | None]:
         """Capture, classify and reserve room for one image: the response, and the image to write
@@ -314,25 +258,21 @@ class Classifier:
 
     def _classify(self, request: ClassifyRequest, started: float) -> tuple[ClassifyResponse, Reservation | None]:
         config = self._config
+        taken = datetime.now(UTC)
         frame = self._camera.capture()
         captured = time.perf_counter()
         top_k = request.top_k or config.default_top_k
         result = self._inference.classify(frame.for_inference, "image/jpeg", max(top_k, SAMPLING_TOP_K))
         inferred = time.perf_counter()
-        now = datetime.now(UTC)
-        timestamp = utc_timestamp(now)
-        ranked, model = result.predictions, result.model
-        image, pending = self._reserve(
-            now, frame.jpeg, frame.metadata, ranked, model, request_id=request.request_id, save=request.save
-        )
-        predictions = ranked[:top_k]
+        classified = ClassifiedFrame(frame, result, taken, RequestContext(request.request_id, request.save))
+        image, pending = self._keeper.reserve(classified)
         finished = time.perf_counter()
         response = ClassifyResponse(
             request_id=request.request_id,
             thing=config.thing_name,
-            timestamp=timestamp,
-            predictions=predictions,
-            model=model,
+            timestamp=utc_timestamp(taken),
+            predictions=result.predictions[:top_k],
+            model=result.model,
             image=image,
             timing_ms=Timing(
                 capture=_ms(captured - started), inference=_ms(inferred - captured), total=_ms(finished - started)
@@ -341,93 +281,12 @@ class Classifier:
         )
         return response, pending
 
-    def keep(
-        self,
-        now: datetime,
-        jpeg: bytes,
-        metadata: dict[str, object],
-        predictions: list[Prediction],
-        model: ModelInfo,
-        *,
-        save: bool = False,
-        reason: str | None = None,
-        event_id: str | None = None,
-        event_role: Literal["best", "boundary"] | None = None,
-    ) -> ImageInfo:
-        """Keep a frame now if the sampling policy says so (``save``: within the save caps, and past them
-        when the policy would keep it anyway) (continuous mode: nobody waits on the write); never raises
-        for storage: a full or failing disk is the ImageInfo's reason. ``reason`` replaces the policy's
-        in the sidecar ("event best frame")."""
-        image, pending = self._reserve(
-            now, jpeg, metadata, predictions, model, save=save, reason=reason, event_id=event_id, event_role=event_role
-        )
-        if pending is None:
-            return image
-        failed = self._store_write(pending)
-        return image if failed is None else ImageInfo(id=image.id, kept=False, reason=failed)
-
-    def _reserve(
-        self,
-        now: datetime,
-        jpeg: bytes,
-        metadata: dict[str, object],
-        predictions: list[Prediction],
-        model: ModelInfo,
-        *,
-        request_id: str | None = None,
-        save: bool = False,
-        reason: str | None = None,
-        event_id: str | None = None,
-        event_role: Literal["best", "boundary"] | None = None,
-    ) -> tuple[ImageInfo, Reservation | None]:
-        """The image as a response names it, and the store's room for it if it is to be kept (``save``:
-        the request asked; the policy decides how it is kept, see SamplingPolicy.decide); writes nothing,
-        never raises for storage."""
-        image_id = new_image_id(now)
-        verdict = self._policy.decide([(p.label, p.confidence) for p in predictions], saved=save)
-        if not verdict.keep:
-            return ImageInfo(id=image_id, kept=False, reason=verdict.reason), None
-        observation = Observation(
-            request_id=request_id,
-            timestamp=utc_timestamp(now),
-            prediction=predictions[0].label,
-            confidence=predictions[0].confidence,
-            predictions=predictions,
-            model=ModelRef(**model.model_dump()),
-            capture=metadata,
-            reason=reason or verdict.reason,
-            event_id=event_id,
-            event_role=event_role,
-        )
-        try:
-            pending = self._store.reserve(image_id, now, jpeg, observation, verdict.score, saved=verdict.saved)
-        except StoreFullError as exc:
-            self._not_kept(logging.WARNING, image_id, exc)
-            return ImageInfo(id=image_id, kept=False, reason=f"disk cap: {exc}"), None
-        except OSError as exc:  # the store could not look for room: the prediction still goes out
-            self._not_kept(logging.ERROR, image_id, exc)
-            return ImageInfo(id=image_id, kept=False, reason=_storage_failed(exc)), None
-        kept = pending.kept
-        image = ImageInfo(
-            id=image_id, kept=True, reason=observation.reason, path=str(kept.image_path), s3_key=kept.s3_key
-        )
-        return image, pending
-
-    def _store_write(self, pending: Reservation) -> str | None:
-        """Write a reserved image; why it was not kept when the disk refused it (logged), else None."""
-        try:
-            self._store.write(pending)
-        except OSError as exc:  # disk full, read-only card
-            self._not_kept(logging.ERROR, pending.kept.image_id, exc)
-            return _storage_failed(exc)
-        return None
-
     def _write(self, pending: Reservation | None, request_id: str) -> None:
         """Write an image whose response is out; a failure is logged and published (ImageNotKept)."""
         if pending is None:
             return
         try:
-            reason = self._store_write(pending)
+            reason = self._keeper.write(pending)
         except Exception as exc:  # a bug, which must not end a worker
             log.exception("writing image %s failed unexpectedly", pending.kept.image_id)
             reason = f"internal error: {type(exc).__name__}: {exc}"
@@ -440,43 +299,7 @@ class Classifier:
         except Exception:
             log.exception("could not report that image %s was not kept", pending.kept.image_id)
 
-    def _not_kept(self, level: int, image_id: str, exc: OSError) -> None:
-        """Logged at ``level`` once a minute at most: a full store or disk refuses every frame of
-        continuous mode, and a line per frame would bury everything else in the log."""
-        with self._not_kept_lock:
-            now = time.monotonic()
-            self._not_kept_count += 1
-            count, loud = self._not_kept_count, now - self._not_kept_logged_at >= NOT_KEPT_LOG_INTERVAL_S
-            if loud:
-                self._not_kept_logged_at, self._not_kept_count = now, 0
-        log.log(level if loud else logging.DEBUG, "not keeping image %s (%d not kept since the last report): %s",
-                image_id, count, exc)  # fmt: skip
-
-    @staticmethod
-    def _new_policy(config: ClassifierConfig, store: FieldStore) -> SamplingPolicy:
-        kept = [when.timestamp() for when in store.kept_times()]
-        saved = [when.timestamp() for when in store.kept_times(saved=True)]
-        return SamplingPolicy(config.sampling, already_kept=kept, already_saved=saved)
-
-    def _checked_reply_topic(self, topic: str, source: str) -> str:
-        """A reply_topic or MQTT 5 response topic, if it is publishable and under the prefix."""
-        prefix = self._config.effective_reply_topic_prefix
-        try:
-            topics.validate_publish_topic(topic)
-        except ValueError as exc:
-            raise BadRequestError(f"{source}: {exc}") from None
-        if not topic.startswith(prefix):
-            raise BadRequestError(f"{source} must start with {prefix!r}")
-        own = {*self._config.routes.values(), *self._config.continuous_routes.values()}
-        in_response_namespace = any(
-            topic == answers or topic.startswith(answers + "/")
-            for answers in (topics.FLEET_RESPONSE_TOPIC, topics.CONTINUOUS_RESPONSE_TOPIC, topics.STATUS_RESPONSE_TOPIC)
-        )
-        if in_response_namespace and topic not in own:
-            raise BadRequestError(f"{source} may not be another device's response topic")
-        return topic
-
-    def _publish(self, response: ClassifyResponse, reply: _Reply) -> None:
+    def _publish(self, response: ClassifyResponse, reply: Reply) -> None:
         self.counters.record(response)
         try:
             self._bus.publish(reply.topic, response.to_payload(), reply.correlation_data)
@@ -497,7 +320,3 @@ class Classifier:
             self._publish(response, job.reply)  # none of the three raises
             self._write(pending, job.request.request_id)
             self._admission.finished(started.at)
-
-
-def _storage_failed(exc: OSError) -> str:
-    return f"storage failed: {exc.strerror or exc}"

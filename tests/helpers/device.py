@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fieldlens_classifier.build import assemble_classifier
 from fieldlens_classifier.config import ClassifierConfig
-from fieldlens_classifier.service import Classifier
 from fieldlens_core.bus.mqtt import MqttBus
 from fieldlens_core.camera.folder import FolderCamera
 from fieldlens_core.config import BrokerConfig
@@ -43,7 +43,7 @@ class Device:
     def start(self) -> None:
         config = BrokerConfig(url=self._mosquitto.url, protocol=self._protocol)
         self.bus = MqttBus(config, "classifier").connect()
-        self.classifier = Classifier(
+        self.classifier = assemble_classifier(
             self.config,
             self.bus,
             FolderCamera(self._photos),

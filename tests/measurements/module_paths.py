@@ -52,8 +52,11 @@ def trace_here() -> dict[str, list[str]]:
 
 
 def _edge(work: Path) -> tuple[Any, Any, Any]:
+    try:
+        from fieldlens_classifier.build import assemble_classifier
+    except ImportError:  # before the keeper and the continuous loop were built beside the classifier
+        from fieldlens_classifier.service import Classifier as assemble_classifier  # type: ignore[assignment]
     from fieldlens_classifier.config import ClassifierConfig
-    from fieldlens_classifier.service import Classifier
     from fieldlens_core.bus.memory import InMemoryBus
     from fieldlens_core.camera.folder import FolderCamera
     from fieldlens_core.inference.client import InferenceClient
@@ -82,7 +85,9 @@ def _edge(work: Path) -> tuple[Any, Any, Any]:
     bus, answered = InMemoryBus(), threading.Event()
     bus.subscribe("/response/#", lambda *_: answered.set())
     store = FieldStore(config.field_data_dir, "t", config.s3_prefix)
-    classifier = Classifier(config, bus, FolderCamera(work / "photos"), InferenceClient(config.inference), store)
+    classifier = assemble_classifier(
+        config, bus, FolderCamera(work / "photos"), InferenceClient(config.inference), store
+    )
     classifier.start()
 
     def request() -> None:

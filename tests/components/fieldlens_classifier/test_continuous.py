@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from fieldlens_classifier.build import assemble_classifier
 from fieldlens_classifier.config import ClassifierConfig
-from fieldlens_classifier.service import Classifier
 from fieldlens_core.bus import Message
 from fieldlens_core.bus.memory import InMemoryBus
 from fieldlens_core.camera import Camera, Frame
@@ -49,7 +49,7 @@ class Rig:
         self.bus.subscribe("/event/frame/#", self.frames)
         self.store = FieldStore(self.config.field_data_dir, "belt-1", sync_interval_s=0)
         self.model = ColourModel()
-        self.classifier = Classifier(self.config, self.bus, camera, self.model, self.store)
+        self.classifier = assemble_classifier(self.config, self.bus, camera, self.model, self.store)
         self.classifier.start()
 
     def command(self, payload: dict[str, Any] | bytes, topic: str = COMMANDS, **properties: Any) -> dict[str, Any]:
@@ -217,13 +217,33 @@ def test_a_full_store_refuses_frames_with_one_warning_not_one_a_frame(
 ) -> None:
     rig = rig_of(FolderCamera(write_video(tmp_path / "video", ["hen"] * 3)))
     rig.store.max_images = 0  # full from the start
-    with caplog.at_level(logging.WARNING, logger="fieldlens_classifier.service"):
+    with caplog.at_level(logging.WARNING, logger="fieldlens_classifier.keeping"):
         rig.classifier.continuous.start()
         wait_until(lambda: rig.classifier.continuous.status().frames >= 30, 10, "30 frames")
         rig.classifier.continuous.stop()
     warnings = [r for r in caplog.records if "not keeping image" in r.getMessage()]
     assert len(warnings) == 1 and "field-data cap reached" in warnings[0].getMessage()
     assert rig.events.wait_for(2)[1]["image"]["kept"] is False  # the end event says why
+
+
+def test_requests_and_the_loop_keep_through_one_keeper(
+    tmp_path: Path, rig_of: Callable[..., Rig], caplog: pytest.LogCaptureFixture
+) -> None:
+    """One store, one policy, one "not kept" log: a request refused by the store the loop filled is
+    not a second warning within the minute."""
+    rig = rig_of(FolderCamera(write_video(tmp_path / "video", ["hen"] * 3)))
+    rig.store.max_images = 0
+    responses = ResponseCollector()
+    rig.bus.subscribe(f"/response/prediction/{NAME}", responses)
+    with caplog.at_level(logging.WARNING, logger="fieldlens_classifier.keeping"):
+        rig.classifier.continuous.start()
+        wait_until(lambda: rig.classifier.continuous.status().frames >= 3, 10, "3 frames")
+        rig.classifier.continuous.stop()
+        rig.bus.publish(f"/request/classify/{NAME}", b'{"save": true}')
+        image = responses.wait_for(1)[0]["image"]
+    assert image["kept"] is False and image["reason"].startswith("disk cap:")
+    warnings = [r for r in caplog.records if "not keeping image" in r.getMessage()]
+    assert len(warnings) == 1 and image["id"] not in warnings[0].getMessage()
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from fieldlens_classifier.admission import Admission
+from fieldlens_classifier.build import assemble_classifier
 from fieldlens_classifier.config import ClassifierConfig
 from fieldlens_classifier.service import Classifier
 from fieldlens_core.bus import Message
@@ -47,7 +48,7 @@ class Rig:
         self.bus = InMemoryBus()
         self.responses = ResponseCollector()
         self.bus.subscribe("/response/#", self.responses)
-        self.classifier = Classifier(
+        self.classifier = assemble_classifier(
             config,
             self.bus,
             camera,
@@ -267,7 +268,7 @@ class HeldWrites(FieldStore):
 def classifier_on(tmp_path: Path, tiny_server: Path, folder: Path, store: FieldStore) -> tuple[Classifier, InMemoryBus]:
     config = make_config(tmp_path, tiny_server)
     bus = InMemoryBus()
-    classifier = Classifier(config, bus, FolderCamera(folder), InferenceClient(config.inference), store)
+    classifier = assemble_classifier(config, bus, FolderCamera(folder), InferenceClient(config.inference), store)
     classifier.start()
     return classifier, bus
 
@@ -359,7 +360,7 @@ def test_a_full_store_answers_with_the_prediction_and_says_why_nothing_was_kept(
     bus, responses = InMemoryBus(), ResponseCollector()
     bus.subscribe(RESPONSES, responses)
     store = FieldStore(tmp_path / "capped", "t", max_images=1)
-    classifier = Classifier(config, bus, FolderCamera(red_folder), InferenceClient(config.inference), store)
+    classifier = assemble_classifier(config, bus, FolderCamera(red_folder), InferenceClient(config.inference), store)
     classifier.start()
     try:
         bus.publish(REQUESTS, b"{}")
@@ -530,7 +531,7 @@ def test_a_worker_survives_a_bug_and_every_request_is_answered(
     bus.subscribe("/response/#", responses)
     bus.subscribe("/event/image/#", lost)
     store = BrokenStore(tmp_path / "field", broken)
-    classifier = Classifier(config, bus, FolderCamera(red_folder), InferenceClient(config.inference), store)
+    classifier = assemble_classifier(config, bus, FolderCamera(red_folder), InferenceClient(config.inference), store)
     classifier.start()
     try:
         for index in range(6):  # more than the workers: a dead worker would leave some unanswered
@@ -615,7 +616,7 @@ def test_a_save_past_its_caps_is_kept_as_sampled_and_evicts_nothing_not_yet_uplo
     bus, responses = InMemoryBus(), ResponseCollector()
     bus.subscribe(RESPONSES, responses)
     store = FieldStore(tmp_path / "capped", "t", max_images=3)
-    classifier = Classifier(config, bus, FolderCamera(red_folder), InferenceClient(config.inference), store)
+    classifier = assemble_classifier(config, bus, FolderCamera(red_folder), InferenceClient(config.inference), store)
     classifier.start()
     try:
 

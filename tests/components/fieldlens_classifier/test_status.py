@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from fieldlens_classifier.build import build_classifier
+from fieldlens_classifier.build import assemble_classifier, build_classifier
 from fieldlens_classifier.config import ClassifierConfig
 from fieldlens_classifier.service import Classifier
 from fieldlens_classifier.status import MAX_PENDING, StatusResponder
@@ -165,7 +165,7 @@ def test_in_flight_and_queued_split_the_backlog(tmp_path: Path, tiny_server: Pat
     config = make_config(tmp_path, tiny_server, workers=1)
     bus, camera = InMemoryBus(), GatedCamera()
     inference = InferenceClient(config.inference)
-    classifier = Classifier(config, bus, camera, inference, FieldStore(config.field_data_dir, "coop-7"))
+    classifier = assemble_classifier(config, bus, camera, inference, FieldStore(config.field_data_dir, "coop-7"))
     responder = StatusResponder(classifier, bus, inference.ping)
     classifier.on_start.append(responder.start)
     rig = Rig(classifier, bus, [camera.gate.set, classifier.stop, responder.stop, inference.close])
