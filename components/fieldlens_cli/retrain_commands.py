@@ -11,7 +11,7 @@ from fieldlens_cli.arguments import DATA_DIR, Subcommands, aws_arguments
 from fieldlens_cli.output import emit
 from fieldlens_core.errors import ConfigurationError, ExitCode, InvalidInputError, NotFoundError
 from fieldlens_core.model_package import current_package
-from fieldlens_retrain.bucket_labels import BucketLabels
+from fieldlens_fielddata.bucket_labels import BucketLabels
 from fieldlens_retrain.gate import DEFAULT_RULES, GateRules
 from fieldlens_retrain.labels import export_labels, import_labels, labelled, read_labels
 

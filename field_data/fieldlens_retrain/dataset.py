@@ -21,7 +21,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -29,7 +29,6 @@ from fieldlens_core.atomic import atomic_write
 from fieldlens_core.errors import NotFoundError, TrainingError
 from fieldlens_core.messages import utc_timestamp
 from fieldlens_core.model_package import sha256_file
-from fieldlens_core.safe_paths import UnsafePathError, resolve_inside
 from fieldlens_fielddata.directory import device_directories
 from fieldlens_fielddata.sidecar import Sidecar
 from fieldlens_retrain.labels import LabelError, check_label_text, match_labels
@@ -125,27 +124,6 @@ def field_images(
             yield pair.image_path, label, "field"
         elif pseudo_threshold is not None and sidecar.prediction and sidecar.confidence >= pseudo_threshold:
             yield pair.image_path, sidecar.prediction, "pseudo"
-
-
-def download_field_data(url: str, cache: Path, s3: Any) -> Path:
-    """Mirror the pairs under s3://bucket/prefix into ``cache`` (skipping what is already there)."""
-    bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-        for item in page.get("Contents", []):
-            key = item["Key"]
-            if not key.endswith((".jpg", ".json")):
-                continue
-            try:
-                target = resolve_inside(cache, key)
-            except UnsafePathError as exc:  # any device can put a key; none may write outside the cache
-                log.warning("skipping s3://%s/%s: %s", bucket, key, exc)
-                continue
-            if target.exists() and target.stat().st_size == item["Size"]:
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write(target, s3.get_object(Bucket=bucket, Key=key)["Body"].read(), durable=False)
-    return cache / prefix if prefix else cache
 
 
 def class_set(in_play: set[str], parent_labels: list[str] | None) -> tuple[list[str], list[str]]:

@@ -7,7 +7,8 @@ from typing import Any
 import boto3
 import pytest
 
-from fieldlens_retrain.dataset import build_manifest, download_field_data, read_manifest, write_manifest
+from fieldlens_fielddata.bucket_labels import download_field_data
+from fieldlens_retrain.dataset import build_manifest, read_manifest, write_manifest
 from fieldlens_retrain.labels import LabelError, import_labels
 from tests.helpers.colour_photos import write_class_folders
 from tests.helpers.field_data import keep_images

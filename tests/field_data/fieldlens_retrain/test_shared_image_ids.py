@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 
 from fieldlens_cli.main import main
+from fieldlens_fielddata.bucket_labels import BucketLabels
 from fieldlens_fielddata.directory import FieldDataDir, s3_key
 from fieldlens_fielddata.sidecar import Observation
 from fieldlens_fielddata.store import FieldStore
 from fieldlens_labelling.client import PageClient
 from fieldlens_labelling.serve import LabelServer, PageOptions
-from fieldlens_retrain.bucket_labels import BucketLabels
 from tests.helpers.images import solid_jpeg
 from tests.helpers.s3_server import moto_s3
 

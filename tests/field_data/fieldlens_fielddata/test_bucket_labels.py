@@ -9,10 +9,10 @@ from typing import Any
 import boto3
 import pytest
 
+from fieldlens_fielddata.bucket_labels import BucketLabels
 from fieldlens_fielddata.directory import FieldDataDir, device_directories
 from fieldlens_labelling.client import PageClient, PageError
 from fieldlens_labelling.serve import LabelServer, PageOptions
-from fieldlens_retrain.bucket_labels import BucketLabels
 from fieldlens_retrain.dataset import build_manifest
 from tests.helpers.labelling import export_tasks, keep_predicted
 

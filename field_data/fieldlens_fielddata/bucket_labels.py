@@ -26,10 +26,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fieldlens_core.atomic import atomic_write
 from fieldlens_core.errors import FieldlensError
+from fieldlens_core.safe_paths import UnsafePathError, resolve_inside
 from fieldlens_fielddata.directory import IMAGE_SUFFIX, SIDECAR_SUFFIX, device_directories, image_time, s3_key
 from fieldlens_fielddata.sidecar import Sidecar
-from fieldlens_retrain.dataset import download_field_data
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +122,24 @@ class BucketLabels:
                 if item["Key"].endswith(f"/{record.image_id}{SIDECAR_SUFFIX}"):
                     records[item["Key"]] = record
         return records
+
+
+def download_field_data(url: str, cache: Path, s3: Any) -> Path:
+    """Mirror the pairs under s3://bucket/prefix into ``cache`` (skipping what is already there)."""
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            key = item["Key"]
+            if not key.endswith((".jpg", ".json")):
+                continue
+            try:
+                target = resolve_inside(cache, key)
+            except UnsafePathError as exc:  # any device can put a key; none may write outside the cache
+                log.warning("skipping s3://%s/%s: %s", bucket, key, exc)
+                continue
+            if target.exists() and target.stat().st_size == item["Size"]:
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(target, s3.get_object(Bucket=bucket, Key=key)["Body"].read(), durable=False)
+    return cache / prefix if prefix else cache
