@@ -16,6 +16,29 @@ two devices' images may share an image id.
 State and items first take in what other writers changed in the directory (LabelIndex.refresh).
 A write names the revision of each sidecar it was made against; one that someone else has
 replaced since is refused (409) with the label it now has, and nothing is lost.
+
+Where the work runs. The event loop only reads requests and sends answers: every route's work
+blocks (a locked sidecar write, an S3 round trip, a JPEG decode, a directory walk, a model
+package copied into place), and on the loop one slow S3 put would stall every other request.
+So each route reads its body on the loop and runs the rest on a worker thread of its lane
+(:func:`off_loop`), each lane a bounded :class:`Lanes` limiter: a flood of requests waits for a
+thread of its own lane, it never starts a thread each, and it never takes another lane's.
+
+- ``reads`` (READ_THREADS): state, items, the model desk's reports and report pictures;
+- ``pictures`` (PICTURE_THREADS): finding an image, making a thumbnail; a grid of 200
+  thumbnails, or a script asking for thousands, leaves state, items and writes answering;
+- ``writes`` (one thread): label writes, one at a time in the order they came, as the loop
+  ran them before; so an image's sidecar and its label object in the bucket are written in
+  the same order, and two writes never race between the sidecar and the bucket;
+- ``desk`` (one thread): install, and starting a retrain (which then runs on its own thread).
+
+The page itself, its static files and the image bytes are Starlette's file responses, which
+read on anyio's own threads; the sign-in page is one small local file the Guard reads.
+Everything the workers share is thread-safe: :class:`LabelIndex` holds its lock for each
+change and publishes a new Item for each write; a sidecar write holds the directory's lock file
+(flock, which two threads of one process contend for as two processes do); the model desk's
+status changes under its lock; thumbnails are written atomically under per-thread temporary
+names; a boto3 client may be shared by threads.
 """
 
 from __future__ import annotations
@@ -24,10 +47,13 @@ import errno
 import json
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
+from anyio import CapacityLimiter
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -40,12 +66,12 @@ from fieldlens_core.errors import FieldlensError, ModelPackageError, NotFoundErr
 from fieldlens_core.model_package import MAX_LABEL_CHARS
 from fieldlens_core.outside_errors import translate
 from fieldlens_core.safe_paths import UnsafePathError
+from fieldlens_fielddata.bucket_labels import BucketLabelError, BucketLabels
 from fieldlens_fielddata.sidecar import SidecarError, StaleSidecarError
 from fieldlens_labelling.index import ORDERS, LabelIndex, Order
 from fieldlens_labelling.models import DeskError, ModelDesk
 from fieldlens_labelling.security import HEADERS, MAX_BODY, Guard, refuse
 from fieldlens_labelling.thumbnails import NotADeviceImageError, ThumbnailError, Thumbnails
-from fieldlens_retrain.bucket_labels import BucketLabelError, BucketLabels
 from fieldlens_retrain.labels import LabelError, check_label_text
 
 log = logging.getLogger(__name__)
@@ -53,6 +79,10 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).with_name("static")
 MAX_ITEMS_PER_WRITE = 1000
 MAX_PAGE = 1000
+READ_THREADS = 8
+"""Threads for state, items and reports: more than a browser's six connections to one host."""
+PICTURE_THREADS = 8
+"""Threads for images and thumbnails: a browser loads six at a time; more would only share the CPUs."""
 
 
 @dataclass
@@ -189,6 +219,31 @@ def parse_write(body: bytes, settings: Settings, known: set[str]) -> tuple[list[
     return wanted, check_label(document.get("label"), settings, known), excluded
 
 
+Work = Callable[[Request, bytes], Response]
+"""A route's work: the request and its body (read on the loop), to the answer, on a worker thread."""
+
+
+@dataclass(frozen=True)
+class Lanes:
+    """The page's worker threads, one bounded limiter per kind of work (the module's docstring)."""
+
+    reads: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(READ_THREADS))
+    pictures: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(PICTURE_THREADS))
+    writes: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(1))
+    desk: CapacityLimiter = field(default_factory=lambda: CapacityLimiter(1))
+
+
+def off_loop(lane: CapacityLimiter, work: Work) -> Callable[[Request], Awaitable[Response]]:
+    """The route that reads a POST's body on the event loop (the Guard has bounded its length)
+    and runs ``work`` on a thread of ``lane``; what it raises reaches :func:`answer_error`."""
+
+    async def endpoint(request: Request) -> Response:
+        body = await request.body() if request.method == "POST" else b""
+        return await anyio.to_thread.run_sync(work, request, body, limiter=lane)
+
+    return endpoint
+
+
 def create_app(
     index: LabelIndex,
     settings: Settings,
@@ -197,12 +252,12 @@ def create_app(
     bucket: BucketLabels | None = None,
 ) -> Starlette:
     """``bucket``: the images are a mirror of a bucket's; each label is also written there, as its
-    own object (:mod:`fieldlens_retrain.bucket_labels`), before the write is answered."""
+    own object (:mod:`fieldlens_fielddata.bucket_labels`), before the write is answered."""
 
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html")
 
-    async def state(request: Request) -> Response:
+    def state(request: Request, body: bytes) -> Response:
         index.refresh()  # labels `label import` (or anyone) wrote meanwhile count too
         return JSONResponse(
             {
@@ -218,7 +273,7 @@ def create_app(
             }
         )
 
-    async def items(request: Request) -> Response:
+    def items(request: Request, body: bytes) -> Response:
         order = request.query_params.get("order", "useful")
         show = request.query_params.get("show", "todo")
         if order not in ORDERS:
@@ -243,20 +298,20 @@ def create_app(
         item = index.get(key)
         return item.directory.find(item.image_id) if item is not None else None
 
-    async def image(request: Request) -> Response:
+    def image(request: Request, body: bytes) -> Response:
         pair = _pair(request.path_params["key"])
         if pair is None or not pair.image_path.exists():
             return refuse(404, "no such field image")
         return FileResponse(pair.image_path, media_type="image/jpeg")
 
-    async def thumbnail(request: Request) -> Response:
+    def thumbnail(request: Request, body: bytes) -> Response:
         pair = _pair(request.path_params["key"])
         if pair is None:
             return refuse(404, "no such field image")
         return Response(thumbnails.get(pair), media_type="image/jpeg")  # what it refuses: answer_error
 
-    async def write_labels(request: Request) -> Response:
-        wanted, label, excluded = parse_write(await request.body(), settings, label_set(settings, index))
+    def write_labels(request: Request, body: bytes) -> Response:
+        wanted, label, excluded = parse_write(body, settings, label_set(settings, index))
         updated: list[dict[str, object]] = []
         conflicts: list[dict[str, Any]] = []
         missing: list[str] = []
@@ -297,14 +352,14 @@ def create_app(
                 if fresh is not None:
                     conflict["item"] = index.update(current.directory.read(fresh), current.key).to_json()
         status = 200 if not conflicts and not missing else 409 if conflicts else 404
-        body: dict[str, Any] = {"updated": updated, "conflicts": conflicts, "missing": missing}
+        answer: dict[str, Any] = {"updated": updated, "conflicts": conflicts, "missing": missing}
         if status != 200:
-            body["error"] = (
+            answer["error"] = (
                 conflicts[0]["message"] if conflicts else f"no field image {missing[0]!r} (removed, or never here)"
             )
-        return JSONResponse(body, status_code=status)
+        return JSONResponse(answer, status_code=status)
 
-    async def models(request: Request) -> Response:
+    def models(request: Request, body: bytes) -> Response:
         if desk is None:
             return refuse(404, "start the page with --model to see and retrain models")
         return JSONResponse(
@@ -312,11 +367,11 @@ def create_app(
                 "current": desk.current(),
                 "reports": desk.reports(),
                 "decisions": desk.decisions(),
-                "retrain": desk.status.to_json(),
+                "retrain": desk.retrain_status(),
             }
         )
 
-    async def report_file(request: Request) -> Response:
+    def report_file(request: Request, body: bytes) -> Response:
         if desk is None:
             return refuse(404, "no model desk")
         try:
@@ -325,19 +380,19 @@ def create_app(
             return refuse(404, str(exc))
         return FileResponse(path, media_type="image/png")
 
-    async def retrain(request: Request) -> Response:
+    def retrain(request: Request, body: bytes) -> Response:
         if desk is None:
             return refuse(404, "start the page with --model to retrain")
         try:
             desk.start_retrain()
         except DeskError as exc:
             return refuse(409, str(exc))
-        return JSONResponse({"retrain": desk.status.to_json()}, status_code=202)
+        return JSONResponse({"retrain": desk.retrain_status()}, status_code=202)
 
-    async def install(request: Request) -> Response:
+    def install(request: Request, body: bytes) -> Response:
         if desk is None:
             return refuse(404, "start the page with --model to install")
-        document = parse_json(await request.body())
+        document = parse_json(body)
         version = document.get("version") if isinstance(document, dict) else None
         if not isinstance(version, str):
             return refuse(400, 'expected {"version": "..."}')
@@ -347,17 +402,18 @@ def create_app(
             return refuse(409, str(exc))
         return JSONResponse({"installed": installed})
 
+    lanes = Lanes()
     routes = [
         Route("/", page),
-        Route("/api/state", state),
-        Route("/api/items", items),
-        Route("/api/images/{key:path}", image),  # a key has a slash: <thing>/<image_id>
-        Route("/api/thumbnails/{key:path}", thumbnail),
-        Route("/api/labels", write_labels, methods=["POST"]),
-        Route("/api/models", models),
-        Route("/api/reports/{version}/{name}", report_file),
-        Route("/api/retrain", retrain, methods=["POST"]),
-        Route("/api/install", install, methods=["POST"]),
+        Route("/api/state", off_loop(lanes.reads, state)),
+        Route("/api/items", off_loop(lanes.reads, items)),
+        Route("/api/images/{key:path}", off_loop(lanes.pictures, image)),  # a key has a slash: <thing>/<image_id>
+        Route("/api/thumbnails/{key:path}", off_loop(lanes.pictures, thumbnail)),
+        Route("/api/labels", off_loop(lanes.writes, write_labels), methods=["POST"]),
+        Route("/api/models", off_loop(lanes.reads, models)),
+        Route("/api/reports/{version}/{name}", off_loop(lanes.reads, report_file)),
+        Route("/api/retrain", off_loop(lanes.desk, retrain), methods=["POST"]),
+        Route("/api/install", off_loop(lanes.desk, install), methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     guard = Guard(settings.token, settings.host, settings.port, settings.allow_hosts, page=STATIC / "index.html")

@@ -12,8 +12,8 @@ Orders:
 - ``useful`` (the default): ``uncertain`` once the model has earned it, a representative sample
   (``random``) until then. Uncertainty only points at the images that teach the most when the
   model's confidence means something; a model trained far from its field (the loop demo's base
-  model is 14% accurate on field photos) makes it point at its own confusions, and then every
-  uncertainty order trailed random order (README, "Labels saved by the order"). The page judges
+  model) makes it point at its own confusions, and then every uncertainty order trailed random
+  order (README, "Labels saved by the order", has the figures). The page judges
   the model by the labels people give: once TRUST_AFTER of them have been given to images with
   a prediction and at least TRUST_AGREEMENT of those agree with it, ``useful`` is ``uncertain``;
 - ``uncertain``: continuous mode's event-boundary frames first (where the smoothed decision
@@ -41,7 +41,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -197,7 +197,9 @@ def _reverse(text: str) -> tuple[int, ...]:
 
 
 class LabelIndex:
-    """Items by image key (:attr:`Item.key`); thread-safe (the server answers requests on several threads).
+    """Items by image key (:attr:`Item.key`); thread-safe: the page answers on several worker threads
+    while :meth:`start_loading`'s thread indexes. Every change holds ``_lock``, and an Item is never
+    changed once in the index (a write puts in a new one), so a reader holding one sees it whole.
 
     Reading 100,000 sidecars takes seconds (listing, reading and parsing each cost about as much
     on an SD card or a small VM), so :meth:`start_loading` indexes on a thread, a chunk at a
@@ -206,8 +208,8 @@ class LabelIndex:
     """
 
     CHUNK = 500
-    # Judgement, not a measurement: the loop demo's models never came near (14% to 62% accurate
-    # on field photos), and uncertainty trailed a random sample at all of those.
+    # Judgement, not a measurement: none of the loop demo's models came near this agreement, and
+    # uncertainty trailed a random sample with every one of them (README, "Labels saved by the order").
     TRUST_AFTER = 20
     TRUST_AGREEMENT = 0.7
 
@@ -215,7 +217,7 @@ class LabelIndex:
         self._lock = threading.Lock()
         self._items: dict[str, Item] = {}
         # kept as items come and labels change, so that a write or a progress report costs the
-        # same with 100 images as with 100,000 (counting them each time cost 40 ms per label there)
+        # same with 100 images as with 100,000 (counting them on each write grows with the images)
         self._given: Counter[str] = Counter()
         self._excluded = 0
         self._judged = 0  # labels given to images with a prediction
@@ -409,11 +411,18 @@ class LabelIndex:
         """The index after a write through the directory (the new label and revision) of the item
         ``key`` (:attr:`Item.key`; the sidecar's image id where the root is one device's directory).
         The item's stamp stays the old sidecar's, so the next look reads this one sidecar again:
-        stamping it now could vouch for a write someone else made just after this one."""
+        stamping it now could vouch for a write someone else made just after this one.
+
+        A sidecar older than the item's revision changes nothing: a :meth:`refresh` on another
+        thread may have read a later write (``label import``'s) between this write and its update."""
+        key = key or sidecar.image_id
         with self._lock:
-            item = self._items[key or sidecar.image_id]
-            self._count(item, -1)
-            item.label, item.excluded, item.revision = sidecar.trusted_label, sidecar.excluded, sidecar.revision
+            known = self._items[key]
+            if sidecar.revision < known.revision:
+                return known
+            item = replace(known, label=sidecar.trusted_label, excluded=sidecar.excluded, revision=sidecar.revision)
+            self._count(known, -1)
+            self._items[key] = item
             self._count(item, +1)
             return item
 

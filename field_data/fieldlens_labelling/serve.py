@@ -22,12 +22,12 @@ import uvicorn
 
 from fieldlens_core.errors import InUseError, InvalidInputError
 from fieldlens_core.model_package import current_package
+from fieldlens_fielddata.bucket_labels import BucketLabels
 from fieldlens_labelling.app import Settings, create_app
 from fieldlens_labelling.index import LabelIndex
 from fieldlens_labelling.models import DeskPaths, ModelDesk
 from fieldlens_labelling.security import Credentials, page_hosts
 from fieldlens_labelling.thumbnails import Thumbnails
-from fieldlens_retrain.bucket_labels import BucketLabels
 from fieldlens_retrain.gate import DEFAULT_RULES, GateRules
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,10 @@
 """Small copies of field images for the grid, made once and kept in a cache directory.
 
-The cache key is the image id and the image file's size and modification time, so a
-replaced image gets a new thumbnail; files are written atomically, so concurrent requests for
-the same thumbnail at worst make it twice.
+The cache key is the image's key (:attr:`Pair.key`, ``<thing>/<image_id>`` below a bucket's
+mirror, where two devices' images may share an id) and the image file's size and modification
+time, so a replaced image gets a new thumbnail. The page makes thumbnails on several worker
+threads at once: files are written atomically (each thread its own temporary file), so
+concurrent requests for the same thumbnail at worst make it twice.
 
 Only what a device writes is decoded: JPEG (every camera source hands the store JPEG, and a
 pair's image is ``<id>.jpg``), within the pixel budget the inference service holds images to

@@ -170,3 +170,18 @@ def test_a_look_at_an_unchanged_directory_reads_no_sidecar(tmp_path: Path, monke
     read.clear()  # the import reads the sidecar it labels, through the same class
     index.refresh()
     assert read == [ids[2]] and index.progress(LABELS, 30)["per_class"] == {"egg": 0, "fox": 1, "hen": 0}
+
+
+def test_a_write_whose_update_comes_after_a_later_write_was_read_leaves_the_later_one(tmp_path: Path) -> None:
+    """The page's write and its update run on a worker thread; between them a refresh on another
+    thread can read what `label import` wrote next. That later label stands, counted once."""
+    (image_id,) = keep_predicted(tmp_path, [("hen", 0.9)])
+    index, directory = LabelIndex.load(tmp_path), FieldDataDir(tmp_path)
+    before = index.get(image_id)
+    ours = directory.label(image_id, "hen", "human")
+    theirs = directory.label(image_id, "egg", "import")
+    assert index.update(theirs).label == "egg"  # what the refresh took in first
+    kept = index.update(ours)
+    assert (kept.label, kept.revision) == ("egg", theirs.revision)
+    assert index.progress(["hen", "egg"], 30)["per_class"] == {"egg": 1, "hen": 0}
+    assert before is not None and before.label is None  # an item once handed out never changes
