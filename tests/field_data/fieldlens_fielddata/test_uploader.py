@@ -20,6 +20,7 @@ from fieldlens_fielddata.sidecar import Observation
 from fieldlens_fielddata.store import FieldStore
 from fieldlens_fielddata.uploader import Uploader
 from tests.helpers.field_data import START, keep_images
+from tests.helpers.small_disk import fill, small_disk
 
 BUCKET = "fieldlens-test-bucket"
 
@@ -281,30 +282,11 @@ def test_a_receipt_that_cannot_be_written_stops_that_pairs_retries(
 
 def test_on_a_really_full_tmpfs_every_pair_is_shipped_once(tmp_path: Path) -> None:
     """The same on a real 1 MiB tmpfs filled to the last byte (root only; skipped where mounting is not allowed)."""
-    import os
-    import subprocess
-
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip() or 'not root'})")
-    try:
+    with small_disk(tmp_path / "small-disk") as mount:
         kept = keep_images(mount / "field", 8)
-        with (mount / "filler").open("wb", buffering=0) as filler:  # every block left, so no receipt fits
-            for size in (4096, 1):
-                try:
-                    while True:
-                        filler.write(b"\0" * size)
-                except OSError:
-                    pass
-        with pytest.raises(OSError):
-            (mount / "probe").write_bytes(b"x" * 4096)
+        fill(mount)  # every block left, so no receipt fits
         destination = shipped_once_with_no_room_for_receipts(mount / "field", tmp_path / "bucket")
         assert len(destination.puts) == 16 and set(destination.puts.values()) == {1}
         removed = [k for k in kept if not k.sidecar_path.exists()]
         assert removed  # the first pairs made the room that lets the later ones keep a receipt
         assert all(k.sidecar_path.with_suffix(".uploaded").exists() for k in kept if k not in removed)
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
-        assert not os.path.ismount(mount)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import errno
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from tests.field_data.fieldlens_labelling.test_app import BASE, TOKEN, desk_clie
 from tests.field_data.fieldlens_labelling.test_thumbnails import EPS, jpeg_claiming, png_claiming
 from tests.helpers.images import solid_jpeg
 from tests.helpers.labelling import keep_predicted
+from tests.helpers.small_disk import fill, small_disk
 
 JSON = {"Content-Type": "application/json"}
 
@@ -156,30 +156,16 @@ def test_a_bulk_write_that_fills_the_disk_part_way_says_what_was_labelled(
 
 def test_on_a_really_full_tmpfs_a_label_write_is_507(tmp_path: Path) -> None:
     """The same on a real 1 MiB tmpfs filled to the last byte (root only; skipped where mounting is not allowed)."""
-    mount = tmp_path / "small-disk"
-    mount.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.decode().strip() or 'not root'})")
-    try:
+    with small_disk(tmp_path / "small-disk") as mount:
         ids = keep_predicted(mount / "field", [("hen", 0.9)])
         client = signed_in(mount / "field", tmp_path / "cache")
         assert client.get("/api/state").status_code == 200  # indexed, and the lock file made, while there is room
         write(client, {"items": [{"id": ids[0], "revision": 0}], "label": None})
         before = sidecars(mount / "field")
-        with (mount / "filler").open("wb", buffering=0) as filler:  # every block left
-            for size in (4096, 1):
-                try:
-                    while True:
-                        filler.write(b"\0" * size)
-                except OSError:
-                    pass
+        fill(mount)
         refused = write(client, {"items": [{"id": ids[0], "revision": 1}], "label": "hen"})
         assert refused.status_code == 507 and "No space left on device" in refused.json()["error"]
         assert sidecars(mount / "field") == before and not list(mount.rglob(f"*{TEMP_SUFFIX}"))
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
-        assert not os.path.ismount(mount)
 
 
 def test_a_bug_is_a_500_that_says_so_in_json(
