@@ -16,6 +16,10 @@ if [ ! -e /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]; then mi
 if ! command -v chromium >/dev/null 2>&1; then missing="$missing chromium"; fi
 if ! command -v chromedriver >/dev/null 2>&1; then missing="$missing chromium-driver"; fi
 if ! command -v mmdebstrap >/dev/null 2>&1; then missing="$missing mmdebstrap"; fi
+# The arm64 root (tests/realparts/arm64_root.sh) runs the model on ARM CPUs under QEMU user emulation.
+if ! command -v qemu-aarch64-static >/dev/null 2>&1; then missing="$missing qemu-user-static"; fi
+if ! command -v update-binfmts >/dev/null 2>&1; then missing="$missing binfmt-support"; fi
+if ! command -v arch-test >/dev/null 2>&1; then missing="$missing arch-test"; fi
 if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
   # shellcheck disable=SC2086

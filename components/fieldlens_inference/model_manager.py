@@ -21,6 +21,7 @@ import logging
 import statistics
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -44,20 +45,21 @@ def _fingerprint(model_dir: Path) -> tuple[str, int, int] | None:
     return (str(package_dir), stat.st_ino, stat.st_mtime_ns)
 
 
-TIMING_RUNS = 5
-"""Runs of each graph timed at load when ``auto`` may serve either (median): about a second on a Pi 4."""
+TIMING_RUNS = 7
+"""Runs of each graph timed at load when ``auto`` may serve either (median): one or two seconds on a Pi 4."""
 
 
-def time_per_image_ms(model: LoadedModel, runs: int = TIMING_RUNS) -> float:
-    """Median time of one image through ``model`` on this device (its load has already warmed it up)."""
-    spec = model.spec
-    probe = np.zeros((1, 3, spec.size, spec.size), dtype=np.float32)
-    times = []
+def time_per_image_ms(models: Mapping[str, LoadedModel], runs: int = TIMING_RUNS) -> dict[str, float]:
+    """Median time of one image through each model on this device, in turns (fp32, int8, fp32, ...),
+    so that whatever else loads the CPU meanwhile slows each alike. The loads warmed them up."""
+    times: dict[str, list[float]] = {variant: [] for variant in models}
     for _ in range(runs):
-        started = time.perf_counter()
-        model.predict(probe)
-        times.append((time.perf_counter() - started) * 1000)
-    return statistics.median(times)
+        for variant, model in models.items():
+            probe = np.zeros((1, 3, model.spec.size, model.spec.size), dtype=np.float32)
+            started = time.perf_counter()
+            model.predict(probe)
+            times[variant].append((time.perf_counter() - started) * 1000)
+    return {variant: statistics.median(measured) for variant, measured in times.items()}
 
 
 class ModelManager:
@@ -126,7 +128,7 @@ class ModelManager:
             variants = read_card(resolve_package_dir(self._model_dir)).variants
             candidates = ["fp32", "int8"] if "int8" in variants and kernels.exact else ["fp32"]
         checked = check_package(self._model_dir, candidates, threads=self._threads, spinning=self._spinning)
-        timings = {v: time_per_image_ms(m) for v, m in checked.models.items()} if len(candidates) > 1 else None
+        timings = time_per_image_ms(checked.models) if len(candidates) > 1 else None
         choice = choose_variant(self._variant, checked.card.variants, kernels, timings)
         if self._variant == "int8" and not kernels.exact:
             log.warning("serving int8 as configured, although on this CPU (%s) it answers otherwise", kernels.reason)

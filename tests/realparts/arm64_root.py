@@ -16,13 +16,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.realparts.debian_root import DebianRoot
 
 HERE = Path(__file__).parent
 SCRIPT = HERE / "arm64_root.sh"
@@ -34,44 +34,29 @@ CPUS = {"cortex-a72": "a Pi 4's (no dot product)", "cortex-a76": "a Pi 5's (asim
 """The QEMU_CPU models the tests run as, and whose CPU each stands for."""
 
 
+ROOT = DebianRoot("the arm64 root", SCRIPT, MIRROR, ("mmdebstrap", "arch-test"))
+
+
 def root_path() -> Path:
-    """Where the root for the current script is (named by its hash), built or not."""
-    result = subprocess.run(["bash", str(SCRIPT), "--print-path"], capture_output=True, text=True, check=True)
-    return Path(result.stdout.strip())
+    return ROOT.path()
 
 
 def why_unavailable() -> str | None:
     """One line on why this machine cannot have the root, or None when it can (binfmt then enabled)."""
-    if os.geteuid() != 0:
-        return "the arm64 root needs root (binfmt_misc, mmdebstrap, chroot)"
-    if shutil.which("chroot") is None:
-        return "no chroot command on this machine"
-    for tool in ("qemu-aarch64-static", "update-binfmts"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (bash tests/system-deps.sh installs it)"
-    binfmt = subprocess.run(["bash", str(SCRIPT), "--binfmt"], capture_output=True, text=True)
-    if binfmt.returncode != 0:
-        return binfmt.stderr.strip().splitlines()[-1] if binfmt.stderr.strip() else "cannot enable binfmt for arm64"
-    if (root_path() / ".complete").exists():
-        return None
-    for tool in ("mmdebstrap", "arch-test"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed (bash tests/system-deps.sh installs it)"
-    try:
-        urllib.request.urlopen(MIRROR, timeout=15).close()
-    except OSError as exc:
-        return f"cannot reach the Debian mirror to build the arm64 root ({MIRROR}: {exc})"
-    return None
+    if os.geteuid() == 0:  # binfmt before the root: without it, a built root cannot run either
+        for tool in ("qemu-aarch64-static", "update-binfmts"):
+            if shutil.which(tool) is None:
+                return f"{tool} is not installed (bash tests/system-deps.sh installs it)"
+        binfmt = subprocess.run(["bash", str(SCRIPT), "--binfmt"], capture_output=True, text=True)
+        if binfmt.returncode != 0:
+            lines = binfmt.stderr.strip().splitlines()
+            return lines[-1] if lines else "cannot enable binfmt for arm64"
+    return ROOT.why_unavailable("binfmt_misc, mmdebstrap, chroot")
 
 
 def build_root() -> Path:
     """The built root: arm64_root.sh builds it if missing (about three minutes), else returns at once."""
-    result = subprocess.run(
-        ["bash", str(SCRIPT)], capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable}
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"tests/realparts/arm64_root.sh failed ({result.returncode}):\n{result.stderr[-4000:]}")
-    return Path(result.stdout.strip().splitlines()[-1])
+    return ROOT.build()
 
 
 @dataclass(frozen=True)

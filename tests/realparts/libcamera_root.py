@@ -12,18 +12,17 @@ stand-ins in ``standins/`` replace what a container lacks (see picamera2_contain
 from __future__ import annotations
 
 import fcntl
-import os
 import shutil
 import subprocess
-import sys
 import tempfile
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
+
+from tests.realparts.debian_root import DebianRoot
 
 HERE = Path(__file__).parent
 SCRIPT = HERE / "libcamera_root.sh"
@@ -42,37 +41,21 @@ BOOT = (
 )
 
 
+ROOT = DebianRoot("the libcamera root", SCRIPT, MIRROR)
+
+
 def root_path() -> Path:
-    """Where the root for the current script is (named by its hash), built or not."""
-    result = subprocess.run(["bash", str(SCRIPT), "--print-path"], capture_output=True, text=True, check=True)
-    return Path(result.stdout.strip())
+    return ROOT.path()
 
 
 def why_unavailable() -> str | None:
     """One line on why this machine cannot have the root, or None when it can."""
-    if os.geteuid() != 0:
-        return "the libcamera root needs root (mmdebstrap, chroot)"
-    if shutil.which("chroot") is None:
-        return "no chroot command on this machine"
-    if (root_path() / ".complete").exists():
-        return None
-    if shutil.which("mmdebstrap") is None:
-        return "mmdebstrap is not installed (bash tests/system-deps.sh installs it)"
-    try:
-        urllib.request.urlopen(MIRROR, timeout=15).close()
-    except OSError as exc:
-        return f"cannot reach the Debian mirror to build the libcamera root ({MIRROR}: {exc})"
-    return None
+    return ROOT.why_unavailable("mmdebstrap, chroot")
 
 
 def build_root() -> Path:
     """The built root: libcamera_root.sh builds it if missing (about a minute), else returns at once."""
-    result = subprocess.run(
-        ["bash", str(SCRIPT)], capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable}
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"tests/realparts/libcamera_root.sh failed ({result.returncode}):\n{result.stderr[-4000:]}")
-    return Path(result.stdout.strip().splitlines()[-1])
+    return ROOT.build()
 
 
 @dataclass(frozen=True)

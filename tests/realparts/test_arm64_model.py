@@ -4,8 +4,8 @@ Debian root (slow; skipped, with the reason, where the machine cannot have the r
 Properties that hold on every host CPU, not this one's figures: fp32 on ARM is x86's fp32 within
 rounding; the int8 graph on ARM agrees with fp32 and with the same graph computed on x86 as
 written; a Pi 4's and a Pi 5's int8 kernels give the same numbers; the device's model check passes
-there; and the service would be allowed int8 there. A few dozen decided views, not hundreds:
-emulated inference takes 0.4-2.4 s an image.
+there; and the service would be allowed int8 there. Two dozen decided views for int8 and a few
+for fp32, not hundreds: under emulation one image takes about 0.5-3 s in int8 and 4-16 s in fp32.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from tests.realparts import arm64_root
 pytestmark = pytest.mark.slow
 
 VIEWS = 24
-"""Decided evaluation views run on each emulated CPU (both graphs): about a minute per CPU."""
+"""Decided evaluation views the int8 graph runs on each emulated CPU."""
+FP32_VIEWS = 8
+"""The first of those the fp32 graph runs on too: its rounding shows on any view (a minute per CPU)."""
 INT8_FLOOR = 0.9
 """Top-1 agreement of int8 with fp32 asked of these views: 97.7% was measured on all 86 decided views
 (ARM and x86 VNNI alike), and saturating kernels (AVX2 without VNNI: 81%) fall below it."""
@@ -82,7 +84,7 @@ def on_arm(root: Path, default_model: Path, views: Views) -> Iterator[dict[str, 
             out = work.directory / cpu
             out.mkdir()
             args = (work.inside(work.directory / "package"), work.inside(work.directory / "views.npy"))
-            command = work.command(cpu, *args, work.inside(out))
+            command = work.command(cpu, *args, str(FP32_VIEWS), work.inside(out))
             runs[cpu] = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         found = {}
         for cpu, run in runs.items():
@@ -110,15 +112,18 @@ def test_the_devices_model_check_passes_on_the_cpu(on_arm: dict[str, OnArm], cpu
 
 @pytest.mark.parametrize("cpu", list(arm64_root.CPUS))
 def test_fp32_on_arm_is_x86s_fp32_within_rounding(on_arm: dict[str, OnArm], views: Views, cpu: str) -> None:
-    assert np.abs(on_arm[cpu].fp32 - views.fp32).max() < FP32_TOLERANCE
+    assert on_arm[cpu].fp32.shape == (FP32_VIEWS, views.fp32.shape[1])
+    assert np.abs(on_arm[cpu].fp32 - views.fp32[:FP32_VIEWS]).max() < FP32_TOLERANCE
 
 
 @pytest.mark.parametrize("cpu", list(arm64_root.CPUS))
 def test_int8_on_arm_agrees_with_fp32_and_with_x86(on_arm: dict[str, OnArm], views: Views, cpu: str) -> None:
-    """ARM's int8 kernels do not saturate: int8 keeps fp32's top-1 on decided views, and gives the
-    top-1 that the same graph gives on x86 computed as written (exact kernels, or op by op in float)."""
+    """ARM's int8 kernels do not saturate: int8 keeps fp32's top-1 on decided views (x86's fp32,
+    which ARM's equals within rounding), and gives the top-1 that the same graph gives on x86
+    computed as written (exact kernels, or op by op in float)."""
     int8 = on_arm[cpu].int8
-    assert top1_agreement(int8, on_arm[cpu].fp32) >= INT8_FLOOR
+    assert int8.shape == views.fp32.shape
+    assert top1_agreement(int8, views.fp32) >= INT8_FLOOR
     assert top1_agreement(int8, views.int8) >= INT8_FLOOR
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.realparts import arm64_root
+from tests.realparts.debian_root import DebianRoot
 
 
 def print_path(script: Path, cache: Path) -> str:
@@ -51,7 +52,7 @@ def unbuilt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Binfmt:
     """As root on a machine where the root was never built, with every tool, binfmt and the mirror."""
     binfmt = Binfmt()
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(arm64_root, "root_path", lambda: tmp_path / "arm64-root-0")
+    monkeypatch.setattr(DebianRoot, "path", lambda self: tmp_path / "arm64-root-0")
     monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(subprocess, "run", binfmt)
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO())

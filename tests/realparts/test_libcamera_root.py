@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.realparts import libcamera_root
+from tests.realparts.debian_root import DebianRoot
 
 
 def print_path(script: Path, cache: Path) -> str:
@@ -38,7 +39,7 @@ def test_the_root_is_cached_outside_the_clone_under_the_hash_of_its_commands(tmp
 def unbuilt(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """As root on a machine where the root was never built, with mmdebstrap and the mirror."""
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(libcamera_root, "root_path", lambda: tmp_path / "libcamera-root-0")
+    monkeypatch.setattr(DebianRoot, "path", lambda self: tmp_path / "libcamera-root-0")
     monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
     monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: io.BytesIO())
 

@@ -96,6 +96,7 @@ def test_the_table_shows_what_each_part_reports(
     assert lines[0].startswith("coop-7  name hens  answered ")
     rows = {line.split()[0]: line for line in lines[1:]}
     assert "tiny-colour 1.0.0 fp32 (sha256 " in rows["model"] and "services tiny)" in rows["model"]
+    assert rows["model"].endswith("services tiny): auto: the package has no int8 graph")  # which graph, and why
     assert "0 answered: 0 predictions, 0 refused BUSY, 0 other errors" in rows["requests"]
     assert "0 in flight, 0 queued (4 workers, at most 1004 held)" in rows["queue"]
     assert "none since the start" in out and "off" in rows["continuous"]

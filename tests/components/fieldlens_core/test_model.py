@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fieldlens_core import model as model_module
+from fieldlens_core.int8_kernels import Int8Kernels
 from fieldlens_core.model import BadImageError, load_model, preprocess, softmax, top_k
 from fieldlens_core.model_package import InputSpec
 from tests.helpers.images import solid_jpeg, solid_png
@@ -113,3 +115,23 @@ def test_classify_takes_the_callers_predict(tmp_path: Path) -> None:
 
     model.classify(solid_jpeg((240, 10, 10)), 1, predict=predict)
     assert shapes == [(1, 3, model.spec.size, model.spec.size)]
+
+
+@pytest.mark.parametrize(
+    ("exact", "as_written", "unfused"),
+    [(False, True, True), (False, False, False), (True, True, False), (True, False, False)],
+)
+def test_int8_runs_op_by_op_only_when_asked_as_written_where_its_kernels_saturate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, exact: bool, as_written: bool, unfused: bool
+) -> None:
+    """As written, op by op in float, is what exact int8 kernels compute: checks and measurements
+    ask for it, the service never does (it serves fp32 there instead)."""
+    import onnxruntime as ort
+
+    make_tiny_package(tmp_path, int8=True)
+    monkeypatch.setattr(model_module, "int8_kernels", lambda: Int8Kernels(exact, "a CPU"))
+    level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL if unfused else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    loaded = load_model(tmp_path, "int8", as_written=as_written)
+    assert loaded.session.get_session_options().graph_optimization_level == level
+    fp32 = load_model(tmp_path, "fp32", as_written=as_written)  # fp32 is the same graph everywhere
+    assert fp32.session.get_session_options().graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fieldlens_core.errors import ModelPackageError
+from fieldlens_core.int8_kernels import Int8Kernels
 from fieldlens_core.model_check import REFERENCE_TOLERANCE, check_package, main
 from fieldlens_core.model_package import LABELS_FILE, MAX_LABEL_CHARS, MAX_LABELS, REFERENCE_FILE
 from tests.helpers.tiny_model import LABELS, make_tiny_package, recard, tiny_onnx
@@ -124,3 +125,33 @@ def test_the_entry_point_exits_zero_only_for_a_package_that_passes(
     make_tiny_package(tmp_path / "old", reference=False)
     assert main([str(tmp_path / "old")]) != 0
     assert "no known answer" in caplog.text
+
+
+def test_checking_every_variant_runs_int8_as_written_and_serving_it_does_not(
+    package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Install, build and a device's Startup check the graph a Pi computes even on a CPU whose int8
+    kernels saturate; the service gets the session it serves."""
+    import onnxruntime as ort
+
+    from fieldlens_core import model
+
+    monkeypatch.setattr(model, "int8_kernels", lambda: Int8Kernels(False, "x86_64 without VNNI"))
+    every = check_package(package).models["int8"].session.get_session_options()
+    served = check_package(package, ["int8"]).models["int8"].session.get_session_options()
+    assert every.graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    assert served.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+
+
+def test_where_int8_kernels_saturate_a_failed_int8_answer_says_to_serve_fp32(
+    package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fieldlens_core import model_check
+
+    monkeypatch.setattr(model_check, "int8_kernels", lambda: Int8Kernels(False, "x86_64 without VNNI"))
+    tiny_onnx(package / "model.int8.onnx", swap=True)
+    recard(package)
+    with pytest.raises(ModelPackageError) as failure:
+        check_package(package, ["int8"])
+    assert failure.value.hint is not None and "x86_64 without VNNI" in failure.value.hint
+    assert "serve fp32" in failure.value.hint

@@ -111,7 +111,7 @@ def on_a_cpu(monkeypatch: pytest.MonkeyPatch, kernels: Int8Kernels, timings: dic
     """The manager as on a CPU whose int8 kernels are ``kernels``, each variant timing ``timings`` ms."""
     monkeypatch.setattr(model_manager, "int8_kernels", lambda: kernels)
     if timings is not None:
-        monkeypatch.setattr(model_manager, "time_per_image_ms", lambda m: timings[m.package.variant])
+        monkeypatch.setattr(model_manager, "time_per_image_ms", lambda models: {v: timings[v] for v in models})
 
 
 def served(manager: ModelManager) -> LoadedModel:
@@ -166,3 +166,10 @@ def test_reconfiguring_to_auto_chooses_again(tmp_path: Path, monkeypatch: pytest
     assert served(manager).package.variant == "fp32"
     manager.reconfigure("auto", 0)
     assert manager.current is not None and manager.current.package.variant == "int8"
+
+
+def test_the_load_time_timing_times_each_graph_given(tmp_path: Path) -> None:
+    make_tiny_package(tmp_path, int8=True)
+    models = {variant: load_model(tmp_path, variant) for variant in ("fp32", "int8")}
+    timings = model_manager.time_per_image_ms(models, runs=2)
+    assert set(timings) == {"fp32", "int8"} and all(ms > 0 for ms in timings.values())
