@@ -219,7 +219,9 @@ def export_label_studio(args: argparse.Namespace) -> int:
     found = tasks(device_directories(root), image_url)
     atomic_write(args.out, json.dumps(found, indent=1).encode())
     suggested = {str(t["predictions"][0]["result"][0]["value"]["choices"][0]) for t in found if "predictions" in t}
-    labels = known_labels(args.model) or sorted(suggested)
+    given = set(labelled(root).values())  # the classes people gave: the next model's, so Label Studio offers them
+    known = known_labels(args.model) or sorted(suggested)
+    labels = [*known, *sorted(given - set(known))]
     config = args.out.with_suffix(".label-config.xml")
     atomic_write(config, labeling_config(labels).encode())
     emit(f"wrote {len(found)} Label Studio tasks to {args.out} and the labelling interface to {config}")

@@ -55,6 +55,7 @@ from typing import Any
 import anyio.to_thread
 from anyio import CapacityLimiter
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
@@ -71,7 +72,7 @@ from fieldlens_fielddata.sidecar import SidecarError, StaleSidecarError
 from fieldlens_labelling.index import ORDERS, LabelIndex, Order
 from fieldlens_labelling.models import DeskError, ModelDesk
 from fieldlens_labelling.security import HEADERS, MAX_BODY, Guard, refuse
-from fieldlens_labelling.thumbnails import NotADeviceImageError, ThumbnailError, Thumbnails
+from fieldlens_labelling.thumbnails import NotADeviceImageError, ThumbnailError, Thumbnails, device_image
 from fieldlens_retrain.labels import LabelError, check_label_text
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,13 @@ STATUS: dict[type[FieldlensError], int] = {
 FieldlensError is the page's own failure (500, with its reason); one caused by a full disk is 507
 Insufficient Storage. A pixel budget is 422, not 413: the request has no body to make smaller."""
 NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+async def answer_starlette(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, a method a route lacks) as JSON with a reason,
+    like every other answer of the page."""
+    status = getattr(exc, "status_code", 500)
+    return refuse(status, f"{request.method} {request.url.path}: {getattr(exc, 'detail', 'refused')}")
 
 
 async def answer_error(request: Request, exc: Exception) -> Response:
@@ -296,13 +304,16 @@ def create_app(
 
     def _pair(key: str) -> Any:
         item = index.get(key)
+        if item is None:  # kept since the last look (a Label Studio task may ask before the page does)
+            index.refresh()
+            item = index.get(key)
         return item.directory.find(item.image_id) if item is not None else None
 
     def image(request: Request, body: bytes) -> Response:
         pair = _pair(request.path_params["key"])
         if pair is None or not pair.image_path.exists():
             return refuse(404, "no such field image")
-        return FileResponse(pair.image_path, media_type="image/jpeg")
+        return Response(device_image(pair.image_path), media_type="image/jpeg")  # what it refuses: answer_error
 
     def thumbnail(request: Request, body: bytes) -> Response:
         pair = _pair(request.path_params["key"])
@@ -383,6 +394,8 @@ def create_app(
     def retrain(request: Request, body: bytes) -> Response:
         if desk is None:
             return refuse(404, "start the page with --model to retrain")
+        if not isinstance(parse_json(body), dict):
+            raise BadInput("expected {} (a Retrain takes no options)")
         try:
             desk.start_retrain()
         except DeskError as exc:
@@ -420,7 +433,12 @@ def create_app(
     return Starlette(
         routes=routes,
         middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)],
-        exception_handlers={FieldlensError: answer_error, OSError: answer_error, Exception: answer_error},
+        exception_handlers={
+            HTTPException: answer_starlette,
+            FieldlensError: answer_error,
+            OSError: answer_error,
+            Exception: answer_error,
+        },
     )
 
 

@@ -64,6 +64,45 @@ def test_a_thumbnail_the_page_will_not_make_is_a_4xx_with_the_reason(
     assert client.get(f"/api/thumbnails/{field[1][1]}").status_code == 200  # and the page goes on
 
 
+def test_the_image_itself_is_sent_only_as_a_device_wrote_it(
+    client: TestClient, field: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    """A `.jpg` link out of the directory served any file of the machine; a PNG went out as a JPEG."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0")
+    linked = next(field[0].rglob(f"{field[1][0]}.jpg"))
+    linked.unlink()
+    linked.symlink_to(secret)
+    for route in ("images", "thumbnails"):
+        refused = client.get(f"/api/{route}/{field[1][0]}")
+        assert refused.status_code == 415 and "is a link" in refused.json()["error"], refused.text
+        assert "root:x" not in refused.text
+    next(field[0].rglob(f"{field[1][1]}.jpg")).write_bytes(png_claiming(20, 20))
+    assert client.get(f"/api/images/{field[1][1]}").status_code == 415
+    next(field[0].rglob(f"{field[1][2]}.jpg")).write_bytes(jpeg_claiming(14_000, 14_000))
+    assert client.get(f"/api/images/{field[1][2]}").status_code == 422
+
+
+def test_an_image_kept_after_the_last_listing_is_served(client: TestClient, field: tuple[Path, list[str]]) -> None:
+    """A Label Studio task may ask for an image before anyone opened the page again."""
+    assert client.get("/api/items").status_code == 200
+    [later] = keep_predicted(field[0], [("owl", 0.5)])
+    answer = client.get(f"/api/images/{later}")
+    assert answer.status_code == 200 and answer.content[:2] == b"\xff\xd8"
+
+
+def test_a_retrain_body_is_checked_and_starlettes_own_refusals_are_json(
+    field: tuple[Path, list[str]], tmp_path: Path
+) -> None:
+    desk, _ = desk_client(field[0], tmp_path)
+    for body in ("not json", "[" * 40 + "]" * 40, "[]"):
+        refused = desk.post("/api/retrain", content=body, headers=JSON)
+        assert refused.status_code == 400 and refused.json()["error"], body
+    for method, path, status in (("GET", "/api/nosuch", 404), ("GET", "/api/retrain", 405)):
+        answer = desk.request(method, path)
+        assert answer.status_code == status and path in answer.json()["error"]
+
+
 def test_an_image_removed_under_the_page_is_404(client: TestClient, field: tuple[Path, list[str]]) -> None:
     next(field[0].rglob(f"{field[1][0]}.jpg")).unlink()
     gone = client.get(f"/api/thumbnails/{field[1][0]}")

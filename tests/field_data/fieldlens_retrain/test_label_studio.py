@@ -16,7 +16,7 @@ from fieldlens_fielddata.directory import FieldDataDir
 from fieldlens_labelling.serve import LabelServer, PageOptions
 from fieldlens_retrain.label_studio import labeling_config, read_export, tasks
 from fieldlens_retrain.labels import LabelError, read_labels
-from tests.helpers.labelling import export_tasks, import_export, keep_predicted
+from tests.helpers.labelling import export_tasks, import_csv, import_export, keep_predicted
 
 
 def annotation(label: str, updated: str, cancelled: bool = False) -> dict[str, Any]:
@@ -75,6 +75,10 @@ def test_export_then_import_through_the_command_line(tmp_path: Path) -> None:
     assert exported[1]["data"]["image"] == f"http://127.0.0.1:8123/api/images/{ids[1]}?token=t0k"
     config = ET.fromstring(out.with_suffix(".label-config.xml").read_text())
     assert {c.get("value") for c in config.iter("Choice")} == {"hen", "egg"}
+    import_csv(field, {ids[0]: "kestrel"})  # a class a person gave is offered too
+    export_tasks(field, out, tmp_path / "none", "--image-url", "http://127.0.0.1:8123/api/images/{id}?token=t0k")
+    config = ET.fromstring(out.with_suffix(".label-config.xml").read_text())
+    assert {c.get("value") for c in config.iter("Choice")} == {"hen", "egg", "kestrel"}
     for task in exported:  # what Label Studio's export adds: the annotations
         task["annotations"] = [annotation("egg", "2026-11-24T10:00")]
     (tmp_path / "export.json").write_text(json.dumps(exported))
