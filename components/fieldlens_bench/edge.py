@@ -236,9 +236,7 @@ def run(options: BenchOptions) -> EdgeResult:
         each |= {
             "baseline_p50_ms": Spread.of(b.p50_ms for b in baselines),
             "baseline_p99_ms": Spread.of(b.p99_ms for b in baselines),
-            "ratio_to_baseline": Spread.of(
-                e.e2e_p50_ms / b.p50_ms for e, b in zip(edges, baselines, strict=True)
-            ),
+            "ratio_to_baseline": Spread.of(e.e2e_p50_ms / b.p50_ms for e, b in zip(edges, baselines, strict=True)),
         }
     return EdgeResult(
         model=f"{package.card.name} {package.card.version} {options.variant}",

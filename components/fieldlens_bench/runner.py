@@ -10,6 +10,7 @@ import importlib
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from fieldlens_cli.output import emit
@@ -49,7 +50,8 @@ PARTS = {
     "retrain": Part("fieldlens_bench.retrain", {"torch": "train"}),
     "label": Part("fieldlens_bench.label", {"starlette": "label", "uvicorn": "label"}),
     "label-order": Part(
-        "fieldlens_bench.label_order", {"torch": "train", "matplotlib": "train", "starlette": "label", "uvicorn": "label"}
+        "fieldlens_bench.label_order",
+        {"torch": "train", "matplotlib": "train", "starlette": "label", "uvicorn": "label"},
     ),
     "continuous": Part("fieldlens_bench.continuous", {"psutil": "bench"}),
 }
@@ -86,10 +88,15 @@ def run_parts(options: BenchOptions, only: str | None = None) -> dict[str, Resul
     emit(f"fieldlens bench on {Machine.here().describe()}")
     results: dict[str, Result] = {}
     for part in chosen:
-        module = importlib.import_module(PARTS[part].module)
+        module = load(part)
         results[part] = module.run(options)
         module.report(results[part])
     return results
+
+
+def load(part: str) -> ModuleType:
+    """A part's module, imported only now: its imports (numpy, psutil, torch) are its own."""
+    return importlib.import_module(PARTS[part].module)
 
 
 def as_json(results: dict[str, Result]) -> dict[str, Any]:

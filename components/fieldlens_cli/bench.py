@@ -1,30 +1,18 @@
 """`fieldlens bench`: the edge path, the field-data upload and the retrain, each measured in this run.
 
-Each part lives in its own module (:mod:`.bench_edge`, :mod:`.bench_upload`,
-:mod:`.bench_retrain`) with a ``run`` that measures and a ``report`` that prints a table.
+The command only: its flags, and a call into the bench package (:mod:`fieldlens_bench`), where
+each part measures and prints its table. The one module of ours that imports that package.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import dataclasses
 import json
-import os
-import platform
 from pathlib import Path
-from typing import Any
 
+from fieldlens_bench.runner import PARTS, BenchOptions, as_json, run_parts
 from fieldlens_cli.arguments import DATA_DIR, Subcommands
-from fieldlens_cli.output import emit
-
-PARTS = {
-    "edge": "fieldlens_cli.bench_edge",
-    "upload": "fieldlens_cli.bench_upload",
-    "retrain": "fieldlens_cli.bench_retrain",
-    "label": "fieldlens_cli.bench_label",
-    "label-order": "fieldlens_cli.bench_label_order",
-    "continuous": "fieldlens_cli.bench_continuous",
-}
 
 
 def register(commands: Subcommands) -> None:
@@ -54,13 +42,8 @@ def register(commands: Subcommands) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    emit(f"fieldlens bench on {platform.machine()}, {len(os.sched_getaffinity(0))} CPUs")
-    results: dict[str, Any] = {}
-    for part, module_name in PARTS.items():
-        if args.only in (None, part):
-            module = importlib.import_module(module_name)
-            results[part] = module.run(args)
-            module.report(results[part])
+    options = BenchOptions(**{field.name: getattr(args, field.name) for field in dataclasses.fields(BenchOptions)})
+    results = run_parts(options, args.only)
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+        args.json.write_text(json.dumps(as_json(results), indent=2))
     return 0

@@ -40,7 +40,7 @@ from fieldlens_retrain.dataset import balance_report, build_manifest, write_mani
 from fieldlens_retrain.evaluate import score
 from fieldlens_retrain.gate import GateRules, class_changes, describe_changes
 from fieldlens_retrain.pipeline import run_retrain
-from fieldlens_samples import fashion
+from fieldlens_samples.scenario import write_scenario
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +97,8 @@ def run_loop_demo(data_dir: Path, port: int | None) -> int:
     rng = np.random.default_rng(0)
     emit("fieldlens retrain loop demo (Fashion-MNIST photos from Debian's dataset-fashion-mnist)\n")
 
-    train_images, train_labels = fashion.load("train")
-    test_images, test_labels = fashion.load("t10k")
-    fashion.write_studio(work / "base", train_images, train_labels, fashion.pick(train_labels, BASE_PER_CLASS, rng))
-    camera_indices = fashion.pick(test_labels, CAMERA_PER_CLASS, rng)
-    holdout_indices = fashion.pick(test_labels, HOLDOUT_PER_CLASS, rng, exclude=set(camera_indices))
-    camera_truth = fashion.write_field(work / "camera", test_images, test_labels, camera_indices, seed=1)
-    holdout_truth = fashion.write_field(work / "holdout", test_images, test_labels, holdout_indices, seed=2)
+    scenario = write_scenario(work, rng, BASE_PER_CLASS, CAMERA_PER_CLASS, HOLDOUT_PER_CLASS)
+    camera_truth, holdout_truth = scenario.camera_truth, scenario.holdout_truth
     emit(
         f"1. data: {BASE_PER_CLASS * 10} studio photos (base), {len(camera_truth)} field photos for the camera, "
         f"{len(holdout_truth)} more held out for the before/after table"

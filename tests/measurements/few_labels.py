@@ -30,6 +30,7 @@ import torch
 from fieldlens_retrain.embeddings import VIEWS, EmbeddingCache
 from fieldlens_retrain.train import DEFAULT_SETTINGS, head_module, linear_share_for, prototypes, train_head
 from fieldlens_samples import fashion
+from fieldlens_samples.scenario import Split, write_scenario
 
 PER_CLASS = (10, 30, 60)
 SEEDS = (0, 1, 2)
@@ -90,28 +91,23 @@ def main() -> None:
     kept = [VIEWS.index(view) for view in args.views.split(",")]
     logging.basicConfig(level=logging.WARNING)
     rng = np.random.default_rng(3)
-    train_images, train_labels = fashion.load("train")
-    test_images, test_labels = fashion.load("t10k")
+    train = Split.load("train")
     cache = EmbeddingCache(args.cache)
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        base_indices = fashion.pick(train_labels, 30, rng)
-        fashion.write_studio(work / "base", train_images, train_labels, base_indices)
-        pool = fashion.pick(test_labels, 60, rng)
-        held = fashion.pick(test_labels, 30, rng, exclude=set(pool))
-        pool_truth = fashion.write_field(work / "pool", test_images, test_labels, pool, seed=1)
-        held_truth = fashion.write_field(work / "held", test_images, test_labels, held, seed=2)
-        base_paths = sorted((work / "base").glob("*/*.jpg"))
+        scenario = write_scenario(work, rng, base=30, camera=60, holdout=30, train=train)  # the camera's: the pool
+        pool_truth, held_truth = scenario.camera_truth, scenario.holdout_truth
+        base_paths = sorted(scenario.base.glob("*/*.jpg"))
         base = embed(cache, base_paths)
         base_y = np.array([fashion.LABELS.index(p.parent.name) for p in base_paths])
-        field = embed(cache, [work / "pool" / n for n in sorted(pool_truth)])
+        field = embed(cache, [scenario.camera / n for n in sorted(pool_truth)])
         field_y = np.array([fashion.LABELS.index(pool_truth[n]) for n in sorted(pool_truth)])
-        test = embed(cache, [work / "held" / n for n in sorted(held_truth)])
+        test = embed(cache, [scenario.holdout / n for n in sorted(held_truth)])
         test_y = np.array([fashion.LABELS.index(held_truth[n]) for n in sorted(held_truth)])
-        studio_pool = fashion.pick(train_labels, 60, rng, exclude=set(base_indices))
-        studio_held = fashion.pick(train_labels, 30, rng, exclude=set(base_indices) | set(studio_pool))
-        fashion.write_studio(work / "studio-pool", train_images, train_labels, studio_pool)
-        fashion.write_studio(work / "studio-held", train_images, train_labels, studio_held)
+        studio_pool = fashion.pick(train.labels, 60, rng, exclude=set(scenario.base_indices))
+        studio_held = fashion.pick(train.labels, 30, rng, exclude=set(scenario.base_indices) | set(studio_pool))
+        fashion.write_studio(work / "studio-pool", train.images, train.labels, studio_pool)
+        fashion.write_studio(work / "studio-held", train.images, train.labels, studio_held)
         sets = {}
         for name in ("studio-pool", "studio-held"):
             paths = sorted((work / name).glob("*/*.jpg"))

@@ -40,6 +40,7 @@ from fieldlens_retrain.dataset import split_of
 from fieldlens_retrain.embeddings import EmbeddingCache
 from fieldlens_retrain.train import DEFAULT_SETTINGS, head_module, linear_share_for, prototypes, train_head
 from fieldlens_samples import fashion
+from fieldlens_samples.scenario import write_scenario
 from tests.measurements.few_labels import embed
 
 STEPS = (25, 50, 100, 150, 200)
@@ -54,21 +55,15 @@ class Pool:
     """The embeddings, labels and train split of the base, pool and held-out images."""
 
     def __init__(self, cache: EmbeddingCache) -> None:
-        rng = np.random.default_rng(3)  # the bench's and the loop demo's draw
-        train_images, train_labels = fashion.load("train")
-        test_images, test_labels = fashion.load("t10k")
+        rng = np.random.default_rng(3)  # the label-order bench's draw
         with tempfile.TemporaryDirectory() as scratch:
-            work = Path(scratch)
-            fashion.write_studio(work / "base", train_images, train_labels, fashion.pick(train_labels, 30, rng))
-            pool = fashion.pick(test_labels, 60, rng)
-            held = fashion.pick(test_labels, 30, rng, exclude=set(pool))
-            pool_truth = fashion.write_field(work / "pool", test_images, test_labels, pool, seed=1)
-            held_truth = fashion.write_field(work / "held", test_images, test_labels, held, seed=2)
-            base_paths = sorted((work / "base").glob("*/*.jpg"))
-            pool_paths = [work / "pool" / name for name in sorted(pool_truth)]
+            scenario = write_scenario(Path(scratch), rng, base=30, camera=60, holdout=30)  # the camera's: the pool
+            pool_truth, held_truth = scenario.camera_truth, scenario.holdout_truth
+            base_paths = sorted(scenario.base.glob("*/*.jpg"))
+            pool_paths = [scenario.camera / name for name in sorted(pool_truth)]
             self.base, base_shas = embedded(cache, base_paths)
             self.pool, pool_shas = embedded(cache, pool_paths)
-            self.held = embed(cache, [work / "held" / name for name in sorted(held_truth)])
+            self.held = embed(cache, [scenario.holdout / name for name in sorted(held_truth)])
         self.base_y = np.array([fashion.LABELS.index(p.parent.name) for p in base_paths])
         self.pool_y = np.array([fashion.LABELS.index(pool_truth[n]) for n in sorted(pool_truth)])
         self.held_y = np.array([fashion.LABELS.index(held_truth[n]) for n in sorted(held_truth)])

@@ -6,19 +6,19 @@ Over the page's real HTTP API (uvicorn on 127.0.0.1) with 100,000 sidecars in th
 
 from __future__ import annotations
 
-import argparse
 import io
 import itertools
-import statistics
 import time
 import urllib.request
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from fieldlens_bench.common import Result, Spread, percentile
+from fieldlens_bench.runner import BenchOptions
 from fieldlens_cli.output import emit
 from fieldlens_core.messages import Prediction
 from fieldlens_fielddata.directory import new_image_id
@@ -30,6 +30,26 @@ from fieldlens_samples.photos import bundled_photos
 
 LABELS_TIMED = 200
 START_TIME = "2026-01-01T00:00:00+00:00"
+
+
+@dataclass(frozen=True)
+class PageRun:
+    """One start of the page: how soon it shows an image, indexes everything, and takes a label."""
+
+    first_image_s: float
+    index_complete_s: float
+    label_p50_ms: float
+    label_p95_ms: float
+
+
+@dataclass(frozen=True)
+class LabelResult(Result):
+    images: int
+    repeats: int
+    first_image_s: Spread
+    index_complete_s: Spread
+    label_p50_ms: Spread
+    label_p95_ms: Spread
 
 
 def field_of(root: Path, count: int) -> Path:
@@ -64,7 +84,7 @@ def field_of(root: Path, count: int) -> Path:
     return field
 
 
-def one_run(field: Path, cache: Path) -> dict[str, Any]:
+def one_run(field: Path, cache: Path) -> PageRun:
     started = time.perf_counter()
     page = LabelServer(PageOptions(field_data=field, model_dir=None, cache_dir=cache, port=0)).start()
     try:
@@ -88,39 +108,37 @@ def one_run(field: Path, cache: Path) -> dict[str, Any]:
             client.label([updated], None)  # leave the directory as it was
     finally:
         page.stop()
-    return {
-        "first_image_s": first_image_s,
-        "index_complete_s": indexed_s,
-        "label_p50_ms": float(np.percentile(round_trips, 50)),
-        "label_p95_ms": float(np.percentile(round_trips, 95)),
-    }
+    return PageRun(
+        first_image_s=first_image_s,
+        index_complete_s=indexed_s,
+        label_p50_ms=percentile(round_trips, 50),
+        label_p95_ms=percentile(round_trips, 95),
+    )
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    count: int = args.label_images
+def run(options: BenchOptions) -> LabelResult:
+    count = options.label_images
     emit(f"\nlabelling page: {count:,} sidecars, the page's HTTP API on 127.0.0.1")
-    field = field_of(args.data_dir.absolute() / "bench", count)
-    runs = [one_run(field, args.data_dir.absolute() / "bench" / "label-cache") for _ in range(args.repeat)]
-    return {
-        "images": count,
-        "repeats": len(runs),
-        **{key: summary([r[key] for r in runs]) for key in runs[0]},
-    }
+    field = field_of(options.data_dir.absolute() / "bench", count)
+    runs = [one_run(field, options.data_dir.absolute() / "bench" / "label-cache") for _ in range(options.repeat)]
+    return LabelResult(
+        images=count,
+        repeats=len(runs),
+        first_image_s=Spread.of(r.first_image_s for r in runs),
+        index_complete_s=Spread.of(r.index_complete_s for r in runs),
+        label_p50_ms=Spread.of(r.label_p50_ms for r in runs),
+        label_p95_ms=Spread.of(r.label_p95_ms for r in runs),
+    )
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
-
-
-def report(r: dict[str, Any]) -> None:
-    def cell(key: str, unit: str, digits: int) -> str:
-        s = r[key]
-        return f"{s['median']:.{digits}f} {unit} ({s['min']:.{digits}f} to {s['max']:.{digits}f})"
+def report(r: LabelResult) -> None:
+    def cell(s: Spread, unit: str, digits: int) -> str:
+        return f"{s.median:.{digits}f} {unit} ({s.min:.{digits}f} to {s.max:.{digits}f})"
 
     emit("")
-    emit(f"| with {r['images']:,} sidecars, {r['repeats']} runs: median (min to max) | result | goal |")
+    emit(f"| with {r.images:,} sidecars, {r.repeats} runs: median (min to max) | result | goal |")
     emit("| --- | --- | --- |")
-    emit(f"| page start -> first image received | {cell('first_image_s', 's', 2)} | < 1 s |")
-    emit(f"| page start -> every sidecar indexed (the order covers all) | {cell('index_complete_s', 's', 1)} | |")
-    emit(f"| one label, round trip p50 | {cell('label_p50_ms', 'ms', 1)} | |")
-    emit(f"| one label, round trip p95 | {cell('label_p95_ms', 'ms', 1)} | < 50 ms |")
+    emit(f"| page start -> first image received | {cell(r.first_image_s, 's', 2)} | < 1 s |")
+    emit(f"| page start -> every sidecar indexed (the order covers all) | {cell(r.index_complete_s, 's', 1)} | |")
+    emit(f"| one label, round trip p50 | {cell(r.label_p50_ms, 'ms', 1)} | |")
+    emit(f"| one label, round trip p95 | {cell(r.label_p95_ms, 'ms', 1)} | < 50 ms |")

@@ -10,7 +10,7 @@ client in the same run (README, "Benchmark").
 Only the model package's files are found through fieldlens (the ONNX file, the labels and the
 input spec); everything on the request path is written out here.
 
-    python -m fieldlens_cli.baseline_handler --broker mqtt://127.0.0.1:1883 --model-dir DIR --photos DIR
+    python -m fieldlens_bench.baseline_handler --broker mqtt://127.0.0.1:1883 --model-dir DIR --photos DIR
 """
 
 from __future__ import annotations

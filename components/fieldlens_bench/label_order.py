@@ -13,17 +13,18 @@ give), and every pool image labelled (the ceiling). The figure goes to
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from fieldlens_bench.common import Result
+from fieldlens_bench.runner import BenchOptions
 from fieldlens_cli.output import emit
 from fieldlens_core.model import load_model
 from fieldlens_core.model_install import install_package
@@ -36,21 +37,37 @@ from fieldlens_retrain.dataset import build_manifest, write_manifest
 from fieldlens_retrain.evaluate import predict_files, score
 from fieldlens_retrain.gate import GateRules
 from fieldlens_retrain.pipeline import run_retrain
-from fieldlens_samples import fashion
+from fieldlens_samples.scenario import write_scenario
 
 STEPS = (25, 50, 100, 150, 200)
 RANDOM_SEEDS = (1, 2)
 BASE_PER_CLASS, POOL_PER_CLASS, HOLDOUT_PER_CLASS = 30, 60, 30
 
 
-def keep_pool(work: Path, truth: dict[str, str]) -> dict[str, str]:
+@dataclass(frozen=True)
+class LabelOrderResult(Result):
+    """Accuracy on the held-out photos after each step of labels, for each order."""
+
+    steps: list[int]
+    useful: list[float]
+    uncertain: list[float]
+    random: list[list[float]]
+    """One curve per seed of :data:`RANDOM_SEEDS`."""
+    random_mean: list[float]
+    balanced: list[float]
+    ceiling: float
+    """Every pool image labelled."""
+    pool: int
+
+
+def keep_pool(work: Path, pool: Path, truth: dict[str, str]) -> dict[str, str]:
     """The device's part: classify each pool photo with the base model and keep it; image id -> truth."""
     model = load_model(work / "model", "fp32")
     store = FieldStore(work / "field", "bench", sync_interval_s=30)
     by_id = {}
     start = datetime(2026, 11, 24, tzinfo=UTC)
     for n, name in enumerate(sorted(truth)):
-        jpeg = (work / "pool" / name).read_bytes()
+        jpeg = (pool / name).read_bytes()
         ranked = model.classify(jpeg, 10, "image/jpeg").predictions
         seen = Observation(
             prediction=ranked[0]["label"],
@@ -121,26 +138,21 @@ def balanced(truth: dict[str, str], seed: int) -> list[str]:
     return [q[n] for n in range(max(map(len, queues))) for q in queues if n < len(q)]
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(options: BenchOptions) -> LabelOrderResult:
     emit("\nlabels saved by the order: Fashion-MNIST field photos, labelled through the page's HTTP API")
     rng = np.random.default_rng(3)
-    train_images, train_labels = fashion.load("train")
-    test_images, test_labels = fashion.load("t10k")
     with tempfile.TemporaryDirectory(prefix="fl-label-order-") as scratch:
         work = Path(scratch)
-        base_indices = fashion.pick(train_labels, BASE_PER_CLASS, rng)
-        fashion.write_studio(work / "base", train_images, train_labels, base_indices)
-        write_manifest(build_manifest(None, {}, work / "base", None), work / "base.json")
+        scenario = write_scenario(work, rng, BASE_PER_CLASS, POOL_PER_CLASS, HOLDOUT_PER_CLASS)
+        write_manifest(build_manifest(None, {}, scenario.base, None), work / "base.json")
         base = run_retrain(
             work / "base.json", work / "models-base", None, work / "cache", rules=GateRules(force=True), name="fashion"
         )
         if base.package is None:
             raise RuntimeError(f"the base model was not written: {base.decision.reason}")
         install_package(base.package, work / "model")
-        pool = fashion.pick(test_labels, POOL_PER_CLASS, rng)
-        held = fashion.pick(test_labels, HOLDOUT_PER_CLASS, rng, exclude=set(pool))
-        truth = keep_pool(work, fashion.write_field(work / "pool", test_images, test_labels, pool, seed=1))
-        holdout = fashion.write_field(work / "holdout", test_images, test_labels, held, seed=2)
+        truth = keep_pool(work, scenario.camera, scenario.camera_truth)  # the camera's photos are the pool
+        holdout = scenario.holdout_truth
         useful = curve(work, "useful", "useful", truth, holdout)
         uncertain = curve(work, "uncertain", "uncertain", truth, holdout)
         randoms = []
@@ -150,22 +162,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             randoms.append(curve(work, f"random-{seed}", shuffled, truth, holdout))
         by_class = curve(work, "balanced", balanced(truth, 1), truth, holdout)
         ceiling = curve(work, "every", sorted(truth), truth, holdout, steps=(len(truth),))[0]
-    random_mean = [statistics.mean(values) for values in zip(*randoms, strict=True)]
-    result = {
-        "steps": list(STEPS),
-        "useful": useful,
-        "uncertain": uncertain,
-        "random": randoms,
-        "random_mean": random_mean,
-        "balanced": by_class,
-        "ceiling": ceiling,
-        "pool": len(truth),
-    }
-    plot(result, args.data_dir / "bench" / "label-order.png")
+    result = LabelOrderResult(
+        steps=list(STEPS),
+        useful=useful,
+        uncertain=uncertain,
+        random=randoms,
+        random_mean=[statistics.mean(values) for values in zip(*randoms, strict=True)],
+        balanced=by_class,
+        ceiling=ceiling,
+        pool=len(truth),
+    )
+    plot(result, options.data_dir / "bench" / "label-order.png")
     return result
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
+def plot(result: LabelOrderResult, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -174,15 +185,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure, axes = plt.subplots(figsize=(9.0, 4.0))
     try:
-        axes.plot(result["steps"], result["useful"], "o-", label="the page's default order (useful)")
-        axes.plot(result["steps"], result["uncertain"], "^-", label="the page's uncertain order")
-        axes.plot(
-            result["steps"], result["balanced"], "d-.", color="tab:green", label="class-balanced (knows the truth)"
-        )
-        for n, values in enumerate(result["random"]):
-            axes.plot(result["steps"], values, ":", color="grey", alpha=0.7, label="random order" if n == 0 else None)
-        axes.plot(result["steps"], result["random_mean"], "s--", color="black", label="random order, mean")
-        axes.axhline(result["ceiling"], color="tab:red", alpha=0.6, label=f"all {result['pool']} field images labelled")
+        axes.plot(result.steps, result.useful, "o-", label="the page's default order (useful)")
+        axes.plot(result.steps, result.uncertain, "^-", label="the page's uncertain order")
+        axes.plot(result.steps, result.balanced, "d-.", color="tab:green", label="class-balanced (knows the truth)")
+        for n, values in enumerate(result.random):
+            axes.plot(result.steps, values, ":", color="grey", alpha=0.7, label="random order" if n == 0 else None)
+        axes.plot(result.steps, result.random_mean, "s--", color="black", label="random order, mean")
+        axes.axhline(result.ceiling, color="tab:red", alpha=0.6, label=f"all {result.pool} field images labelled")
         axes.set_xlabel("field images labelled")
         axes.set_ylabel("accuracy on 300 held-out field photos")
         axes.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
@@ -195,14 +204,14 @@ def plot(result: dict[str, Any], path: Path) -> None:
     emit(f"figure: {path}")
 
 
-def report(r: dict[str, Any]) -> None:
+def report(r: LabelOrderResult) -> None:
     emit("")
-    emit(f"| labels | useful (default) | uncertain | random (mean of {len(r['random'])}) | class-balanced (oracle) |")
+    emit(f"| labels | useful (default) | uncertain | random (mean of {len(r.random)}) | class-balanced (oracle) |")
     emit("| --- | --- | --- | --- | --- |")
-    rows = zip(r["steps"], r["useful"], r["uncertain"], r["random_mean"], r["balanced"], strict=True)
+    rows = zip(r.steps, r.useful, r.uncertain, r.random_mean, r.balanced, strict=True)
     for step, *values in rows:
         emit(f"| {step} | " + " | ".join(f"{v:.1%}" for v in values) + " |")
-    emit(f"| {r['pool']} (every one) | {r['ceiling']:.1%} | | | |")
-    at_200 = r["random_mean"][-1]
-    reached = next((s for s, u in zip(r["steps"], r["useful"], strict=True) if u >= at_200), None)
+    emit(f"| {r.pool} (every one) | {r.ceiling:.1%} | | | |")
+    at_200 = r.random_mean[-1]
+    reached = next((s for s, u in zip(r.steps, r.useful, strict=True) if u >= at_200), None)
     emit(f"\nrandom order at 200 labels: {at_200:.1%}; the page's order reaches it at {reached or 'more than 200'}")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fieldlens_cli.baseline_handler import REQUESTS, RESPONSES, Handler
+from fieldlens_bench.baseline_handler import REQUESTS, RESPONSES, Handler
 from fieldlens_cli.brokers import Mosquitto
 from fieldlens_cli.requester import Requester
 from fieldlens_cli.stack import connect
@@ -33,7 +33,7 @@ def test_it_answers_over_mqtt_once_it_says_ready(tiny_package: Path, tmp_path: P
     photos = tmp_path / "photos"
     photos.mkdir()
     (photos / "red.jpg").write_bytes(solid_jpeg((230, 20, 20)))
-    command = [sys.executable, "-m", "fieldlens_cli.baseline_handler", "--broker", mosquitto.url]
+    command = [sys.executable, "-m", "fieldlens_bench.baseline_handler", "--broker", mosquitto.url]
     handler = subprocess.Popen(
         [*command, "--model-dir", str(tiny_package), "--photos", str(photos)], stdout=subprocess.PIPE, text=True
     )

@@ -1,0 +1,181 @@
+"""The retrain half of `fieldlens bench`: time to retrain, and what retraining buys, on real photos.
+
+- cold: 1,000 labelled field photos (Fashion-MNIST under field conditions), empty embedding
+  cache, a model with a new label set from the ImageNet backbone: embed, train, export
+  (fp32 + int8), evaluate;
+- warm: the same plus 50 new photos, against the first model: only the 50 are embedded;
+  cold and warm ``--repeat`` times, each from an empty cache, min / median / max;
+- the demo scenario (:mod:`fieldlens_samples.scenario`): a base model trained on studio photos,
+  then retrained with 400 labelled field photos; both scored on 300 other field photos.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fieldlens_bench.common import Result, Spread
+from fieldlens_bench.runner import BenchOptions
+from fieldlens_cli.output import emit
+from fieldlens_retrain.dataset import build_manifest, write_manifest
+from fieldlens_retrain.evaluate import predict_files, score
+from fieldlens_retrain.gate import GateRules
+from fieldlens_retrain.pipeline import RetrainReport, run_retrain
+from fieldlens_samples import fashion
+from fieldlens_samples.scenario import Split, write_scenario
+
+
+@dataclass(frozen=True)
+class RetrainRuns:
+    """The repeated retrains of one kind: time in all, images embedded, and each stage's time."""
+
+    images: int
+    seconds: Spread
+    embedded: Spread
+    stages: dict[str, Spread]
+    """The pipeline's stage -> its time (embed, train, export, ...)."""
+
+    def figures(self) -> dict[str, Any]:
+        """As ``--json`` writes them: the stages beside the totals."""
+        return {
+            "seconds": dataclasses.asdict(self.seconds),
+            "embedded": dataclasses.asdict(self.embedded),
+            **{stage: dataclasses.asdict(spread) for stage, spread in self.stages.items()},
+        }
+
+
+@dataclass(frozen=True)
+class ScenarioScores:
+    holdout_images: int
+    field_images: int
+    before: float
+    after: float
+
+
+@dataclass(frozen=True)
+class RetrainResult(Result):
+    cold: RetrainRuns
+    warm: RetrainRuns
+    """``images``: the new images only."""
+    repeats: int
+    scenario: ScenarioScores
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "cold": {"images": self.cold.images, **self.cold.figures()},
+            "warm": {"new_images": self.warm.images, **self.warm.figures()},
+            "repeats": self.repeats,
+            "scenario": dataclasses.asdict(self.scenario),
+        }
+
+
+def _timed_retrain(work: Path, folder: Path, current: Path | None, name: str) -> tuple[RetrainReport, float]:
+    manifest = build_manifest(None, {}, folder, None)
+    manifest.entries = [e.model_copy(update={"source": "field"}) for e in manifest.entries]
+    manifest.sha256 = manifest.digest()
+    write_manifest(manifest, work / f"{name}.json")
+    started = time.perf_counter()
+    report = run_retrain(work / f"{name}.json", work / "models", current, work / "cache", rules=GateRules(force=True))
+    return report, time.perf_counter() - started
+
+
+def _as_class_folders(folder: Path, truth: dict[str, str], into: Path) -> Path:
+    for name, label in truth.items():
+        (into / label).mkdir(parents=True, exist_ok=True)
+        (into / label / name).write_bytes((folder / name).read_bytes())
+    return into
+
+
+def _runs(images: int, reports: list[tuple[RetrainReport, float]]) -> RetrainRuns:
+    return RetrainRuns(
+        images=images,
+        seconds=Spread.of(seconds for _, seconds in reports),
+        embedded=Spread.of(report.embedded for report, _ in reports),
+        stages={
+            stage: Spread.of(report.timings_s[stage] for report, _ in reports) for stage in reports[0][0].timings_s
+        },
+    )
+
+
+def run(options: BenchOptions) -> RetrainResult:
+    emit("\nretrain: Fashion-MNIST photos under field conditions (Debian's dataset-fashion-mnist)")
+    rng = np.random.default_rng(7)
+    train, test = Split.load("train"), Split.load("t10k")
+    first = fashion.pick(test.labels, 100, rng)
+    extra = fashion.pick(test.labels, 5, rng, exclude=set(first))
+    colds, warms = [], []
+    for _ in range(options.repeat):
+        with tempfile.TemporaryDirectory(prefix="fl-retrain-bench-") as scratch:  # an empty cache each time
+            work = Path(scratch)
+            truth = fashion.write_field(work / "photos", test.images, test.labels, first, seed=11)
+            folder = _as_class_folders(work / "photos", truth, work / "labelled")
+            cold, cold_s = _timed_retrain(work, folder, None, "cold")
+            more = fashion.write_field(work / "photos", test.images, test.labels, extra, seed=12)
+            _as_class_folders(work / "photos", more, folder)
+            warm, warm_s = _timed_retrain(work, folder, cold.package, "warm")
+            colds.append((cold, cold_s))
+            warms.append((warm, warm_s))
+            emit(f"  retrain run {len(colds)}: cold {cold_s:.1f} s, {len(more)} new images {warm_s:.1f} s")
+    with tempfile.TemporaryDirectory(prefix="fl-retrain-bench-") as scratch:
+        work = Path(scratch)
+
+        # the demo scenario: studio-trained base model, then retrained with labelled field photos
+        scenario = work / "scenario"
+        drawn = write_scenario(scenario, rng, base=50, camera=40, holdout=30, train=train, test=test)
+        base_manifest = build_manifest(None, {}, drawn.base, None)
+        write_manifest(base_manifest, scenario / "base.json")
+        base = run_retrain(
+            scenario / "base.json", scenario / "models", None, work / "cache", rules=GateRules(force=True)
+        )
+        _as_class_folders(drawn.camera, drawn.camera_truth, drawn.base)  # base + labelled field photos
+        both = build_manifest(None, {}, drawn.base, base_manifest.labels)
+        write_manifest(both, scenario / "both.json")
+        retrained = run_retrain(
+            scenario / "both.json", scenario / "models", base.package, work / "cache", rules=GateRules(force=True)
+        )
+        paths = sorted(drawn.holdout.iterdir())
+        labels = [drawn.holdout_truth[p.name] for p in paths]
+        before = score(labels, predict_files(base.package or Path(), paths), base_manifest.labels)["accuracy"]
+        after = score(labels, predict_files(retrained.package or Path(), paths), base_manifest.labels)["accuracy"]
+        scores = ScenarioScores(
+            holdout_images=len(paths), field_images=len(drawn.camera_truth), before=before, after=after
+        )
+    return RetrainResult(
+        cold=_runs(len(truth), colds), warm=_runs(len(more), warms), repeats=options.repeat, scenario=scores
+    )
+
+
+def report(r: RetrainResult) -> None:
+    cold, warm, scenario = r.cold, r.warm, r.scenario
+
+    def three(figures: Spread) -> str:
+        return f"{figures.median:.1f} s ({figures.min:.1f}-{figures.max:.1f})"
+
+    def stages(runs: RetrainRuns) -> str:
+        """Each stage's median; evaluation (the gate's predictions and plots) is the rest."""
+        named = ("embed", "train", "export")
+        rest = runs.seconds.median - sum(runs.stages[k].median for k in named)
+        return ", ".join(f"{k} {runs.stages[k].median:.1f}" for k in named) + f", evaluate {max(rest, 0.0):.1f}"
+
+    emit("")
+    emit(f"| measure: median (min-max) over {r.repeats} runs | result | target |")
+    emit("| --- | --- | --- |")
+    emit(
+        f"| retrain, {cold.images} labelled field images, cold cache | {three(cold.seconds)} "
+        f"({stages(cold)}) | <= 45 s |"
+    )
+    emit(
+        f"| retrain with {warm.images} new images (embedded: {warm.embedded.median:.0f}) | "
+        f"{three(warm.seconds)} ({stages(warm)}) | <= 8 s |"
+    )
+    emit(
+        f"| accuracy on {scenario.holdout_images} held-out field images, base model -> retrained with "
+        f"{scenario.field_images} field images | {scenario.before:.1%} -> {scenario.after:.1%} "
+        f"({100 * (scenario.after - scenario.before):+.1f} points) | >= +20 points |"
+    )

@@ -1,0 +1,40 @@
+"""The retrain table: each figure's spread over the runs, and each stage's median."""
+
+from __future__ import annotations
+
+import pytest
+
+from fieldlens_bench import retrain
+from fieldlens_bench.common import Spread
+
+
+def runs(images: int, seconds: list[float], embed: list[float], embedded: int) -> retrain.RetrainRuns:
+    return retrain.RetrainRuns(
+        images=images,
+        seconds=Spread.of(seconds),
+        embedded=Spread.of([embedded] * 3),
+        stages={"embed": Spread.of(embed), "train": Spread.of([1.0, 1.0, 1.0]), "export": Spread.of([2.0, 3.0, 4.0])},
+    )
+
+
+RESULT = retrain.RetrainResult(
+    cold=runs(1000, [40.0, 50.0, 60.0], [30.0, 40.0, 50.0], 1000),
+    warm=runs(50, [9.0, 10.0, 12.0], [4.0, 5.0, 6.0], 50),
+    repeats=3,
+    scenario=retrain.ScenarioScores(holdout_images=300, field_images=400, before=0.2, after=0.6),
+)
+
+
+def test_the_retrain_table_gives_the_spread_and_each_stages_median(capsys: pytest.CaptureFixture[str]) -> None:
+    retrain.report(RESULT)
+    out = capsys.readouterr().out
+    assert "| 50.0 s (40.0-60.0) (embed 40.0, train 1.0, export 3.0, evaluate 6.0) | <= 45 s |" in out
+    assert "50 new images (embedded: 50) | 10.0 s (9.0-12.0) (embed 5.0, train 1.0, export 3.0, evaluate 1.0) |" in out
+
+
+def test_the_json_puts_each_stage_beside_the_totals() -> None:
+    written = RESULT.as_json()
+    assert list(written["cold"]) == ["images", "seconds", "embedded", "embed", "train", "export"]
+    assert written["warm"]["new_images"] == 50
+    assert written["cold"]["embed"] == {"min": 30.0, "median": 40.0, "max": 50.0}
+    assert written["scenario"] == {"holdout_images": 300, "field_images": 400, "before": 0.2, "after": 0.6}
