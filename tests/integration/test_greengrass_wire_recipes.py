@@ -149,7 +149,7 @@ def test_an_invalid_configuration_is_rejected_with_its_reason(device: Greengrass
 def test_the_inference_service_validates_its_configuration_over_ipc_too(device: GreengrassCore) -> None:
     result = device.deploy_configuration("fieldlens.InferenceService", {"modelVariant": "fp16"})
     assert result.report is not None and result.report.status == "REJECTED"
-    assert "model_variant: Input should be 'fp32' or 'int8'" in result.message, result.message
+    assert "model_variant: Input should be 'auto', 'fp32' or 'int8'" in result.message, result.message
 
 
 def test_a_retained_request_is_not_run(device: GreengrassCore) -> None:
