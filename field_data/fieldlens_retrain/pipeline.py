@@ -25,7 +25,7 @@ from fieldlens_retrain.embeddings import EmbeddingCache
 from fieldlens_retrain.evaluate import PredictionCache, confusion_png, predict_files, score
 from fieldlens_retrain.gate import DEFAULT_RULES, GateDecision, GateRules, gate, paired_outcomes
 from fieldlens_retrain.learning_curve import LearningCurve, curve_png
-from fieldlens_retrain.train import DEFAULT_SETTINGS, TrainSettings, next_version, retrain
+from fieldlens_retrain.train import DEFAULT_SETTINGS, TrainResult, TrainSettings, next_version, retrain
 
 if TYPE_CHECKING:
     from fieldlens_retrain.sagemaker import SageMakerRetrain
@@ -92,11 +92,7 @@ def run_retrain(
     if on_stage is not None:
         on_stage("evaluating")
     predictions = PredictionCache(cache_dir)
-    report = publish_candidate(manifest, result.package_dir, out_dir, current_dir, rules, predictions, result.curve)
-    report.timings_s, report.embedded, report.reused = result.timings_s, result.embedded, result.reused
-    report.memory_peak_mb = memory_peak_mb()
-    write_report(report, manifest)  # again, now with the training's figures: the same document, completed
-    return report
+    return publish_candidate(manifest, result.package_dir, out_dir, current_dir, rules, predictions, result)
 
 
 def memory_peak_mb() -> float:
@@ -142,10 +138,13 @@ def publish_candidate(
     current_dir: Path | None,
     rules: GateRules,
     predictions: PredictionCache | None = None,
-    curve: LearningCurve | None = None,
+    trained: TrainResult | None = None,
 ) -> RetrainReport:
     """Score the candidate and the current model on the same held-out field images, gate the
-    candidate, log the verdict, and publish the candidate if the gate (or ``rules.force``) says so."""
+    candidate, log the verdict, and publish the candidate if the gate (or ``rules.force``) says so.
+    ``trained``: the local training's figures (timings, embeddings, learning curve) for the report;
+    a SageMaker candidate has none."""
+    curve = trained.curve if trained else None
     parent = current_package(current_dir)
     holdout = manifest.holdout()
     images, truth = [(e.sha256, Path(e.path)) for e in holdout], [e.label for e in holdout]
@@ -211,8 +210,11 @@ def publish_candidate(
         evaluated_on,
         dataset_notes(manifest, parent.labels if parent else None),
         curve,
+        parent_version=card.parent_version,
+        memory_peak_mb=memory_peak_mb(),
     )
-    report.parent_version = card.parent_version
+    if trained is not None:
+        report.timings_s, report.embedded, report.reused = trained.timings_s, trained.embedded, trained.reused
     write_report(report, manifest)
     append_decision(
         out_dir,
