@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned to the CPU build: a bare `torch` requirement makes pip fetch a multi-GB CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[train,demo,label,dev]'
+	$(BIN)/pip install --quiet -e '.[train,demo,label,fleet,dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)

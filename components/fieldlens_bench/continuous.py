@@ -39,7 +39,7 @@ from fieldlens_core import topics
 NAME = "bench"
 WARM_UP_FRAMES = 20
 # The scripted video: sample photo -> what the default ImageNet model calls it.
-OBJECTS = {"coffee": "espresso", "motorcycle": "moped", "cameraman": "tripod"}
+OBJECTS = {"coffee": "cup", "motorcycle": "moped", "cameraman": "tripod"}  # cup: the model's class group (its card)
 FRAMES_EACH, GAP, ODD_EVERY = 30, 10, 10
 
 
@@ -140,8 +140,8 @@ def run_stream(options: BenchOptions, model_dir: Path, work: Path) -> StreamRun:
     )
 
 
-def scripted_video(seed: int = 0) -> list[bytes]:
-    """The JPEG frames, in order."""
+def scripted_video(seed: int = 0, objects: dict[str, str] = OBJECTS) -> list[bytes]:
+    """The JPEG frames, in order: ``objects`` (sample photo -> expected label) one after another."""
     from PIL import Image, ImageEnhance, ImageOps
 
     from fieldlens_samples.photos import sample_photos
@@ -163,30 +163,32 @@ def scripted_video(seed: int = 0) -> list[bytes]:
         return buffer.getvalue()
 
     shows: list[str | None] = [None] * GAP
-    names = list(OBJECTS)
+    names = list(objects)
     for n, name in enumerate(names):
         other = names[(n + 1) % len(names)]
         shows += [other if i % ODD_EVERY == 4 else name for i in range(FRAMES_EACH)] + [None] * GAP
     return [view(name) for name in shows]
 
 
-def run_events(model_dir: Path, variant: str) -> EventsResult:
+def run_events(model_dir: Path, variant: str, shown: dict[str, str] = OBJECTS, seed: int = 0) -> EventsResult:
+    """The scripted video of ``shown`` (sample photo -> expected label) through the model and continuous
+    mode's default settings for it (its card's operating point, as a device runs it)."""
     from fieldlens_classifier.config import ContinuousConfig
     from fieldlens_classifier.smoothing import FrameResult, Smoother
     from fieldlens_core.model import load_model
 
     model = load_model(model_dir, variant)
-    frames = scripted_video()
-    smoother = Smoother(ContinuousConfig().smoothing())
+    frames = scripted_video(seed, shown)
+    smoother = Smoother(ContinuousConfig().smoothing(model.package.card.operating_point))
     transitions = []  # (the frame it was announced at, the transition)
     for index, jpeg in enumerate(frames):
         ranked = model.classify(jpeg, 10, "image/jpeg").predictions
-        pushed = smoother.push(FrameResult(index, index / 5, [(p["label"], p["confidence"]) for p in ranked]))
+        pushed = smoother.push(FrameResult(index, index / 5, ranked))
         transitions += [(index, t) for t in pushed]
     transitions += [(len(frames) - 1, t) for t in smoother.flush(len(frames) / 5, len(frames) - 1)]
     spans = []
     start = GAP
-    for name in OBJECTS:
+    for name in shown:
         spans.append((name, start, start + FRAMES_EACH - 1))
         start += FRAMES_EACH + GAP
     events: list[Event] = [
@@ -200,7 +202,7 @@ def run_events(model_dir: Path, variant: str) -> EventsResult:
         objects.append(
             ObjectEvents(
                 object=name,
-                expected=OBJECTS[name],
+                expected=shown[name],
                 labels=[s[1] for s in starts],
                 start_delay_frames=[s[2] - first for s in starts],
                 start_announced_after_frames=[s[4] - first for s in starts],

@@ -70,8 +70,8 @@ def keep_pool(work: Path, pool: Path, truth: dict[str, str]) -> dict[str, str]:
         jpeg = (pool / name).read_bytes()
         ranked = model.classify(jpeg, 10, "image/jpeg").predictions
         seen = Observation(
-            prediction=ranked[0]["label"],
-            confidence=ranked[0]["confidence"],
+            prediction=ranked[0].label,
+            confidence=ranked[0].confidence,
             predictions=ranked,
             model=ModelRef(**model.info),
             capture={"file": name},

@@ -6,6 +6,7 @@ numpy, psutil or torch, is imported only when the part runs.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from fieldlens_core.errors import FieldlensError
 
 if TYPE_CHECKING:
     from fieldlens_bench.common import Result
+    from fieldlens_bench.markdown import MarkdownLog
 
 
 @dataclass(frozen=True)
@@ -79,18 +81,27 @@ def check_installed(parts: list[str]) -> None:
         )
 
 
-def run_parts(options: BenchOptions, only: str | None = None) -> dict[str, Result]:
-    """Run every part (or ``only`` one), printing each part's table as it ends; part name -> its result."""
+def run_parts(options: BenchOptions, only: str | None = None, markdown: MarkdownLog | None = None) -> dict[str, Result]:
+    """Run every part (or ``only`` one), printing each part's table as it ends; part name -> its result.
+
+    With ``markdown``, each part's printed table is also kept there, headed by the conditions
+    taken as the part started (``fieldlens bench --markdown PATH``)."""
     from fieldlens_bench.common import Machine
+    from fieldlens_bench.markdown import Conditions, Section, captured
 
     chosen = [part for part in PARTS if only in (None, part)]
     check_installed(chosen)
-    emit(f"fieldlens bench on {Machine.here().describe()}")
+    machine = Machine.here()
+    emit(f"fieldlens bench on {machine.describe()}")
     results: dict[str, Result] = {}
     for part in chosen:
         module = load(part)
+        conditions = Conditions.now(machine, markdown.command) if markdown is not None else None
         results[part] = module.run(options)
-        module.report(results[part])
+        if markdown is None or conditions is None:
+            module.report(results[part])
+        else:
+            markdown.add(Section(part, conditions, captured(functools.partial(module.report, results[part]))))
     return results
 
 

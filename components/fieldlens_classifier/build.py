@@ -15,6 +15,7 @@ from fieldlens_classifier.commands import ContinuousCommands
 from fieldlens_classifier.config import ClassifierConfig
 from fieldlens_classifier.continuous import ContinuousLoop
 from fieldlens_classifier.keeping import FieldKeeper
+from fieldlens_classifier.operating_point import OperatingPoints, ServedOperatingPoints, no_operating_point
 from fieldlens_classifier.service import Classifier
 from fieldlens_classifier.status import StatusResponder
 from fieldlens_core import topics
@@ -38,18 +39,24 @@ def build_classifier(config: ClassifierConfig, bus: Bus) -> tuple[Classifier, li
         max_bytes=config.max_field_bytes,
         max_images=config.max_field_images,
     )
-    classifier = assemble_classifier(config, bus, camera, inference, store)
+    classifier = assemble_classifier(config, bus, camera, inference, store, ServedOperatingPoints(inference.ping))
     responder = StatusResponder(classifier, bus, inference.ping)
     classifier.on_start.append(responder.start)
     return classifier, [classifier.stop, responder.stop, inference.close, camera.close, store.close]
 
 
 def assemble_classifier(
-    config: ClassifierConfig, bus: Bus, camera: Camera, inference: Inference, store: FieldStore
+    config: ClassifierConfig,
+    bus: Bus,
+    camera: Camera,
+    inference: Inference,
+    store: FieldStore,
+    operating_points: OperatingPoints = no_operating_point,
 ) -> Classifier:
     """The classifier and its continuous mode on these adapters (the component's, or a test's):
-    one keeper for both, the loop handed to the classifier that runs it, its commands beside."""
-    keeper = FieldKeeper(config.sampling, store)
+    one keeper for both, the loop handed to the classifier that runs it, its commands beside.
+    ``operating_points``: the served model's (the inference service's ping says them)."""
+    keeper = FieldKeeper(config.sampling, store, operating_points)
     loop = ContinuousLoop(
         config.continuous,
         config.thing_name,
@@ -59,6 +66,7 @@ def assemble_classifier(
         bus.publish,
         topics.event_topic(config.name),
         topics.frame_topic(config.name),
+        operating_points=operating_points,
     )
     classifier = Classifier(config, bus, camera, inference, keeper, loop)
     classifier.on_start.append(ContinuousCommands(classifier, bus).start)

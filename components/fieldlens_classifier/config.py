@@ -10,11 +10,14 @@ from pydantic import Field, field_validator, model_validator
 from fieldlens_classifier.smoothing import SmoothingSettings
 from fieldlens_core import topics
 from fieldlens_core.config import BusSettings, CameraConfig, InferenceClientConfig, StrictModel, default_thing_name
-from fieldlens_core.messages import DEFAULT_MAX_PAYLOAD_BYTES, MAX_FPS, MIN_FPS
+from fieldlens_core.messages import DEFAULT_MAX_PAYLOAD_BYTES, MAX_FPS, MIN_FPS, SettingInEffect
+from fieldlens_core.model_package import OperatingPoint
 from fieldlens_fielddata.directory import DEFAULT_S3_PREFIX
 from fieldlens_fielddata.sampling.config import SamplingConfig
 
 SAMPLING_TOP_K = 10  # predictions asked of the service per frame: entropy needs the spread
+DEFAULT_MIN_CONFIDENCE = 0.5
+"""Continuous mode's event threshold for a model whose card has no operating point."""
 
 
 class ContinuousConfig(StrictModel):
@@ -54,8 +57,13 @@ class ContinuousConfig(StrictModel):
         title="Hold",
         description="A label starts (or ends) an event only after leading the window this many frames in a row.",
     )
-    min_confidence: float = Field(
-        default=0.5, ge=0, le=1, title="Confidence", description="The window's aggregate a label needs to start."
+    min_confidence: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        title="Confidence",
+        description="The window's aggregate a label needs to start an event; null: the served model's own event "
+        "threshold (its card's operating point), 0.5 for a model without one.",
     )
     blank_labels: list[str] = Field(
         default_factory=lambda: ["blank"],
@@ -72,14 +80,24 @@ class ContinuousConfig(StrictModel):
     )
     top_k: int = Field(default=3, ge=1, le=100, title="Top k", description="Predictions in a frame message.")
 
-    def smoothing(self) -> SmoothingSettings:
+    def min_confidence_for(self, point: OperatingPoint | None) -> SettingInEffect:
+        """The event threshold in effect: configured, else the model's own, else DEFAULT_MIN_CONFIDENCE."""
+        if self.min_confidence is not None:
+            return SettingInEffect(value=self.min_confidence, source="configuration")
+        if point is not None:
+            return SettingInEffect(value=point.event_threshold, source="model")
+        return SettingInEffect(value=DEFAULT_MIN_CONFIDENCE, source="default")
+
+    def smoothing(self, point: OperatingPoint | None = None) -> SmoothingSettings:
+        """The smoother's settings for a model with operating point ``point`` (None: it has none)."""
         return SmoothingSettings(
             window_frames=self.window_frames,
             window_s=self.window_s,
             aggregate=self.aggregate,
             hold_frames=self.hold_frames,
-            min_confidence=self.min_confidence,
+            min_confidence=self.min_confidence_for(point).value,
             blank_labels=frozenset(self.blank_labels),
+            class_groups=point.groups_by_label() if point is not None else {},
         )
 
 

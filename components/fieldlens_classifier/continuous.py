@@ -32,11 +32,19 @@ from datetime import UTC, datetime
 from fieldlens_classifier.config import SAMPLING_TOP_K, ContinuousConfig
 from fieldlens_classifier.frame import ClassifiedFrame, EventContext, EventRole
 from fieldlens_classifier.keeping import FieldKeeper
+from fieldlens_classifier.operating_point import OperatingPoints, no_operating_point
 from fieldlens_classifier.smoothing import FrameResult, Smoother, Transition
 from fieldlens_core.camera import Camera
 from fieldlens_core.errors import FieldlensError
 from fieldlens_core.inference.client import Inference
-from fieldlens_core.messages import ClassificationEvent, ContinuousStatus, FramePrediction, ImageInfo, utc_timestamp
+from fieldlens_core.messages import (
+    ClassificationEvent,
+    ContinuousStatus,
+    FramePrediction,
+    ImageInfo,
+    SettingInEffect,
+    utc_timestamp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +57,7 @@ class _State:
     """What one run of the loop carries from frame to frame."""
 
     smoother: Smoother
+    model: str | None = None  # the sha256 of the model whose operating point the smoother has
     recent: dict[int, _Seen] = field(default_factory=dict)  # the frames the window can still name
     best: _Seen | None = None  # the best frame of the event in view
     last_frame_message: float = float("-inf")
@@ -56,10 +65,12 @@ class _State:
 
 @dataclass
 class _Seen:
-    """A classified frame of this run, and what the keeper kept it as: never kept twice."""
+    """A classified frame of this run, and what the keeper kept it as: kept twice only as an
+    event's best frame kept before the event started (see ``_best_image``)."""
 
     frame: ClassifiedFrame
     kept: ImageInfo | None = None
+    kept_for: str | None = None  # the event the kept copy's sidecar names
 
 
 class ContinuousLoop:
@@ -74,8 +85,12 @@ class ContinuousLoop:
         event_topic: str,
         frame_topic: str,
         clock: Callable[[], float] = time.monotonic,
+        operating_points: OperatingPoints = no_operating_point,
     ) -> None:
         self._settings = settings
+        self._operating_points = operating_points
+        self._min_confidence: SettingInEffect | None = None  # for the model of the latest frame
+        self._class_groups: list[str] = []
         self._thing = thing
         self._camera = camera
         self._inference = inference
@@ -153,6 +168,8 @@ class ContinuousLoop:
                 measured_fps=round(measured, 2) if measured is not None else None,
                 failing=self._failing,
                 stopped_by=self._stopped_by,
+                min_confidence=self._min_confidence,
+                class_groups=self._class_groups,
             )
 
     # -- the loop --------------------------------------------------------------------------
@@ -220,7 +237,14 @@ class ContinuousLoop:
     ) -> None:
         """A classified frame: smooth, keep, announce, count."""
         self._failures = 0
-        transitions = state.smoother.push(FrameResult(index, started, frame.ranked))
+        if frame.model.sha256 != state.model:  # the first frame, or a reloaded model: its own thresholds
+            state.model = frame.model.sha256
+            point = self._operating_points(frame.model)
+            state.smoother.settings = settings.smoothing(point)
+            with self._wake:
+                self._min_confidence = settings.min_confidence_for(point)
+                self._class_groups = sorted(point.class_groups) if point is not None else []
+        transitions = state.smoother.push(FrameResult(index, started, frame.predictions))
         event = state.smoother.event
         if event is not None:  # taken while the event was in view: its sidecar names the event
             frame = replace(frame, context=EventContext(event.event_id))
@@ -228,7 +252,8 @@ class ContinuousLoop:
         state.recent[index] = seen
         state.recent.pop(index - settings.window_frames - settings.hold_frames, None)
         info = self._keeper.keep(frame)
-        seen.kept = info if info.kept else None
+        if info.kept:
+            seen.kept, seen.kept_for = info, event.event_id if event is not None else None
         for transition in transitions:
             if transition.type == "start" and transition.event.best is not None:
                 state.best = state.recent.get(transition.event.best.index)
@@ -280,7 +305,7 @@ class ContinuousLoop:
             self._keep_for(hesitant, event.event_id, "boundary", f"event {transition.type}")
         image = None
         if transition.type == "end" and best is not None:
-            image = best.kept or self._keep_for(best, event.event_id, "best", "event best frame")
+            image = self._best_image(best, event.event_id)
         latest = recent[max(recent)] if recent else best
         if latest is None:
             return  # no frame was ever classified: there is no event
@@ -311,8 +336,20 @@ class ContinuousLoop:
         """Keep ``seen`` for the event, within the save caps; what was kept (or why not)."""
         info = self._keeper.keep(replace(seen.frame, context=EventContext(event_id, role, reason)))
         if info.kept:
-            seen.kept = info
+            seen.kept, seen.kept_for = info, event_id
         return info
+
+    def _best_image(self, best: _Seen, event_id: str) -> ImageInfo:
+        """The end event's image: its best frame, kept with the event's id in the sidecar. A frame
+        the policy kept while the event was in view has it and is not kept again; one kept before
+        the event started (its first frames, led for ``holdFrames`` before the start) has none, so it
+        is kept again for the event: otherwise the end names an image nothing ties to the event.
+        Past the save caps, the copy kept earlier is named."""
+        if best.kept is not None and best.kept_for == event_id:
+            return best.kept
+        earlier = best.kept
+        info = self._keep_for(best, event_id, "best", "event best frame")
+        return info if info.kept or earlier is None else earlier
 
     def _publish_frame(self, index: int, seen: _Seen, top_k: int, event_id: str | None) -> None:
         message = FramePrediction(

@@ -3,15 +3,14 @@
 A request's frame and a continuous-mode frame travel the same way (the sampling policy decides
 on it, the smoother reads its ranking, the keeper files it), so they are one value: what differs
 is its context, a classify request (its id, whether it asked to ``save``) or the event in view (and
-the role the frame is kept in for that event). The policy and the smoother read the same ranked
-``(label, probability)`` list, made from the predictions on first use.
+the role the frame is kept in for that event). The policy and the smoother read its ranked
+predictions as they came from the inference service (one type from the model to the wire).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
 from typing import Literal
 
 from fieldlens_core.camera import Frame
@@ -58,8 +57,3 @@ class ClassifiedFrame:
     @property
     def model(self) -> ModelInfo:
         return self.result.model
-
-    @cached_property
-    def ranked(self) -> list[tuple[str, float]]:
-        """The predictions as the sampling policy and the smoother take them."""
-        return [(p.label, p.confidence) for p in self.result.predictions]

@@ -18,6 +18,7 @@ import threading
 import time
 
 from fieldlens_classifier.frame import ClassifiedFrame, EventContext, RequestContext
+from fieldlens_classifier.operating_point import OperatingPoints, no_operating_point
 from fieldlens_core.messages import ImageInfo, utc_timestamp
 from fieldlens_fielddata.directory import new_image_id
 from fieldlens_fielddata.sampling.config import SamplingConfig
@@ -31,8 +32,12 @@ NOT_KEPT_LOG_INTERVAL_S = 60.0
 
 
 class FieldKeeper:
-    def __init__(self, sampling: SamplingConfig, store: FieldStore) -> None:
+    def __init__(
+        self, sampling: SamplingConfig, store: FieldStore, operating_points: OperatingPoints = no_operating_point
+    ) -> None:
+        """``operating_points``: the served model's, whose confidence band an unconfigured band uses."""
         self._store = store
+        self._operating_points = operating_points
         self._policy = self._new_policy(sampling)
         self._not_kept_lock = threading.Lock()
         self._not_kept_logged_at, self._not_kept_count = float("-inf"), 0
@@ -47,7 +52,9 @@ class FieldKeeper:
         nothing, never raises for storage."""
         context = frame.context
         image_id = new_image_id(frame.captured)
-        verdict = self._policy.decide(frame.ranked, saved=context.save)
+        point = self._operating_points(frame.model)
+        band = point.confidence_band if point is not None else None
+        verdict = self._policy.decide(frame.predictions, saved=context.save, band=band)
         if not verdict.keep:
             return ImageInfo(id=image_id, kept=False, reason=verdict.reason), None
         event = context if isinstance(context, EventContext) else EventContext()

@@ -4,12 +4,18 @@ A camera over a conveyor or a perch classifies every frame; one frame is a poor 
 blur, an object half in view, a hand), so decisions are made on a window of frames:
 
 1. **Window**: the last ``window_frames`` frames, and none older than ``window_s`` when set.
+   Labels of one class group (``class_groups``, the served model's near-synonyms from its card's
+   operating point: "tabby", "tiger cat" and "Egyptian cat" are one cat) enter it as the group,
+   their probabilities summed; events are reported under the group's name.
 2. **Aggregate**: the mean of the frames' probability vectors (a label a frame did not list
    counts 0 there), or a majority ``vote`` of their top-1 labels (the confidence is then that
    label's mean probability). The window's leader is the label with the highest aggregate.
-3. **Hysteresis**: the state changes only when a new leader has held for ``hold_frames``
-   consecutive frames with an aggregate of at least ``min_confidence``. A single odd frame
-   cannot do that: it would have to lead two windows in a row.
+3. **Hysteresis**: an event starts only when a new leader has held for ``hold_frames``
+   consecutive frames with an aggregate of at least ``min_confidence``, and ends only after
+   ``hold_frames`` consecutive frames in which its label neither leads the window nor tops the
+   newest frame. A single odd frame can do neither: a weak scene (a rocket at 0.5) beside one
+   sure odd frame (a cat at 0.9) can lose two windows in a row to it, but each newer frame
+   still shows the rocket, so the rocket's event goes on.
 4. **Blank**: a leader in ``blank_labels`` (nothing in view) ends the current event like any
    other change, but is never reported as an object.
 
@@ -23,9 +29,11 @@ from __future__ import annotations
 
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
+
+from fieldlens_core.messages import Prediction
 
 Aggregate = Literal["mean", "vote"]
 
@@ -38,15 +46,17 @@ class SmoothingSettings:
     hold_frames: int = 2
     min_confidence: float = 0.5
     blank_labels: frozenset[str] = frozenset({"blank"})
+    class_groups: Mapping[str, str] = field(default_factory=dict)
+    """Member label -> its group's name (empty: every label is its own)."""
 
 
 @dataclass(frozen=True)
 class FrameResult:
-    """One classified frame: its time (seconds, any monotonic origin), ranked (label, probability)."""
+    """One classified frame: its time (seconds, any monotonic origin), its ranked predictions."""
 
     index: int
     time: float
-    predictions: Sequence[tuple[str, float]]
+    predictions: Sequence[Prediction]
 
 
 @dataclass
@@ -85,8 +95,8 @@ class Transition:
     event: Event
 
 
-def _probability(predictions: Sequence[tuple[str, float]], label: str) -> float:
-    return next((p for name, p in predictions if name == label), 0.0)
+def _probability(predictions: Sequence[Prediction], label: str) -> float:
+    return next((p.confidence for p in predictions if p.label == label), 0.0)
 
 
 class Smoother:
@@ -109,20 +119,35 @@ class Smoother:
         totals: dict[str, float] = {}
         if self.settings.aggregate == "vote":
             for frame in frames:
-                top = frame.predictions[0][0]
+                top = frame.predictions[0].label
                 totals[top] = totals.get(top, 0.0) + 1
             label = max(totals, key=lambda name: (totals[name], -_first_seen(frames, name)))
             return label, sum(_probability(f.predictions, label) for f in frames) / len(frames)
         for frame in frames:
-            for name, probability in frame.predictions:
-                totals[name] = totals.get(name, 0.0) + probability
+            for prediction in frame.predictions:
+                totals[prediction.label] = totals.get(prediction.label, 0.0) + prediction.confidence
         label = max(totals, key=lambda name: (totals[name], -_first_seen(frames, name)))
         return label, totals[label] / len(frames)
+
+    def grouped(self, frame: FrameResult) -> FrameResult:
+        """The frame as the window sees it: each class group's members summed under its name, ranked."""
+        groups = self.settings.class_groups
+        if not groups or not any(p.label in groups for p in frame.predictions):
+            return frame
+        totals: dict[str, float] = {}
+        for prediction in frame.predictions:
+            name = groups.get(prediction.label, prediction.label)
+            totals[name] = totals.get(name, 0.0) + prediction.confidence
+        ranked = sorted(totals.items(), key=lambda item: -item[1])  # stable: ties keep the frame's order
+        return replace(
+            frame, predictions=[Prediction.model_construct(label=k, confidence=min(1.0, v)) for k, v in ranked]
+        )
 
     def push(self, frame: FrameResult) -> list[Transition]:
         """Take one frame; return the transitions it caused (an end, a start, or both)."""
         if not frame.predictions:
             return []
+        frame = self.grouped(frame)
         self._window.append(frame)
         window_s = self.settings.window_s
         while window_s is not None and self._window[0].time < frame.time - window_s:
@@ -137,6 +162,9 @@ class Smoother:
             if label == event.label:
                 self._absent, self._absent_from = 0, None
                 event.add(frame, aggregate)
+                return transitions
+            if frame.predictions[0].label == event.label:  # the newest frame still shows it: an odd frame lingers
+                self._absent, self._absent_from = 0, None
                 return transitions
             if self._absent == 0:
                 self._absent_from = frame
@@ -185,4 +213,4 @@ class Smoother:
 
 def _first_seen(frames: list[FrameResult], label: str) -> int:
     """Ties go to the label seen first in the window (stable: no flapping between equals)."""
-    return next((n for n, f in enumerate(frames) if any(name == label for name, _ in f.predictions)), len(frames))
+    return next((n for n, f in enumerate(frames) if any(p.label == label for p in f.predictions)), len(frames))

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
+from fieldlens_classifier.operating_point import in_effect, point_of
 from fieldlens_core import topics
 from fieldlens_core.bus import Bus, Message
 from fieldlens_core.errors import BusyError, ErrorCode, FieldlensError
@@ -44,6 +45,8 @@ from fieldlens_core.messages import (
     ErrorInfo,
     InferenceStatus,
     LastError,
+    ModelInfo,
+    OperatingPointStatus,
     QueueStatus,
     RequestCounts,
     ServedModel,
@@ -209,7 +212,7 @@ class StatusResponder:
 
     def status(self, request: StatusRequest) -> StatusResponse:
         """The answer to ``request``, from what each part reports now."""
-        inference = self._inference_status()  # first: it may take up to the ping wait, the rest is instant
+        inference, operating = self._inference_status()  # first: it may take up to the ping wait, the rest is instant
         classifier = self._classifier
         config = classifier.config
         admission = classifier.admission
@@ -233,22 +236,24 @@ class StatusResponder:
             requests=counts,
             last_error=last,
             continuous=classifier.continuous.status(),
+            operating_point=operating,
             uploads=self._uploads(),
             message=request.message,
         )
 
-    def _inference_status(self) -> InferenceStatus:
+    def _inference_status(self) -> tuple[InferenceStatus, OperatingPointStatus | None]:
+        """The ping's answer, and the thresholds in effect for the model it names (None: no model known)."""
         try:
             reply = self._pinger.submit(self._ping).result(timeout=self._ping_wait_s)
         except TimeoutError:
             message = f"the inference service did not answer a ping within {self._ping_wait_s:g} s"
-            return InferenceStatus(error=ErrorInfo(code=ErrorCode.INFERENCE_TIMEOUT, message=message))
+            return InferenceStatus(error=ErrorInfo(code=ErrorCode.INFERENCE_TIMEOUT, message=message)), None
         except FieldlensError as exc:  # not running, timed out, no model
-            return InferenceStatus(error=ErrorInfo(code=exc.code, message=exc.message))
+            return InferenceStatus(error=ErrorInfo(code=exc.code, message=exc.message)), None
         except Exception as exc:  # a bug: the answer says so rather than not coming
             log.exception("pinging the inference service failed unexpectedly")
             message = f"{type(exc).__name__}: {exc}"
-            return InferenceStatus(error=ErrorInfo(code=ErrorCode.INTERNAL_ERROR, message=message))
+            return InferenceStatus(error=ErrorInfo(code=ErrorCode.INTERNAL_ERROR, message=message)), None
         model = reply.get("model")
         try:
             if not isinstance(model, dict):
@@ -263,8 +268,9 @@ class StatusResponder:
             )
         except (ValueError, ValidationError) as exc:  # ValidationError is a ValueError; named for the reader
             message = f"malformed ping reply from the inference service: {exc}"
-            return InferenceStatus(error=ErrorInfo(code=ErrorCode.INFERENCE_FAILED, message=message))
-        return InferenceStatus(model=served)
+            return InferenceStatus(error=ErrorInfo(code=ErrorCode.INFERENCE_FAILED, message=message)), None
+        info = ModelInfo(name=served.name, version=served.version, sha256=served.sha256)
+        return InferenceStatus(model=served), in_effect(self._classifier.config, point_of(reply), info)
 
     def _uploads(self) -> UploadReport | None:
         with self._lock:

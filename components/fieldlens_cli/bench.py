@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
+import sys
 from pathlib import Path
 
 from fieldlens_bench.runner import PARTS, BenchOptions, as_json, run_parts
@@ -25,6 +27,13 @@ def register(commands: Subcommands) -> None:
     parser.add_argument("--spinning", action="store_true", help="let the inference service's ORT threads spin")
     parser.add_argument("--repeat", type=int, default=3, help="runs of the edge and retrain parts (min / median / max)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file (default: only print them)")
+    parser.add_argument(
+        "--markdown",
+        type=Path,
+        metavar="PATH",
+        help="also write each part's table to this file as markdown, headed by the machine, the date and this "
+        "command (default: only print them)",
+    )
     parser.add_argument(
         "--cpus",
         type=int,
@@ -43,7 +52,12 @@ def register(commands: Subcommands) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     options = BenchOptions(**{field.name: getattr(args, field.name) for field in dataclasses.fields(BenchOptions)})
-    results = run_parts(options, args.only)
+    markdown = None
+    if args.markdown:
+        from fieldlens_bench.markdown import MarkdownLog
+
+        markdown = MarkdownLog(args.markdown, shlex.join(["fieldlens", *sys.argv[1:]]))
+    results = run_parts(options, args.only, markdown)
     if args.json:
         args.json.write_text(json.dumps(as_json(results), indent=2))
     return 0

@@ -12,10 +12,12 @@ from fieldlens_cli.output import emit
 from fieldlens_core.errors import ConfigurationError, ExitCode, InvalidInputError, NotFoundError
 from fieldlens_core.model_package import current_package
 from fieldlens_fielddata.bucket_labels import BucketLabels
+from fieldlens_retrain.dataset import write_manifest
 from fieldlens_retrain.gate import DEFAULT_RULES, GateRules
 from fieldlens_retrain.labels import export_labels, import_labels, labelled, read_labels
 
 if TYPE_CHECKING:
+    from fieldlens_retrain.dataset import Manifest
     from fieldlens_retrain.pipeline import RetrainReport
 
 log = logging.getLogger(__name__)
@@ -97,7 +99,21 @@ def register(commands: Subcommands) -> None:
     )
     build.add_argument("--val-percent", type=int, default=20, help="share of images held out for validation")
     build.add_argument("--cache", type=Path, default=DATA_DIR / "cache", help="where an s3:// source is mirrored")
-    aws_arguments(build)
+    build.add_argument(
+        "--engine",
+        choices=["mirror", "duckdb", "athena"],
+        default="mirror",
+        help="how an s3:// source is read: mirror downloads every pair into --cache (what a local retrain reads); "
+        "duckdb (embedded, here) or athena (fleet scale) run one query over the sidecars in the bucket and move "
+        "no image: the manifest points at s3:// and `retrain --backend sagemaker` reads the images from there",
+    )
+    build.add_argument("--athena-database", default="fieldlens", help="--engine athena: the Glue database")
+    build.add_argument("--athena-workgroup", default="primary", help="--engine athena: the workgroup")
+    build.add_argument(
+        "--athena-output",
+        help="--engine athena: where query results go (default: s3://BUCKET/fieldlens/athena/results/)",
+    )
+    aws_arguments(build, "S3 (and, with --engine athena, Athena)")
     build.add_argument("--out", type=Path, required=True, help="the manifest to write")
     build.set_defaults(handler=dataset)
 
@@ -281,18 +297,22 @@ def s3_client(args: argparse.Namespace) -> Any:
 
 
 def dataset(args: argparse.Namespace) -> int:
-    from fieldlens_retrain.dataset import balance_report, build_manifest, write_manifest
+    from fieldlens_retrain.dataset import balance_report, build_manifest
 
-    field, _ = field_data_root(args.source, args, "--from")
-    manifest = build_manifest(
-        field,
-        read_labels(args.labels) if args.labels else {},
-        args.base,
-        known_labels(args.model),
-        args.pseudo_threshold,
-        args.val_percent,
-        trust_sidecar_labels=True,  # a bucket's mirror keeps only the labels from its label objects
-    )
+    labels = read_labels(args.labels) if args.labels else {}
+    if args.engine != "mirror":
+        manifest = bucket_manifest(args, labels)
+    else:
+        field, _ = field_data_root(args.source, args, "--from")
+        manifest = build_manifest(
+            field,
+            labels,
+            args.base,
+            known_labels(args.model),
+            args.pseudo_threshold,
+            args.val_percent,
+            trust_sidecar_labels=True,  # a bucket's mirror keeps only the labels from its label objects
+        )
     write_manifest(manifest, args.out)
     for line in balance_report(manifest):
         emit(line)
@@ -304,6 +324,54 @@ def dataset(args: argparse.Namespace) -> int:
         )
     emit(f"manifest written to {args.out}")
     return 0
+
+
+def bucket_manifest(args: argparse.Namespace, labels: dict[str, str]) -> Manifest:
+    """`--engine duckdb|athena`: the manifest from one query over the sidecars in the bucket."""
+    import boto3
+
+    from fieldlens_retrain.sidecar_query import (
+        AthenaSidecars,
+        DuckDBSidecars,
+        FieldDataLocation,
+        S3Access,
+        SidecarEngine,
+        build_bucket_manifest,
+    )
+
+    if not args.source.startswith("s3://"):
+        raise InvalidInputError(
+            f"--engine {args.engine} queries a bucket: {args.source} is a directory",
+            "Pass --from s3://BUCKET/PREFIX, or --engine mirror (the default) for a directory",
+        )
+    location = FieldDataLocation.parse(args.source)
+    s3 = s3_client(args)
+    engine: SidecarEngine
+    if args.engine == "duckdb":
+        engine = DuckDBSidecars(S3Access.from_boto(args.region, args.endpoint_url))
+    else:
+        athena = boto3.client("athena", region_name=args.region, endpoint_url=args.endpoint_url)
+        engine = AthenaSidecars(athena, s3, args.athena_database, args.athena_workgroup, args.athena_output)
+    manifest = build_bucket_manifest(
+        location, engine, s3, labels, args.base, known_labels(args.model), args.pseudo_threshold, args.val_percent
+    )
+    emit(f"queried the sidecars in {args.source} with {args.engine}: no image was downloaded")
+    return manifest
+
+
+def local_dataset(args: argparse.Namespace) -> Path:
+    """The manifest a local retrain reads: as given, or, where its images are in S3 (`dataset build
+    --engine duckdb|athena`), a copy pointing at them downloaded into --cache (checked by sha256)."""
+    from fieldlens_retrain.dataset import read_manifest
+    from fieldlens_retrain.sidecar_query import in_s3, localise
+
+    manifest = read_manifest(args.dataset)
+    if not any(in_s3(entry.path) for entry in manifest.entries):
+        return Path(args.dataset)
+    emit(f"{args.dataset}: its images are in S3; downloading them into {args.cache / 'images'} for a local retrain")
+    local = args.cache / "manifests" / f"{manifest.sha256}.json"
+    write_manifest(localise(manifest, s3_client(args), args.cache / "images"), local)
+    return Path(local)
 
 
 def retrain(args: argparse.Namespace) -> int:
@@ -322,7 +390,8 @@ def retrain(args: argparse.Namespace) -> int:
         report = retrain_on_sagemaker(args)
     else:
         settings = TrainSettings(epochs=args.epochs, seed=args.seed)
-        report = run_retrain(args.dataset, args.out, args.model, args.cache, gate_rules(args), settings, args.name)
+        dataset = local_dataset(args)
+        report = run_retrain(dataset, args.out, args.model, args.cache, gate_rules(args), settings, args.name)
     for line in report.summary():
         emit(line)
     if not report.decision.publish or report.package is None:
@@ -377,7 +446,9 @@ def retrain_on_sagemaker(args: argparse.Namespace) -> RetrainReport:
     region = args.region or boto3.session.Session().region_name or "us-east-1"
     s3 = boto3.client("s3", region_name=region, endpoint_url=args.endpoint_url)
     sagemaker = boto3.client("sagemaker", region_name=region, endpoint_url=args.endpoint_url)
-    runner = SageMakerRetrain(s3, sagemaker, args.bucket, args.role_arn, region, args.instance_type)
+    runner = SageMakerRetrain(
+        s3, sagemaker, args.bucket, args.role_arn, region, args.instance_type, holdout_cache=args.cache / "images"
+    )
     return run_sagemaker_retrain(
         runner, args.dataset, args.out, args.model, args.epochs, args.seed, gate_rules(args), report=emit
     )

@@ -117,7 +117,11 @@ def salvage_request_id(payload: bytes) -> str:
 
 
 class Prediction(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """One class and its probability: the one shape of a prediction, from the model (``model.top_k``)
+    through the inference socket, the classifier, sampling, smoothing and the sidecar to the wire.
+    Its uncertainty scores are :class:`fieldlens_core.uncertainty.Uncertainty`'s."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     label: str
     confidence: float = Field(ge=0.0, le=1.0)
@@ -235,6 +239,35 @@ class ContinuousCommand(BaseModel):
     message: Note | None = Field(default=None, description="A free-text note, echoed in the response.")
 
 
+SettingSource = Literal["configuration", "model", "default"]
+
+
+class SettingInEffect(BaseModel):
+    """A setting that defaults to the served model's own value: the value used now, and where from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    value: float
+    source: SettingSource = Field(
+        description="configuration: set there; model: the served model's operating point (its card); "
+        "default: the built-in value, the model having none."
+    )
+
+
+class OperatingPointStatus(BaseModel):
+    """The thresholds in effect for the served model (README, "Continuous mode": its operating point)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(default=None, description="The model they are for (name version); null: none known.")
+    min_confidence: SettingInEffect = Field(description="Continuous mode's event threshold.")
+    band_low: SettingInEffect = Field(description="The confidence_band sampling strategy's low.")
+    band_high: SettingInEffect = Field(description="The confidence_band sampling strategy's high.")
+    class_groups: list[str] = Field(
+        default_factory=list, description="The model's class groups, summed by continuous mode (their names)."
+    )
+
+
 class ContinuousStatus(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -248,6 +281,12 @@ class ContinuousStatus(BaseModel):
     failing: str | None = Field(default=None, description="Why frames fail, while they do (camera, inference).")
     stopped_by: str | None = Field(
         default=None, description="Why the loop stopped by itself (an internal error); null: it did not."
+    )
+    min_confidence: SettingInEffect | None = Field(
+        default=None, description="The event threshold in effect for the latest frame's model; null before one."
+    )
+    class_groups: list[str] = Field(
+        default_factory=list, description="That model's class groups, whose members' probabilities are summed."
     )
 
 
@@ -418,6 +457,9 @@ class StatusResponse(BaseModel):
     requests: RequestCounts | None = None
     last_error: LastError | None = Field(default=None, description="Absent: no error response since the start.")
     continuous: ContinuousStatus | None = None
+    operating_point: OperatingPointStatus | None = Field(
+        default=None, description="The thresholds in effect for the served model, and where each comes from."
+    )
     uploads: UploadReport | None = Field(default=None, description="Absent: no uploader report heard yet.")
     message: str | None = None
     error: ErrorInfo | None = None

@@ -24,7 +24,6 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -32,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 from fieldlens_core.errors import FieldlensError, ModelPackageError
 from fieldlens_core.int8_kernels import int8_kernels
+from fieldlens_core.messages import Prediction
 from fieldlens_core.model_package import InputSpec, ModelPackage, load_package
 
 # -- preprocess ------------------------------------------------------------------------------------
@@ -112,12 +112,15 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return result
 
 
-def top_k(logits: np.ndarray, labels: list[str], k: int) -> list[dict[str, Any]]:
+def top_k(logits: np.ndarray, labels: list[str], k: int) -> list[Prediction]:
+    """The ``k`` most probable classes, most probable first: the one shape of a prediction from here
+    to the wire. Built without validation (``model_construct``): the values are this function's own,
+    a probability and a label the package check already bounded."""
     probabilities = softmax(np.asarray(logits, dtype=np.float64).reshape(-1))
     k = max(1, min(k, len(labels)))
     best = np.argpartition(-probabilities, k - 1)[:k]
     best = best[np.argsort(-probabilities[best], kind="stable")]
-    return [{"label": labels[i], "confidence": round(float(probabilities[i]), 6)} for i in best]
+    return [Prediction.model_construct(label=labels[i], confidence=round(float(probabilities[i]), 6)) for i in best]
 
 
 BATCH = 16
@@ -126,7 +129,7 @@ BATCH = 16
 
 @dataclass(frozen=True)
 class Classification:
-    predictions: list[dict[str, Any]]
+    predictions: list[Prediction]
     timing_ms: dict[str, float]
 
 
@@ -208,7 +211,7 @@ class LoadedModel:
 
 
 def load_model(
-    model_dir: Path, variant: str, threads: int = 0, spinning: bool = False, as_written: bool = False
+    model_dir: Path | ModelPackage, variant: str, threads: int = 0, spinning: bool = False, as_written: bool = False
 ) -> LoadedModel:
     """The package's ``variant`` in an ONNX Runtime session, checked to run on a probe of the card's size.
 
@@ -218,7 +221,9 @@ def load_model(
     what exact int8 kernels compute, only slower. So a package written or installed on an AVX2 x86
     machine is checked and measured as a Pi runs it.
     """
-    package = load_package(model_dir, variant)
+    package = model_dir if isinstance(model_dir, ModelPackage) else load_package(model_dir, variant)
+    if package.variant != variant:
+        raise ValueError(f"asked for the {variant} variant of a package loaded as {package.variant}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1

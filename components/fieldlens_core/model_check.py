@@ -181,8 +181,8 @@ def top_two(model: LoadedModel, image: bytes, content_type: str) -> tuple[str, f
         predictions = model.classify(image, 2, content_type).predictions
     except BadImageError as exc:
         raise ModelPackageError(f"the reference image does not decode: {exc}") from None
-    second = float(predictions[1]["confidence"]) if len(predictions) > 1 else 0.0
-    return str(predictions[0]["label"]), float(predictions[0]["confidence"]), second
+    second = predictions[1].confidence if len(predictions) > 1 else 0.0
+    return predictions[0].label, predictions[0].confidence, second
 
 
 def check_reference(model: LoadedModel, package_dir: Path, reference: Reference) -> None:

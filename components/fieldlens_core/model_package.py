@@ -62,6 +62,95 @@ class InputSpec(BaseModel):
         return self
 
 
+class ConfidenceBand(BaseModel):
+    """The sampling policy's confidence band: keep a frame whose top-1 is below ``low`` or above ``high``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    low: float = Field(ge=0.0, le=1.0, description="Below this the model is unsure: a hard case worth labelling.")
+    high: float = Field(ge=0.0, le=1.0, description="Above this it is nearly always right: an easy positive.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ConfidenceBand:
+        if self.low > self.high:
+            raise ValueError("low must not be above high")
+        return self
+
+
+class Calibration(BaseModel):
+    """How the model's probabilities were calibrated (temperature scaling) and how well they fit after."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    temperature: float = Field(gt=0.0, description="The exported graph's output is divided by this before softmax.")
+    images: int = Field(ge=0, description="Images the temperature was fitted on.")
+    images_from: str = Field(description="Which images those are (the split, and who else scores them).")
+    ece_bins: int = Field(default=15, ge=1, description="Equal-width confidence bins of the ECE.")
+    ece_before: float = Field(ge=0.0, le=1.0, description="Top-1 ECE on those images before the temperature.")
+    ece_after: float = Field(ge=0.0, le=1.0, description="Top-1 ECE on the same images after it (fitted there).")
+    ece_after_cross_fitted: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Top-1 ECE after a temperature fitted on the other half of the images (two folds): what "
+        "an image the fit never saw gets; None below the images two folds need.",
+    )
+    ece_floor: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="The ECE a perfectly calibrated model would show on as many images at the same "
+        "confidences (median of 200 draws): how far below it chance lets ECE go on this many images.",
+    )
+
+
+class OperatingPoint(BaseModel):
+    """Where the model should be operated: read by the device, typed, from ``metrics.operating_point``.
+
+    Continuous mode's ``minConfidence`` and the sampling policy's confidence band default to these
+    (configuration overrides them), and the smoother sums each class group's probabilities. It lives
+    under metrics, not as a card field, so that a card carrying one stays readable by services built
+    before it existed (the card forbids unknown fields); :attr:`ModelCard.operating_point` validates it.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    event_threshold: float = Field(
+        ge=0.0, le=1.0, description="Continuous mode's minConfidence: the window aggregate that starts an event."
+    )
+    confidence_band: ConfidenceBand = Field(description="The confidence_band sampling strategy's low and high.")
+    class_groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Group name -> member labels: near-synonyms whose probabilities continuous mode sums, "
+        "reporting the group's name (a label belongs to one group at most).",
+    )
+    calibration: Calibration | None = Field(default=None, description="None: the probabilities are the model's own.")
+    derived: str = Field(description="How the threshold, band and groups were chosen, and on what.")
+
+    @model_validator(mode="after")
+    def _groups(self) -> OperatingPoint:
+        seen: set[str] = set()
+        for name, members in self.class_groups.items():
+            problem = label_problem(name)
+            if problem is not None:
+                raise ValueError(f"class group {name[:40]!r} {problem}")
+            if not members:
+                raise ValueError(f"class group {name!r} has no members")
+            for member in members:
+                if member in seen:
+                    raise ValueError(f"label {member[:40]!r} is in two class groups")
+                seen.add(member)
+        return self
+
+    def groups_by_label(self) -> dict[str, str]:
+        """Member label -> its group's name (what the smoother reads)."""
+        return {member: name for name, members in self.class_groups.items() for member in members}
+
+
+OPERATING_POINT = "operating_point"
+"""The metrics key of the card's :class:`OperatingPoint`."""
+
+
 class ModelCard(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
@@ -90,7 +179,20 @@ class ModelCard(BaseModel):
         missing = [f for f in [*self.variants.values(), LABELS_FILE] if f not in self.files]
         if missing:
             raise ValueError(f"files lists no hash for {missing}")
+        if OPERATING_POINT in self.metrics:
+            try:
+                OperatingPoint.model_validate(self.metrics[OPERATING_POINT])
+            except ValidationError as exc:
+                problem = exc.errors()[0]
+                where = ".".join(map(str, problem["loc"]))
+                raise ValueError(f"metrics.operating_point{'.' + where if where else ''}: {problem['msg']}") from None
         return self
+
+    @property
+    def operating_point(self) -> OperatingPoint | None:
+        """The model's own operating point, or None for a card without one (written before them)."""
+        raw = self.metrics.get(OPERATING_POINT)
+        return None if raw is None else OperatingPoint.model_validate(raw)
 
 
 class ReferenceAnswer(BaseModel):
@@ -164,7 +266,14 @@ def verify_files(package_dir: Path, card: ModelCard, names: set[str] | None = No
 def load_package(model_dir: Path, variant: str = "fp32") -> ModelPackage:
     """Read and verify a package; raise ModelPackageError with the reason when it is not usable."""
     package_dir = resolve_package_dir(model_dir)
-    card = read_card(package_dir)
+    return package_with_card(package_dir, read_card(package_dir), variant)
+
+
+def package_with_card(package_dir: Path, card: ModelCard, variant: str = "fp32") -> ModelPackage:
+    """The package in ``package_dir`` as ``card`` describes it, verified as :func:`load_package` does.
+
+    The packager loads the package it is staging this way, from the card it has yet to write, so
+    that the card is written once, complete (see ``fieldlens_retrain.packaging.write_package``)."""
     if variant not in card.variants:
         raise ModelPackageError(
             f"model {card.name} {card.version} has no {variant!r} variant ({sorted(card.variants)})"
@@ -196,6 +305,16 @@ def read_labels(package_dir: Path, card: ModelCard) -> list[str]:
     if len(labels) != card.num_classes:
         raise ModelPackageError(
             f"{LABELS_FILE} must be a list of {card.num_classes} strings (num_classes); it has {len(labels)}", hint
+        )
+    point = card.operating_point
+    groups = point.class_groups if point else {}
+    strangers = sorted({m for members in groups.values() for m in members} - set(labels))
+    strangers += [name for name, members in groups.items() if name in labels and name not in members]
+    if strangers:
+        raise ModelPackageError(
+            f"the card's class groups name labels the model does not have, or are named after a label "
+            f"they leave out: {strangers[:5]}",
+            "Write the package again: class groups are made from the model's own labels",
         )
     seen: set[str] = set()
     for index, label in enumerate(labels):
@@ -240,10 +359,18 @@ def read_reference(package_dir: Path, card: ModelCard) -> Reference | None:
     return reference
 
 
-def write_card(package_dir: Path, card_fields: dict[str, Any]) -> ModelCard:
-    """Hash every file in ``package_dir`` into the card and write it atomically (the card goes last)."""
+def card_for(package_dir: Path, card_fields: dict[str, Any]) -> ModelCard:
+    """The card of ``package_dir`` as it is now: ``card_fields`` with every file's sha256 (not written)."""
     files = {p.name: sha256_file(p) for p in sorted(package_dir.iterdir()) if p.is_file() and p.name != CARD_FILE}
-    card = ModelCard.model_validate({**card_fields, "files": files})
+    return ModelCard.model_validate({**card_fields, "files": files})
+
+
+def write_card(package_dir: Path, card_fields: dict[str, Any]) -> ModelCard:
+    """Hash every file in ``package_dir`` into the card and write it atomically (the card goes last).
+
+    Called by the packager only (``fieldlens_retrain.packaging``), once a package: a card written
+    in steps was once left half-updated (a report without the card's parent version)."""
+    card = card_for(package_dir, card_fields)
     temporary = package_dir / f".{CARD_FILE}.tmp"
     temporary.write_text(card.model_dump_json(indent=2))
     with temporary.open("rb") as handle:

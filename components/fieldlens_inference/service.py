@@ -10,6 +10,7 @@ from typing import Any
 
 from fieldlens_core.inference.protocol import CONTENT_TYPES, WireCode
 from fieldlens_core.model import BadImageError
+from fieldlens_core.model_package import OPERATING_POINT
 from fieldlens_inference.batcher import BatchRunner
 from fieldlens_inference.model_manager import ModelManager
 
@@ -40,6 +41,7 @@ class InferenceService:
                 "variant": model.package.variant,
                 "variant_reason": model.choice,
                 "services": sorted(self._services),
+                "operating_point": model.package.card.metrics.get(OPERATING_POINT),  # the classifier's defaults
             }
         if op != "classify":
             return failure(WireCode.UNKNOWN_OP, f"unknown op {op!r}; expected classify or ping")
@@ -61,4 +63,5 @@ class InferenceService:
             result = model.classify(body, k, content_type, predict=lambda tensor: self._runner.predict(model, tensor))
         except BadImageError as exc:
             return failure(WireCode.BAD_IMAGE, str(exc))
-        return {"ok": True, "predictions": result.predictions, "model": model.info, "timing_ms": result.timing_ms}
+        predictions = [p.model_dump() for p in result.predictions]  # the socket's JSON: the one conversion
+        return {"ok": True, "predictions": predictions, "model": model.info, "timing_ms": result.timing_ms}

@@ -48,6 +48,7 @@ class S3Destination:
             "ContentType": content_type,
             "Metadata": metadata,
             "ChecksumSHA256": sha256_b64(body),  # S3 refuses the object if the bytes it got differ
+            "ChecksumAlgorithm": "SHA256",  # and keeps it: HeadObject gives it to a dataset built in the bucket
         }
         if self._encryption != "none":
             arguments["ServerSideEncryption"] = self._encryption

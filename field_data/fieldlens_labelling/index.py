@@ -45,6 +45,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from fieldlens_core.messages import Prediction
+from fieldlens_core.uncertainty import Uncertainty
 from fieldlens_fielddata.directory import (
     SIDECAR_SUFFIX,
     FieldDataDir,
@@ -53,7 +55,6 @@ from fieldlens_fielddata.directory import (
     image_time,
     is_image_id,
 )
-from fieldlens_fielddata.sampling.entropy import normalised_entropy
 from fieldlens_fielddata.sidecar import Sidecar, SidecarError
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class Item:
     timestamp: str
     reason: str
     prediction: str | None
-    suggestions: list[tuple[str, float]]
+    suggestions: list[Prediction]
     scores: dict[str, float]
     label: str | None
     excluded: bool
@@ -128,7 +129,7 @@ class Item:
             "timestamp": self.timestamp,
             "reason": self.reason,
             "prediction": self.prediction,
-            "suggestions": [{"label": label, "confidence": round(p, 4)} for label, p in self.suggestions],
+            "suggestions": [{"label": p.label, "confidence": round(p.confidence, 4)} for p in self.suggestions],
             "scores": {k: round(v, 4) for k, v in self.scores.items()},
             "label": self.label,
             "excluded": self.excluded,
@@ -137,23 +138,10 @@ class Item:
         }
 
 
-def uncertainty(suggestions: list[tuple[str, float]]) -> dict[str, float]:
-    """The sampling policy's three scores, each 0 (sure) to 1 (unsure), and their mean (``uncertain``)."""
-    first = suggestions[0][1] if suggestions else 0.0
-    second = suggestions[1][1] if len(suggestions) > 1 else 0.0
-    scores = {
-        "least_confidence": 1.0 - first,
-        "margin": 1.0 - (first - second),
-        "entropy": normalised_entropy(suggestions),
-    }
-    scores["uncertain"] = sum(scores.values()) / 3
-    return scores
-
-
 def item_of(sidecar: Sidecar, directory: FieldDataDir) -> Item:
-    suggestions = [(p.label, p.confidence) for p in sidecar.predictions]
+    suggestions = sidecar.predictions
     if not suggestions and sidecar.prediction:
-        suggestions = [(sidecar.prediction, sidecar.confidence)]
+        suggestions = [Prediction(label=sidecar.prediction, confidence=sidecar.confidence)]
     return Item(
         image_id=sidecar.image_id,
         thing=directory.thing or sidecar.thing,  # the mirror's directory, where the device could write
@@ -161,7 +149,7 @@ def item_of(sidecar: Sidecar, directory: FieldDataDir) -> Item:
         reason=sidecar.reason,
         prediction=sidecar.prediction,
         suggestions=suggestions,
-        scores=uncertainty(suggestions),
+        scores=Uncertainty(suggestions).scores(),
         label=sidecar.trusted_label,
         excluded=sidecar.excluded,
         revision=sidecar.revision,
@@ -356,7 +344,7 @@ class LabelIndex:
                 item.stamp = stamp
                 self._items[item.key] = item
                 self._count(item, +1)
-                self._suggested.update(label for label, _ in item.suggestions)
+                self._suggested.update(p.label for p in item.suggestions)
 
     def _forget(self, key: str) -> None:
         """Drop an image whose sidecar is gone (the caller holds the lock)."""

@@ -20,6 +20,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -44,7 +45,9 @@ class ManifestEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     key: str = Field(description="Where the image came from: a local path or an S3 key.")
-    path: str = Field(description="The local file the trainer reads.")
+    path: str = Field(
+        description="The file the trainer reads: local, or s3://bucket/key for a manifest built in the bucket."
+    )
     sha256: str
     label: str
     split: Split
@@ -160,29 +163,48 @@ def build_manifest(
         found += [(path, label, "base") for path, label in base_images(base)]
     if field is not None:
         found += list(field_images(field, labels, pseudo_threshold, trust_sidecar_labels))
+    images = [Found(str(path), str(path.absolute()), sha256_file(path), label, source) for path, label, source in found]
+    return manifest_of(images, parent_labels, val_percent)
+
+
+@dataclass(frozen=True)
+class Found:
+    """One labelled image before de-duplication: where it came from, where the trainer reads it
+    (a local file, or an ``s3://`` URI for a manifest built in the bucket), its content's sha256."""
+
+    key: str
+    path: str
+    sha256: str
+    label: str
+    source: Source
+
+
+def manifest_of(found: list[Found], parent_labels: list[str] | None, val_percent: int = 20) -> Manifest:
+    """The manifest of these images, wherever they were found (:func:`build_manifest`'s rules: one
+    entry per content, conflicts left out, the split by sha256, the class set)."""
     if not found:
         raise LabelError(
             "no labelled images found",
             "Label some first: `fieldlens label serve` (the page) or `fieldlens label import labels.csv`",
         )
-    copies: dict[str, list[tuple[Path, str, Source]]] = {}
-    for path, label, source in found:
-        copies.setdefault(sha256_file(path), []).append((path, check_label_text(label), source))
+    copies: dict[str, list[Found]] = {}
+    for item in found:
+        copies.setdefault(item.sha256, []).append(replace(item, label=check_label_text(item.label)))
     entries, conflicts = [], []
     for sha256, group in copies.items():
-        given = [item for item in group if item[2] != "pseudo"] or group
-        if len({label for _, label, _ in given}) > 1:
-            keys = sorted(str(path) for path, _, _ in given)
-            conflicts.append(Conflict(sha256=sha256, keys=keys, labels=sorted({label for _, label, _ in given})))
+        given = [item for item in group if item.source != "pseudo"] or group
+        if len({item.label for item in given}) > 1:
+            keys = sorted(item.key for item in given)
+            conflicts.append(Conflict(sha256=sha256, keys=keys, labels=sorted({item.label for item in given})))
             continue
-        path, label, source = given[0]
+        first = given[0]
         entry = ManifestEntry(
-            key=str(path),
-            path=str(path.absolute()),
+            key=first.key,
+            path=first.path,
             sha256=sha256,
-            label=label,
+            label=first.label,
             split=split_of(sha256, val_percent),
-            source=source,
+            source=first.source,
         )
         entries.append(entry)
     in_play = {e.label for e in entries if e.split == "train"}

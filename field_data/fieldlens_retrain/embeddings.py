@@ -45,18 +45,33 @@ def views_of(image: Image.Image) -> list[Image.Image]:
     ]
 
 
+INT8_CALIBRATION = "photos-v1"
+"""Names the calibration of the cached int8 backbone: the default model's (the bundled photos and
+their views, fieldlens_retrain.default_model.calibration_tensors). Change it with that set."""
+
+
+def backbone_identity() -> str:
+    return hashlib.sha256(Path(weights_path()).read_bytes()).hexdigest()[:16]
+
+
+def backbone_onnx(cache_dir: Path, identity: str) -> Path:
+    """The backbone's fp32 graph, exported once per backbone identity."""
+    path = cache_dir / f"backbone-{identity}.onnx"
+    if not path.exists():
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, export_features(), durable=False)
+    return path
+
+
 class FeatureBackbone:
     """The pretrained network up to global pooling, as an ONNX Runtime session."""
 
     def __init__(self, cache_dir: Path) -> None:
         import onnxruntime as ort
 
-        self.identity = hashlib.sha256(Path(weights_path()).read_bytes()).hexdigest()[:16]
-        path = cache_dir / f"backbone-{self.identity}.onnx"
-        if not path.exists():
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(export_features())
-        self._session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.identity = backbone_identity()
+        self.path = backbone_onnx(cache_dir, self.identity)
+        self._session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         features: np.ndarray = self._session.run(None, {"input": batch})[0]
@@ -96,6 +111,24 @@ class EmbeddingCache:
     def _path(self, sha256: str) -> Path:
         backbone = self._ensure_backbone()
         return self._cache_dir / backbone.identity / sha256[:2] / f"{sha256}.npy"
+
+    def int8_backbone(self) -> Path:
+        """The backbone's int8 graph (U8S8, as a package's), quantized once per backbone identity
+        and calibration: every candidate's int8 graph is it with the candidate's head stitched on
+        (packaging.stitch_int8). Calibrated on the default model's photo views, not on a dataset's
+        images, so that it does not depend on what is being trained; the candidate's int8 graph is
+        measured against its fp32 graph on the validation images (its card's int8 agreement)."""
+        from fieldlens_retrain.default_model import calibration_tensors
+        from fieldlens_retrain.packaging import quantize_int8
+
+        identity = backbone_identity()
+        path = self._cache_dir / f"backbone-{identity}.int8-{INT8_CALIBRATION}.onnx"
+        if not path.exists():
+            log.info("quantizing the backbone once (its int8 graph is reused by every candidate)")
+            partial = path.with_name(f".{path.name}.partial")
+            quantize_int8(backbone_onnx(self._cache_dir, identity), partial, calibration_tensors())
+            partial.replace(path)
+        return path
 
     def _ensure_backbone(self) -> FeatureBackbone:
         if self._backbone is None:

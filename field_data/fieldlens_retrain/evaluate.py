@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from fieldlens_core.atomic import atomic_write
-from fieldlens_core.model import load_model
-from fieldlens_core.model_package import load_package
+from fieldlens_core.model import LoadedModel, load_model
+from fieldlens_core.model_package import LABELS_FILE, ModelPackage
 
 OTHER = "(other)"
 """The confusion matrix's column for predictions outside the classes in play."""
@@ -36,7 +36,8 @@ class PredictionCache:
     The candidate a retrain evaluates is the current model the next retrain evaluates, on nearly
     the same validation images: without this, a retrain with 50 new images ran the current model
     over every validation image again (about a third of its evaluation time on the bench). A
-    model is keyed by what decides its answers: its files' hashes and its input spec.
+    model is keyed by what decides its answers: its fp32 graph, its labels and its input spec (not
+    the reference answer, which the packager adds after the candidate is evaluated).
     """
 
     def __init__(self, cache_dir: Path) -> None:
@@ -44,10 +45,12 @@ class PredictionCache:
         self.computed = 0
         self.reused = 0
 
-    def top1(self, model_dir: Path, images: Sequence[tuple[str, Path]]) -> list[str]:
-        """The fp32 variant's top-1 label for each (sha256, path), running the model only on new ones."""
-        card = load_package(model_dir, "fp32").card
-        key = hashlib.sha256(json.dumps([card.files, card.input.model_dump()], sort_keys=True).encode()).hexdigest()
+    def top1(self, model: ModelPackage | LoadedModel, images: Sequence[tuple[str, Path]]) -> list[str]:
+        """The fp32 variant's top-1 label for each (sha256, path), running the model only on new ones
+        (a package is loaded only if there are any)."""
+        card = (model.package if isinstance(model, LoadedModel) else model).card
+        decides = [card.files[card.variants["fp32"]], card.files[LABELS_FILE], card.input.model_dump()]
+        key = hashlib.sha256(json.dumps(decides, sort_keys=True).encode()).hexdigest()
         path = self._dir / f"{key[:32]}.json"
         try:
             known: dict[str, str] = json.loads(path.read_text())
@@ -56,7 +59,8 @@ class PredictionCache:
         missing = sorted({sha for sha, _ in images if sha not in known})
         if missing:
             where = dict(images)
-            known.update(zip(missing, predict_files(model_dir, [where[sha] for sha in missing]), strict=True))
+            loaded = model if isinstance(model, LoadedModel) else load_model(model, "fp32")
+            known.update(zip(missing, loaded.top1([where[sha].read_bytes() for sha in missing]), strict=True))
             self._dir.mkdir(parents=True, exist_ok=True)
             atomic_write(path, json.dumps(known).encode(), durable=False)
         self.computed += len(missing)

@@ -131,6 +131,12 @@ def match_labels(root: Path, labels: dict[str, str]) -> tuple[dict[str, str], li
     for directory in device_directories(root):
         for pair in directory.pairs():
             keys_of.setdefault(pair.image_id, []).append(pair.key)
+    return match_label_keys(keys_of, labels)
+
+
+def match_label_keys(keys_of: dict[str, list[str]], labels: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """:func:`match_labels` over the images ``keys_of`` lists (image id -> the keys of the images
+    with that id), wherever they were found: a directory, or the sidecars a query found in a bucket."""
     matched: dict[str, str] = {}
     unmatched, ambiguous = [], []
     for key, label in labels.items():

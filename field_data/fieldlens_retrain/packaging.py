@@ -28,7 +28,15 @@ from fieldlens_core.errors import ExitCode, TrainingError
 from fieldlens_core.messages import utc_timestamp
 from fieldlens_core.model import LoadedModel, load_model
 from fieldlens_core.model_check import check_package, reference_answers, write_reference
-from fieldlens_core.model_package import LABELS_FILE, InputSpec, ModelCard, Reference, write_card
+from fieldlens_core.model_package import (
+    LABELS_FILE,
+    InputSpec,
+    ModelCard,
+    Reference,
+    card_for,
+    package_with_card,
+    write_card,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +47,23 @@ OPSET = 17
 
 def export_onnx(model: Any, path: Path, size: int) -> None:
     """One self-contained .onnx file with a dynamic batch axis (the legacy exporter, dynamo=False)."""
+    export_graph(model, path, (3, size, size), INPUT_NAME)
+
+
+def export_graph(model: Any, path: Path, shape: tuple[int, ...], input_name: str) -> None:
+    """``model`` for inputs of ``shape`` after a dynamic batch axis, as every graph here is exported."""
     import torch
 
-    example = torch.zeros(1, 3, size, size)
+    example = torch.zeros(1, *shape)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's notes on constant folding and deprecation
         torch.onnx.export(
             model,
             (example,),
             str(path),
-            input_names=[INPUT_NAME],
+            input_names=[input_name],
             output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            dynamic_axes={input_name: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
             opset_version=OPSET,
             dynamo=False,
         )
@@ -88,15 +101,24 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Sequence[np.nda
     """Static int8 (QDQ, uint8 activations and per-channel int8 weights: U8S8) calibrated on real images.
 
     U8S8 is what ONNX Runtime's int8 kernels are built for. Where they are exact (ARM, with or
-    without the dot product; x86 with AVX-512 VNNI or AVX-VNNI) it agrees with fp32 on 97.7% of
-    the default model's decided views and runs faster than fp32. On x86 with AVX2 but no VNNI
-    its kernels add pairs of products into int16 (VPMADDUBSW), which saturates: the inference
-    service then serves fp32 (fieldlens_core.int8_kernels), and the model check and this writer
-    run the graph as written. U8U8, shipped before, never saturates, but it agrees less (95.3%)
-    and its kernel is slow on every CPU measured (4x fp32 on x86, where ONNX Runtime fuses both
-    schemes into QLinearConv alike): wherever U8S8 is exact it is the better int8 graph, and
-    wherever it is not fp32 is. So a package ships one int8 graph and fp32. The README's
-    "The int8 variant" has the figures and how they were measured.
+    without the dot product; x86 with AVX-512 VNNI or AVX-VNNI) it agrees with fp32 on 99% of
+    the default model's decided views and runs faster than fp32.
+
+    Plain MinMax ranges, every node quantized: the alternatives measured on the default model
+    (Percentile and Entropy calibration, four times the calibration views, other calibration
+    seeds, the stem conv or the classifier kept in float) agreed within one or two views of it
+    in five hundred, each losing views of its own where fp32 leads by one or two logits; and
+    Percentile and Entropy calibrate over ten times slower, where the retrain quantizes every
+    candidate. A moving average of the ranges (CalibMovingAverage) clips real activations and
+    agrees far less.
+
+    On x86 with AVX2 but no VNNI its kernels add pairs of products into int16 (VPMADDUBSW),
+    which saturates: the inference service then serves fp32 (fieldlens_core.int8_kernels), and
+    the model check and this writer run the graph as written. U8U8, shipped before, never
+    saturates, but it agrees less (96.6%) and its kernel is slow on every CPU measured (4x fp32
+    on x86, where ONNX Runtime fuses both schemes into QLinearConv alike): wherever U8S8 is exact
+    it is the better int8 graph, and wherever it is not fp32 is. So a package ships one int8 graph
+    and fp32. The README's "The int8 variant" has the figures and how they were measured.
     """
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -127,6 +149,35 @@ def quantize_int8(fp32_path: Path, int8_path: Path, calibration: Sequence[np.nda
         root.setLevel(level)
     if biases.count:
         log.info("quantizer: %d conv biases did not fit int32 at their scale and were clipped", biases.count)
+
+
+FEATURES_NAME = "features"
+"""The value where a frozen backbone ends and a head begins, in a stitched graph."""
+
+
+def stitch_int8(backbone_int8: Path, head: Any, features: int, out: Path) -> None:
+    """The int8 graph of a head on a frozen backbone: the backbone's int8 graph, quantized once
+    (``fieldlens_retrain.embeddings.EmbeddingCache.int8_backbone``), with the head in float after it.
+
+    Quantizing the whole network again for each candidate cost most of an incremental retrain,
+    though only the head differs between candidates. The head (a linear layer and the prototype
+    blend: a thousandth of the network's multiply-adds) stays in float, so it adds no rounding of its
+    own; the staged package is checked like any other (known answer, device check).
+    """
+    import onnx
+    from onnx import compose
+
+    with tempfile.TemporaryDirectory() as scratch:
+        head_path = Path(scratch) / "head.onnx"
+        export_graph(head, head_path, (features,), FEATURES_NAME)
+        tail = onnx.load(str(head_path))
+    body = onnx.load(str(backbone_int8))
+    (ending,) = body.graph.output  # the backbone's pooled features, exported as OUTPUT_NAME
+    for node in body.graph.node:
+        node.output[:] = [FEATURES_NAME if name == ending.name else name for name in node.output]
+    ending.name = FEATURES_NAME
+    tail.ir_version = body.ir_version
+    onnx.save(compose.merge_models(body, tail, io_map=[(FEATURES_NAME, FEATURES_NAME)]), str(out))
 
 
 class _CountBiasWarnings(logging.Filter):
@@ -196,7 +247,9 @@ def view_png(tensor: np.ndarray, spec: InputSpec) -> bytes:
     return buffer.getvalue()
 
 
-def add_reference(staging: Path, spec: InputSpec, calibration: Sequence[np.ndarray]) -> float:
+def add_reference(
+    staging: Path, spec: InputSpec, calibration: Sequence[np.ndarray], loaded: Callable[[str], LoadedModel]
+) -> float:
     """Write the package's known answer (reference.png, reference.json) into ``staging``; its top-1 margin.
 
     Each device checks the package against it before serving it (fieldlens_core.model_check):
@@ -204,10 +257,10 @@ def add_reference(staging: Path, spec: InputSpec, calibration: Sequence[np.ndarr
     image is a calibration view (a real photo, so the model answers it with some confidence),
     the one whose top-1 leads its top-2 the most in every variant, so that another CPU's
     rounding cannot swap them. Each graph runs as written (``load_model``'s ``as_written``), so that
-    a package written on a CPU whose int8 kernels saturate expects what a Pi computes. The staged
-    card must already list the graphs and labels.
+    a package written on a CPU whose int8 kernels saturate expects what a Pi computes: ``loaded``
+    gives each variant so (see :func:`write_package`).
     """
-    models = {variant: load_model(staging, variant, as_written=True) for variant in VARIANTS}
+    models = {variant: loaded(variant) for variant in VARIANTS}
     best: tuple[float, bytes, Reference] | None = None
     for tensor in calibration[:: max(1, len(calibration) // REFERENCE_CANDIDATES)][:REFERENCE_CANDIDATES]:
         image = view_png(tensor, spec)
@@ -234,19 +287,25 @@ def write_package(
     calibration: Sequence[np.ndarray],
     card: dict[str, Any],
     measure: Measure | None = None,
+    int8: Callable[[Path], None] | None = None,
 ) -> ModelCard:
     """Write ``network`` (a torch module in eval mode) as a package at ``out_dir``, replacing it.
 
     ``card`` holds the fields only the caller knows (name, version, architecture, training);
     this function adds the input, classes, variants, creation time and the export check to its
     metrics. ExportCheckError when the exported graph's probabilities disagree with torch's.
+    ``int8`` writes the int8 graph to the path it is given (a retrain's :func:`stitch_int8`);
+    by default the fp32 graph is quantized whole, calibrated on ``calibration``.
     """
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the service may run as another user
     try:
         export_onnx(network, staging / FP32_FILE, spec.size)
-        quantize_int8(staging / FP32_FILE, staging / INT8_FILE, calibration)
+        if int8 is None:
+            quantize_int8(staging / FP32_FILE, staging / INT8_FILE, calibration)
+        else:
+            int8(staging / INT8_FILE)
         (staging / LABELS_FILE).write_text(json.dumps(labels))
         checked = list(calibration[:: max(1, len(calibration) // EXPORT_CHECKED)][:EXPORT_CHECKED])
         agreement = export_agreement(torch_logits(network, checked), onnx_logits(staging / FP32_FILE, checked))
@@ -265,12 +324,14 @@ def write_package(
             "created": utc_timestamp(),
             "metrics": {**card.get("metrics", {}), **agreement, "int8_scheme": INT8_SCHEME},
         }
-        written = write_card(staging, fields)
-        add_reference(staging, spec, calibration)
-        written = write_card(staging, fields)
+
+        def loaded(variant: str) -> LoadedModel:  # the staged graphs, as the card will describe them
+            return load_model(package_with_card(staging, card_for(staging, fields), variant), variant, as_written=True)
+
+        add_reference(staging, spec, calibration, loaded)
         if measure is not None:
-            fields["metrics"].update(measure(lambda variant: load_model(staging, variant, as_written=True)))
-            written = write_card(staging, fields)
+            fields["metrics"].update(measure(loaded))
+        written = write_card(staging, fields)  # once, complete: the only write of a package's card
         check_package(staging, require_reference=True)  # what each device runs before serving it
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -279,3 +340,12 @@ def write_package(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return written
+
+
+def finish_fetched_package(package_dir: Path, card_fields: dict[str, Any]) -> ModelCard:
+    """Give a package written elsewhere (the SageMaker job's, which cannot know the device's current
+    model) its local version, parent and evaluation: its card's one rewrite, after which the package
+    must pass the device's check as a local one does."""
+    card = write_card(package_dir, card_fields)
+    check_package(package_dir, require_reference=True)
+    return card

@@ -11,6 +11,7 @@ import json
 import logging
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +19,15 @@ from typing import TYPE_CHECKING, Any
 
 from fieldlens_core.atomic import atomic_write
 from fieldlens_core.messages import utc_timestamp
-from fieldlens_core.model_package import ModelPackage, current_package, load_package, write_card
+from fieldlens_core.model import LoadedModel, load_model
+from fieldlens_core.model_package import ModelCard, ModelPackage, current_package, load_package
 from fieldlens_retrain.dataset import Manifest, read_manifest
 from fieldlens_retrain.decisions import append_decision
 from fieldlens_retrain.embeddings import EmbeddingCache
-from fieldlens_retrain.evaluate import PredictionCache, confusion_png, predict_files, score
+from fieldlens_retrain.evaluate import PredictionCache, confusion_png, score
 from fieldlens_retrain.gate import DEFAULT_RULES, GateDecision, GateRules, gate, paired_outcomes
 from fieldlens_retrain.learning_curve import LearningCurve, curve_png
+from fieldlens_retrain.packaging import finish_fetched_package
 from fieldlens_retrain.train import DEFAULT_SETTINGS, TrainResult, TrainSettings, next_version, retrain
 
 if TYPE_CHECKING:
@@ -88,11 +91,45 @@ def run_retrain(
     parent = current_package(current_dir)
     cache = EmbeddingCache(cache_dir)
     model_name = name or (parent.card.name if parent and parent.labels == manifest.labels else "fieldlens-classifier")
-    result = retrain(manifest, out_dir / ".work", cache, parent, model_name, settings, on_stage)
-    if on_stage is not None:
-        on_stage("evaluating")
+    version = unused_version(
+        next_version(parent.card if parent else None, manifest.labels, parent_labels(parent)), out_dir
+    )
     predictions = PredictionCache(cache_dir)
-    return publish_candidate(manifest, result.package_dir, out_dir, current_dir, rules, predictions, result)
+    evaluations: list[Evaluation] = []
+
+    def measure(loaded: Callable[[str], LoadedModel]) -> dict[str, Any]:  # the staged candidate, before its card
+        if on_stage is not None:
+            on_stage("evaluating")
+        started = time.perf_counter()
+        fp32 = loaded("fp32")
+        evaluations.append(evaluate(manifest, fp32, parent, rules, predictions))
+        metrics = {**evaluations[-1].card_metrics(), **int8_agreement(manifest, fp32, loaded("int8"))}
+        evaluating.append(time.perf_counter() - started)
+        return metrics
+
+    evaluating: list[float] = []
+    result = retrain(manifest, out_dir / ".work", cache, parent, model_name, settings, on_stage, version, measure)
+    result.timings_s["export"] -= evaluating[-1]  # the packager ran the evaluation: count it on its own
+    result.timings_s["evaluate"] = evaluating[-1]
+    return publish(manifest, result.package_dir, result.card, evaluations[-1], out_dir, parent, result)
+
+
+INT8_CHECKED = 64
+"""Validation images the candidate's int8 graph is compared with its fp32 graph on (at most)."""
+
+
+def int8_agreement(manifest: Manifest, fp32: LoadedModel, int8: LoadedModel) -> dict[str, Any]:
+    """How often the candidate's int8 graph (its head stitched on the shared int8 backbone) gives
+    its fp32 graph's top-1 on validation images, run as written (as a Pi runs it)."""
+    images = [Path(e.path).read_bytes() for e in manifest.holdout()[:INT8_CHECKED]]
+    if not images:
+        return {}
+    same = [a == b for a, b in zip(fp32.top1(images), int8.top1(images), strict=True)]
+    return {"int8_top1_agreement_on_validation": round(sum(same) / len(same), 4), "int8_validation_images": len(same)}
+
+
+def parent_labels(parent: ModelPackage | None) -> list[str] | None:
+    return parent.labels if parent else None
 
 
 def memory_peak_mb() -> float:
@@ -119,33 +156,60 @@ def run_sagemaker_retrain(
     job = runner.wait(runner.start(manifest, epochs, seed), report=report)
     out_dir.mkdir(parents=True, exist_ok=True)
     candidate = runner.fetch(job, Path(tempfile.mkdtemp(prefix=".sagemaker-", dir=out_dir)))
-    reversion(candidate, current_package(current_dir))
-    return publish_candidate(manifest, candidate, out_dir, current_dir, rules)
+    return gate_fetched(runner.local_holdout(manifest), candidate, out_dir, current_dir, rules)
 
 
-def reversion(candidate: Path, parent: ModelPackage | None) -> None:
-    """The job does not know the current model: version the candidate from it here, as a local retrain does."""
-    package = load_package(candidate)
-    version = next_version(parent.card if parent else None, package.labels, parent.labels if parent else None)
-    fields = package.card.model_dump(exclude={"files"})
-    write_card(candidate, {**fields, "version": version, "parent_version": parent.card.version if parent else None})
-
-
-def publish_candidate(
-    manifest: Manifest,
-    candidate_dir: Path,
-    out_dir: Path,
-    current_dir: Path | None,
-    rules: GateRules,
-    predictions: PredictionCache | None = None,
-    trained: TrainResult | None = None,
+def gate_fetched(
+    manifest: Manifest, candidate: Path, out_dir: Path, current_dir: Path | None, rules: GateRules
 ) -> RetrainReport:
-    """Score the candidate and the current model on the same held-out field images, gate the
-    candidate, log the verdict, and publish the candidate if the gate (or ``rules.force``) says so.
-    ``trained``: the local training's figures (timings, embeddings, learning curve) for the report;
-    a SageMaker candidate has none."""
-    curve = trained.curve if trained else None
+    """Version, evaluate, gate and publish a package trained elsewhere (the SageMaker job's)."""
     parent = current_package(current_dir)
+    evaluation = evaluate(manifest, load_model(candidate, "fp32"), parent, rules, None)
+    fetched = load_package(candidate)  # the job does not know the current model: version it here
+    version = next_version(parent.card if parent else None, fetched.labels, parent_labels(parent))
+    card = finish_fetched_package(
+        candidate,
+        {
+            **fetched.card.model_dump(exclude={"files"}),
+            "version": unused_version(version, out_dir),
+            "parent_version": parent.card.version if parent else None,
+            "metrics": {**fetched.card.metrics, **evaluation.card_metrics()},
+        },
+    )
+    return publish(manifest, candidate, card, evaluation, out_dir, parent)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The candidate and the current model scored on the same held-out images, and the gate's verdict."""
+
+    evaluated_on: dict[str, Any]
+    candidate: dict[str, Any]
+    current: dict[str, Any] | None
+    decision: GateDecision
+
+    def card_metrics(self) -> dict[str, Any]:
+        """What the candidate's card says of its evaluation (the report says more)."""
+        return {
+            "accuracy": self.candidate["accuracy"],
+            "holdout_images": self.candidate["images"],
+            "evaluated_on": self.evaluated_on,
+            "per_class": self.candidate["per_class"],
+            "current_model_accuracy": self.current["accuracy"] if self.current else None,
+            "gate": self.decision.verdict,
+            "validated": self.decision.validated,
+            "forced": self.decision.forced,
+        }
+
+
+def evaluate(
+    manifest: Manifest,
+    candidate: LoadedModel,
+    parent: ModelPackage | None,
+    rules: GateRules,
+    predictions: PredictionCache | None,
+) -> Evaluation:
+    """Score the candidate and the current model on the same held-out field images and gate the candidate."""
     holdout = manifest.holdout()
     images, truth = [(e.sha256, Path(e.path)) for e in holdout], [e.label for e in holdout]
     evaluated_on = {
@@ -154,37 +218,36 @@ def publish_candidate(
         "dataset": manifest.sha256,
     }
 
-    def top1(model_dir: Path) -> list[str]:
-        if predictions is None:
-            return predict_files(model_dir, [path for _, path in images])
-        return predictions.top1(model_dir, images)
+    def top1(model: ModelPackage | LoadedModel) -> list[str]:
+        if predictions is not None:
+            return predictions.top1(model, images)
+        loaded = model if isinstance(model, LoadedModel) else load_model(model, "fp32")
+        return loaded.top1([path.read_bytes() for _, path in images])
 
-    candidate_top1 = top1(candidate_dir)
-    candidate = score(truth, candidate_top1, manifest.labels)
+    candidate_top1 = top1(candidate)
+    scored = score(truth, candidate_top1, manifest.labels)
     current, paired = None, None
     if parent and holdout:
-        current_top1 = top1(parent.directory)
+        current_top1 = top1(parent)
         current = score(truth, current_top1, manifest.labels)
         paired = paired_outcomes(truth, candidate_top1, current_top1)
-    decision = gate(candidate, current, rules, manifest.val_percent, paired)
+    return Evaluation(evaluated_on, scored, current, gate(scored, current, rules, manifest.val_percent, paired))
 
-    card = load_package(candidate_dir).card
-    metrics = {
-        **card.metrics,
-        "accuracy": candidate["accuracy"],
-        "holdout_images": candidate["images"],
-        "evaluated_on": evaluated_on,
-        "per_class": candidate["per_class"],
-        "current_model_accuracy": current["accuracy"] if current else None,
-        "gate": decision.verdict,
-        "validated": decision.validated,
-        "forced": decision.forced,
-    }
-    if curve is not None:
-        metrics["learning_curve"] = curve.to_json()
-    version = unused_version(card.version, out_dir)
-    card = write_card(candidate_dir, {**card.model_dump(exclude={"files"}), "version": version, "metrics": metrics})
 
+def publish(
+    manifest: Manifest,
+    candidate_dir: Path,
+    card: ModelCard,
+    evaluation: Evaluation,
+    out_dir: Path,
+    parent: ModelPackage | None,
+    trained: TrainResult | None = None,
+) -> RetrainReport:
+    """Write the report, publish the candidate if the gate (or ``rules.force``) says so, and log the
+    verdict. ``trained``: the local training's figures (timings, embeddings, learning curve) for
+    the report; a SageMaker candidate has none. The candidate's card is complete already."""
+    curve = trained.curve if trained else None
+    candidate, current, decision = evaluation.candidate, evaluation.current, evaluation.decision
     report_dir = out_dir / "reports" / card.version
     report_dir.mkdir(parents=True, exist_ok=True)
     confusion_png(candidate, report_dir / "confusion-candidate.png", f"candidate {card.version}")
@@ -207,7 +270,7 @@ def publish_candidate(
         current,
         package,
         report_dir,
-        evaluated_on,
+        evaluation.evaluated_on,
         dataset_notes(manifest, parent.labels if parent else None),
         curve,
         parent_version=card.parent_version,
@@ -223,7 +286,7 @@ def publish_candidate(
             "candidate": card.version,
             "current": parent.card.version if parent else None,
             "dataset": manifest.sha256,
-            "evaluated_on": evaluated_on,
+            "evaluated_on": evaluation.evaluated_on,
             "candidate_accuracy": candidate["accuracy"],
             "current_accuracy": current["accuracy"] if current else None,
             "verdict": decision.verdict,

@@ -1,7 +1,11 @@
 """`fieldlens retrain --backend sagemaker`: the same training entry point as a SageMaker training job.
 
-1. the dataset goes to ``s3://<bucket>/fieldlens/retrain/<dataset>/data/`` (images by sha256, so
-   a retrain uploads only new ones, and the manifest with paths relative to the channel);
+1. the dataset: images that are local files go to ``s3://<bucket>/fieldlens/retrain/<dataset>/data/``
+   (by sha256, so a retrain uploads only new ones: the ``training`` channel, with the manifest);
+   images already in S3 (a manifest built in the bucket, ``dataset build --engine duckdb|athena``)
+   are not moved: the ``field`` channel is an S3 ManifestFile listing exactly their keys, and
+   SageMaker copies them from where the devices put them. Paths in the job's manifest are
+   relative to ``/opt/ml/input/data`` (``training/images/…``, ``field/…``);
 2. the training code goes as ``sourcedir.tar.gz`` (these packages and a requirements.txt),
    run by AWS's PyTorch framework image through its ``sagemaker_program`` convention;
 3. the job is started and followed with a status line per change;
@@ -16,6 +20,7 @@ import io
 import json
 import logging
 import tarfile
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +28,8 @@ from typing import Any
 
 from fieldlens_core.errors import TrainingError
 from fieldlens_core.model_package import load_package
-from fieldlens_retrain.dataset import Manifest
+from fieldlens_retrain.dataset import Manifest, ManifestEntry
+from fieldlens_retrain.sidecar_query import in_s3, localise
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +70,60 @@ def source_archive() -> bytes:
     return buffer.getvalue()
 
 
-def upload_dataset(manifest: Manifest, s3: Any, bucket: str, prefix: str) -> str:
-    """Images by sha256 (only the ones not there yet) and a channel-relative manifest; returns the channel URI."""
+TRAINING_CHANNEL = "training"
+FIELD_CHANNEL = "field"
+
+
+def _channel(name: str, uri: str, data_type: str) -> dict[str, Any]:
+    return {
+        "ChannelName": name,
+        "DataSource": {
+            "S3DataSource": {"S3DataType": data_type, "S3Uri": uri, "S3DataDistributionType": "FullyReplicated"}
+        },
+    }
+
+
+def upload_dataset(manifest: Manifest, s3: Any, bucket: str, prefix: str) -> list[dict[str, Any]]:
+    """The job's input channels: local images uploaded by sha256 (only the ones not there yet) with
+    the job's manifest (``training``), and, for entries already in S3, a ManifestFile of their keys
+    (``field``): those are never downloaded or uploaded here."""
     existing = set()
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/images/"):
         existing |= {item["Key"] for item in page.get("Contents", [])}
+    in_bucket = [entry for entry in manifest.entries if in_s3(entry.path)]
+    common = field_prefix(in_bucket)
     entries = []
     for entry in manifest.entries:
+        if in_s3(entry.path):
+            relative = entry.path.removeprefix(common)
+            entries.append(entry.model_copy(update={"path": f"{FIELD_CHANNEL}/{relative}"}))
+            continue
         key = f"{prefix}/images/{entry.sha256}{Path(entry.path).suffix.lower()}"
         if key not in existing:
             s3.put_object(Bucket=bucket, Key=key, Body=Path(entry.path).read_bytes())
             existing.add(key)
-        entries.append(entry.model_copy(update={"path": key.removeprefix(f"{prefix}/")}))
-    relative = manifest.model_copy(update={"entries": entries})
-    s3.put_object(Bucket=bucket, Key=f"{prefix}/manifest.json", Body=relative.model_dump_json().encode())
-    return f"s3://{bucket}/{prefix}/"
+        entries.append(entry.model_copy(update={"path": f"{TRAINING_CHANNEL}/{key.removeprefix(f'{prefix}/')}"}))
+    relative_manifest = manifest.model_copy(update={"entries": entries})
+    s3.put_object(Bucket=bucket, Key=f"{prefix}/manifest.json", Body=relative_manifest.model_dump_json().encode())
+    channels = [_channel(TRAINING_CHANNEL, f"s3://{bucket}/{prefix}/", "S3Prefix")]
+    if in_bucket:
+        listing = [{"prefix": common}, *(entry.path.removeprefix(common) for entry in in_bucket)]
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/{FIELD_CHANNEL}.manifest", Body=json.dumps(listing).encode())
+        channels.append(_channel(FIELD_CHANNEL, f"s3://{bucket}/{prefix}/{FIELD_CHANNEL}.manifest", "ManifestFile"))
+    return channels
+
+
+def field_prefix(entries: list[ManifestEntry]) -> str:
+    """The ``s3://bucket/…/`` every entry's URI starts with: a ManifestFile's one prefix. TrainingError
+    for images in more than one bucket (one channel reads one bucket)."""
+    if not entries:
+        return ""
+    buckets = {entry.path.removeprefix("s3://").partition("/")[0] for entry in entries}
+    if len(buckets) > 1:
+        raise TrainingError(f"the manifest's images are in several buckets ({', '.join(sorted(buckets))})")
+    low, high = min(entry.path for entry in entries), max(entry.path for entry in entries)
+    same = next((i for i, (a, b) in enumerate(zip(low, high, strict=False)) if a != b), min(len(low), len(high)))
+    return low[: low.rfind("/", 0, same) + 1]  # the first and last in order share what all share
 
 
 class SageMakerRetrain:
@@ -92,14 +137,26 @@ class SageMakerRetrain:
         instance_type: str = "ml.m5.large",
         sleep: Callable[[float], None] = time.sleep,
         poll_s: float = 30.0,
+        holdout_cache: Path | None = None,
     ) -> None:
         self._s3, self._sm, self._bucket, self._role = s3, sagemaker, bucket, role_arn
         self._region, self._instance_type = region, instance_type
         self._sleep, self._poll_s = sleep, poll_s
+        self._holdout_cache = holdout_cache
+
+    def local_holdout(self, manifest: Manifest) -> Manifest:
+        """The manifest with its holdout's images in S3 (the validation split's field images, which
+        the gate scores the candidate and the current model on, here) downloaded and checked by
+        sha256; every other entry as it is. The training images stay in S3."""
+        holdout = {entry.sha256 for entry in manifest.holdout() if in_s3(entry.path)}
+        if not holdout:
+            return manifest
+        cache = self._holdout_cache or Path(tempfile.mkdtemp(prefix="fieldlens-holdout-"))
+        return localise(manifest, self._s3, cache, lambda sha256: sha256 in holdout)
 
     def start(self, manifest: Manifest, epochs: int, seed: int) -> str:
         root = f"fieldlens/retrain/{manifest.sha256[:16]}"
-        channel = upload_dataset(manifest, self._s3, self._bucket, f"{root}/data")
+        channels = upload_dataset(manifest, self._s3, self._bucket, f"{root}/data")
         source_key = f"{root}/source/sourcedir.tar.gz"
         self._s3.put_object(Bucket=self._bucket, Key=source_key, Body=source_archive())
         name = f"fieldlens-{manifest.sha256[:12]}-{int(time.time())}"
@@ -114,18 +171,7 @@ class SageMakerRetrain:
                 "epochs": json.dumps(epochs),
                 "seed": json.dumps(seed),
             },
-            InputDataConfig=[
-                {
-                    "ChannelName": "training",
-                    "DataSource": {
-                        "S3DataSource": {
-                            "S3DataType": "S3Prefix",
-                            "S3Uri": channel,
-                            "S3DataDistributionType": "FullyReplicated",
-                        }
-                    },
-                }
-            ],
+            InputDataConfig=channels,
             OutputDataConfig={"S3OutputPath": f"s3://{self._bucket}/{root}/output"},
             ResourceConfig={"InstanceType": self._instance_type, "InstanceCount": 1, "VolumeSizeInGB": 30},
             StoppingCondition={"MaxRuntimeInSeconds": 3 * 3600},

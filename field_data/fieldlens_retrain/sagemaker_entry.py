@@ -1,8 +1,10 @@
 """The training job's entry point inside AWS's PyTorch framework image (`sagemaker_program`).
 
-SageMaker puts the dataset channel at /opt/ml/input/data/training (images by sha256 and a
-manifest whose paths are relative to it) and uploads whatever is in /opt/ml/model as
-model.tar.gz when the script exits: here, a complete model package.
+SageMaker puts each input channel under /opt/ml/input/data: ``training`` (the manifest, and the
+images that were local files, by sha256) and, for a manifest built in the bucket, ``field`` (the
+images the ManifestFile lists, copied from where the devices put them); the manifest's paths are
+relative to that directory. It uploads whatever is in /opt/ml/model as model.tar.gz when the
+script exits: here, a complete model package.
 """
 
 from __future__ import annotations
@@ -19,6 +21,16 @@ from fieldlens_retrain.embeddings import EmbeddingCache
 from fieldlens_retrain.train import TrainSettings, retrain
 
 
+def job_manifest(training_channel: Path) -> Manifest:
+    """The channel's manifest with each path made absolute: relative to the input data directory
+    (the training channel's parent), where every channel is."""
+    data = training_channel.parent
+    manifest = Manifest.model_validate_json((training_channel / "manifest.json").read_bytes())
+    return manifest.model_copy(
+        update={"entries": [e.model_copy(update={"path": str(data / e.path)}) for e in manifest.entries]}
+    )
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO)  # the job's log in CloudWatch
     parser = argparse.ArgumentParser()
@@ -28,10 +40,7 @@ def main() -> None:
     args, _ = parser.parse_known_args()
     channel = Path(os.environ.get("SM_CHANNEL_TRAINING", "/opt/ml/input/data/training"))
     model_dir = Path(os.environ.get("SM_MODEL_DIR", "/opt/ml/model"))
-    manifest = Manifest.model_validate_json((channel / "manifest.json").read_bytes())
-    manifest = manifest.model_copy(
-        update={"entries": [e.model_copy(update={"path": str(channel / e.path)}) for e in manifest.entries]}
-    )
+    manifest = job_manifest(channel)
     work = Path("/tmp/fieldlens-work")
     result = retrain(
         manifest, work, EmbeddingCache(work / "cache"), None, args.name, TrainSettings(args.epochs, seed=args.seed)

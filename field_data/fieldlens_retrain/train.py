@@ -12,9 +12,13 @@ images per class, in the share that scores best by cross-validation on the train
   or 30 labelled images a class the blend scores 7 to 31 points above the linear head alone
   (README, "A better model from fewer labels"; tests/measurements/few_labels.py).
 
-The head is then put on the real network, exported to ONNX
-(fp32 and static int8 calibrated on training images), and the exported graph is checked
-against PyTorch before anything is written.
+The head is calibrated on the validation split (temperature scaling, baked into the graph; the
+card's ``metrics.operating_point`` has the temperature, the ECE before and after, and the event
+threshold and confidence band devices default to: fieldlens_retrain.calibration).
+
+The head is then put on the real network and exported to ONNX: fp32 whole, checked against
+PyTorch before anything is written; int8 as the backbone's int8 graph, quantized once per
+backbone (EmbeddingCache.int8_backbone), with the head stitched on in float (packaging.stitch_int8).
 """
 
 from __future__ import annotations
@@ -33,12 +37,13 @@ from tqdm import tqdm
 
 from fieldlens_core.errors import TrainingError
 from fieldlens_core.model import image_tensor
-from fieldlens_core.model_package import ModelCard, ModelPackage
+from fieldlens_core.model_package import OPERATING_POINT, ModelCard, ModelPackage, OperatingPoint
 from fieldlens_retrain.backbone import ARCHITECTURE, FEATURE_DIM, INPUT_SPEC, load_backbone
+from fieldlens_retrain.calibration import operating_point, tempered
 from fieldlens_retrain.dataset import Manifest
 from fieldlens_retrain.embeddings import VIEWS, EmbeddingCache, stack
 from fieldlens_retrain.learning_curve import LearningCurve, learning_curve
-from fieldlens_retrain.packaging import write_package
+from fieldlens_retrain.packaging import Measure, stitch_int8, write_package
 
 log = logging.getLogger(__name__)
 
@@ -214,8 +219,13 @@ def retrain(
     name: str,
     settings: TrainSettings = DEFAULT_SETTINGS,
     on_stage: Callable[[str], None] | None = None,
+    version: str | None = None,
+    measure: Measure | None = None,
 ) -> TrainResult:
-    """Train and package a candidate into a fresh directory under ``work_dir``; nothing is published."""
+    """Train and package a candidate into a fresh directory under ``work_dir``; nothing is published.
+
+    ``version``: the candidate's (default: the next after ``parent``'s). ``measure``: the packager's
+    hook for metrics of the staged graph that its card records (the local gate's evaluation)."""
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -249,20 +259,35 @@ def retrain(
 
     started = time.perf_counter()
     validation = manifest.holdout()  # the gate's images: the curve and the verdict speak of the same ones
+    validation_features = (
+        stack(embeddings, [e.sha256 for e in validation], views=False) if validation else np.zeros((0, FEATURE_DIM))
+    )
+    validation_targets = np.array([index[e.label] for e in validation], dtype=int)
     curve = learning_curve(
         features.reshape(len(train), len(VIEWS), -1),
         per_image,
-        stack(embeddings, [e.sha256 for e in validation], views=False) if validation else np.zeros((0, FEATURE_DIM)),
-        np.array([index[e.label] for e in validation], dtype=int),
+        validation_features,
+        validation_targets,
         lambda f, t: head_trainer(f, t, len(manifest.labels), settings, share),
         settings.seed,
     )
     timings["curve"] = time.perf_counter() - started
 
     started = time.perf_counter()
+    head = head_module(weight, bias, centres, settings.prototype_scale, share)
+    calibrated = calibrate(head, validation_features, validation_targets)
+    metrics: dict[str, Any] = {"learning_curve": curve.to_json()} if curve is not None else {}
+    if calibrated is not None:
+        temperature, point = calibrated
+        head = tempered(head, temperature)
+        metrics[OPERATING_POINT] = point.model_dump()
+        log.info("calibrated: %s", point.calibration)
+    timings["calibrate"] = time.perf_counter() - started
+
+    started = time.perf_counter()
     stage("exporting")
     network = load_backbone(num_classes=len(manifest.labels))
-    network._fc = head_module(weight, bias, centres, settings.prototype_scale, share)
+    network._fc = head
     work_dir.mkdir(parents=True, exist_ok=True)
     package_dir = Path(tempfile.mkdtemp(prefix="candidate-", dir=work_dir))
     parent_card = parent.card if parent else None
@@ -274,10 +299,11 @@ def retrain(
         [image_tensor(Image.open(e.path), INPUT_SPEC) for e in train[:: max(1, len(train) // 48)][:48]],
         {
             "name": name,
-            "version": next_version(parent_card, manifest.labels, parent.labels if parent else None),
+            "version": version or next_version(parent_card, manifest.labels, parent.labels if parent else None),
             "parent_version": parent_card.version if parent_card else None,
             "architecture": ARCHITECTURE,
             "dataset_manifest_sha256": manifest.sha256,
+            "metrics": metrics,
             "training": {
                 **asdict(settings),
                 "method": "linear head and class prototypes, blended, on frozen backbone embeddings"
@@ -291,11 +317,29 @@ def retrain(
                 "device": pick_device(),
             },
         },
+        measure,
+        lambda out: stitch_int8(cache.int8_backbone(), network._fc, FEATURE_DIM, out),
     )
     timings["export"] = time.perf_counter() - started
     return TrainResult(
         package_dir, card, timings, cache.computed - computed_before, cache.reused - reused_before, curve
     )
+
+
+def calibrate(head: Any, features: np.ndarray, targets: np.ndarray) -> tuple[float, OperatingPoint] | None:
+    """The temperature and operating point of ``head`` from the validation split's plain-view
+    embeddings (fieldlens_retrain.calibration); None where there are too few images."""
+    import torch
+
+    with torch.no_grad():
+        outputs = head(torch.from_numpy(np.ascontiguousarray(features, np.float32))).numpy()
+    return operating_point(outputs, targets, CALIBRATED_ON.format(images=len(targets)))
+
+
+CALIBRATED_ON = (
+    "the validation split's {images} images (manifest holdout: the gate scores the same images; a "
+    "temperature changes no top-1, so the gate's accuracy is the same with it or without)"
+)
 
 
 def head_trainer(

@@ -41,10 +41,12 @@ def script(objects: list[str], frames_each: int = 30, gap: int = 10, odd_every: 
     return Video(frames, spans)
 
 
-def predictions(label: str, confidence: float = 0.85) -> list[tuple[str, float]]:
+def predictions(label: str, confidence: float = 0.85) -> list[Prediction]:
     others = [name for name in COLOURS if name != label]
     rest = (1 - confidence) / len(others)
-    return [(label, confidence)] + [(name, rest) for name in others]
+    return [Prediction(label=label, confidence=confidence)] + [
+        Prediction(label=name, confidence=rest) for name in others
+    ]
 
 
 def write_video(folder: Path, frames: list[str]) -> Path:
@@ -71,7 +73,4 @@ class ColourModel:
 
     def classify(self, body: bytes, content_type: str = "image/jpeg", top_k: int = 5) -> InferenceResult:
         self.calls += 1
-        ranked = predictions(self.label_of(body), self.confidence)[:top_k]
-        return InferenceResult(
-            predictions=[Prediction(label=label, confidence=p) for label, p in ranked], model=self.MODEL
-        )
+        return InferenceResult(predictions=predictions(self.label_of(body), self.confidence)[:top_k], model=self.MODEL)

@@ -13,14 +13,19 @@ CPU's features from the HWCAPs that QEMU sets for ``QEMU_CPU``.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 from tests.realparts.debian_root import DebianRoot
 
@@ -57,6 +62,58 @@ def why_unavailable() -> str | None:
 def build_root() -> Path:
     """The built root: arm64_root.sh builds it if missing (about three minutes), else returns at once."""
     return ROOT.build()
+
+
+def root_or_skip() -> Path:
+    """The built root, or the test skipped with :func:`why_unavailable`'s line (a module fixture's body)."""
+    reason = why_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    return build_root()
+
+
+PI_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+"""A service's PATH on Raspberry Pi OS (systemd's default), where ``python3`` is the system's 3.11."""
+PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64", "manylinux2014_aarch64")
+"""The wheel tags that bookworm's glibc 2.36 on aarch64 takes (arm64_root.sh downloads with the same)."""
+
+
+def aarch64_wheels(requirements: Sequence[Path]) -> Path:
+    """A folder of aarch64 CPython 3.11 wheels for ``requirements`` (requirements.txt files) and all they
+    depend on: the test-only stand-in for the package index in the root, whose pip may not verify TLS
+    here. Downloaded once per machine by this side's pip (``--platform``), cached outside the clone
+    beside the root and named by the hash of the requirements; a requirement with no such wheel fails
+    here, as its Install would on a Pi without a compiler."""
+    lines = sorted({line.strip() for path in requirements for line in path.read_text().splitlines() if line.strip()})
+    arguments = ["--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp"]
+    for platform in PLATFORMS:
+        arguments += ["--platform", platform]
+    digest = hashlib.sha256("\n".join([*arguments, *lines]).encode()).hexdigest()[:12]
+    cache = root_path().parent
+    folder = cache / f"arm64-wheels-{digest}"
+    if (folder / ".complete").exists():
+        return folder
+    cache.mkdir(parents=True, exist_ok=True)
+    with (cache / "arm64-wheels.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another session may be downloading the same: then use its folder
+        if (folder / ".complete").exists():
+            return folder
+        partial = folder.with_name(folder.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir()
+        listed = partial / "requirements.txt"
+        listed.write_text("".join(f"{line}\n" for line in lines))
+        command = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check"]
+        result = subprocess.run(
+            [*command, "--dest", str(partial), *arguments, "-r", str(listed)], capture_output=True, text=True
+        )
+        if result.returncode != 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise RuntimeError(f"no aarch64 wheels for {', '.join(lines)}:\n{result.stderr[-4000:]}")
+        listed.unlink()
+        (partial / ".complete").touch()
+        partial.rename(folder)
+    return folder
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ CORE = CLONE / "components" / "fieldlens_core"
 MIRROR = "http://deb.debian.org/debian/dists/trixie-backports/InRelease"
 VENV_PYTHON = "/opt/fieldlens/venv/bin/python"  # the venv libcamera_root.sh makes ($VENV)
 VIRTUAL_YAML = "usr/share/libcamera/pipeline/virtual/virtual.yaml"  # the only place libcamera reads it
+SENSOR_FPS = "FIELDLENS_TEST_SENSOR_FPS"  # read by standins/picamera2_container.py (it cannot import this)
 # Run in the root before the code under test: the container stand-ins, then the script or module.
 BOOT = (
     "import importlib, runpy, sys; importlib.import_module('picamera2_container').install(); "
@@ -91,9 +92,15 @@ class InRoot:
             f'  frames:\n    path: "{self.inside(frames)}/"\n  model: "fieldlens test photos"\n'
         )
 
-    def command(self, kind: str, target: str, *args: str) -> list[str]:
+    def command(self, kind: str, target: str, *args: str, sensor_fps: float | None = None) -> list[str]:
         """The chroot command line that runs a script (``kind`` "path", ``target`` inside the root) or
-        a module (``kind`` "module") in the root's Python 3.13, after the stand-ins are installed."""
+        a module (``kind`` "module") in the root's Python 3.13, after the stand-ins are installed.
+
+        ``sensor_fps`` paces the virtual camera as a sensor at that frame rate (the stand-ins'
+        SensorClock): each played photo is then in view for 4 frame periods (libcamera's
+        frameRepeat). Without it frames come as fast as they are taken, and a photo is in view
+        for a few milliseconds.
+        """
         environment = {
             "PATH": "/usr/bin:/bin",
             "HOME": "/root",
@@ -102,6 +109,8 @@ class InRoot:
             "PYTHONUNBUFFERED": "1",
             "PYTHONPATH": f"{self.inside(self.directory / 'src')}:{self.inside(self.directory / 'standins')}",
         }
+        if sensor_fps is not None:
+            environment[SENSOR_FPS] = str(sensor_fps)
         command = ["chroot", str(self.root), "/usr/bin/env", "-i"]
         command += [f"{key}={value}" for key, value in environment.items()]
         return [*command, VENV_PYTHON, "-c", BOOT, kind, target, *args]

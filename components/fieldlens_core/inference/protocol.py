@@ -11,7 +11,8 @@ Requests (header):
 Responses (header, empty body):
     {"ok": true, "predictions": [{"label": L, "confidence": P}, ...],
      "model": {"name", "version", "sha256"}, "timing_ms": {"preprocess", "inference", "postprocess"}}
-    {"ok": true, "model": {...}, "variant": "fp32", "variant_reason": WHY, "services": [NAME]}  (ping)
+    {"ok": true, "model": {...}, "variant": "fp32", "variant_reason": WHY, "services": [NAME],
+     "operating_point": {...} or null}  (ping; the card's metrics.operating_point)
     {"ok": false, "error": {"code": CODE, "message": TEXT}}
 
 Error codes of the service: :class:`WireCode`. A client maps them all to INFERENCE_FAILED.

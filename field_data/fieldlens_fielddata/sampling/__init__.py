@@ -1,28 +1,19 @@
 """Which field images are worth keeping: strategies (one per file), per-class quotas and rate caps.
 
-A strategy looks at one prediction and says whether it wants the image and why; the policy
-(:mod:`.policy`) asks its strategies in order, then applies the per-class quota and the
-minute/hour/day caps. Strategies (the v1 ML Feedback connector's and the seed's):
-
-==================  =========================================================
-``always``          every image
-``random``          each image with probability ``rate``
-``least_confidence`` top-1 confidence below ``threshold``
-``margin``          top-1 minus top-2 below ``threshold``
-``entropy``         normalised entropy of the prediction above ``threshold``
-``confidence_band`` top-1 below ``low`` or above ``high`` (the seed: 0.6 / 0.9)
-==================  =========================================================
+A strategy looks at one prediction's :class:`~fieldlens_core.uncertainty.Uncertainty` and says
+whether it wants the image and why; the policy (:mod:`.policy`) asks its strategies in order,
+then applies the per-class quota and the minute/hour/day caps. Each strategy's file holds its
+configuration (a ``type`` and its thresholds) and its sampler, which the configuration builds
+(``config.sampler(rng)``); :mod:`.config` lists the configurations a policy accepts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Protocol
 
-Scores = Sequence[tuple[str, float]]
-"""A prediction as (label, confidence) pairs, most confident first."""
+from fieldlens_core.uncertainty import Uncertainty
 
 
 class Sampler(Protocol):
-    def wants(self, scores: Scores) -> str | None:
+    def wants(self, prediction: Uncertainty) -> str | None:
         """The reason to keep this image, or None."""

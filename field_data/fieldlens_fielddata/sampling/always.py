@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import random
 from typing import Literal
 
 from pydantic import Field
 
 from fieldlens_core.config import StrictModel
-from fieldlens_fielddata.sampling import Scores
+from fieldlens_core.uncertainty import Uncertainty
 
 
 class AlwaysConfig(StrictModel):
     type: Literal["always"] = Field(default="always", description="Keep every image.")
 
+    def sampler(self, rng: random.Random) -> AlwaysSampler:
+        return AlwaysSampler()
+
 
 class AlwaysSampler:
-    def __init__(self, config: AlwaysConfig) -> None:
-        self._config = config
-
-    def wants(self, scores: Scores) -> str | None:
+    def wants(self, prediction: Uncertainty) -> str | None:
         return "always"

@@ -20,12 +20,14 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from fieldlens_fielddata.sampling import Scores
+from fieldlens_core.messages import Prediction
+from fieldlens_core.model_package import ConfidenceBand
+from fieldlens_core.uncertainty import Uncertainty
+from fieldlens_fielddata.sampling.confidence_band import ConfidenceBandSampler
 from fieldlens_fielddata.sampling.config import RateCapsConfig, SamplingConfig
-from fieldlens_fielddata.sampling.registry import build_sampler
 
 SAVED_SCORE_BONUS = 1.0
 
@@ -81,19 +83,21 @@ class SamplingPolicy:
         self.config = config
         self._clock = clock
         self._rng = rng or random.Random()
-        self._samplers = [build_sampler(strategy, self._rng) for strategy in config.strategies]
+        self._samplers = [strategy.sampler(self._rng) for strategy in config.strategies]
         now = clock()
         self._caps = _windows(config.caps, list(already_kept), now)
         self._save_caps = _windows(config.save_caps, list(already_saved), now)
         self._class_windows: dict[str, SlidingWindow] = {}
         self._lock = threading.Lock()
 
-    def decide(self, scores: Scores, saved: bool = False) -> Verdict:
+    def decide(self, ranked: Sequence[Prediction], saved: bool = False, band: ConfidenceBand | None = None) -> Verdict:
         """Keep this image? ``saved``: its request said ``save: true`` (within the save caps a keep
-        whatever the policy says; past them, whatever the policy says)."""
-        uncertainty = round(1.0 - scores[0][1], 6) if scores else 1.0
+        whatever the policy says; past them, whatever the policy says). ``band``: the served model's
+        confidence band (its card's operating point), which an unconfigured confidence_band uses."""
+        prediction = Uncertainty(ranked)
+        uncertainty = round(prediction.least_confidence, 6)
         if not saved:
-            return self._sample(scores, uncertainty)
+            return self._sample(prediction, ranked[0].label if ranked else "", uncertainty, band)
         with self._lock:
             full = _count_in(self._save_caps, self._clock())
         if full is None:
@@ -101,17 +105,21 @@ class SamplingPolicy:
         # Past the save caps the policy decides (see the module docstring). The reason leads with
         # what decided: "policy: ..." for a keep, as for any sampled image; "save cap: ..." for a refusal.
         cap = f"save cap: {full} reached"
-        sampled = self._sample(scores, uncertainty)
+        sampled = self._sample(prediction, ranked[0].label if ranked else "", uncertainty, band)
         if sampled.keep:
             return Verdict(True, f"{sampled.reason}; {cap}", sampled.score)
         return Verdict(False, f"{cap}; {sampled.reason}", sampled.score)
 
-    def _sample(self, scores: Scores, uncertainty: float) -> Verdict:
-        """The policy's own verdict: strategies in order, then the per-class quota, then the caps."""
-        reason = next((r for r in (s.wants(scores) for s in self._samplers) if r is not None), None)
+    def _sample(self, prediction: Uncertainty, label: str, uncertainty: float, band: ConfidenceBand | None) -> Verdict:
+        """The policy's own verdict: strategies in order, then the per-class quota, then the caps. The
+        confidence band is the one strategy whose defaults are the served model's."""
+        asked = (
+            s.wants(prediction, band) if isinstance(s, ConfidenceBandSampler) else s.wants(prediction)
+            for s in self._samplers
+        )
+        reason = next((r for r in asked if r is not None), None)
         if reason is None:
             return Verdict(False, "policy: no strategy wanted it", uncertainty)
-        label = scores[0][0] if scores else ""
         with self._lock:
             now = self._clock()
             quota = self._class_window(label)

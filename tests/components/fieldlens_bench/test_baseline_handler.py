@@ -23,10 +23,10 @@ def test_its_preprocessing_agrees_with_the_model_object(tiny_package: Path, tmp_
     ours = load_model(tiny_package, "fp32").classify(solid_jpeg((20, 30, 220), (120, 90)), 3, "image/jpeg")
     answer = json.loads(handler.answer(b'{"request_id": "r1"}'))
     assert answer["request_id"] == "r1"
-    assert [p["label"] for p in answer["predictions"]] == [p["label"] for p in ours.predictions]
+    assert [p["label"] for p in answer["predictions"]] == [p.label for p in ours.predictions]
     assert answer["predictions"][0]["label"] == "blue"
     for theirs, mine in zip(answer["predictions"], ours.predictions, strict=True):
-        assert abs(theirs["confidence"] - mine["confidence"]) < 0.01
+        assert abs(theirs["confidence"] - mine.confidence) < 0.01
 
 
 def test_it_answers_over_mqtt_once_it_says_ready(tiny_package: Path, tmp_path: Path, mosquitto: Mosquitto) -> None:

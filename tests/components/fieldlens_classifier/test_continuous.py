@@ -32,14 +32,17 @@ ANSWERS = f"/response/continuous/{NAME}"
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, camera: Camera, **continuous: Any) -> None:
+    def __init__(
+        self, tmp_path: Path, camera: Camera, sampling: dict[str, Any] | None = None, **continuous: Any
+    ) -> None:
         self.config = ClassifierConfig.model_validate(
             {
                 "name": NAME,
                 "thing_name": "belt-1",
                 "field_data_dir": tmp_path / "field",
                 "continuous": {"fps": None, **continuous},
-                "sampling": {"strategies": []},  # nothing sampled: what is kept is the events' own
+                # by default nothing sampled: what is kept is the events' own
+                "sampling": {"strategies": []} if sampling is None else sampling,
             }
         )
         self.bus = InMemoryBus()
@@ -66,8 +69,8 @@ class Rig:
 def rig_of(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
     rigs: list[Rig] = []
 
-    def make(camera: Camera, **continuous: Any) -> Rig:
-        rigs.append(Rig(tmp_path, camera, **continuous))
+    def make(camera: Camera, sampling: dict[str, Any] | None = None, **continuous: Any) -> Rig:
+        rigs.append(Rig(tmp_path, camera, sampling, **continuous))
         return rigs[-1]
 
     yield make
@@ -101,6 +104,30 @@ def test_a_scripted_video_gives_one_start_and_one_end_per_object(tmp_path: Path,
     assert len(boundaries) == 6 and {s["event_id"] for s in boundaries} == {e["event_id"] for e in events}
     rig.classifier.continuous.stop()
     assert len(rig.events.responses) == 6  # nothing was in view: stopping ends no event
+
+
+def test_an_events_best_frame_the_policy_kept_before_the_event_started_is_kept_for_the_event(
+    tmp_path: Path, rig_of: Callable[..., Rig]
+) -> None:
+    """The default policy keeps every frame, the event's first frame too, before the smoother has
+    started the event (it starts once the label has led ``holdFrames``): with a steady confidence that
+    first frame is the event's best. The end must name a kept image whose sidecar is the event's
+    (found on real libcamera, tests/components/fieldlens_classifier/test_main_picamera2_libcamera.py)."""
+    video = script(["hen"], frames_each=8, gap=5, odd_every=100)
+    rig = rig_of(FolderCamera(write_video(tmp_path / "video", video.frames), repeat=False), {}, enabled=True)
+    start, end = rig.events.wait_for(2)
+    assert (start["type"], end["type"], end["event_id"]) == ("start", "end", start["event_id"])
+    sidecar = json.loads(written(end["image"]).with_suffix(".json").read_text())
+    assert sidecar["image_id"] == end["image"]["id"] and sidecar["prediction"] == "hen"
+    assert (sidecar.get("event_id"), sidecar.get("event_role")) == (end["event_id"], "best"), sidecar
+    assert sidecar["reason"] == "event best frame"
+    # the best frame is the event's first, taken before the start (the case at stake); the policy
+    # kept it too, as it kept every frame, with no event then
+    assert sidecar["timestamp"] == start["started"]
+    best = sidecar["capture"]["frame"]
+    policy = [s for s in rig.sidecars() if s.get("event_role") is None]
+    assert [s.get("event_id") for s in policy if s["capture"]["frame"] == best] == [None]
+    assert any(s.get("event_id") == end["event_id"] for s in policy)  # those after the start name it
 
 
 def test_commands_start_stop_and_report_and_the_console_default_asks_for_the_status(

@@ -5,6 +5,7 @@ from collections.abc import Callable
 import pytest
 
 from fieldlens_classifier.smoothing import FrameResult, Smoother, SmoothingSettings, Transition
+from tests.helpers.predictions import ranked
 from tests.helpers.video import BLANK, predictions, script
 
 
@@ -59,7 +60,7 @@ def test_a_start_reports_its_window_and_an_end_the_mean_window_over_the_event() 
     smoother = Smoother(SmoothingSettings(window_frames=3, hold_frames=2))
     started = []
     for index, confidence in enumerate([0.9, 0.7, 0.8, 0.6]):
-        started += smoother.push(FrameResult(index, index, [("hen", confidence), ("egg", 1 - confidence)]))
+        started += smoother.push(FrameResult(index, index, ranked(("hen", confidence), ("egg", 1 - confidence))))
     assert len(started) == 1 and started[0].event.confidence == pytest.approx(0.8)  # (0.9 + 0.7) / 2
     (end,) = smoother.flush(4.0, 3)
     windows = [0.8, 0.8, 0.8, 0.7]  # the window at the start (both held frames), then (0.9+0.7+0.8)/3, (0.7+0.8+0.6)/3

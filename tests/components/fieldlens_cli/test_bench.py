@@ -56,3 +56,28 @@ def test_a_part_that_needs_nothing_missing_runs_on(
     assert loaded == ["label"]
     assert capsys.readouterr().out.startswith("fieldlens bench on ")
     assert json.loads(written.read_text()) == {"label": {"images": 100_000}}
+
+
+def test_markdown_writes_the_printed_table_headed_by_the_command_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``--markdown PATH``: what the part printed, under its name, the machine, the date and the command."""
+    from fieldlens_bench import runner
+
+    def load(part: str) -> ModuleType:
+        stand_in = ModuleType(part)
+        stand_in.run = lambda options: Counted(images=options.label_images)  # type: ignore[attr-defined]
+        stand_in.report = lambda result: print(f"| images | {result.images:,} |")  # type: ignore[attr-defined]
+        return stand_in
+
+    monkeypatch.setattr(runner, "load", load)
+    written = tmp_path / "bench.md"
+    argv = ["bench", "--only", "label", "--data-dir", str(tmp_path), "--markdown", str(written)]
+    monkeypatch.setattr(sys, "argv", ["/somewhere/.venv/bin/fieldlens", *argv])
+    assert cli.main(argv) == ExitCode.OK
+    assert "| images | 100,000 |" in capsys.readouterr().out  # printed as before
+    heading, measured, table = written.read_text().split("\n\n")[:3]
+    assert heading == "### label"
+    assert measured.startswith("Measured on ") and " UTC; `fieldlens bench --only label --data-dir " in measured
+    assert measured.endswith(f"--markdown {written}`.")
+    assert table == "| images | 100,000 |\n"  # the file ends with a newline

@@ -19,8 +19,8 @@ SPEC = InputSpec(size=32, resize=36, mean=(127.0, 127.0, 127.0), std=(128.0, 128
 
 def test_top_k_is_sorted_probabilities() -> None:
     result = top_k(np.array([1.0, 3.0, 2.0, -1.0]), ["a", "b", "c", "d"], 3)
-    assert [r["label"] for r in result] == ["b", "c", "a"]
-    confidences = [r["confidence"] for r in result]
+    assert [r.label for r in result] == ["b", "c", "a"]
+    confidences = [r.confidence for r in result]
     assert confidences == sorted(confidences, reverse=True)
     assert all(0.0 <= c <= 1.0 for c in confidences) and sum(confidences) < 1.0
 
@@ -97,9 +97,9 @@ def test_classify_and_top1_give_the_same_answer_from_bytes_and_from_a_decoded_im
     result = model.classify(red, 2, "image/jpeg")
     assert len(result.predictions) == 2 and set(result.timing_ms) == {"preprocess", "inference", "postprocess"}
     decoded = Image.open(io.BytesIO(red))
-    assert model.classify(decoded, 1).predictions[0]["label"] == result.predictions[0]["label"]
+    assert model.classify(decoded, 1).predictions[0].label == result.predictions[0].label
     assert model.top1([red, blue, decoded]) == [
-        model.classify(image, 1).predictions[0]["label"] for image in (red, blue, decoded)
+        model.classify(image, 1).predictions[0].label for image in (red, blue, decoded)
     ]
     assert model.top1([red, blue])[0] != model.top1([red, blue])[1]  # the tiny model tells red from blue
 

@@ -29,7 +29,7 @@ def test_a_good_package_passes_every_variant_against_its_known_answer(package: P
     checked = check_package(package, require_reference=True)
     assert sorted(checked.models) == ["fp32", "int8"]
     assert checked.reference is not None and checked.reference.expected["int8"].label == "red"
-    assert checked.models["fp32"].classify((package / "reference.png").read_bytes(), 1).predictions[0]["label"] == "red"
+    assert checked.models["fp32"].classify((package / "reference.png").read_bytes(), 1).predictions[0].label == "red"
 
 
 def test_the_service_gets_back_the_one_variant_it_serves(package: Path) -> None:

@@ -9,15 +9,8 @@ import pytest
 from fieldlens_fielddata.directory import FieldDataDir, Pair
 from fieldlens_fielddata.sidecar import Sidecar
 from fieldlens_labelling import index as index_module
-from fieldlens_labelling.index import LabelIndex, uncertainty
+from fieldlens_labelling.index import LabelIndex
 from tests.helpers.labelling import LABELS, import_csv, keep_predicted
-
-
-def test_uncertainty_scores_run_from_sure_to_unsure() -> None:
-    sure = uncertainty([("hen", 0.98), ("egg", 0.01), ("fox", 0.01)])
-    unsure = uncertainty([("hen", 0.34), ("egg", 0.33), ("fox", 0.33)])
-    for name in ("least_confidence", "margin", "entropy", "uncertain"):
-        assert 0.0 <= sure[name] < unsure[name] <= 1.0
 
 
 def test_progress_follows_every_write(tmp_path: Path) -> None:

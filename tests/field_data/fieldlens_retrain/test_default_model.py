@@ -60,11 +60,12 @@ def test_auto_serves_int8_only_where_this_cpus_int8_kernels_are_exact(default_mo
 
 def test_int8_agrees_with_fp32_on_views_it_never_saw(default_model: Path) -> None:
     """Measured at build time as a CPU that serves int8 computes it (this CPU's kernels where they
-    are exact, else the graph op by op in float): 97.7% on x86 with AVX-512 VNNI and on ARM. The
-    0.95 floor leaves room for other CPUs' rounding; a saturating kernel (81%) fails it."""
+    are exact, else the graph op by op in float): 98.9% of 266 decided views on x86 with AVX-512
+    VNNI and on ARM, 99.2% op by op. The 98% asked of int8 leaves other CPUs' rounding two
+    views; a saturating kernel (81%) fails it."""
     metrics = load_package(default_model).card.metrics
-    assert metrics["int8_evaluation_views"] == 228 and metrics["int8_evaluation_views_decided"] >= 60
-    assert metrics["int8_top1_agreement_with_fp32"] >= 0.95
+    assert metrics["int8_evaluation_views"] == 684 and metrics["int8_evaluation_views_decided"] >= 200
+    assert metrics["int8_top1_agreement_with_fp32"] >= 0.98
     assert metrics["coffee_photo_top1_int8"]["label"] == "espresso"
     assert metrics["int8_scheme"].startswith("U8S8") and metrics["int8_computed_on"]
 

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from fieldlens_core.model_package import load_package
 from fieldlens_retrain.evaluate import OTHER, PredictionCache, confusion_png, predict_files, score
 from tests.helpers.images import solid_jpeg
 from tests.helpers.tiny_model import make_tiny_package
@@ -66,28 +67,28 @@ def test_the_prediction_cache_runs_a_model_once_per_image_and_answers_as_the_mod
 ) -> None:
     images = photos(tmp_path / "photos", {"red": (240, 10, 10), "green": (10, 240, 10), "blue": (10, 10, 240)})
     cache = PredictionCache(tmp_path / "cache")
-    first = cache.top1(tiny_package, images[:2])
+    first = cache.top1(load_package(tiny_package), images[:2])
     assert first == predict_files(tiny_package, [path for _, path in images[:2]]) == ["red", "green"]
     assert (cache.computed, cache.reused) == (2, 0)
     again = PredictionCache(tmp_path / "cache")  # the next retrain: a new process, the same cache directory
-    assert again.top1(tiny_package, images) == ["red", "green", "blue"]
+    assert again.top1(load_package(tiny_package), images) == ["red", "green", "blue"]
     assert (again.computed, again.reused) == (1, 2)  # only the new image ran
 
 
 def test_another_model_never_gets_a_cached_answer(tmp_path: Path, tiny_package: Path) -> None:
     images = photos(tmp_path / "photos", {"red": (240, 10, 10)})
     cache = PredictionCache(tmp_path / "cache")
-    cache.top1(tiny_package, images)
+    cache.top1(load_package(tiny_package), images)
     other = tmp_path / "other"
     make_tiny_package(other, swap=True)  # another graph: it answers otherwise
-    assert cache.top1(other, images) == predict_files(other, [images[0][1]]) != ["red"]
+    assert cache.top1(load_package(other), images) == predict_files(other, [images[0][1]]) != ["red"]
     assert cache.computed == 2
 
 
 def test_an_unreadable_cache_file_is_started_again(tmp_path: Path, tiny_package: Path) -> None:
     images = photos(tmp_path / "photos", {"red": (240, 10, 10)})
-    PredictionCache(tmp_path / "cache").top1(tiny_package, images)
+    PredictionCache(tmp_path / "cache").top1(load_package(tiny_package), images)
     for stored in (tmp_path / "cache" / "predictions").iterdir():
         stored.write_text("{not json")
     cache = PredictionCache(tmp_path / "cache")
-    assert cache.top1(tiny_package, images) == ["red"] and cache.computed == 1
+    assert cache.top1(load_package(tiny_package), images) == ["red"] and cache.computed == 1

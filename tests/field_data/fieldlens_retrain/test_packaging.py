@@ -57,7 +57,7 @@ def test_the_written_package_passes_the_devices_check(written: Path) -> None:
     assert checked.reference is not None
     for variant, model in checked.models.items():
         top = model.classify((written / "reference.png").read_bytes(), 1, "image/png").predictions[0]
-        assert top["label"] == checked.reference.expected[variant].label
+        assert top.label == checked.reference.expected[variant].label
 
 
 def test_a_view_goes_back_to_the_pixels_it_came_from() -> None:

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from fieldlens_core.model_package import load_package
+from fieldlens_core.model_check import check_package
+from fieldlens_core.model_package import ModelCard, load_package, write_card
+from fieldlens_retrain import packaging
 from fieldlens_retrain.dataset import build_manifest, write_manifest
+from fieldlens_retrain.decisions import read_decisions
 from fieldlens_retrain.gate import GateRules
 from fieldlens_retrain.pipeline import run_retrain
 from fieldlens_retrain.train import TrainSettings
@@ -26,7 +30,24 @@ def manifest(tmp_path: Path, name: str) -> Path:
     return tmp_path / name
 
 
-def test_a_first_model_then_a_retrain_that_embeds_only_the_new_images(tmp_path: Path) -> None:
+def test_a_first_model_then_a_retrain_that_embeds_only_the_new_images(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cards: list[Path] = []
+
+    def counted(package_dir: Path, fields: dict[str, Any]) -> ModelCard:
+        cards.append(package_dir)
+        return write_card(package_dir, fields)
+
+    monkeypatch.setattr(packaging, "write_card", counted)
+    quantized: list[Path] = []
+    quantize = packaging.quantize_int8
+
+    def counted_quantize(fp32: Path, int8: Path, calibration: Any) -> None:
+        quantized.append(fp32)
+        quantize(fp32, int8, calibration)
+
+    monkeypatch.setattr(packaging, "quantize_int8", counted_quantize)
     write_class_folders(tmp_path / "base", 8)
     first = run_retrain(
         manifest(tmp_path, "m1.json"), tmp_path / "models", None, tmp_path / "cache", SMALL, settings=FAST
@@ -58,6 +79,24 @@ def test_a_first_model_then_a_retrain_that_embeds_only_the_new_images(tmp_path: 
     assert report["parent_version"] == "1.0.0" and report["timings_s"] == second.timings_s  # one complete document
     assert report["verdict"] == "published" and report["learning_curve"]["points"]
     assert (second.report_dir / "confusion-candidate.png").read_bytes()[:4] == b"\x89PNG"
+
+    # read back what the retrain left: one card write a package, and card, report and decision log agree
+    assert len(cards) == 2 and len(set(cards)) == 2
+    published = load_package(second.package or Path()).card
+    check_package(second.package or Path(), require_reference=True)
+    decision = read_decisions(tmp_path / "models")[0]  # newest first
+    assert published.version == report["version"] == decision["candidate"] == "1.1.0"
+    assert published.parent_version == report["parent_version"] == decision["current"]
+    assert published.metrics["evaluated_on"] == report["evaluated_on"] == decision["evaluated_on"]
+    assert published.metrics["gate"] == report["verdict"] == decision["verdict"]
+    assert published.metrics["accuracy"] == report["candidate"]["accuracy"] == decision["candidate_accuracy"]
+    assert published.metrics["learning_curve"] == report["learning_curve"]
+    assert set(second.timings_s) >= {"embed", "train", "export", "evaluate"}
+
+    # the backbone was quantized once, for both candidates; each int8 graph is it with its head
+    assert len(quantized) == 1 and quantized[0].name.startswith("backbone-")
+    assert published.metrics["int8_validation_images"] == report["candidate"]["images"]
+    assert published.metrics["int8_top1_agreement_on_validation"] >= 0.8  # exact kernels or as written: any CPU
 
 
 def test_the_gate_keeps_the_current_model_unless_forced(tmp_path: Path) -> None:

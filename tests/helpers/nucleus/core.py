@@ -27,6 +27,12 @@ GenericExternalService, Lifecycle, ShellRunner, UnixExec):
   and what it started), waits 5 seconds for them and sends SIGKILL to what is left; stdout and
   stderr go to ``logs/<name>.log``.
 
+With ``chroot`` the core is another machine's: its root lies inside that directory (an arm64
+Debian root, say), the manifest for ``architecture`` is chosen, every path a step sees (recipe
+variables, the IPC socket) is written as the chroot sees it, ``Skipif`` looks there, and each step
+runs as ``chroot DIR env -C {work:path} sh -c SCRIPT``; the test nucleus still serves its socket
+from this side, through the same file.
+
 Not modelled (the nucleus would, a test here does not need it): retries of an ERRORED component
 (the nucleus tries three times, then BROKEN), ``RequiresPrivilege`` (it runs as this user),
 ``Bootstrap``, ``Recover``, and component users (``ggc_user``).
@@ -100,20 +106,21 @@ class Recipe:
     artifacts: list[dict[str, Any]]
 
     @classmethod
-    def load(cls, path: Path) -> Recipe:
+    def load(cls, path: Path, architecture: str | None = None) -> Recipe:
+        """The recipe's manifest for linux and ``architecture`` (default: this machine's, as the nucleus's)."""
+        architecture = architecture or nucleus_architecture()
         document = yaml.safe_load(path.read_text())
         manifest = next(
             (
                 m
                 for m in document["Manifests"]
                 if _lower(m.get("Platform", {})).get("os", "linux") in ("linux", "*")
-                and _lower(m.get("Platform", {})).get("architecture", nucleus_architecture())
-                in (nucleus_architecture(), "*")
+                and _lower(m.get("Platform", {})).get("architecture", architecture) in (architecture, "*")
             ),
             None,
         )
         if manifest is None:
-            raise ValueError(f"{path.name}: no manifest for linux/{nucleus_architecture()}")
+            raise ValueError(f"{path.name}: no manifest for linux/{architecture}")
         dependencies = {
             name: str(_lower(spec).get("dependencytype", "HARD")).upper()
             for name, spec in (document.get("ComponentDependencies") or {}).items()
@@ -197,8 +204,16 @@ class GreengrassCore:
         interpolate_component_configuration: bool = False,
         environment: dict[str, str] | None = None,
         provided: frozenset[str] = PROVIDED,
+        chroot: Path | None = None,
+        architecture: str | None = None,
     ) -> None:
+        """``chroot``: run every step inside that root directory, of which ``root`` must be a part (see the
+        module's docstring); ``architecture``: the manifest to choose, ``amd64`` or ``aarch64``."""
         self.root = root.resolve()
+        self.chroot = chroot.resolve() if chroot is not None else None
+        if self.chroot is not None and not self.root.is_relative_to(self.chroot):
+            raise ValueError(f"the core's root {self.root} is not inside the chroot {self.chroot}")
+        self.architecture = architecture or nucleus_architecture()
         self.thing_name, self.region = thing_name, region
         self.interpolate_component_configuration = interpolate_component_configuration
         self.environment = environment if environment is not None else nucleus_environment()
@@ -232,6 +247,10 @@ class GreengrassCore:
 
     def log_path(self, name: str) -> Path:
         return self.root / "logs" / f"{name}.log"
+
+    def visible(self, path: Path) -> str:
+        """``path`` (on this machine) as the steps see it: the same, or inside the chroot."""
+        return str(path) if self.chroot is None else "/" + str(path.relative_to(self.chroot))
 
     # Deployment.
 
@@ -271,7 +290,7 @@ class GreengrassCore:
             paths = sorted((build / "recipes").glob(f"{name}-*.yaml"))
             if len(paths) != 1:
                 raise FileNotFoundError(f"{build}/recipes has {len(paths)} recipes for {name}, not one")
-            recipes[name] = Recipe.load(paths[0])
+            recipes[name] = Recipe.load(paths[0], self.architecture)
             pending.extend(recipes[name].dependencies)
         return recipes
 
@@ -298,10 +317,10 @@ class GreengrassCore:
 
     def _system_value(self, name: str, version: str, namespace: str, key: str) -> str | None:
         values = {
-            ("artifacts", "path"): lambda: str(self.artifacts_path(name, version)),
-            ("artifacts", "decompressedPath"): lambda: str(self.decompressed_path(name, version)),
-            ("work", "path"): lambda: str(self.work_path(name)),
-            ("kernel", "rootPath"): lambda: str(self.root),
+            ("artifacts", "path"): lambda: self.visible(self.artifacts_path(name, version)),
+            ("artifacts", "decompressedPath"): lambda: self.visible(self.decompressed_path(name, version)),
+            ("work", "path"): lambda: self.visible(self.work_path(name)),
+            ("kernel", "rootPath"): lambda: self.visible(self.root),
             ("iot", "thingName"): lambda: self.thing_name,
         }
         value = values.get((namespace, key))
@@ -373,13 +392,13 @@ class GreengrassCore:
         if isinstance(node, str):
             node = {"script": node}
         node = _lower(node)
-        if "skipif" in node and _skip(str(node["skipif"])):
+        if "skipif" in node and _skip(str(node["skipif"]), self.chroot, self.environment.get("PATH")):
             self._log(name, "lifecycle", f"{step} skipped: {node['skipif']}")
             return None
         environment = {
             **self.environment,
-            "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH": str(self.nucleus.socket_path),
-            SOCKET_ENV: str(self.nucleus.socket_path),
+            "AWS_GG_NUCLEUS_DOMAIN_SOCKET_FILEPATH": self.visible(self.nucleus.socket_path),
+            SOCKET_ENV: self.visible(self.nucleus.socket_path),
             "AWS_IOT_THING_NAME": self.thing_name,
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
@@ -395,8 +414,12 @@ class GreengrassCore:
 
     def _spawn(self, name: str, step: str, script: str, environment: dict[str, str]) -> subprocess.Popen[bytes]:
         self._log(name, "lifecycle", f"{step}: {script}")
+        command = ["sh", "-c", script]
+        if self.chroot is not None:  # chroot(1) starts in its /: env -C puts the step in its work directory
+            inside = self.visible(self.work_path(name))
+            command = [shutil.which("chroot") or "chroot", str(self.chroot), "/usr/bin/env", "-C", inside, *command]
         process = subprocess.Popen(
-            ["sh", "-c", script],
+            command,
             cwd=self.work_path(name),
             env=environment,
             stdin=subprocess.DEVNULL,
@@ -594,17 +617,25 @@ def _terminate(process: subprocess.Popen[bytes]) -> bool:
     return True
 
 
-def _skip(expression: str) -> bool:
+def _skip(expression: str, chroot: Path | None = None, path: str | None = None) -> bool:
+    """Whether a ``Skipif`` holds, looked up on this machine or, given ``chroot``, inside it (``onpath``
+    then searches the steps' ``path`` there)."""
     expression = expression.strip()
     negate = expression.startswith("!")
     match = re.fullmatch(r"(onpath|exists)\s+(.+)", expression.lstrip("!").strip())
     if match is None:
         raise ValueError(f"invalid skipif {expression!r}: onpath NAME or exists PATH")
-    found = (
-        shutil.which(match.group(2)) is not None
-        if match.group(1) == "onpath"
-        else Path(match.group(2)).expanduser().exists()
-    )
+    if chroot is None:
+        found = (
+            shutil.which(match.group(2)) is not None
+            if match.group(1) == "onpath"
+            else Path(match.group(2)).expanduser().exists()
+        )
+    elif match.group(1) == "onpath":  # the steps' PATH, each folder inside the chroot
+        search = os.pathsep.join(str(chroot / d.lstrip("/")) for d in (path or os.defpath).split(os.pathsep) if d)
+        found = shutil.which(match.group(2), path=search) is not None
+    else:
+        found = (chroot / match.group(2).lstrip("/")).exists()
     return found != negate
 
 

@@ -11,14 +11,23 @@ makes); only what a Pi's kernel provides and a container does not:
 - **Sensor modes.** At open picamera2 lists sensor modes from a ``Raw`` stream. The virtual
   camera has no sensor and no ``Raw`` role, so the modes are listed from its ``Viewfinder``
   formats (the sizes the camera offers), which is what the listing is used for off a Pi sensor.
+- **Frame timing** (only with ``FIELDLENS_TEST_SENSOR_FPS``). A sensor exposes one frame per
+  frame period; the virtual camera completes a request the moment it is queued, about 1,000 a
+  second, and moves to its next photo every 4 frames, so a folder played as a scene flashes by
+  faster than anything can watch it. :class:`SensorClock` hands the queued requests to libcamera
+  one per period instead, as a sensor fills them: a played photo then stays in view for 4 periods.
 
 :func:`install` swaps them in; call it before the first ``Picamera2()``.
 """
 
 from __future__ import annotations
 
+import logging
 import mmap
 import os
+import threading
+import time
+from collections import deque
 from typing import Any
 
 import libcamera  # type: ignore[import-not-found]  # only inside the test root
@@ -112,7 +121,66 @@ def viewfinder_modes(camera: Any) -> list[dict[str, Any]]:
     ]
 
 
+log = logging.getLogger("picamera2_container")
+SENSOR_FPS = "FIELDLENS_TEST_SENSOR_FPS"  # the environment variable that turns the clock on
+
+
+class SensorClock:
+    """Queues requests to libcamera at a sensor's frame rate: one per frame period, the oldest
+    first; a period with no request waiting is a frame the sensor had no buffer for (dropped, as
+    on a Pi). A camera's stop drops what it had waiting: libcamera cancels what it holds itself.
+
+    It patches ``libcamera.Camera`` (picamera2 calls ``queue_request`` on start and whenever a
+    request is released, ``stop`` on stop), so it serves every camera object of the process.
+    """
+
+    def __init__(self, fps: float) -> None:
+        self._period = 1 / fps
+        self._waiting: deque[tuple[Any, Any]] = deque()  # (camera, request)
+        self._lock = threading.Lock()
+        self._queue = libcamera.Camera.queue_request
+        self._stop = libcamera.Camera.stop
+        threading.Thread(target=self._run, name="sensor-clock", daemon=True).start()
+
+    def install(self) -> None:
+        clock = self
+
+        def queue_request(camera: Any, request: Any) -> None:
+            with clock._lock:
+                clock._waiting.append((camera, request))
+
+        def stop(camera: Any) -> Any:
+            with clock._lock:  # nothing of this camera's reaches libcamera after its stop
+                clock._waiting = deque(item for item in clock._waiting if item[0] is not camera)
+                return clock._stop(camera)
+
+        libcamera.Camera.queue_request = queue_request
+        libcamera.Camera.stop = stop
+
+    def _run(self) -> None:
+        """One tick per frame period, kept to the clock; the ticks a stalled process missed are
+        frames not taken, not a burst of them afterwards."""
+        tick = threading.Event()  # never set: its wait is the period's timer
+        due = time.monotonic()
+        while True:
+            due += self._period
+            tick.wait(max(0.0, due - time.monotonic()))
+            due = max(due, time.monotonic() - self._period)
+            with self._lock:
+                if not self._waiting:
+                    continue
+                camera, request = self._waiting.popleft()
+                try:
+                    self._queue(camera, request)
+                except Exception:  # a camera closed meanwhile: its request goes nowhere, as on a Pi
+                    log.debug("a request could not be queued", exc_info=True)
+
+
 def install() -> None:
-    """picamera2 builds these by name (``DmaAllocator()`` in ``__init__`` and ``close``)."""
+    """picamera2 builds these by name (``DmaAllocator()`` in ``__init__`` and ``close``); the
+    sensor clock runs when ``FIELDLENS_TEST_SENSOR_FPS`` gives its frame rate."""
     picamera2.picamera2.DmaAllocator = MemfdAllocator
     picamera2.picamera2.Picamera2._get_raw_modes = viewfinder_modes
+    fps = os.environ.get(SENSOR_FPS)
+    if fps:
+        SensorClock(float(fps)).install()

@@ -5,9 +5,10 @@ import random
 from fieldlens_core.config import validate_config
 from fieldlens_fielddata.sampling.config import SamplingConfig
 from fieldlens_fielddata.sampling.policy import SamplingPolicy
+from tests.helpers.predictions import ranked
 
-UNSURE = [("hen", 0.45), ("duck", 0.40)]
-SURE = [("hen", 0.97), ("duck", 0.02)]
+UNSURE = ranked(("hen", 0.45), ("duck", 0.40))
+SURE = ranked(("hen", 0.97), ("duck", 0.02))
 
 
 class Clock:
@@ -59,7 +60,7 @@ def test_saved_images_bypass_the_caps() -> None:
 def test_per_class_quotas() -> None:
     clock = Clock()
     p = policy({"classQuota": {"perDay": 2, "classes": {"duck": 1}}}, clock)
-    duck = [("duck", 0.9), ("hen", 0.1)]
+    duck = ranked(("duck", 0.9), ("hen", 0.1))
     assert [p.decide(SURE).keep for _ in range(3)] == [True, True, False]
     assert p.decide(SURE).reason == "quota: 2 'hen' images per day reached"
     assert [p.decide(duck).keep for _ in range(2)] == [True, False]
