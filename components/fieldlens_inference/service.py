@@ -63,5 +63,6 @@ class InferenceService:
             result = model.classify(body, k, content_type, predict=lambda tensor: self._runner.predict(model, tensor))
         except BadImageError as exc:
             return failure(WireCode.BAD_IMAGE, str(exc))
-        predictions = [p.model_dump() for p in result.predictions]  # the socket's JSON: the one conversion
+        # the socket's JSON, the one conversion (by hand: model_dump costs several times more, per request)
+        predictions = [{"label": p.label, "confidence": p.confidence} for p in result.predictions]
         return {"ok": True, "predictions": predictions, "model": model.info, "timing_ms": result.timing_ms}

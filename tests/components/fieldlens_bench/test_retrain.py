@@ -22,6 +22,7 @@ RESULT = retrain.RetrainResult(
     warm=runs(50, [9.0, 10.0, 12.0], [4.0, 5.0, 6.0], 50),
     repeats=3,
     scenario=retrain.ScenarioScores(holdout_images=300, field_images=400, before=0.2, after=0.6),
+    backbone_views_per_s=200.0,
 )
 
 
@@ -34,7 +35,16 @@ def test_the_retrain_table_gives_the_spread_and_each_stages_median(capsys: pytes
 
 def test_the_json_puts_each_stage_beside_the_totals() -> None:
     written = RESULT.as_json()
-    assert list(written["cold"]) == ["images", "seconds", "embedded", "embed", "train", "export"]
+    assert list(written["cold"]) == ["images", "floor_s", "seconds", "embedded", "embed", "train", "export"]
     assert written["warm"]["new_images"] == 50
     assert written["cold"]["embed"] == {"min": 30.0, "median": 40.0, "max": 50.0}
     assert written["scenario"] == {"holdout_images": 300, "field_images": 400, "before": 0.2, "after": 0.6}
+
+
+def test_a_retrain_is_held_to_its_floor_on_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
+    """1,000 images x 6 views at 200 views/s is 30 s of backbone, plus 1 s of training: 31 s."""
+    assert RESULT.floor_s(RESULT.cold) == pytest.approx(31.0)
+    retrain.report(RESULT)
+    out = capsys.readouterr().out
+    assert "plus training: 31.0 s) | 1.61x | <= 1.2x |" in out
+    assert "| retrain with 50 new images, beyond embedding them | 5.0 s | <= 3 s |" in out
