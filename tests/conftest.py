@@ -78,3 +78,19 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     with mock_aws():
         yield
+
+
+@pytest.fixture(autouse=True)
+def _page_embeddings_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The labelling page embeds its images with the real backbone, on a thread, for its default
+    order (fieldlens_labelling.embedded); every page a test starts would export the backbone and
+    embed its images. Off here: a test that wants them puts in its own embed function."""
+    try:
+        from fieldlens_labelling import serve
+    except ImportError:  # the label extra is not installed
+        return
+
+    def off(cache_dir: Path) -> None:
+        raise ImportError("the page's embeddings are off in tests (tests/conftest.py)")
+
+    monkeypatch.setattr(serve, "backbone_embed", off)

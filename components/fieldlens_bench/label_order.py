@@ -3,8 +3,10 @@
 The loop demo's set-up on Fashion-MNIST: a base model trained on studio photos; a device keeps
 600 field photos with that model's predictions (classified by LoadedModel, as the service
 does). A scripted labeller answers with the ground truth through the labelling page's own HTTP
-API, taking the page's next images in its default order (``useful``) and in its ``uncertain``
-order, and in random orders; after each step the model is retrained (base photos + the field
+API, taking the page's next images in its default order (``useful``: TypiClust's typical images
+first while labels are few, a random tenth, near-duplicates labelled as one stack; the page embeds
+the pool first, into the cache the retrains read) and in its ``uncertain`` order, and in random
+orders; after each step the model is retrained (base photos + the field
 labels so far) and scored on 300 other field photos. Two yardsticks no page could have: a
 class-balanced order that knows every image's true class (the best class coverage an order can
 give), and every pool image labelled (the ceiling). The figure goes to
@@ -100,19 +102,22 @@ def curve(
     labels = sorted(set(truth.values()))
     paths = [work / "holdout" / photo for photo in sorted(holdout)]
     accuracies = []
-    options = PageOptions(field_data=field, model_dir=work / "model", cache_dir=work / "page-cache", port=0)
+    # the page's cache is the retrain's: the page embeds the pool once (for its typical phase and
+    # stacks) into the cache the retrains read, as `label serve` and its Retrain share `--cache`
+    options = PageOptions(field_data=field, model_dir=work / "model", cache_dir=work / "cache", port=0)
     with LabelServer(options) as page:
         client = PageClient(page.base_url, page.token)
         page.index.loaded.wait()
+        page.embeddings.wait_idle()  # every pool image embedded: the order does not depend on timing
         done = 0
         for step in steps:
             if isinstance(order, str):
                 batch = list(islice(client.items(order), step - done))
             else:
-                items = {item["id"]: item for item in client.items(show="all")}
+                items = {item["id"]: item for item in client.items("newest", show="all")}  # no stacks
                 batch = [items[image_id] for image_id in order[done:step]]
-            for item in batch:
-                client.label([item], truth[item["id"]])
+            for item in batch:  # with its stack of near-duplicates, as the page labels it: one label for all
+                client.label([item, *item.get("stack", [])], truth[item["id"]])
             done = step
             manifest = build_manifest(field, {}, work / "base", labels)
             write_manifest(manifest, work / f"{name}-{step}.json")

@@ -2,7 +2,9 @@
 
     GET  /                      the page
     GET  /api/state             label set, orders, progress, model, who labels
-    GET  /api/items             ?order=useful&show=todo|all&offset=0&limit=200
+    GET  /api/items             ?order=useful&show=todo|all&offset=0&limit=200; in the default order an
+                                item may carry a ``stack``: its near-duplicates ({id, revision}), not
+                                listed themselves, which the page labels with it in one write
     GET  /api/images/{id}       the field image           GET /api/thumbnails/{id}   its thumbnail
     POST /api/labels            {"items": [{"id", "revision"}], "label": str|null, "excluded": bool}
 
@@ -296,11 +298,18 @@ def create_app(
         if offset < 0 or not 1 <= limit <= MAX_PAGE:
             return refuse(400, f"offset >= 0 and limit from 1 to {MAX_PAGE}")
         index.refresh()
-        ordered = index.ordered(_order(order))
+        ordered, stacks = index.planned(_order(order))
         if show == "todo":
             ordered = [i for i in ordered if not i.done]
         page_items = ordered[offset : offset + limit]
-        return JSONResponse({"total": len(ordered), "offset": offset, "items": [i.to_json() for i in page_items]})
+        listed = []
+        for item in page_items:
+            shown = item.to_json()
+            if item.key in stacks:  # its near-duplicates: label them with it (one POST /api/labels)
+                shown["stack"] = [{"id": s.key, "revision": s.revision} for s in stacks[item.key]]
+            listed.append(shown)
+        stacked = sum(len(stack) for stack in stacks.values())
+        return JSONResponse({"total": len(ordered), "offset": offset, "stacked": stacked, "items": listed})
 
     def _pair(key: str) -> Any:
         item = index.get(key)

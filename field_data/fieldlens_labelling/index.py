@@ -9,13 +9,22 @@ rename (``atomic_write``), which moves its day directory's mtime, so only the da
 moved are listed again, and of those only the sidecars whose inode or mtime moved are read again.
 Orders:
 
-- ``useful`` (the default): ``uncertain`` once the model has earned it, a representative sample
-  (``random``) until then. Uncertainty only points at the images that teach the most when the
-  model's confidence means something; a model trained far from its field (the loop demo's base
-  model) makes it point at its own confusions, and then every uncertainty order trailed random
-  order (README, "Labels saved by the order", has the figures). The page judges
-  the model by the labels people give: once TRUST_AFTER of them have been given to images with
-  a prediction and at least TRUST_AGREEMENT of those agree with it, ``useful`` is ``uncertain``;
+- ``useful`` (the default), following what the low-budget active-learning literature measured
+  (:mod:`fieldlens_labelling.typical`): while labels are few (fewer than TYPICAL_UNTIL), the
+  *typical* images first (TypiClust on the backbone's embeddings: the densest image of each
+  cluster no label covers yet, largest cluster first); then margin (the smallest gap between the
+  model's top two classes first, boundary frames first, taken round-robin across the predicted
+  classes) once the model has earned it, a fixed shuffle until then; every tenth place of the
+  order is the shuffle's, so the labels given always hold a uniform sample; and an image whose
+  embedding nearly coincides with one earlier in the order is not listed but goes in that one's
+  *stack*, labelled with it in one go. Without embeddings (the train extra not installed, or
+  not computed yet: :mod:`fieldlens_labelling.embedded` computes them lazily on a thread) there
+  is no typical phase and no stack. The page judges the model by the labels people give: once
+  TRUST_AFTER of them have been given to images with a prediction and at least TRUST_AGREEMENT
+  of those agree with it, margin follows the typical phase. A model trained far from its field
+  (the loop demo's base model) makes uncertainty point at its own confusions, and then every
+  uncertainty order trailed random order (README, "Labels saved by the order", has the figures);
+- ``typical``: TypiClust all the way (with the random tenth and the stacks);
 - ``uncertain``: continuous mode's event-boundary frames first (where the smoothed decision
   changed: the model hesitating between an object and the next, or nothing), then the rest,
   each most uncertain first, by the mean of the three uncertainty scores the sampling policy
@@ -42,8 +51,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from fieldlens_core.messages import Prediction
 from fieldlens_core.uncertainty import Uncertainty
@@ -56,13 +66,20 @@ from fieldlens_fielddata.directory import (
     is_image_id,
 )
 from fieldlens_fielddata.sidecar import Sidecar, SidecarError
+from fieldlens_labelling.typical import Embedded, plan
+
+if TYPE_CHECKING:
+    from fieldlens_labelling.embedded import PageEmbeddings
 
 log = logging.getLogger(__name__)
 
-Order = Literal["useful", "uncertain", "least_confidence", "margin", "entropy", "random", "newest", "class", "device"]
+Order = Literal[
+    "useful", "typical", "uncertain", "least_confidence", "margin", "entropy", "random", "newest", "class", "device"
+]
 MAX_LISTED_CLASSES = 100
 ORDERS: tuple[Order, ...] = (
     "useful",
+    "typical",
     "uncertain",
     "least_confidence",
     "margin",
@@ -112,10 +129,15 @@ class Item:
     boundary: bool = False  # a continuous-mode event's boundary frame
     stamp: Stamp | None = field(default=None, repr=False, compare=False)  # its sidecar's, when read
 
-    @property
+    @cached_property
     def key(self) -> str:
-        """Its identity, the page's ``id`` (:func:`image_key`)."""
+        """Its identity, the page's ``id`` (:func:`image_key`); computed once (an Item is not changed)."""
         return image_key(self.directory.thing, self.image_id)
+
+    @cached_property
+    def shuffled(self) -> bytes:
+        """Its place in the fixed shuffle (``random``): a hash of its key, computed once per Item."""
+        return hashlib.sha256(self.key.encode()).digest()
 
     @property
     def done(self) -> bool:
@@ -163,9 +185,11 @@ SORT_KEYS: dict[Order, Callable[[Item], tuple[object, ...]]] = {
     "least_confidence": lambda i: (-i.scores["least_confidence"], i.key),
     "margin": lambda i: (-i.scores["margin"], i.key),
     "entropy": lambda i: (-i.scores["entropy"], i.key),
-    "random": lambda i: (hashlib.sha256(i.key.encode()).digest(),),  # the same shuffle on every load
+    "random": lambda i: (i.shuffled,),  # the same shuffle on every load
     "newest": lambda i: (_reverse(i.image_id), i.key),
     "class": lambda i: (i.prediction or "", -i.scores["uncertain"], i.key),
+    # the default order's margin part (after the typical phase, once the model is trusted)
+    "useful": lambda i: (not i.boundary, -i.scores["margin"], i.key),
     "device": lambda i: (i.thing, _reverse(i.image_id), i.key),
 }
 
@@ -200,6 +224,12 @@ class LabelIndex:
     # uncertainty trailed a random sample with every one of them (README, "Labels saved by the order").
     TRUST_AFTER = 20
     TRUST_AGREEMENT = 0.7
+    TYPICAL_UNTIL = 100
+    """Labels given below which ``useful`` takes the typical images first (README, "Labels saved by
+    the order": TypiClust's advantage is a low-budget one)."""
+    TYPICAL_BATCH = 25
+    """TypiClust clusters the embeddings into (labels given + this) clusters: as many as there will
+    be labels once the next batch is done; the page recomputes them as labels come."""
 
     def __init__(self, items: Iterable[Item] = ()) -> None:
         self._lock = threading.Lock()
@@ -217,6 +247,8 @@ class LabelIndex:
         self._unreadable: set[str] = set()  # keys of sidecars already reported as unreadable
         self.loaded = threading.Event()
         self.load_error: str | None = None
+        self.embeddings: PageEmbeddings | None = None
+        """Set by the page (LabelServer) where it computes embeddings for ``useful`` and ``typical``."""
         self._put([(item, None) for item in items])
 
     @classmethod
@@ -375,25 +407,81 @@ class LabelIndex:
         with self._lock:
             return self._items.get(key)
 
-    def useful_is(self) -> Order:
-        """What ``useful`` stands for now (see the module's docstring)."""
+    def trusted(self) -> bool:
+        """Whether people agree with the model enough for its uncertainty to mean something."""
         with self._lock:
             judged, agreed = self._judged, self._agreed
-        trusted = judged >= self.TRUST_AFTER and agreed >= self.TRUST_AGREEMENT * judged
-        return "uncertain" if trusted else "random"
+        return judged >= self.TRUST_AFTER and agreed >= self.TRUST_AGREEMENT * judged
 
-    def ordered(self, order: Order) -> list[Item]:
-        if order == "useful":
-            order = self.useful_is()
+    def useful_is(self) -> str:
+        """What ``useful`` stands for now: ``typical``, then ``margin`` or ``random`` (see the module's docstring)."""
+        with self._lock:
+            given = sum(self._given.values())
+        if given < self.TYPICAL_UNTIL and self._snapshot() is not None:
+            return "typical"
+        return "margin" if self.trusted() else "random"
+
+    def _snapshot(self) -> Embedded | None:
+        snapshot = self.embeddings.snapshot() if self.embeddings is not None else None
+        return snapshot if snapshot is not None and snapshot.keys else None
+
+    def embedding_candidates(self, limit: int) -> list[tuple[str, Path]]:
+        """The images the page's embeddings should cover (key, image path), at most ``limit``: the
+        labelled ones first (they say which clusters are covered), then the others in the fixed
+        shuffle, so that what is embedded is a uniform sample. Waits for the first indexing."""
+        self.loaded.wait()
         with self._lock:
             items = list(self._items.values())
+        items.sort(key=lambda i: (i.label is None, *SORT_KEYS["random"](i)))
+        wanted = []
+        for item in items:
+            when = image_time(item.image_id)
+            if when is not None and not item.excluded:
+                wanted.append((item.key, item.directory.pair_for(item.image_id, when).image_path))
+            if len(wanted) >= limit:
+                break
+        return wanted
+
+    def ordered(self, order: Order) -> list[Item]:
+        """Every item in ``order`` (for ``useful`` and ``typical``, without the stacked ones: :meth:`planned`)."""
+        return self.planned(order)[0]
+
+    def planned(self, order: Order) -> tuple[list[Item], dict[str, list[Item]]]:
+        """The items in ``order``, what is done last; and for ``useful`` and ``typical``, the
+        near-duplicates each listed image stands for (key -> its stack, which is not listed)."""
+        with self._lock:
+            items = list(self._items.values())
+        if order in ("useful", "typical"):
+            return self._planned(order, items)
         key = SORT_KEYS[order]
         ranked = sorted(items, key=lambda i: (i.done, *key(i)))
         if order != "uncertain":
-            return ranked
+            return ranked, {}
         todo = [i for i in ranked if not i.done]
         boundary = [i for i in todo if i.boundary]  # sorted first already
-        return round_robin(boundary) + round_robin(todo[len(boundary) :]) + ranked[len(todo) :]
+        return round_robin(boundary) + round_robin(todo[len(boundary) :]) + ranked[len(todo) :], {}
+
+    def _planned(self, order: Order, items: list[Item]) -> tuple[list[Item], dict[str, list[Item]]]:
+        if self.embeddings is not None:
+            self.embeddings.wake()  # new images since its last pass get embedded
+        snapshot = self._snapshot()
+        shuffled = sorted(items, key=lambda i: (i.done, i.shuffled))
+        todo = [i for i in shuffled if not i.done]
+        labelled = [i.key for i in items if i.label is not None]
+        typical = order == "typical" or len(labelled) < self.TYPICAL_UNTIL
+        clusters = None
+        if snapshot is not None and typical:
+            clusters = sum(1 for key in labelled if key in snapshot.row) + self.TYPICAL_BATCH
+        if self.trusted():
+            after = sorted(todo, key=SORT_KEYS["useful"])
+            boundary = [i for i in after if i.boundary]
+            after = round_robin(boundary) + round_robin(after[len(boundary) :])
+        else:
+            after = todo
+        chosen = plan([i.key for i in after], [i.key for i in todo], labelled, snapshot, clusters)
+        by_key = {i.key: i for i in todo}
+        stacks = {key: [by_key[k] for k in stacked] for key, stacked in chosen.stacks.items()}
+        return [by_key[k] for k in chosen.order] + shuffled[len(todo) :], stacks
 
     def update(self, sidecar: Sidecar, key: str | None = None) -> Item:
         """The index after a write through the directory (the new label and revision) of the item
@@ -443,5 +531,7 @@ class LabelIndex:
                 "agreed": agreed,
                 "trust_after": self.TRUST_AFTER,
                 "trust_agreement": self.TRUST_AGREEMENT,
+                "typical_until": self.TYPICAL_UNTIL,
+                "embeddings": self.embeddings.status() if self.embeddings is not None else {"state": "off"},
             },
         }

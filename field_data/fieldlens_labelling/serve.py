@@ -24,6 +24,7 @@ from fieldlens_core.errors import InUseError, InvalidInputError
 from fieldlens_core.model_package import current_package
 from fieldlens_fielddata.bucket_labels import BucketLabels
 from fieldlens_labelling.app import Settings, create_app
+from fieldlens_labelling.embedded import PageEmbeddings, backbone_embed
 from fieldlens_labelling.index import LabelIndex
 from fieldlens_labelling.models import DeskPaths, ModelDesk
 from fieldlens_labelling.security import Credentials, page_hosts
@@ -53,6 +54,8 @@ class PageOptions:
     """When ``field_data`` is the mirror of a bucket (BucketLabels.mirror): labels go there too."""
     allow_hosts: tuple[str, ...] = ()
     """Host names the page answers to besides its address (needed with --host 0.0.0.0)."""
+    embeddings: bool = True
+    """Embed the images (lazily, on a thread) for the default order's typical phase and stacks."""
 
 
 class LabelServer:
@@ -76,6 +79,13 @@ class LabelServer:
         self.host, self.port = options.host, self._socket.getsockname()[1]
         self.index = LabelIndex()
         self.index.start_loading(options.field_data)
+        # the default order's typical phase and duplicate stacks: embedded lazily, on a thread of its
+        # own, into the cache the page's Retrain embeds into (fieldlens_labelling.embedded)
+        cache_dir = options.cache_dir
+        self.embeddings = PageEmbeddings(lambda: backbone_embed(cache_dir))
+        if options.embeddings:
+            self.index.embeddings = self.embeddings
+            self.embeddings.start(self.index.embedding_candidates)
         package = current_package(options.model_dir)
         settings = Settings(
             labels=sorted(set(package.labels) - {options.blank_label}) if package else [],
@@ -134,6 +144,7 @@ class LabelServer:
         return self
 
     def stop(self) -> None:
+        self.embeddings.stop()
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)

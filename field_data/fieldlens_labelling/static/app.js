@@ -82,6 +82,14 @@ async function loadItems(keepId) {
 
 function current() { return S.items[S.pos]; }
 
+// An item of the default order may stand for near-duplicates (its stack, not listed themselves):
+// a label given to it goes to them too, in the same write, unless "label its near-duplicates" is off.
+function withStack(items) {
+  if (!$("stack-too").checked) return items;
+  const stacked = items.flatMap((i) => (i.stack || []).map((s) => ({ id: s.id, revision: s.revision, label: null, excluded: false })));
+  return [...items, ...stacked];
+}
+
 function choices() {
   const item = current();
   const text = $("filter").value.trim();
@@ -122,6 +130,9 @@ function render() {
   const state = item.excluded ? "unusable" : item.label ? `labelled ${item.label}` : "not labelled";
   $("info").textContent =
     `${S.pos + 1} of ${S.items.length} · ${state}\n${item.thing} · ${item.timestamp}\nkept: ${item.reason}`;
+  const stack = (item.stack || []).length;
+  $("stack-row").hidden = !stack;
+  $("stack-text").textContent = `label its ${stack} near-duplicate${stack === 1 ? "" : "s"} with it`;
   const list = choices();
   S.highlight = Math.min(S.highlight, Math.max(0, list.length - 1));
   const rows = list.map((choice, n) => {
@@ -136,7 +147,7 @@ function render() {
     const confidence = document.createElement("span");
     confidence.textContent = choice.confidence === undefined ? "" : choice.confidence.toFixed(3);
     li.append(number, name, confidence);
-    li.addEventListener("click", () => labelItems([item], choice.label, false));
+    li.addEventListener("click", () => labelItems(withStack([item]), choice.label, false));
     return li;
   });
   $("choices").replaceChildren(...rows);
@@ -163,10 +174,13 @@ function renderProgress() {
     : `classes balanced: each has ${target} label${target === 1 ? "" : "s"} or more`;
   const u = p.useful;
   const agreed = `the model agreed with ${u.agreed} of ${u.judged} labels so far`;
-  $("useful-note").textContent = u.is === "uncertain"
-    ? `Order "useful": most uncertain first; ${agreed}.`
-    : `Order "useful": a representative sample; ${agreed}. Uncertainty leads once it agrees with ` +
-      `${Math.round(100 * u.trust_agreement)}% of ${u.trust_after} or more.`;
+  const then = u.is === "margin" ? "the smallest margin first" : "a representative sample (margin leads once " +
+    `the model agrees with ${Math.round(100 * u.trust_agreement)}% of ${u.trust_after} labels or more)`;
+  const e = u.embeddings || {};
+  const embedded = e.state === "embedding" ? ` (embedding images: ${e.embedded} done, ${e.pending} to go)` : "";
+  $("useful-note").textContent = u.is === "typical"
+    ? `Order "useful": typical images first until ${u.typical_until} labels${embedded}, then ${then}; ${agreed}.`
+    : `Order "useful": ${then}; ${agreed}; every tenth image is a random one.${embedded}`;
   const most = Math.max(1, ...Object.values(p.per_class));
   const rows = Object.entries(p.per_class).sort((a, b) => b[1] - a[1]).slice(0, 40).map(([label, count]) => {
     const tr = document.createElement("tr");
@@ -222,7 +236,7 @@ function next() {
 async function labelCurrent(label, excluded) {
   const item = current();
   if (!item) return;
-  if (await labelItems([item], label, excluded)) next();
+  if (await labelItems(withStack([item]), label, excluded)) next();
   resetFilter();
   render();
 }
@@ -231,8 +245,7 @@ async function undo() {
   const last = S.history.pop();
   if (!last) { message("nothing to undo", "info"); return; }
   for (const b of last) {
-    const item = S.items.find((i) => i.id === b.id);
-    if (!item) continue;
+    const item = S.items.find((i) => i.id === b.id) || b;  // a stacked near-duplicate is not listed
     await labelItems([{ ...item, revision: b.revision }], b.label, b.excluded, true);
   }
   const at = S.items.findIndex((i) => i.id === last[0].id);
@@ -303,7 +316,8 @@ function renderGrid() {
     img.src = picture(`/api/thumbnails/${encodeURIComponent(item.id)}`);
     img.alt = item.id;
     const caption = document.createElement("span");
-    caption.textContent = item.excluded ? "unusable" : item.label || item.prediction || "";
+    caption.textContent = (item.excluded ? "unusable" : item.label || item.prediction || "") +
+      (item.stack && item.stack.length ? ` ×${item.stack.length + 1}` : "");
     cell.append(img, caption);
     cell.addEventListener("click", (event) => select(n, event));
     return cell;
@@ -340,7 +354,7 @@ function gridLabel(text) {
 async function labelSelection(label, excluded) {
   const items = S.items.filter((i) => S.selected.has(i.id));
   if (!items.length) { message("select images first", "error"); return; }
-  if (await labelItems(items, label, excluded)) S.selected.clear();
+  if (await labelItems(withStack(items), label, excluded)) S.selected.clear();
   $("grid-label").value = "";
   renderGrid();
 }

@@ -213,7 +213,7 @@ def test_a_bug_is_a_500_that_says_so_in_json(
     def broken(*args: Any) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(LabelIndex, "ordered", broken)
+    monkeypatch.setattr(LabelIndex, "planned", broken)  # what /api/items asks for its order
     page = TestClient(make_client(field[0], tmp_path / "cache").app, base_url=BASE, raise_server_exceptions=False)
     page.headers["Authorization"] = f"Bearer {TOKEN}"
     answer = page.get("/api/items")
