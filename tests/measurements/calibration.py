@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +21,7 @@ import torch
 from fieldlens_retrain.calibration import ece_floor, expected_calibration_error, operating_point, softmax
 from fieldlens_retrain.embeddings import EmbeddingCache
 from fieldlens_retrain.train import DEFAULT_SETTINGS, head_module, linear_share_for, prototypes, train_head
-from fieldlens_samples import fashion
-from fieldlens_samples.scenario import Split, write_scenario
-from tests.measurements.few_labels import embed
+from tests.measurements.few_labels import labelled_sets
 
 PER_CLASS = (10, 30, 60)
 SEEDS = (0, 1, 2)
@@ -62,28 +59,16 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("fieldlens-data/few-labels-cache"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    rng = np.random.default_rng(3)
-    train = Split.load("train")
-    cache = EmbeddingCache(args.cache)
-    with tempfile.TemporaryDirectory() as scratch:
-        work = Path(scratch)
-        scenario = write_scenario(work, rng, base=30, camera=60, holdout=30, train=train)
-        pool_truth, held_truth = scenario.camera_truth, scenario.holdout_truth
-        base_paths = sorted(scenario.base.glob("*/*.jpg"))
-        base = embed(cache, base_paths)
-        base_y = np.array([fashion.LABELS.index(p.parent.name) for p in base_paths])
-        field = embed(cache, [scenario.camera / n for n in sorted(pool_truth)])
-        field_y = np.array([fashion.LABELS.index(pool_truth[n]) for n in sorted(pool_truth)])
-        test = embed(cache, [scenario.holdout / n for n in sorted(held_truth)])
-        test_y = np.array([fashion.LABELS.index(held_truth[n]) for n in sorted(held_truth)])
-        studio_pool = fashion.pick(train.labels, 60, rng, exclude=set(scenario.base_indices))
-        studio_held = fashion.pick(train.labels, 30, rng, exclude=set(scenario.base_indices) | set(studio_pool))
-        fashion.write_studio(work / "studio-pool", train.images, train.labels, studio_pool)
-        fashion.write_studio(work / "studio-held", train.images, train.labels, studio_held)
-        sets = {}
-        for name in ("studio-pool", "studio-held"):
-            paths = sorted((work / name).glob("*/*.jpg"))
-            sets[name] = (embed(cache, paths), np.array([fashion.LABELS.index(p.parent.name) for p in paths]))
+    data = labelled_sets(EmbeddingCache(args.cache))
+    base, base_y, field, field_y, test, test_y, sets = (
+        data.base,
+        data.base_y,
+        data.field,
+        data.field_y,
+        data.test,
+        data.test_y,
+        data.sets,
+    )
     print("| set | per class | accuracy | T | ECE val before | after | cross-fitted | floor | ECE test before | after "
           "| floor | event threshold | band high |")  # fmt: skip
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")

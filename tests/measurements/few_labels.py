@@ -22,6 +22,7 @@ import hashlib
 import logging
 import statistics
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -83,27 +84,34 @@ def faces(cache: EmbeddingCache, folder: Path) -> dict[str, tuple[np.ndarray, np
     return {"faces-pool": (features[pool], labels[pool]), "faces-held": (features[held], labels[held])}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--cache", type=Path, default=Path("fieldlens-data/few-labels-cache"))
-    parser.add_argument("--views", default=",".join(VIEWS), help=f"a subset of {', '.join(VIEWS)}")
-    args = parser.parse_args()
-    kept = [VIEWS.index(view) for view in args.views.split(",")]
-    logging.basicConfig(level=logging.WARNING)
+Embedded = tuple[np.ndarray, np.ndarray]
+"""Embeddings (n, views, 1280) and their class indices."""
+
+
+@dataclass(frozen=True)
+class LabelledSets:
+    """The measurement's images, embedded: the scenario's studio base, its field pool and held-out
+    field photos, and ``sets`` (studio-pool, studio-held; faces-pool, faces-held when asked)."""
+
+    base: np.ndarray
+    base_y: np.ndarray
+    field: np.ndarray
+    field_y: np.ndarray
+    test: np.ndarray
+    test_y: np.ndarray
+    sets: dict[str, Embedded]
+
+
+def labelled_sets(cache: EmbeddingCache, with_faces: bool = False) -> LabelledSets:
+    """The loop demo's Fashion-MNIST set-up (30 studio photos a class, a pool of 60 field photos a
+    class, 30 held out) and two studio sets, written to a scratch folder and embedded (seed 3)."""
     rng = np.random.default_rng(3)
     train = Split.load("train")
-    cache = EmbeddingCache(args.cache)
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
         scenario = write_scenario(work, rng, base=30, camera=60, holdout=30, train=train)  # the camera's: the pool
         pool_truth, held_truth = scenario.camera_truth, scenario.holdout_truth
         base_paths = sorted(scenario.base.glob("*/*.jpg"))
-        base = embed(cache, base_paths)
-        base_y = np.array([fashion.LABELS.index(p.parent.name) for p in base_paths])
-        field = embed(cache, [scenario.camera / n for n in sorted(pool_truth)])
-        field_y = np.array([fashion.LABELS.index(pool_truth[n]) for n in sorted(pool_truth)])
-        test = embed(cache, [scenario.holdout / n for n in sorted(held_truth)])
-        test_y = np.array([fashion.LABELS.index(held_truth[n]) for n in sorted(held_truth)])
         studio_pool = fashion.pick(train.labels, 60, rng, exclude=set(scenario.base_indices))
         studio_held = fashion.pick(train.labels, 30, rng, exclude=set(scenario.base_indices) | set(studio_pool))
         fashion.write_studio(work / "studio-pool", train.images, train.labels, studio_pool)
@@ -112,7 +120,36 @@ def main() -> None:
         for name in ("studio-pool", "studio-held"):
             paths = sorted((work / name).glob("*/*.jpg"))
             sets[name] = (embed(cache, paths), np.array([fashion.LABELS.index(p.parent.name) for p in paths]))
-        sets |= faces(cache, work / "faces")
+        if with_faces:
+            sets |= faces(cache, work / "faces")
+        return LabelledSets(
+            base=embed(cache, base_paths),
+            base_y=np.array([fashion.LABELS.index(p.parent.name) for p in base_paths]),
+            field=embed(cache, [scenario.camera / n for n in sorted(pool_truth)]),
+            field_y=np.array([fashion.LABELS.index(pool_truth[n]) for n in sorted(pool_truth)]),
+            test=embed(cache, [scenario.holdout / n for n in sorted(held_truth)]),
+            test_y=np.array([fashion.LABELS.index(held_truth[n]) for n in sorted(held_truth)]),
+            sets=sets,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--cache", type=Path, default=Path("fieldlens-data/few-labels-cache"))
+    parser.add_argument("--views", default=",".join(VIEWS), help=f"a subset of {', '.join(VIEWS)}")
+    args = parser.parse_args()
+    kept = [VIEWS.index(view) for view in args.views.split(",")]
+    logging.basicConfig(level=logging.WARNING)
+    data = labelled_sets(EmbeddingCache(args.cache), with_faces=True)
+    base, base_y, field, field_y, test, test_y, sets = (
+        data.base,
+        data.base_y,
+        data.field,
+        data.field_y,
+        data.test,
+        data.test_y,
+        data.sets,
+    )
     print("| labelled set | per class | linear | prototypes | even blend | the retrain's blend |")
     print("| --- | --- | --- | --- | --- | --- |")
     for k in PER_CLASS:
