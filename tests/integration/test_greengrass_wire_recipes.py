@@ -25,11 +25,10 @@ from typing import Any
 
 import pytest
 
-from fieldlens_infra.build import build
 from tests.helpers.images import solid_jpeg
 from tests.helpers.nucleus.core import GreengrassCore, State, live_members, persistent_root
+from tests.helpers.nucleus.deployment import READY, built_artifacts
 from tests.helpers.nucleus.nucleus import MqttMessage
-from tests.helpers.tiny_model import make_tiny_package
 from tests.helpers.waiting import wait_until
 
 pytestmark = pytest.mark.slow
@@ -43,20 +42,12 @@ CACHE = (
 
 CLASSIFY, PREDICTION = "/request/classify/beverage_container", "/response/prediction/beverage_container"
 STATUS, STATUS_ANSWER = "/request/status/beverage_container", "/response/status/beverage_container"
-READY = {
-    "fieldlens.InferenceService": "fieldlens-inference ready",
-    "fieldlens.Classifier": "fieldlens-classifier ready",
-    "fieldlens.Uploader": "fieldlens-uploader ready",
-}
 _ids = count()
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    work = tmp_path_factory.mktemp("build")
-    make_tiny_package(work / "model", version="1.0.0")
-    build(work / "greengrass-build", "0.1.0", "fieldlens-test-bucket", work / "model")
-    return work / "greengrass-build"
+    return built_artifacts(tmp_path_factory.mktemp("build"))
 
 
 @pytest.fixture(scope="module")

@@ -33,10 +33,9 @@ from typing import Any
 import pytest
 import yaml
 
-from fieldlens_infra.build import build
 from tests.helpers.images import solid_jpeg
 from tests.helpers.nucleus.core import GreengrassCore, State
-from tests.helpers.tiny_model import make_tiny_package
+from tests.helpers.nucleus.deployment import READY, built_artifacts
 from tests.realparts import arm64_root
 
 pytestmark = pytest.mark.slow
@@ -53,11 +52,6 @@ IMPORTS = {
     "fieldlens.Uploader": ["fieldlens_uploader.main", "boto3"],
 }
 """What each component's Run or Startup needs, imported with its venv's python and its Setenv PYTHONPATH."""
-READY = {
-    "fieldlens.InferenceService": "fieldlens-inference ready",
-    "fieldlens.Classifier": "fieldlens-classifier ready",
-    "fieldlens.Uploader": "fieldlens-uploader ready",
-}
 CLASSIFY, PREDICTION = "/request/classify/beverage_container", "/response/prediction/beverage_container"
 STAMP = re.compile(r"^(\S+) \[lifecycle\] [.\w]+: (install: |state INSTALLED|state ERRORED)", re.MULTILINE)
 
@@ -129,10 +123,7 @@ def root() -> Path:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    work = tmp_path_factory.mktemp("build")
-    make_tiny_package(work / "model", version="1.0.0")
-    build(work / "greengrass-build", "0.1.0", "fieldlens-test-bucket", work / "model")
-    return work / "greengrass-build"
+    return built_artifacts(tmp_path_factory.mktemp("build"))
 
 
 @pytest.fixture(scope="module")

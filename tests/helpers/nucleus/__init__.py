@@ -8,6 +8,7 @@ the components on the other side are unchanged and talk through the real awsiots
 - :mod:`.access`: ``accessControl`` evaluated as the nucleus evaluates it.
 - :mod:`.nucleus`: the IPC operations fieldlens uses, the configuration store and its
   validation round trip, and AWS IoT Core beside the core.
+- :mod:`.deployment`: what tests deploy (`fieldlens build` of the tiny model) and the services' ready lines.
 - :mod:`.core`: a ``/greengrass/v2`` directory and the recipes' lifecycles (Install, Startup,
   Run, Setenv, timeouts, recipe variables) from a ``fieldlens build`` output.
 """
