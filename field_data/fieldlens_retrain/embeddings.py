@@ -50,27 +50,17 @@ INT8_CALIBRATION = "photos-v1"
 their views, fieldlens_retrain.default_model.calibration_tensors). Change it with that set."""
 
 
-def backbone_identity() -> str:
-    return hashlib.sha256(Path(weights_path()).read_bytes()).hexdigest()[:16]
-
-
-def backbone_onnx(cache_dir: Path, identity: str) -> Path:
-    """The backbone's fp32 graph, exported once per backbone identity."""
-    path = cache_dir / f"backbone-{identity}.onnx"
-    if not path.exists():
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, export_features(), durable=False)
-    return path
-
-
 class FeatureBackbone:
     """The pretrained network up to global pooling, as an ONNX Runtime session."""
 
     def __init__(self, cache_dir: Path) -> None:
         import onnxruntime as ort
 
-        self.identity = backbone_identity()
-        self.path = backbone_onnx(cache_dir, self.identity)
+        self.identity = hashlib.sha256(Path(weights_path()).read_bytes()).hexdigest()[:16]
+        self.path = cache_dir / f"backbone-{self.identity}.onnx"  # exported once per backbone identity
+        if not self.path.exists():
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.path, export_features(), durable=False)
         self._session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
@@ -121,12 +111,12 @@ class EmbeddingCache:
         from fieldlens_retrain.default_model import calibration_tensors
         from fieldlens_retrain.packaging import quantize_int8
 
-        identity = backbone_identity()
-        path = self._cache_dir / f"backbone-{identity}.int8-{INT8_CALIBRATION}.onnx"
+        backbone = self._ensure_backbone()  # the one the embeddings came from: its identity and graph
+        path = self._cache_dir / f"backbone-{backbone.identity}.int8-{INT8_CALIBRATION}.onnx"
         if not path.exists():
             log.info("quantizing the backbone once (its int8 graph is reused by every candidate)")
             partial = path.with_name(f".{path.name}.partial")
-            quantize_int8(backbone_onnx(self._cache_dir, identity), partial, calibration_tensors())
+            quantize_int8(backbone.path, partial, calibration_tensors())
             partial.replace(path)
         return path
 

@@ -30,6 +30,11 @@ def predict_files(model_dir: Path, paths: Sequence[Path], variant: str = "fp32")
     return load_model(model_dir, variant).top1([p.read_bytes() for p in paths])
 
 
+def as_loaded(model: ModelPackage | LoadedModel) -> LoadedModel:
+    """``model`` ready to run: a package is loaded (its fp32 graph), a loaded model is itself."""
+    return model if isinstance(model, LoadedModel) else load_model(model, "fp32")
+
+
 class PredictionCache:
     """Top-1 answers by model and image (sha256), one JSON file per model under ``cache_dir``.
 
@@ -59,8 +64,8 @@ class PredictionCache:
         missing = sorted({sha for sha, _ in images if sha not in known})
         if missing:
             where = dict(images)
-            loaded = model if isinstance(model, LoadedModel) else load_model(model, "fp32")
-            known.update(zip(missing, loaded.top1([where[sha].read_bytes() for sha in missing]), strict=True))
+            answers = as_loaded(model).top1([where[sha].read_bytes() for sha in missing])
+            known.update(zip(missing, answers, strict=True))
             self._dir.mkdir(parents=True, exist_ok=True)
             atomic_write(path, json.dumps(known).encode(), durable=False)
         self.computed += len(missing)

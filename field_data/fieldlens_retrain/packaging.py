@@ -325,8 +325,10 @@ def write_package(
             "metrics": {**card.get("metrics", {}), **agreement, "int8_scheme": INT8_SCHEME},
         }
 
-        def loaded(variant: str) -> LoadedModel:  # the staged graphs, as the card will describe them
-            return load_model(package_with_card(staging, card_for(staging, fields), variant), variant, as_written=True)
+        staged = card_for(staging, fields)  # the graphs and labels as the card will describe them
+
+        def loaded(variant: str) -> LoadedModel:
+            return load_model(package_with_card(staging, staged, variant), variant, as_written=True)
 
         add_reference(staging, spec, calibration, loaded)
         if measure is not None:

@@ -24,7 +24,7 @@ from fieldlens_core.model_package import ModelCard, ModelPackage, current_packag
 from fieldlens_retrain.dataset import Manifest, read_manifest
 from fieldlens_retrain.decisions import append_decision
 from fieldlens_retrain.embeddings import EmbeddingCache
-from fieldlens_retrain.evaluate import PredictionCache, confusion_png, score
+from fieldlens_retrain.evaluate import PredictionCache, as_loaded, confusion_png, score
 from fieldlens_retrain.gate import DEFAULT_RULES, GateDecision, GateRules, gate, paired_outcomes
 from fieldlens_retrain.learning_curve import LearningCurve, curve_png
 from fieldlens_retrain.packaging import finish_fetched_package
@@ -101,9 +101,8 @@ def run_retrain(
         if on_stage is not None:
             on_stage("evaluating")
         started = time.perf_counter()
-        fp32 = loaded("fp32")
-        evaluations.append(evaluate(manifest, fp32, parent, rules, predictions))
-        metrics = {**evaluations[-1].card_metrics(), **int8_agreement(manifest, fp32, loaded("int8"))}
+        evaluations.append(evaluate(manifest, loaded("fp32"), parent, rules, predictions))
+        metrics = {**evaluations[-1].card_metrics(), **int8_agreement(manifest, evaluations[-1], loaded("int8"))}
         evaluating.append(time.perf_counter() - started)
         return metrics
 
@@ -118,13 +117,13 @@ INT8_CHECKED = 64
 """Validation images the candidate's int8 graph is compared with its fp32 graph on (at most)."""
 
 
-def int8_agreement(manifest: Manifest, fp32: LoadedModel, int8: LoadedModel) -> dict[str, Any]:
+def int8_agreement(manifest: Manifest, evaluation: Evaluation, int8: LoadedModel) -> dict[str, Any]:
     """How often the candidate's int8 graph (its head stitched on the shared int8 backbone) gives
-    its fp32 graph's top-1 on validation images, run as written (as a Pi runs it)."""
+    its fp32 graph's top-1 (the evaluation's) on validation images, run as written (as a Pi runs it)."""
     images = [Path(e.path).read_bytes() for e in manifest.holdout()[:INT8_CHECKED]]
     if not images:
         return {}
-    same = [a == b for a, b in zip(fp32.top1(images), int8.top1(images), strict=True)]
+    same = [a == b for a, b in zip(evaluation.candidate_top1[: len(images)], int8.top1(images), strict=True)]
     return {"int8_top1_agreement_on_validation": round(sum(same) / len(same), 4), "int8_validation_images": len(same)}
 
 
@@ -187,6 +186,8 @@ class Evaluation:
     candidate: dict[str, Any]
     current: dict[str, Any] | None
     decision: GateDecision
+    candidate_top1: list[str]
+    """The candidate's fp32 top-1 for each held-out image, in the manifest's holdout order."""
 
     def card_metrics(self) -> dict[str, Any]:
         """What the candidate's card says of its evaluation (the report says more)."""
@@ -221,8 +222,7 @@ def evaluate(
     def top1(model: ModelPackage | LoadedModel) -> list[str]:
         if predictions is not None:
             return predictions.top1(model, images)
-        loaded = model if isinstance(model, LoadedModel) else load_model(model, "fp32")
-        return loaded.top1([path.read_bytes() for _, path in images])
+        return as_loaded(model).top1([path.read_bytes() for _, path in images])
 
     candidate_top1 = top1(candidate)
     scored = score(truth, candidate_top1, manifest.labels)
@@ -231,7 +231,8 @@ def evaluate(
         current_top1 = top1(parent)
         current = score(truth, current_top1, manifest.labels)
         paired = paired_outcomes(truth, candidate_top1, current_top1)
-    return Evaluation(evaluated_on, scored, current, gate(scored, current, rules, manifest.val_percent, paired))
+    decision = gate(scored, current, rules, manifest.val_percent, paired)
+    return Evaluation(evaluated_on, scored, current, decision, candidate_top1)
 
 
 def publish(
