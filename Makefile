@@ -4,6 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+TORCH_INDEX ?=
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup demo demo-loop test test-fast lint bench system-deps label-studio clean
@@ -11,8 +12,10 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# torch first, pinned to the CPU build: a bare `torch` requirement makes pip fetch a multi-GB CUDA build
-	$(BIN)/pip install --quiet torch==2.13.0
+	# torch first, pinned: a bare `torch` requirement makes pip fetch a multi-GB CUDA build. PyPI's
+	# torch==2.13.0 for x86_64 Linux is that CUDA build too: TORCH_INDEX=https://download.pytorch.org/whl/cpu
+	# takes the CPU build instead (where a local wheel or pip configuration provides it, leave it empty)
+	$(BIN)/pip install --quiet torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/pip install --quiet -e '.[train,demo,label,fleet,dev]'
 	touch $(STAMP)
 

@@ -2,15 +2,17 @@
 
 What a person would write in an afternoon without fieldlens: subscribe, and for each request
 read the next photo of a folder, decode and resize it with Pillow, run ONNX Runtime (default
-session options), take the softmax top 5 and publish ``{"request_id", "predictions"}`` at QoS 1
-with TCP_NODELAY, on the network thread. No validation beyond JSON, no field store, no second
+session options; the graph fieldlens serves in the same run, ``--variant``), take the softmax
+top 5 and publish ``{"request_id", "predictions"}`` at QoS 1 with TCP_NODELAY, on the network
+thread. No validation beyond JSON, no field store, no second
 process, no queue. `fieldlens bench --baseline` measures fieldlens against it with the same
 client in the same run (README, "Benchmark").
 
 Only the model package's files are found through fieldlens (the ONNX file, the labels and the
 input spec); everything on the request path is written out here.
 
-    python -m fieldlens_bench.baseline_handler --broker mqtt://127.0.0.1:1883 --model-dir DIR --photos DIR
+    python -m fieldlens_bench.baseline_handler --broker mqtt://127.0.0.1:1883 --model-dir DIR --photos DIR \
+        [--variant int8]
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ RESPONSES = "/response/prediction/baseline"
 
 
 class Handler:
-    def __init__(self, model_dir: Path, photos: Path) -> None:
-        package = load_package(model_dir, "fp32")
+    def __init__(self, model_dir: Path, photos: Path, variant: str = "fp32") -> None:
+        package = load_package(model_dir, variant)
         self.session = ort.InferenceSession(str(package.model_path), providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
         self.labels = package.labels
@@ -76,8 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--broker", required=True)
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--photos", type=Path, required=True)
+    parser.add_argument("--variant", choices=["fp32", "int8"], default="fp32", help="the graph fieldlens serves")
     args = parser.parse_args(argv)
-    handler = Handler(args.model_dir, args.photos)
+    handler = Handler(args.model_dir, args.photos, args.variant)
     url = urlparse(args.broker)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="fieldlens-baseline", protocol=mqtt.MQTTv5)
 

@@ -180,7 +180,9 @@ def run_baseline(options: BenchOptions, model_dir: Path, work: Path) -> Baseline
     with local_broker(work, prefer_mosquitto=True) as (url, _):
         command = [sys.executable, "-m", "fieldlens_bench.baseline_handler", "--broker", url]
         handler = subprocess.Popen(
-            [*command, "--model-dir", str(model_dir), "--photos", str(photos)], stdout=subprocess.PIPE, text=True
+            [*command, "--model-dir", str(model_dir), "--photos", str(photos), "--variant", options.variant],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         try:
             assert handler.stdout is not None

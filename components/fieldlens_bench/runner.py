@@ -12,7 +12,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from fieldlens_cli.output import emit
 from fieldlens_core.errors import FieldlensError
@@ -37,6 +37,7 @@ class BenchOptions:
     baseline: bool
     continuous_seconds: float
     label_images: int
+    fine_tune: Literal["auto", "always", "never"] = "auto"
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,12 @@ def register(commands: Subcommands) -> None:
     parser.add_argument("--burst", type=int, default=200, help="requests in the concurrent burst")
     parser.add_argument("--variant", default="fp32", choices=["fp32", "int8"])
     parser.add_argument("--workers", type=int, help="classifier workers (default: the component's)")
-    parser.add_argument("--spinning", action="store_true", help="let the inference service's ORT threads spin")
+    parser.add_argument(
+        "--no-spinning",
+        dest="spinning",
+        action="store_false",
+        help="edge: the inference service's ORT threads sleep between the steps of a run (allowSpinning false)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs of the edge and retrain parts (min / median / max)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file (default: only print them)")
     parser.add_argument(
@@ -47,6 +52,12 @@ def register(commands: Subcommands) -> None:
         "--continuous-seconds", type=float, default=20.0, help="each continuous-mode run's measured span"
     )
     parser.add_argument("--label-images", type=int, default=100_000, help="sidecars for the labelling page's part")
+    parser.add_argument(
+        "--fine-tune",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="retrain: `fieldlens retrain --fine-tune`; never times the frozen backbone alone",
+    )
     parser.set_defaults(handler=run_bench)
 
 

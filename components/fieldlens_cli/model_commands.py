@@ -50,6 +50,14 @@ def ensure_default_model(model_dir: Path) -> None:
 def install_command(args: argparse.Namespace) -> int:
     if not args.package.is_dir():
         raise NotFoundError(f"no model package at {args.package}", "Give the directory a retrain wrote (`--out`)")
+    if not (args.package / CARD_FILE).exists():  # the models directory, not one of its versions
+        versions = sorted(child.name for child in args.package.iterdir() if (child / CARD_FILE).is_file())
+        hint = (
+            f"It holds the packages {', '.join(versions)}: give one, e.g. {args.package / versions[-1]}"
+            if versions
+            else "Give the directory a retrain wrote (`--out`), the one with model_card.json"
+        )
+        raise NotFoundError(f"no model package at {args.package} (no {CARD_FILE})", hint)
     try:
         card = install_package(args.package, args.model_dir)
     except ModelPackageError as exc:

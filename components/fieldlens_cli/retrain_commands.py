@@ -128,6 +128,14 @@ def register(commands: Subcommands) -> None:
     arg("--epochs", type=int, default=100)
     arg("--seed", type=int, default=0)
     arg(
+        "--fine-tune",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="fine-tune the backbone's last blocks: auto when a held-out part of the training images says it "
+        "helps (the current model's choice is reused while its classes and most of its images are the same); "
+        "never: the frozen backbone only, a retrain in seconds (default: auto)",
+    )
+    arg(
         "--name",
         help="model name (default: the current model's when the classes are its own, else fieldlens-classifier)",
     )
@@ -322,6 +330,12 @@ def dataset(args: argparse.Namespace) -> int:
             " / ".join(conflict.labels),
             ", ".join(conflict.keys),
         )
+    if manifest.untrained_classes:  # a label whose every image the split sent to validation
+        log.warning(
+            "left out, labels with validation images only (the split sends a fifth of the images there, "
+            "by content), so a candidate cannot learn them: %s; label more images of them",
+            ", ".join(manifest.untrained_classes),
+        )
     emit(f"manifest written to {args.out}")
     return 0
 
@@ -389,7 +403,7 @@ def retrain(args: argparse.Namespace) -> int:
     if args.backend == "sagemaker":
         report = retrain_on_sagemaker(args)
     else:
-        settings = TrainSettings(epochs=args.epochs, seed=args.seed)
+        settings = TrainSettings(epochs=args.epochs, seed=args.seed, fine_tune=args.fine_tune)
         dataset = local_dataset(args)
         report = run_retrain(dataset, args.out, args.model, args.cache, gate_rules(args), settings, args.name)
     for line in report.summary():
@@ -450,7 +464,15 @@ def retrain_on_sagemaker(args: argparse.Namespace) -> RetrainReport:
         s3, sagemaker, args.bucket, args.role_arn, region, args.instance_type, holdout_cache=args.cache / "images"
     )
     return run_sagemaker_retrain(
-        runner, args.dataset, args.out, args.model, args.epochs, args.seed, gate_rules(args), report=emit
+        runner,
+        args.dataset,
+        args.out,
+        args.model,
+        args.epochs,
+        args.seed,
+        gate_rules(args),
+        report=emit,
+        fine_tune=args.fine_tune,
     )
 
 

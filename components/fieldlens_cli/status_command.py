@@ -190,10 +190,26 @@ def _device(answer: dict[str, Any]) -> list[str]:
         if last
         else _row("last error", "none since the start")
     )
+    if answer.get("operating_point"):
+        lines.append(_row("thresholds", _operating_point(answer["operating_point"])))
     if answer.get("continuous"):
         lines.append(_row("continuous", _continuous(answer["continuous"])))
     lines += _uploads(answer.get("uploads"))
     return lines
+
+
+def _operating_point(point: dict[str, Any]) -> str:
+    """The thresholds in effect and where each comes from: a person tuning minConfidence needs to
+    know whether the model's card or the configuration decided it."""
+
+    def setting(name: str, key: str) -> str:
+        return f"{name} {point[key]['value']:g} ({point[key]['source']})"
+
+    groups = point.get("class_groups") or []
+    text = ", ".join(
+        (setting("event", "min_confidence"), setting("band low", "band_low"), setting("band high", "band_high"))
+    )
+    return text + (f"; class groups {', '.join(groups)}" if groups else "")
 
 
 def _model(inference: dict[str, Any]) -> str:

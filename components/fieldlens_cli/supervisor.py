@@ -386,7 +386,7 @@ class ServeOptions:
     thing_name: str | None = None
     workers: int | None = None
     queue_size: int | None = None
-    allow_spinning: bool = False
+    allow_spinning: bool | None = None  # None: the component's default
     continuous: bool = False
     fps: float | None = None
     cpus: tuple[int, ...] | None = None  # pin the components to these CPUs (taskset), ORT to as many threads

@@ -82,7 +82,7 @@ def check_package(
     *,
     require_reference: bool = False,
     threads: int = 0,
-    spinning: bool = False,
+    spinning: bool = True,
 ) -> CheckedPackage:
     """Check the package at ``model_dir`` (a package, or a directory whose ``current`` points at one).
 

@@ -38,10 +38,10 @@ class InferenceServiceConfig(ComponentSettings):
         default=0, ge=0, le=64, title="Threads", description="ONNX Runtime intra-op threads; 0 = one per core."
     )
     allow_spinning: bool = Field(
-        default=False,
+        default=True,
         title="Spin-wait",
-        description="Let idle ONNX Runtime threads spin: lower latency for back-to-back requests, but they burn "
-        "the CPU that decoding and the classifier share on a small device.",
+        description="Let ONNX Runtime's threads spin between the steps of one inference; they stop when it ends, "
+        "so they never burn CPU between requests. Off: each step wakes sleeping threads (slower, and more CPU).",
     )
     max_batch: int = Field(
         default=2,

@@ -34,7 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--variant", dest="model_variant", choices=["auto", "fp32", "int8"])
     parser.add_argument("--threads", dest="intra_op_threads", type=int)
     parser.add_argument("--max-batch", dest="max_batch", type=int)
-    parser.add_argument("--allow-spinning", dest="allow_spinning", action="store_const", const=True)
+    parser.add_argument("--no-spinning", dest="allow_spinning", action="store_const", const=False)
     parser.add_argument("--log-level", dest="log_level")
     return parser.parse_args(argv)
 

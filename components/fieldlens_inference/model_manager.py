@@ -63,7 +63,7 @@ def time_per_image_ms(models: Mapping[str, LoadedModel], runs: int = TIMING_RUNS
 
 
 class ModelManager:
-    def __init__(self, model_dir: Path, variant: str = AUTO, threads: int = 0, spinning: bool = False) -> None:
+    def __init__(self, model_dir: Path, variant: str = AUTO, threads: int = 0, spinning: bool = True) -> None:
         self._model_dir = model_dir
         self._variant = variant
         self._threads = threads

@@ -47,7 +47,7 @@ def backbone_embed(cache_dir: Path) -> Embed:
     """The retrain's EmbeddingCache (imported here: it needs the train extra)."""
     from fieldlens_retrain.embeddings import EmbeddingCache
 
-    cache = EmbeddingCache(cache_dir)
+    cache = EmbeddingCache(cache_dir, activations=False)  # up to LIMIT images: 113 KB each the page never trains on
 
     def embed(items: Sequence[tuple[str, Path]]) -> dict[str, np.ndarray]:
         return {sha: views[0] for sha, views in cache.embed(items, progress=False).items()}

@@ -14,6 +14,7 @@ import hashlib
 import io
 import logging
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from tqdm import tqdm
 from fieldlens_core.atomic import atomic_write
 from fieldlens_core.model import image_tensor
 from fieldlens_retrain.backbone import FEATURE_DIM, INPUT_SPEC, load_backbone, weights_path
+from fieldlens_retrain.finetune import TAP_BLOCK, TAP_NAME, TAP_SHAPE
 from fieldlens_retrain.packaging import export_onnx
 
 log = logging.getLogger(__name__)
@@ -51,26 +53,41 @@ their views, fieldlens_retrain.default_model.calibration_tensors). Change it wit
 
 
 class FeatureBackbone:
-    """The pretrained network up to global pooling, as an ONNX Runtime session."""
+    """The pretrained network up to global pooling, as an ONNX Runtime session.
+
+    The session runs the tapped graph, whose second output is the activation entering the last
+    blocks (fieldlens_retrain.finetune.TAP_BLOCK): one pass gives the embedding and what partial
+    fine-tuning trains on. ``path`` is the same graph with the pooled features as its only output
+    (the one the shared int8 backbone is quantized from, and the one a head is stitched onto)."""
 
     def __init__(self, cache_dir: Path) -> None:
         import onnxruntime as ort
 
         self.identity = hashlib.sha256(Path(weights_path()).read_bytes()).hexdigest()[:16]
         self.path = cache_dir / f"backbone-{self.identity}.onnx"  # exported once per backbone identity
-        if not self.path.exists():
+        self.tapped_path = cache_dir / f"backbone-{self.identity}.tap{TAP_BLOCK}.onnx"
+        if not self.tapped_path.exists():
             cache_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write(self.path, export_features(), durable=False)
-        self._session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            atomic_write(self.tapped_path, export_features(tapped=True), durable=False)
+        if not self.path.exists():
+            atomic_write(self.path, features_only(self.tapped_path.read_bytes()), durable=False)
+        self._session = ort.InferenceSession(str(self.tapped_path), providers=["CPUExecutionProvider"])
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        features: np.ndarray = self._session.run(None, {"input": batch})[0]
-        return features
+        return self.both(batch)[0]
+
+    def both(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(features (n, 1280), activations (n, 192, 7, 7)) of a batch of model inputs."""
+        features, activations = self._session.run(None, {"input": batch})
+        return features, activations
 
 
-def export_features() -> bytes:
-    """The backbone up to global pooling, exported the way every model package is."""
+def export_features(tapped: bool = False) -> bytes:
+    """The backbone up to global pooling, exported the way every model package is; ``tapped``: with
+    the activation entering ``blocks[TAP_BLOCK]`` as a second output."""
     import torch
+
+    from fieldlens_retrain.packaging import OPSET, OUTPUT_NAME
 
     model = load_backbone()
 
@@ -79,28 +96,76 @@ def export_features() -> bytes:
             super().__init__()
             self.net = model
 
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            pooled: torch.Tensor = self.net._avg_pooling(self.net.extract_features(x))
-            return pooled.flatten(1)
+        def forward(self, x: torch.Tensor) -> Any:
+            net = self.net
+            x = net._swish(net._bn0(net._conv_stem(x)))
+            for block in net._blocks[:TAP_BLOCK]:
+                x = block(x)
+            tap = x
+            for block in net._blocks[TAP_BLOCK:]:
+                x = block(x)
+            pooled: torch.Tensor = net._avg_pooling(net._swish(net._bn1(net._conv_head(x)))).flatten(1)
+            return (pooled, tap) if tapped else pooled
 
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "features.onnx"
-        export_onnx(Features().eval(), path, INPUT_SPEC.size)
+        if not tapped:
+            export_onnx(Features().eval(), path, INPUT_SPEC.size)
+            return path.read_bytes()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the legacy exporter's notes, as packaging.export_graph
+            torch.onnx.export(
+                Features().eval(),
+                (torch.zeros(1, 3, INPUT_SPEC.size, INPUT_SPEC.size),),
+                str(path),
+                input_names=["input"],
+                output_names=[OUTPUT_NAME, TAP_NAME],
+                dynamic_axes={"input": {0: "batch"}, OUTPUT_NAME: {0: "batch"}, TAP_NAME: {0: "batch"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
         return path.read_bytes()
 
 
-class EmbeddingCache:
-    """sha256 -> (views, 1280) float16 array, one .npy file each under ``cache_dir``."""
+def features_only(tapped: bytes) -> bytes:
+    """The tapped graph without its activation output: the features graph, node for node (the tap
+    is an intermediate value the features need anyway, so nothing else changes)."""
+    import onnx
 
-    def __init__(self, cache_dir: Path) -> None:
+    model = onnx.load_from_string(tapped)
+    kept = [output for output in model.graph.output if output.name != TAP_NAME]
+    del model.graph.output[:]
+    model.graph.output.extend(kept)
+    serialized: bytes = model.SerializeToString()
+    return serialized
+
+
+class EmbeddingCache:
+    """sha256 -> (views, 1280) float16 array, one .npy file each under ``cache_dir``; and beside it
+    (``activations=True``, the default) sha256 -> (views, 192, 7, 7) float16, the activation entering
+    the last blocks, from the same backbone pass (fieldlens_retrain.finetune: about 113 KB an image)."""
+
+    def __init__(self, cache_dir: Path, activations: bool = True) -> None:
         self._backbone: FeatureBackbone | None = None
         self._cache_dir = cache_dir
+        self._keep_activations = activations
         self.computed = 0
         self.reused = 0
 
     def _path(self, sha256: str) -> Path:
         backbone = self._ensure_backbone()
         return self._cache_dir / backbone.identity / sha256[:2] / f"{sha256}.npy"
+
+    def _activation_path(self, sha256: str) -> Path:
+        backbone = self._ensure_backbone()
+        return self._cache_dir / backbone.identity / f"tap{TAP_BLOCK}" / sha256[:2] / f"{sha256}.npy"
+
+    def activations(self, shas: Sequence[str]) -> np.ndarray:
+        """(n, views, 192, 7, 7) float16 activations of images :meth:`embed` has seen with
+        ``activations=True``."""
+        if not shas:
+            return np.zeros((0, len(VIEWS), *TAP_SHAPE), np.float16)
+        return np.stack([np.load(self._activation_path(sha)) for sha in shas])
 
     def int8_backbone(self) -> Path:
         """The backbone's int8 graph (U8S8, as a package's), quantized once per backbone identity
@@ -125,13 +190,17 @@ class EmbeddingCache:
             self._backbone = FeatureBackbone(self._cache_dir)
         return self._backbone
 
-    def embed(self, items: Sequence[tuple[str, Path]], progress: bool = True) -> dict[str, np.ndarray]:
-        """Embeddings of (sha256, image path) items; computes only the ones not cached yet."""
+    def embed(
+        self, items: Sequence[tuple[str, Path]], progress: bool = True, activations: bool = False
+    ) -> dict[str, np.ndarray]:
+        """Embeddings of (sha256, image path) items; computes only the ones not cached yet (with
+        ``activations``, also the ones whose activation is not: an image embedded by a cache made
+        with ``activations=False``, or before activations were cached)."""
         result: dict[str, np.ndarray] = {}
         missing: list[tuple[str, Path]] = []
         for sha256, path in items:
             cached = self._path(sha256)
-            if cached.exists():
+            if cached.exists() and not (activations and not self._activation_path(sha256).exists()):
                 result[sha256] = np.load(cached)
                 self.reused += 1
             else:
@@ -143,14 +212,14 @@ class EmbeddingCache:
             chunk = missing[start : start + per_batch]
             views = [view for _, path in chunk for view in views_of(Image.open(path).convert("RGB"))]
             tensors = [image_tensor(view, INPUT_SPEC) for view in views]
-            features = backbone(np.concatenate(tensors)).reshape(len(chunk), len(VIEWS), FEATURE_DIM)
-            for (sha256, _), vectors in zip(chunk, features, strict=True):
+            features, taps = backbone.both(np.concatenate(tensors))
+            features = features.reshape(len(chunk), len(VIEWS), FEATURE_DIM)
+            taps = taps.reshape(len(chunk), len(VIEWS), *TAP_SHAPE)
+            for (sha256, _), vectors, tap in zip(chunk, features, taps, strict=True):
                 stored = vectors.astype(np.float16)
-                target = self._path(sha256)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                buffer = io.BytesIO()
-                np.save(buffer, stored)
-                atomic_write(target, buffer.getvalue(), durable=False)
+                _save(self._path(sha256), stored)
+                if self._keep_activations or activations:
+                    _save(self._activation_path(sha256), tap.astype(np.float16))
                 result[sha256] = stored
                 self.computed += 1
             bar.update(len(chunk))
@@ -158,6 +227,13 @@ class EmbeddingCache:
         if missing or self.reused:
             log.info("embedded %d new images, %d from the cache", len(missing), len(result) - len(missing))
         return result
+
+
+def _save(target: Path, array: np.ndarray) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    atomic_write(target, buffer.getvalue(), durable=False)
 
 
 def stack(embeddings: dict[str, Any], shas: Sequence[str], views: bool) -> np.ndarray:

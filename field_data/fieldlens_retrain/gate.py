@@ -159,7 +159,7 @@ def gate(
         if rules.force:
             reason = f"published by --force, unvalidated: {have}; the gate needs {need}"
             return GateDecision(True, reason, "published", False, True, changes, (), short)
-        reason = f"not enough to judge: {have} (the gate needs {need}); {more}"
+        reason = f"not enough to judge, so not published: {have} (the gate needs {need}); {more}"
         return GateDecision(False, reason, "not enough to judge", False, False, changes, (), short)
     on = f"on the same {candidate['images']} validation images"
     if current is None:

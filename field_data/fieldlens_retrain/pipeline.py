@@ -55,7 +55,13 @@ class RetrainReport:
     parent_version: str | None = None
 
     def summary(self) -> list[str]:
-        on = f"{self.candidate['images']} validation images (set {self.evaluated_on.get('set', '?')})"
+        images = self.candidate["images"]
+        # the set's hash names which images; of no images it would be the hash of nothing
+        on = (
+            f"{images} validation images (set {self.evaluated_on.get('set', '?')})"
+            if images
+            else "no validation images"
+        )
         current = f"; current model {self.current['accuracy']:.1%} on the same images" if self.current else ""
         lines = [
             f"candidate {self.version}: accuracy {self.candidate['accuracy']:.1%} on {on}{current}",
@@ -118,7 +124,8 @@ INT8_CHECKED = 64
 
 
 def int8_agreement(manifest: Manifest, evaluation: Evaluation, int8: LoadedModel) -> dict[str, Any]:
-    """How often the candidate's int8 graph (its head stitched on the shared int8 backbone) gives
+    """How often the candidate's int8 graph (its head stitched on the shared int8 backbone, or on its
+    own quantized backbone when its last block was fine-tuned) gives
     its fp32 graph's top-1 (the evaluation's) on validation images, run as written (as a Pi runs it)."""
     images = [Path(e.path).read_bytes() for e in manifest.holdout()[:INT8_CHECKED]]
     if not images:
@@ -148,11 +155,12 @@ def run_sagemaker_retrain(
     seed: int,
     rules: GateRules = DEFAULT_RULES,
     report: Callable[[str], None] = log.info,
+    fine_tune: str = "auto",
 ) -> RetrainReport:
     """Train a candidate on SageMaker, then version, evaluate, gate and publish it here, as a local
     retrain does. TrainingError when the job fails (its failure reason), or its package does not verify."""
     manifest = read_manifest(manifest_path)
-    job = runner.wait(runner.start(manifest, epochs, seed), report=report)
+    job = runner.wait(runner.start(manifest, epochs, seed, fine_tune), report=report)
     out_dir.mkdir(parents=True, exist_ok=True)
     candidate = runner.fetch(job, Path(tempfile.mkdtemp(prefix=".sagemaker-", dir=out_dir)))
     return gate_fetched(runner.local_holdout(manifest), candidate, out_dir, current_dir, rules)

@@ -154,7 +154,7 @@ class SageMakerRetrain:
         cache = self._holdout_cache or Path(tempfile.mkdtemp(prefix="fieldlens-holdout-"))
         return localise(manifest, self._s3, cache, lambda sha256: sha256 in holdout)
 
-    def start(self, manifest: Manifest, epochs: int, seed: int) -> str:
+    def start(self, manifest: Manifest, epochs: int, seed: int, fine_tune: str = "auto") -> str:
         root = f"fieldlens/retrain/{manifest.sha256[:16]}"
         channels = upload_dataset(manifest, self._s3, self._bucket, f"{root}/data")
         source_key = f"{root}/source/sourcedir.tar.gz"
@@ -170,6 +170,7 @@ class SageMakerRetrain:
                 "sagemaker_region": json.dumps(self._region),
                 "epochs": json.dumps(epochs),
                 "seed": json.dumps(seed),
+                "fine_tune": json.dumps(fine_tune),  # auto: the job has no current model, so it always chooses
             },
             InputDataConfig=channels,
             OutputDataConfig={"S3OutputPath": f"s3://{self._bucket}/{root}/output"},

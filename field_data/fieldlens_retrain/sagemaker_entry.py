@@ -36,6 +36,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fine_tune", choices=["auto", "always", "never"], default="auto")
     parser.add_argument("--name", default="fieldlens-classifier")
     args, _ = parser.parse_known_args()
     channel = Path(os.environ.get("SM_CHANNEL_TRAINING", "/opt/ml/input/data/training"))
@@ -43,7 +44,12 @@ def main() -> None:
     manifest = job_manifest(channel)
     work = Path("/tmp/fieldlens-work")
     result = retrain(
-        manifest, work, EmbeddingCache(work / "cache"), None, args.name, TrainSettings(args.epochs, seed=args.seed)
+        manifest,
+        work,
+        EmbeddingCache(work / "cache"),
+        None,
+        args.name,
+        TrainSettings(args.epochs, seed=args.seed, fine_tune=args.fine_tune),
     )
     for path in result.package_dir.iterdir():
         shutil.copy2(path, model_dir / path.name)

@@ -1,9 +1,13 @@
 """Transfer learning: a new classification head on EfficientNet-Lite0's cached embeddings.
 
-The backbone stays frozen (small field datasets overfit a fine-tuned backbone, and frozen
-features make a retrain a matter of seconds). The head blends two classifiers on the
-embeddings, mixing their probabilities (evenly, or, below ``cross_validate_below`` training
-images per class, in the share that scores best by cross-validation on the training images):
+The backbone stays frozen (frozen features make a retrain a matter of seconds), except its last
+block where a held-out part of the training images says fine-tuning it helps (``fine_tune``,
+fieldlens_retrain.finetune: trained on activations the embedding pass caches, so the backbone
+still runs once per image; the head is then trained on the fine-tuned embeddings).
+
+The head blends two classifiers on the embeddings, mixing their probabilities (evenly, or,
+below ``cross_validate_below`` training images per class, in the share that scores best by
+cross-validation on the training images):
 
 - a linear layer trained full-batch on every augmented view of every training image, with
   weight decay and label smoothing, deterministically from a seed;
@@ -18,7 +22,9 @@ threshold and confidence band devices default to: fieldlens_retrain.calibration)
 
 The head is then put on the real network and exported to ONNX: fp32 whole, checked against
 PyTorch before anything is written; int8 as the backbone's int8 graph, quantized once per
-backbone (EmbeddingCache.int8_backbone), with the head stitched on in float (packaging.stitch_int8).
+backbone (EmbeddingCache.int8_backbone), with the head stitched on in float (packaging.stitch_int8);
+a fine-tuned backbone is no longer that one, so its own int8 graph is quantized for the candidate
+(tuned_int8, calibrated on the same photo views) and the head stitched on it the same way.
 """
 
 from __future__ import annotations
@@ -40,8 +46,18 @@ from fieldlens_core.model import image_tensor
 from fieldlens_core.model_package import OPERATING_POINT, ModelCard, ModelPackage, OperatingPoint
 from fieldlens_retrain.backbone import ARCHITECTURE, FEATURE_DIM, INPUT_SPEC, load_backbone
 from fieldlens_retrain.calibration import operating_point, tempered
-from fieldlens_retrain.dataset import Manifest
+from fieldlens_retrain.dataset import Manifest, ManifestEntry
 from fieldlens_retrain.embeddings import VIEWS, EmbeddingCache, stack
+from fieldlens_retrain.finetune import (
+    MAX_BLOCKS,
+    TAP_SHAPE,
+    Choice,
+    choose_fine_tune,
+    embed_tail,
+    int8_features,
+    put_tail,
+    train_tail,
+)
 from fieldlens_retrain.learning_curve import LearningCurve, learning_curve
 from fieldlens_retrain.packaging import Measure, stitch_int8, write_package
 
@@ -63,6 +79,30 @@ class TrainSettings:
     """Training images per class (on average) below which the share is chosen by cross-validation;
     from there on the blend is even (the better of the two halves by then, and the folds' three
     extra trainings would cost seconds on every retrain)."""
+    fine_tune: Literal["auto", "never", "always"] = "auto"
+    """Partial fine-tuning of the backbone's last blocks (fieldlens_retrain.finetune): "auto" chooses it
+    from the training images (choose_fine_tune), "always" takes the best block count without the
+    frozen network's score to beat, "never" trains on frozen embeddings only (no activations read)."""
+    fine_tune_blocks: tuple[int, ...] = (2,)
+    """Block counts tried (1 or 2: the cache holds the input of the last two). Two, measured: 1 to 3
+    points above one on Fashion-MNIST field photos at 30 and 60 a class, for about twice the time
+    (field_data/README.md, "Past the frozen features")."""
+    fine_tune_epochs: int = 20
+    """At most; early stopping on the held-out training images decides (fine_tune_patience)."""
+    fine_tune_patience: int = 4
+    fine_tune_lr: float = 3e-4
+    """The tail's learning rate (the classifier's is ten times it): small, the weights are ImageNet's."""
+    fine_tune_weight_decay: float = 0.05
+    fine_tune_batch: int = 32
+    fine_tune_holdout: float = 0.2
+    """Share of each class's training images held out to stop early and to choose on."""
+    fine_tune_min_gain: float = 0.01
+    """Held-out accuracy fine-tuning must gain over the frozen network to be chosen ("auto")."""
+    fine_tune_rechoose_growth: float = 0.25
+    """"auto" reuses the current model's choice (fine-tune or not, its blocks and epochs) while the
+    classes are the same and the training images have grown by at most this share since it was
+    made: the trial costs about a minute for 1,000 images on two cores, and 50 new images do not
+    change what it finds (inherited_choice)."""
 
 
 DEFAULT_SETTINGS = TrainSettings()
@@ -93,6 +133,7 @@ def train_head(features: np.ndarray, targets: np.ndarray, classes: int, settings
     x = torch.from_numpy(features).to(device)
     y = torch.from_numpy(targets).long().to(device)
     mean, std = x.mean(0, keepdim=True), x.std(0, keepdim=True) + 1e-6
+    z = (x - mean) / std  # standardised once, not in every epoch: it was a third of the training time
     head = torch.nn.Linear(features.shape[1], classes).to(device)
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
@@ -100,7 +141,7 @@ def train_head(features: np.ndarray, targets: np.ndarray, classes: int, settings
     loss = None
     for _ in epochs:
         optimizer.zero_grad()
-        loss = loss_fn(head((x - mean) / std), y)
+        loss = loss_fn(head(z), y)
         loss.backward()
         optimizer.step()
     if loss is not None:
@@ -241,7 +282,9 @@ def retrain(
     index = {label: i for i, label in enumerate(manifest.labels)}
     stage = on_stage or (lambda name: None)
     stage("embedding")
-    embeddings = cache.embed([(e.sha256, Path(e.path)) for e in manifest.entries])
+    skipped = skipped_fine_tune(settings, train)
+    tune = skipped is None
+    embeddings = cache.embed([(e.sha256, Path(e.path)) for e in manifest.entries], activations=tune)
     timings["embed"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -249,6 +292,30 @@ def retrain(
     features = stack(embeddings, [e.sha256 for e in train], views=True)
     per_image = np.array([index[e.label] for e in train])
     targets = np.repeat(per_image, len(VIEWS))
+    validation = manifest.holdout()  # the gate's images: the curve and the verdict speak of the same ones
+    validation_features = (
+        stack(embeddings, [e.sha256 for e in validation], views=False) if validation else np.zeros((0, FEATURE_DIM))
+    )
+    network = None
+    choice: Choice | None = None
+    if tune:
+        network = load_backbone(num_classes=len(manifest.labels))  # the one exported, fine-tuned or not
+        inherited = inherited_choice(parent, manifest.labels, len(train), settings)
+        features, validation_features, choice = fine_tuned_features(
+            network,
+            cache,
+            train,
+            validation,
+            features,
+            validation_features,
+            per_image,
+            manifest.labels,
+            settings,
+            inherited,
+        )
+    timings["fine_tune"] = time.perf_counter() - started
+
+    started = time.perf_counter()
     weight, bias = train_head(features, targets, len(manifest.labels), settings)
     centres, share, folds = None, 1.0, None
     if settings.head == "blend":
@@ -258,10 +325,6 @@ def retrain(
     timings["train"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    validation = manifest.holdout()  # the gate's images: the curve and the verdict speak of the same ones
-    validation_features = (
-        stack(embeddings, [e.sha256 for e in validation], views=False) if validation else np.zeros((0, FEATURE_DIM))
-    )
     validation_targets = np.array([index[e.label] for e in validation], dtype=int)
     curve = learning_curve(
         features.reshape(len(train), len(VIEWS), -1),
@@ -286,8 +349,14 @@ def retrain(
 
     started = time.perf_counter()
     stage("exporting")
-    network = load_backbone(num_classes=len(manifest.labels))
+    if network is None:
+        network = load_backbone(num_classes=len(manifest.labels))
     network._fc = head
+    tuned = choice is not None and choice.chosen
+    if choice is not None:
+        metrics["fine_tune"] = choice.card()
+    elif skipped is not None:
+        metrics["fine_tune"] = {"chosen": False, "blocks": 0, "epochs": 0, "reason": skipped}
     work_dir.mkdir(parents=True, exist_ok=True)
     package_dir = Path(tempfile.mkdtemp(prefix="candidate-", dir=work_dir))
     parent_card = parent.card if parent else None
@@ -306,9 +375,7 @@ def retrain(
             "metrics": metrics,
             "training": {
                 **asdict(settings),
-                "method": "linear head and class prototypes, blended, on frozen backbone embeddings"
-                if settings.head == "blend"
-                else "linear head on frozen backbone embeddings",
+                "method": method(settings, choice),
                 "linear_share": share,
                 "linear_share_cross_validation": folds,  # accuracy of each share over the folds, when they ran
                 "feature_dim": FEATURE_DIM,
@@ -318,12 +385,153 @@ def retrain(
             },
         },
         measure,
-        lambda out: stitch_int8(cache.int8_backbone(), network._fc, FEATURE_DIM, out),
+        (lambda out: tuned_int8(network, out))
+        if tuned
+        else (lambda out: stitch_int8(cache.int8_backbone(), network._fc, FEATURE_DIM, out)),
     )
     timings["export"] = time.perf_counter() - started
     return TrainResult(
         package_dir, card, timings, cache.computed - computed_before, cache.reused - reused_before, curve
     )
+
+
+def fine_tuned_features(
+    network: Any,
+    cache: EmbeddingCache,
+    train: list[ManifestEntry],
+    validation: list[ManifestEntry],
+    features: np.ndarray,
+    validation_features: np.ndarray,
+    per_image: np.ndarray,
+    labels: list[str],
+    settings: TrainSettings,
+    inherited: Choice | None = None,
+) -> tuple[np.ndarray, np.ndarray, Choice]:
+    """Choose whether to fine-tune the last block(s) (fieldlens_retrain.finetune.choose_fine_tune),
+    or take the ``inherited`` choice; when chosen, fine-tune them on all training images
+    (``network`` gets the tuned weights) and return the tuned embeddings of the training views and
+    validation images in place of the frozen ones, with the choice. Unchosen: the frozen
+    embeddings, the network untouched, no activation read."""
+    if inherited is not None and not inherited.chosen:
+        return features, validation_features, inherited
+    activations = cache.activations([e.sha256 for e in train])
+    by_image = features.reshape(len(train), len(VIEWS), -1)
+    tail, choice = tune_tail(network, activations, by_image, per_image, len(labels), settings, inherited)
+    if tail is None:
+        return features, validation_features, choice
+    put_tail(network, tail)
+    tuned = embed_tail(tail, activations.reshape(-1, *TAP_SHAPE))
+    held = cache.activations([e.sha256 for e in validation])
+    validation_tuned = embed_tail(tail, held[:, 0]) if len(held) else np.zeros((0, FEATURE_DIM), np.float32)
+    return tuned, validation_tuned, choice
+
+
+def tune_tail(
+    network: Any,
+    activations: np.ndarray,
+    frozen: np.ndarray,
+    per_image: np.ndarray,
+    classes: int,
+    settings: TrainSettings,
+    inherited: Choice | None = None,
+) -> tuple[Any | None, Choice]:
+    """The choice (``inherited``, or choose_fine_tune, scored by the head the retrain trains:
+    head_accuracy) and, when fine-tuning is chosen, the tail fine-tuned on all training images for
+    the epochs early stopping kept; None when not. ``activations``: (images, views, 192, 7, 7);
+    ``frozen``: (images, views, 1280)."""
+
+    def score(f: np.ndarray, t: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> float:
+        return head_accuracy(f, t, queries, truth, classes, settings)
+
+    choice = inherited or choose_fine_tune(network, activations, frozen, per_image, classes, settings, score)
+    choice.training_images = len(per_image)
+    if not choice.chosen:
+        return None, choice
+    started = time.perf_counter()
+    trained = train_tail(network, choice.blocks, activations, per_image, classes, settings, None, choice.epochs, frozen)
+    choice.seconds += time.perf_counter() - started
+    return trained.tail, choice
+
+
+def skipped_fine_tune(settings: TrainSettings, train: list[ManifestEntry]) -> str | None:
+    """Why fine-tuning is not even tried (the card's reason), or None to try it.
+
+    "auto" judges fine-tuning on held-out training images, which cannot see a change of conditions:
+    a base model fine-tuned on studio photos alone scored well on held-out studio photos and fell
+    from 49% to 20% on field photos (the bench's demo scenario, `fieldlens bench --only retrain`),
+    where the frozen backbone generalises. So "auto" tries it only once field images (the device's
+    own conditions) are among the training images."""
+    if settings.fine_tune == "never":
+        return "settings: fine_tune never"
+    if settings.fine_tune == "auto" and not any(entry.source == "field" for entry in train):
+        return (
+            "auto: no field images among the training images; fine-tuning on base photos alone is judged "
+            "on photos like them and was measured to lose on field photos"
+        )
+    return None
+
+
+def inherited_choice(
+    parent: ModelPackage | None, labels: list[str], training_images: int, settings: TrainSettings
+) -> Choice | None:
+    """The current model's fine-tuning choice, when "auto" may reuse it: same classes, and at most
+    ``fine_tune_rechoose_growth`` more training images than the choice was made on. None: choose
+    again (another setting, no current model, new classes, a card from before the choice counted
+    its training images, or enough new images to say something new)."""
+    if settings.fine_tune != "auto" or parent is None or parent.labels != labels:
+        return None
+    previous: dict[str, Any] = parent.card.metrics.get("fine_tune") or {}
+    made_on = previous.get("training_images")
+    if not isinstance(made_on, int) or not 0 < training_images <= made_on * (1 + settings.fine_tune_rechoose_growth):
+        return None
+    chosen, blocks, epochs = (
+        bool(previous.get("chosen")),
+        int(previous.get("blocks", 0)),
+        int(previous.get("epochs", 0)),
+    )
+    if chosen and not (1 <= blocks <= MAX_BLOCKS and epochs > 0):
+        return None  # not a choice this retrain can repeat
+    what = f"fine-tuning {blocks} block(s) for {epochs} epochs" if chosen else "the frozen network"
+    reason = (
+        f"{what}, as chosen for {parent.card.version} on {made_on} training images (this dataset: "
+        f"{training_images}, within {settings.fine_tune_rechoose_growth:.0%}); its reason: {previous.get('reason')}"
+    )
+    log.info("fine-tune choice inherited: %s", reason)
+    scores = {str(k): float(v) for k, v in (previous.get("scores") or {}).items()}
+    return Choice(chosen, blocks, epochs, scores, int(previous.get("held_out_images", 0)), reason, inherited=True)
+
+
+def head_accuracy(
+    features: np.ndarray,
+    targets: np.ndarray,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    classes: int,
+    settings: TrainSettings,
+) -> float:
+    """Top-1 accuracy on ``queries`` of the head a retrain trains on (images, views, dim) ``features``
+    (its blend share chosen as the retrain chooses it)."""
+    share = linear_share_for(features, targets, classes, settings)[0] if settings.head == "blend" else 1.0
+    return float((head_trainer(features, targets, classes, settings, share)(queries) == truth).mean())
+
+
+def tuned_int8(network: Any, out: Path) -> None:
+    """A fine-tuned candidate's int8 graph: its own backbone quantized (the shared int8 backbone is
+    the frozen network's), calibrated as that one is, with the head stitched on in float as usual."""
+    from fieldlens_retrain.default_model import calibration_tensors
+
+    with tempfile.TemporaryDirectory() as scratch:
+        body = Path(scratch) / "features.int8.onnx"
+        int8_features(network, body, calibration_tensors())
+        stitch_int8(body, network._fc, FEATURE_DIM, out)
+
+
+def method(settings: TrainSettings, choice: Choice | None) -> str:
+    """The card's one-line account of how the candidate was trained."""
+    head = "linear head and class prototypes, blended" if settings.head == "blend" else "linear head"
+    if choice is not None and choice.chosen:
+        return f"{head}, on embeddings of a backbone whose last {choice.blocks} block(s) were fine-tuned"
+    return f"{head}, on frozen backbone embeddings"
 
 
 def calibrate(head: Any, features: np.ndarray, targets: np.ndarray) -> tuple[float, OperatingPoint] | None:

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from fieldlens_core.errors import ExitCode
+from fieldlens_core.model_package import sha256_file
+from fieldlens_retrain.dataset import split_of
 from tests.helpers.field_data import keep_images
 
 pytestmark = pytest.mark.slow
@@ -110,6 +112,12 @@ def test_an_unknown_camera_names_the_choices(person: tuple[Path, dict[str, str]]
     assert "'webcam'" in run.line and "folder:DIR, test-pattern, picamera2" in run.line
 
 
+def test_a_camera_folder_that_is_not_there_is_refused_before_serving(person: tuple[Path, dict[str, str]]) -> None:
+    run = fieldlens(person, "serve", "--camera", "folder:no-such-photos")
+    assert run.code == ExitCode.INVALID_INPUT
+    assert "'no-such-photos', which is not a folder" in run.line and "--camera folder:DIR" in run.line
+
+
 def test_an_abbreviated_flag_is_refused_with_the_subcommands_usage(person: tuple[Path, dict[str, str]]) -> None:
     run = fieldlens(person, "serve", "--cam", "picamera2")
     assert run.code == ExitCode.INVALID_INPUT
@@ -190,6 +198,19 @@ def test_label_import_says_which_keys_name_no_image(person: tuple[Path, dict[str
     assert headless.code == ExitCode.INVALID_INPUT and "header key,label" in headless.line
 
 
+def test_a_label_whose_only_images_went_to_validation_is_named(person: tuple[Path, dict[str, str]]) -> None:
+    """`dataset build` once left such a label out of the candidate without a word."""
+    cwd = person[0]
+    kept = keep_images(cwd / "field", 12)
+    splits = {k.image_id: split_of(sha256_file(k.image_path), 20) for k in kept}
+    validation = next(image_id for image_id, split in splits.items() if split == "val")
+    rows = [f"{image_id},{'duck' if image_id == validation else 'hen'}" for image_id in splits]
+    (cwd / "labels.csv").write_text("key,label\n" + "\n".join(rows) + "\n")
+    run = fieldlens(person, "dataset", "build", "--from", "field", "--labels", "labels.csv", "--out", "m.json")
+    assert run.code == 0 and "manifest written to m.json" in run.out
+    assert "labels with validation images only" in run.line and run.line.endswith(": duck; label more images of them")
+
+
 def test_an_unexpected_failure_is_one_line_that_says_it_is_a_bug(person: tuple[Path, dict[str, str]]) -> None:
     """A corrupt model card is not a traceback either (a model package nobody checked)."""
     cwd = person[0]
@@ -197,6 +218,18 @@ def test_an_unexpected_failure_is_one_line_that_says_it_is_a_bug(person: tuple[P
     (cwd / "model" / "model_card.json").write_text("{")
     run = fieldlens(person, "model", "install", "model", "--model-dir", "current")
     assert run.code in (ExitCode.FAILED, ExitCode.INVALID_INPUT) and run.line.startswith("fieldlens model install: ")
+
+
+def test_installing_the_models_directory_names_the_packages_in_it(person: tuple[Path, dict[str, str]]) -> None:
+    """The second hour's mistake: `model install fieldlens-data/models` instead of one version of it."""
+    cwd = person[0]
+    for version in ("1.0.0", "2.0.0"):
+        (cwd / "models" / version).mkdir(parents=True)
+        (cwd / "models" / version / "model_card.json").write_text("{}")
+    run = fieldlens(person, "model", "install", "models", "--model-dir", "current")
+    assert run.code == ExitCode.NOT_FOUND and "no model package at models (no model_card.json)" in run.line
+    assert "1.0.0, 2.0.0" in run.line and "models/2.0.0" in run.line
+    assert not (cwd / "current").exists()
 
 
 def test_a_listing_cut_short_by_head_is_quiet(person: tuple[Path, dict[str, str]]) -> None:

@@ -37,10 +37,14 @@ PER_CLASS = (10, 30, 60)
 SEEDS = (0, 1, 2)
 
 
-def embed(cache: EmbeddingCache, paths: list[Path]) -> np.ndarray:
+def embed(cache: EmbeddingCache, paths: list[Path], shas: list[str] | None = None) -> np.ndarray:
+    """(n, views, 1280) embeddings of ``paths``; their sha256s appended to ``shas`` (the keys of
+    their cached activations, which fine_tune.py trains on: cached in the same pass)."""
     items = [(hashlib.sha256(p.read_bytes()).hexdigest(), p) for p in paths]
-    found = cache.embed(items, progress=False)
-    return np.stack([found[sha] for sha, _ in items]).astype(np.float32)  # (n, views, 1280)
+    found = cache.embed(items, progress=False, activations=True)
+    if shas is not None:
+        shas.extend(sha for sha, _ in items)
+    return np.stack([found[sha] for sha, _ in items]).astype(np.float32)
 
 
 def scores(
@@ -100,6 +104,8 @@ class LabelledSets:
     test: np.ndarray
     test_y: np.ndarray
     sets: dict[str, Embedded]
+    shas: dict[str, list[str]]
+    """The images' sha256s (base, field, test; studio-pool, studio-held), in the arrays' order."""
 
 
 def labelled_sets(cache: EmbeddingCache, with_faces: bool = False) -> LabelledSets:
@@ -117,19 +123,24 @@ def labelled_sets(cache: EmbeddingCache, with_faces: bool = False) -> LabelledSe
         fashion.write_studio(work / "studio-pool", train.images, train.labels, studio_pool)
         fashion.write_studio(work / "studio-held", train.images, train.labels, studio_held)
         sets = {}
+        shas: dict[str, list[str]] = {name: [] for name in ("base", "field", "test", "studio-pool", "studio-held")}
         for name in ("studio-pool", "studio-held"):
             paths = sorted((work / name).glob("*/*.jpg"))
-            sets[name] = (embed(cache, paths), np.array([fashion.LABELS.index(p.parent.name) for p in paths]))
+            sets[name] = (
+                embed(cache, paths, shas[name]),
+                np.array([fashion.LABELS.index(p.parent.name) for p in paths]),
+            )
         if with_faces:
             sets |= faces(cache, work / "faces")
         return LabelledSets(
-            base=embed(cache, base_paths),
+            base=embed(cache, base_paths, shas["base"]),
             base_y=np.array([fashion.LABELS.index(p.parent.name) for p in base_paths]),
-            field=embed(cache, [scenario.camera / n for n in sorted(pool_truth)]),
+            field=embed(cache, [scenario.camera / n for n in sorted(pool_truth)], shas["field"]),
             field_y=np.array([fashion.LABELS.index(pool_truth[n]) for n in sorted(pool_truth)]),
-            test=embed(cache, [scenario.holdout / n for n in sorted(held_truth)]),
+            test=embed(cache, [scenario.holdout / n for n in sorted(held_truth)], shas["test"]),
             test_y=np.array([fashion.LABELS.index(held_truth[n]) for n in sorted(held_truth)]),
             sets=sets,
+            shas=shas,
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from fieldlens_core.camera import Camera
 from fieldlens_core.camera.folder import FolderCamera
@@ -29,10 +30,20 @@ def build_camera(config: CameraConfig) -> Camera:
 
 
 def parse_camera_flag(flag: str) -> dict[str, str]:
-    """``folder:DIR`` | ``test-pattern`` | ``picamera2`` -> CameraConfig fields."""
+    """``folder:DIR`` | ``test-pattern`` | ``picamera2`` -> CameraConfig fields.
+
+    A flag is typed by a person at a terminal, so a folder that is not there is refused here, before
+    anything starts; from a configuration file (a deployment) a missing folder is each capture's
+    CAMERA_UNAVAILABLE instead, as a missing camera is, since the folder may be mounted later.
+    """
     source, _, argument = flag.partition(":")
     if source not in CAMERA_SOURCES:
         raise ConfigurationError(
             f"camera {flag!r} is not a camera", "Give one of: folder:DIR, test-pattern, picamera2 (on a Raspberry Pi)"
+        )
+    if source == "folder" and not (argument and Path(argument).is_dir()):
+        problem = "names no folder" if not argument else f"names {argument!r}, which is not a folder"
+        raise ConfigurationError(
+            f"camera {flag!r} {problem}", "Give a folder of JPEG or PNG images: --camera folder:DIR"
         )
     return {"source": source, "folder": argument} if argument else {"source": source}

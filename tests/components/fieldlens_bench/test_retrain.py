@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from fieldlens_bench import retrain
@@ -47,4 +49,17 @@ def test_a_retrain_is_held_to_its_floor_on_this_machine(capsys: pytest.CaptureFi
     retrain.report(RESULT)
     out = capsys.readouterr().out
     assert "plus training: 31.0 s) | 1.61x | <= 1.2x |" in out
-    assert "| retrain with 50 new images, beyond embedding them | 5.0 s | <= 3 s |" in out
+    assert (
+        "| retrain with 50 new images, beyond embedding them (and fine-tuning, when chosen) | 5.0 s | <= 3 s |" in out
+    )
+
+
+def test_fine_tuning_counts_as_training_in_the_floor_and_is_shown_apart(capsys: pytest.CaptureFixture[str]) -> None:
+    tuned = runs(50, [90.0, 91.0, 92.0], [2.0, 2.0, 2.0], 50)
+    tuned.stages["fine_tune"] = Spread.of([79.0, 80.0, 81.0])
+    result = dataclasses.replace(RESULT, warm=tuned)
+    assert result.floor_s(tuned) == pytest.approx(50 * 6 / 200 + 1.0 + 80.0)
+    retrain.report(result)
+    out = capsys.readouterr().out
+    assert "(embed 2.0, fine_tune 80.0, train 1.0, export 3.0, evaluate 5.0)" in out
+    assert "beyond embedding them (and fine-tuning, when chosen) | 9.0 s |" in out

@@ -8,14 +8,14 @@ from fieldlens_classifier import main as classifier_main
 from fieldlens_cli.brokers import free_port
 
 
-def test_flags_shape_the_nested_configuration() -> None:
+def test_flags_shape_the_nested_configuration(tmp_path: Path) -> None:
     args = classifier_main.parse_args(
-        ["--camera", "folder:/photos", "--socket", "/s.sock", "--name", "hens", "--workers", "3"]
+        ["--camera", f"folder:{tmp_path}", "--socket", "/s.sock", "--name", "hens", "--workers", "3"]
     )
     assert classifier_main.config_flags(args) == {
         "name": "hens",
         "workers": 3,
-        "camera": {"source": "folder", "folder": "/photos"},
+        "camera": {"source": "folder", "folder": str(tmp_path)},
         "inference": {"socket_path": "/s.sock"},
     }
 

@@ -100,6 +100,8 @@ def test_the_table_shows_what_each_part_reports(
     assert "0 answered: 0 predictions, 0 refused BUSY, 0 other errors" in rows["requests"]
     assert "0 in flight, 0 queued (4 workers, at most 1004 held)" in rows["queue"]
     assert "none since the start" in out and "off" in rows["continuous"]
+    # the tiny model's card has no operating point: each threshold says it is the built-in default
+    assert rows["thresholds"].endswith("event 0.5 (default), band low 0.6 (default), band high 0.9 (default)")
     assert "0 queued (0 B), 0 uploaded (0 B), 0 failed, 0 quarantined; reported " in rows["uploads"]
 
 

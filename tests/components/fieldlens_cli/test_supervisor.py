@@ -80,15 +80,15 @@ def test_each_recipes_default_configuration_is_a_valid_section() -> None:
     assert configs.inference.max_batch == 2
 
 
-def test_flags_override_the_file_and_shared_settings_follow_either_side() -> None:
+def test_flags_override_the_file_and_shared_settings_follow_either_side(tmp_path: Path) -> None:
     sections = {
         INFERENCE: {"modelDir": "/models", "socketPath": "/run/fl/inference.sock", "maxBatch": 4},
         CLASSIFIER: {"name": "hens", "camera": {"source": "folder", "folder": "/photos", "width": 640}},
         UPLOADER: {"fieldDataDir": "/var/field"},
     }
-    flags = flag_layers(camera="folder:/other", thing_name="coop-7", log_level="DEBUG")
+    flags = flag_layers(camera=f"folder:{tmp_path}", thing_name="coop-7", log_level="DEBUG")
     configs = configure(sections, flags, BROKER)
-    assert configs.classifier.camera.folder == Path("/other") and configs.classifier.camera.width == 640
+    assert configs.classifier.camera.folder == tmp_path and configs.classifier.camera.width == 640
     assert configs.classifier.inference.socket_path == Path("/run/fl/inference.sock")  # copied from the service
     assert configs.classifier.field_data_dir == Path("/var/field")  # copied from the uploader
     assert configs.inference.max_batch == 4 and configs.classifier.name == "hens"

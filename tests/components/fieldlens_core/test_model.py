@@ -117,6 +117,16 @@ def test_classify_takes_the_callers_predict(tmp_path: Path) -> None:
     assert shapes == [(1, 3, model.spec.size, model.spec.size)]
 
 
+def test_sessions_spin_only_within_a_run(tmp_path: Path) -> None:
+    """Spinning lets ORT's threads wait for each other between a run's steps without sleeping; the
+    stop after each run keeps them from burning CPU between requests."""
+    make_tiny_package(tmp_path)
+    for spinning, entry in ((True, "1"), (False, "0")):
+        options = load_model(tmp_path, "fp32", spinning=spinning).session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
+        assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+
+
 @pytest.mark.parametrize(
     ("exact", "as_written", "unfused"),
     [(False, True, True), (False, False, False), (True, True, False), (True, False, False)],

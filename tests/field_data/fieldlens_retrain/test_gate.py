@@ -24,6 +24,7 @@ def test_nothing_is_judged_on_no_images_and_the_verdict_says_what_to_label() -> 
     decision = gate(empty, None, RULES)
     assert not decision.publish and decision.verdict == "not enough to judge" and not decision.validated
     assert "15 more of mug" in decision.reason and "15 more of kitty" in decision.reason  # 3 val at 20%
+    assert decision.reason.startswith("not enough to judge, so not published: ")  # a person reads it so
 
 
 def test_one_class_short_blocks_even_a_perfect_candidate() -> None:

@@ -13,8 +13,8 @@ from fieldlens_core.model_package import ModelCard, load_package, write_card
 from fieldlens_retrain import packaging
 from fieldlens_retrain.dataset import build_manifest, write_manifest
 from fieldlens_retrain.decisions import read_decisions
-from fieldlens_retrain.gate import GateRules
-from fieldlens_retrain.pipeline import run_retrain
+from fieldlens_retrain.gate import GateDecision, GateRules
+from fieldlens_retrain.pipeline import RetrainReport, run_retrain
 from fieldlens_retrain.train import TrainSettings
 from tests.helpers.colour_photos import write_class_folders
 
@@ -116,3 +116,10 @@ def test_the_gate_keeps_the_current_model_unless_forced(tmp_path: Path) -> None:
         settings=FAST,
     )
     assert forced.decision.publish and "--force" in forced.decision.reason
+
+
+def test_the_summary_of_a_retrain_judged_on_no_images_names_no_set(tmp_path: Path) -> None:
+    """It once printed the hash of an empty set of images as if it named one."""
+    decision = GateDecision(False, "not enough to judge, so not published: …", "not enough to judge", False)
+    report = RetrainReport("1.0.0", decision, {"images": 0, "accuracy": 0.0}, None, None, tmp_path)
+    assert report.summary()[0] == "candidate 1.0.0: accuracy 0.0% on no validation images"

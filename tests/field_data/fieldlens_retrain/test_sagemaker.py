@@ -44,6 +44,7 @@ def test_a_training_job_is_started_followed_fetched_and_gated(aws: None, tmp_pat
     job = sagemaker.describe_training_job(TrainingJobName=name)
     hyper = job["HyperParameters"]
     assert json.loads(hyper["sagemaker_program"]) == "train_entry.py" and json.loads(hyper["epochs"]) == 50
+    assert json.loads(hyper["fine_tune"]) == "auto"  # the job chooses from its training images, as a local one
     assert job["AlgorithmSpecification"]["TrainingImage"].startswith(
         "763104351884.dkr.ecr.eu-west-1.amazonaws.com/pytorch-training"
     )

@@ -55,7 +55,7 @@ def test_folder_problems_are_camera_unavailable(tmp_path: Path, setup: str) -> N
 def test_registry_builds_each_source(tmp_path: Path) -> None:
     assert isinstance(build_camera(CameraConfig(source="test-pattern")), TestPatternCamera)
     assert isinstance(build_camera(CameraConfig(source="folder", folder=tmp_path)), FolderCamera)
-    assert parse_camera_flag("folder:/x/y") == {"source": "folder", "folder": "/x/y"}
+    assert parse_camera_flag(f"folder:{tmp_path}") == {"source": "folder", "folder": str(tmp_path)}
     assert parse_camera_flag("picamera2") == {"source": "picamera2"}
     with pytest.raises(ConfigurationError, match="'webcam' is not a camera") as refused:
         parse_camera_flag("webcam")
@@ -88,3 +88,11 @@ def test_a_folder_without_a_rate_gives_each_image_once_then_ends(tmp_path: Path)
     assert [camera.capture().metadata["file"] for _ in range(2)] == ["00000.jpg", "00001.jpg"]
     with pytest.raises(CameraUnavailableError):
         camera.capture()
+
+
+@pytest.mark.parametrize("flag", ["folder", "folder:", "folder:{tmp}/missing", "folder:{tmp}/a-file.jpg"])
+def test_a_camera_flag_naming_no_folder_is_refused_before_anything_starts(tmp_path: Path, flag: str) -> None:
+    (tmp_path / "a-file.jpg").write_bytes(b"")
+    with pytest.raises(ConfigurationError, match="folder") as refused:
+        parse_camera_flag(flag.format(tmp=tmp_path))
+    assert "--camera folder:DIR" in refused.value.one_line()
