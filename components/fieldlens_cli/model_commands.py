@@ -47,11 +47,23 @@ def ensure_default_model(model_dir: Path) -> None:
     emit(f"  done: {card.name} {card.version}; coffee photo check: {card.metrics['coffee_photo_top1']}")
 
 
+def packages_in(folder: Path) -> list[str]:
+    """The model packages directly in ``folder`` (a retrain's ``--out``), by name."""
+    return sorted(child.name for child in folder.iterdir() if (child / CARD_FILE).is_file()) if folder.is_dir() else []
+
+
 def install_command(args: argparse.Namespace) -> int:
-    if not args.package.is_dir():
-        raise NotFoundError(f"no model package at {args.package}", "Give the directory a retrain wrote (`--out`)")
+    if not args.package.is_dir():  # often a version the gate did not publish: only its report was written
+        versions = packages_in(args.package.parent)
+        hint = (
+            f"{args.package.parent} holds the packages {', '.join(versions)} (a version the gate did not publish "
+            "has a report but no package)"
+            if versions
+            else "Give the directory a retrain wrote under `--out`, one version's"
+        )
+        raise NotFoundError(f"no model package at {args.package}", hint)
     if not (args.package / CARD_FILE).exists():  # the models directory, not one of its versions
-        versions = sorted(child.name for child in args.package.iterdir() if (child / CARD_FILE).is_file())
+        versions = packages_in(args.package)
         hint = (
             f"It holds the packages {', '.join(versions)}: give one, e.g. {args.package / versions[-1]}"
             if versions

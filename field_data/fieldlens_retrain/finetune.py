@@ -269,6 +269,7 @@ def choose_fine_tune(
     held = held_out_split(targets, settings.fine_tune_holdout, settings.seed)
     kept = ~held
     if held.sum() < max(2, classes):
+        log.info("fine-tune choice: frozen (too few training images to hold some out)")
         return Choice(False, 0, 0, {}, int(held.sum()), "too few training images to hold some out")
     plain = activations[held][:, 0]
     scores = {"frozen": round(score(frozen[kept], targets[kept], frozen[held][:, 0], targets[held]), 4)}

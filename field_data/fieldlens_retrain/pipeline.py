@@ -53,21 +53,26 @@ class RetrainReport:
     reused: int = 0
     memory_peak_mb: float = 0.0
     parent_version: str | None = None
+    fine_tune: dict[str, Any] | None = None
+    """The card's metrics.fine_tune: whether the last blocks were fine-tuned, and why."""
 
     def summary(self) -> list[str]:
         images = self.candidate["images"]
-        # the set's hash names which images; of no images it would be the hash of nothing
-        on = (
-            f"{images} validation images (set {self.evaluated_on.get('set', '?')})"
-            if images
-            else "no validation images"
-        )
         current = f"; current model {self.current['accuracy']:.1%} on the same images" if self.current else ""
+        scored = (  # the set's hash names which images: of none it would be the hash of nothing
+            f"accuracy {self.candidate['accuracy']:.1%} on {images} validation images "
+            f"(set {self.evaluated_on.get('set', '?')}){current}"
+            if images
+            else "no validation images to score it on"
+        )
         lines = [
-            f"candidate {self.version}: accuracy {self.candidate['accuracy']:.1%} on {on}{current}",
+            f"candidate {self.version}: {scored}",
             self.decision.reason,
             self.decision.sentence(),
         ]
+        if self.fine_tune:
+            chosen = "chosen" if self.fine_tune.get("chosen") else "not chosen"
+            lines.append(f"fine-tuning the last blocks: {chosen}: {self.fine_tune.get('reason')}")
         if self.curve is not None:
             lines.append(self.curve.sentence())
         lines += self.dataset_notes
@@ -284,6 +289,7 @@ def publish(
         curve,
         parent_version=card.parent_version,
         memory_peak_mb=memory_peak_mb(),
+        fine_tune=card.metrics.get("fine_tune"),
     )
     if trained is not None:
         report.timings_s, report.embedded, report.reused = trained.timings_s, trained.embedded, trained.reused

@@ -230,6 +230,8 @@ def test_installing_the_models_directory_names_the_packages_in_it(person: tuple[
     assert run.code == ExitCode.NOT_FOUND and "no model package at models (no model_card.json)" in run.line
     assert "1.0.0, 2.0.0" in run.line and "models/2.0.0" in run.line
     assert not (cwd / "current").exists()
+    unpublished = fieldlens(person, "model", "install", "models/3.0.0", "--model-dir", "current")
+    assert unpublished.code == ExitCode.NOT_FOUND and "models holds the packages 1.0.0, 2.0.0" in unpublished.line
 
 
 def test_a_listing_cut_short_by_head_is_quiet(person: tuple[Path, dict[str, str]]) -> None:

@@ -162,9 +162,8 @@ def test_one_backbone_pass_caches_both_and_a_second_embed_computes_nothing(tmp_p
 
 @pytest.mark.slow
 def test_a_fine_tuned_candidate_is_exported_checked_quantized_and_its_card_says_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quantized: list[Path]
 ) -> None:
-
     from fieldlens_core.model_check import check_package
     from fieldlens_core.model_package import load_package
     from fieldlens_retrain import packaging
@@ -174,14 +173,6 @@ def test_a_fine_tuned_candidate_is_exported_checked_quantized_and_its_card_says_
     from fieldlens_retrain.pipeline import run_retrain
     from tests.helpers.colour_photos import write_class_folders
 
-    quantized: list[Path] = []
-    quantize = packaging.quantize_int8
-
-    def counted(fp32: Path, int8: Path, calibration: Any) -> None:
-        quantized.append(fp32)
-        quantize(fp32, int8, calibration)
-
-    monkeypatch.setattr(packaging, "quantize_int8", counted)
     write_class_folders(tmp_path / "base", 8)
     built = build_manifest(None, {}, tmp_path / "base", None, val_percent=30)
     built.entries = [e.model_copy(update={"source": "field"}) for e in built.entries]  # auto needs field images
