@@ -213,7 +213,7 @@ def held_out_split(targets: np.ndarray, share: float, seed: int) -> np.ndarray:
 
 Scorer = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], float]
 """(train features (images, views, dim), their classes, held-out (m, dim), their classes) -> the
-accuracy of the head the retrain would train on those features (train.blend_accuracy)."""
+accuracy of the head the retrain would train on those features (train.head_accuracy)."""
 
 
 @dataclass

@@ -52,9 +52,14 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(tmp_path: Path) -> Iterator[tuple[LabelServer, Path, list[str]]]:
+    """The page on five images in the margin order. Without embeddings: once the embedding thread's
+    snapshot lands, the default order becomes the typical phase's and the first image changes, which
+    raced the first tap of a test (the order with embeddings: test_typical.py, test_embedded.py)."""
     root = tmp_path / "field"
     ids = keep_predicted(root, [("hen", 0.95), ("egg", 0.40), ("fox", 0.70), ("hen", 0.55), ("egg", 0.85)])
-    options = PageOptions(field_data=root, model_dir=None, cache_dir=tmp_path / "cache", port=0, labeller="tester")
+    options = PageOptions(
+        field_data=root, model_dir=None, cache_dir=tmp_path / "cache", port=0, labeller="tester", embeddings=False
+    )
     with LabelServer(options) as server:
         yield server, root, ids
 
