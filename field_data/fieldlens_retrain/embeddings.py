@@ -14,7 +14,6 @@ import hashlib
 import io
 import logging
 import tempfile
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,6 @@ from fieldlens_core.atomic import atomic_write
 from fieldlens_core.model import image_tensor
 from fieldlens_retrain.backbone import FEATURE_DIM, INPUT_SPEC, load_backbone, weights_path
 from fieldlens_retrain.finetune import TAP_BLOCK, TAP_NAME, TAP_SHAPE
-from fieldlens_retrain.packaging import export_onnx
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +80,15 @@ class FeatureBackbone:
         return features, activations
 
 
-def export_features(tapped: bool = False) -> bytes:
-    """The backbone up to global pooling, exported the way every model package is; ``tapped``: with
-    the activation entering ``blocks[TAP_BLOCK]`` as a second output."""
+def export_features(tapped: bool = False, network: Any = None) -> bytes:
+    """``network`` (default: the pretrained backbone) up to global pooling, exported the way every
+    model package is; ``tapped``: with the activation entering ``blocks[TAP_BLOCK]`` as a second
+    output."""
     import torch
 
-    from fieldlens_retrain.packaging import OPSET, OUTPUT_NAME
+    from fieldlens_retrain.packaging import INPUT_NAME, OUTPUT_NAME, export_graph
 
-    model = load_backbone()
+    model = network if network is not None else load_backbone()
 
     class Features(torch.nn.Module):
         def __init__(self) -> None:
@@ -109,21 +108,8 @@ def export_features(tapped: bool = False) -> bytes:
 
     with tempfile.TemporaryDirectory() as scratch:
         path = Path(scratch) / "features.onnx"
-        if not tapped:
-            export_onnx(Features().eval(), path, INPUT_SPEC.size)
-            return path.read_bytes()
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the legacy exporter's notes, as packaging.export_graph
-            torch.onnx.export(
-                Features().eval(),
-                (torch.zeros(1, 3, INPUT_SPEC.size, INPUT_SPEC.size),),
-                str(path),
-                input_names=["input"],
-                output_names=[OUTPUT_NAME, TAP_NAME],
-                dynamic_axes={"input": {0: "batch"}, OUTPUT_NAME: {0: "batch"}, TAP_NAME: {0: "batch"}},
-                opset_version=OPSET,
-                dynamo=False,
-            )
+        outputs = (OUTPUT_NAME, TAP_NAME) if tapped else (OUTPUT_NAME,)
+        export_graph(Features().eval(), path, (3, INPUT_SPEC.size, INPUT_SPEC.size), INPUT_NAME, outputs)
         return path.read_bytes()
 
 

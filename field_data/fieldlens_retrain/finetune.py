@@ -42,8 +42,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fieldlens_retrain.backbone import INPUT_SPEC
-
 if TYPE_CHECKING:
     from fieldlens_retrain.train import TrainSettings
 
@@ -317,20 +315,10 @@ def int8_features(network: Any, out: Path, calibration: Sequence[np.ndarray]) ->
     """The int8 graph of a fine-tuned network up to pooling (its backbone no longer the shared
     one): exported and quantized whole, calibrated as the shared int8 backbone is (the same photo
     views, so that a fine-tuned candidate's int8 graph is calibrated like a frozen one's)."""
-    import torch
-
-    from fieldlens_retrain.packaging import export_onnx, quantize_int8
-
-    class Features(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.net = network
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            pooled: torch.Tensor = self.net._avg_pooling(self.net.extract_features(x))
-            return pooled.flatten(1)
+    from fieldlens_retrain.embeddings import export_features
+    from fieldlens_retrain.packaging import quantize_int8
 
     with tempfile.TemporaryDirectory() as scratch:
         fp32 = Path(scratch) / "features.onnx"
-        export_onnx(Features().eval(), fp32, INPUT_SPEC.size)
+        fp32.write_bytes(export_features(network=network))  # the shared backbone's graph, of this network
         quantize_int8(fp32, out, calibration)

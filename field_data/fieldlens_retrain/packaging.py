@@ -50,8 +50,11 @@ def export_onnx(model: Any, path: Path, size: int) -> None:
     export_graph(model, path, (3, size, size), INPUT_NAME)
 
 
-def export_graph(model: Any, path: Path, shape: tuple[int, ...], input_name: str) -> None:
-    """``model`` for inputs of ``shape`` after a dynamic batch axis, as every graph here is exported."""
+def export_graph(
+    model: Any, path: Path, shape: tuple[int, ...], input_name: str, outputs: tuple[str, ...] = (OUTPUT_NAME,)
+) -> None:
+    """``model`` for inputs of ``shape`` after a dynamic batch axis, as every graph here is exported;
+    ``outputs`` names what ``model`` returns (a tuple for more than one), each batched the same."""
     import torch
 
     example = torch.zeros(1, *shape)
@@ -62,8 +65,8 @@ def export_graph(model: Any, path: Path, shape: tuple[int, ...], input_name: str
             (example,),
             str(path),
             input_names=[input_name],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={input_name: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=list(outputs),
+            dynamic_axes={name: {0: "batch"} for name in (input_name, *outputs)},
             opset_version=OPSET,
             dynamo=False,
         )

@@ -1,7 +1,7 @@
 """Transfer learning: a new classification head on EfficientNet-Lite0's cached embeddings.
 
 The backbone stays frozen (frozen features make a retrain a matter of seconds), except its last
-block where a held-out part of the training images says fine-tuning it helps (``fine_tune``,
+blocks where a held-out part of the training images says fine-tuning them helps (``fine_tune``,
 fieldlens_retrain.finetune: trained on activations the embedding pass caches, so the backbone
 still runs once per image; the head is then trained on the fine-tuned embeddings).
 
@@ -283,8 +283,10 @@ def retrain(
     stage = on_stage or (lambda name: None)
     stage("embedding")
     skipped = skipped_fine_tune(settings, train)
-    tune = skipped is None
-    embeddings = cache.embed([(e.sha256, Path(e.path)) for e in manifest.entries], activations=tune)
+    inherited = inherited_choice(parent, manifest.labels, len(train), settings) if skipped is None else None
+    # activations are read only to try fine-tuning or to repeat it, not to inherit "frozen"
+    activations = skipped is None and (inherited is None or inherited.chosen)
+    embeddings = cache.embed([(e.sha256, Path(e.path)) for e in manifest.entries], activations=activations)
     timings["embed"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -298,9 +300,8 @@ def retrain(
     )
     network = None
     choice: Choice | None = None
-    if tune:
+    if skipped is None:
         network = load_backbone(num_classes=len(manifest.labels))  # the one exported, fine-tuned or not
-        inherited = inherited_choice(parent, manifest.labels, len(train), settings)
         features, validation_features, choice = fine_tuned_features(
             network,
             cache,
