@@ -438,6 +438,25 @@ def test_counts_follow_label_import_under_a_running_page(
     assert browser.find_element("id", "progress-text").text.startswith("3 of 5 labelled")
 
 
+def test_the_buttons_stay_put_while_a_photo_loads(browser: Any, page: tuple[LabelServer, Path, list[str]]) -> None:
+    """On a phone the buttons sit under the photo: a photo that sized its own box would move them when it
+    loaded, and a tap already on its way would land on the wrong one (or none)."""
+    server, _, _ = page
+    browser.set_window_size(400, 800)
+    open_page(browser, server)
+    where = "return document.querySelector(\"#actions [data-action='blank']\").getBoundingClientRect().toJSON()"
+    before = browser.execute_script(where)
+    for width, height in ((400, 60), (60, 400)):  # a panorama, then a tall strip: neither moves the buttons
+        browser.execute_async_script(
+            "const [w, h, done] = arguments; const canvas = document.createElement('canvas');"
+            "canvas.width = w; canvas.height = h; const photo = document.getElementById('photo');"
+            "photo.onload = () => done(true); photo.src = canvas.toDataURL();",
+            width,
+            height,
+        )
+        assert browser.execute_script(where) == before, f"a {width}x{height} photo moved the buttons"
+
+
 def test_a_finger_labels_with_the_buttons_and_types_into_the_filter(
     browser: Any, page: tuple[LabelServer, Path, list[str]]
 ) -> None:
