@@ -98,7 +98,9 @@ def version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="fieldlens", description=__doc__, epilog=f"exit codes:\n{exit_code_table()}")
     parser.add_argument("--version", action="version", version=f"fieldlens {version()}")
-    shtab.add_argument_to(parser, "--print-completion", help="print a shell completion script (bash, zsh or tcsh)")
+    shtab.add_argument_to(
+        parser, "--print-completion", help=f"print a shell completion script ({', '.join(shtab.SUPPORTED_SHELLS)})"
+    )
     parser.add_argument(
         "--log-level",
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],

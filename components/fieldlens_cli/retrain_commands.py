@@ -27,9 +27,16 @@ def register(commands: Subcommands) -> None:
     label_parser = commands.add_parser("label", help="labels of field images")
     label_commands = label_parser.add_subparsers(dest="label_command", required=True)
     label_in = label_commands.add_parser(
-        "import", help="write labels from a CSV (key,label) or COCO JSON into sidecars"
+        "import",
+        help="write labels from a CSV (key,label), COCO JSON or a Label Studio export into sidecars",
+        description="Write labels into the field images' sidecars, each as a person's label.",
     )
-    label_in.add_argument("file", type=Path)
+    label_in.add_argument(
+        "file",
+        type=Path,
+        help="a CSV with a key,label header (key: an image id, <thing>/<id>, a path or an S3 key), a COCO "
+        "classification JSON, or Label Studio's JSON export",
+    )
     label_out = label_commands.add_parser("export", help="labels from the sidecars to a CSV or COCO JSON")
     label_out.add_argument("--format", choices=["csv", "coco", "label-studio"], default="csv")
     label_out.add_argument(
@@ -39,7 +46,9 @@ def register(commands: Subcommands) -> None:
         "none for a directory",
     )
     label_out.add_argument("--out", type=Path, required=True, help="the file to write")
-    label_in.add_argument("--field-data", type=Path, default=DATA_DIR / "field-images")
+    label_in.add_argument(
+        "--field-data", type=Path, default=DATA_DIR / "field-images", help="the field-data directory to label"
+    )
     label_out.add_argument(
         "--field-data", default=str(DATA_DIR / "field-images"), help="a field-data directory or s3://bucket/prefix"
     )
@@ -131,15 +140,21 @@ def register(commands: Subcommands) -> None:
         "--fine-tune",
         choices=["auto", "always", "never"],
         default="auto",
-        help="fine-tune the backbone's last blocks: auto when a held-out part of the training images says it "
-        "helps (the current model's choice is reused while its classes and most of its images are the same); "
-        "never: the frozen backbone only, a retrain in seconds (default: auto)",
+        help="fine-tune the backbone's last blocks: auto tries it when field images are among the training "
+        "images and keeps it when a held-out part of them says it helps (the current model's choice is reused "
+        "while its classes and most of its images are the same); never: the frozen backbone only, a retrain in "
+        "seconds (default: auto)",
     )
     arg(
         "--name",
         help="model name (default: the current model's when the classes are its own, else fieldlens-classifier)",
     )
-    arg("--cache", type=Path, default=DATA_DIR / "cache")
+    arg(
+        "--cache",
+        type=Path,
+        default=DATA_DIR / "cache",
+        help="the embeddings, activations and int8 backbone a retrain computes, reused by the next one",
+    )
     arg("--backend", choices=["local", "sagemaker"], default="local")
     arg("--role-arn", help="SageMaker execution role (needed with --backend sagemaker; default: none)")
     arg("--bucket", help="S3 bucket: SageMaker's input and output, and --publish's artifacts (default: none)")

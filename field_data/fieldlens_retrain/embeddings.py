@@ -156,7 +156,7 @@ class EmbeddingCache:
     def int8_backbone(self) -> Path:
         """The backbone's int8 graph (U8S8, as a package's), quantized once per backbone identity
         and calibration: every candidate's int8 graph is it with the candidate's head stitched on
-        (packaging.stitch_int8). Calibrated on the default model's photo views, not on a dataset's
+        (packaging.stitch_head). Calibrated on the default model's photo views, not on a dataset's
         images, so that it does not depend on what is being trained; the candidate's int8 graph is
         measured against its fp32 graph on the validation images (its card's int8 agreement)."""
         from fieldlens_retrain.default_model import calibration_tensors
@@ -170,6 +170,11 @@ class EmbeddingCache:
             quantize_int8(backbone.path, partial, calibration_tensors())
             partial.replace(path)
         return path
+
+    def fp32_backbone(self) -> Path:
+        """The backbone's fp32 graph up to its pooled features: the one the embeddings came from, and
+        the body of a frozen candidate's fp32 graph (packaging.stitch_head)."""
+        return self._ensure_backbone().path
 
     def _ensure_backbone(self) -> FeatureBackbone:
         if self._backbone is None:

@@ -158,14 +158,20 @@ FEATURES_NAME = "features"
 """The value where a frozen backbone ends and a head begins, in a stitched graph."""
 
 
-def stitch_int8(backbone_int8: Path, head: Any, features: int, out: Path) -> None:
-    """The int8 graph of a head on a frozen backbone: the backbone's int8 graph, quantized once
-    (``fieldlens_retrain.embeddings.EmbeddingCache.int8_backbone``), with the head in float after it.
+def stitch_head(body_path: Path, head: Any, features: int, out: Path) -> None:
+    """A head on a frozen backbone's graph: ``body_path`` (its pooled features as its one output)
+    with ``head`` exported after it, in float, as one graph.
 
-    Quantizing the whole network again for each candidate cost most of an incremental retrain,
+    The int8 graph is the backbone's int8 graph, quantized once
+    (``fieldlens_retrain.embeddings.EmbeddingCache.int8_backbone``), with the head after it:
+    quantizing the whole network again for each candidate cost most of an incremental retrain,
     though only the head differs between candidates. The head (a linear layer and the prototype
     blend: a thousandth of the network's multiply-adds) stays in float, so it adds no rounding of its
-    own; the staged package is checked like any other (known answer, device check).
+    own. A frozen candidate's fp32 graph is the backbone's fp32 graph (the one its embeddings
+    came from) with the head after it the same way: exporting the whole network through torch again
+    was a tenth of an incremental retrain (0.4 s), and the export check then compares the stitched
+    graph with the torch network as it did the exported one. The staged package is checked like any
+    other (known answer, device check).
     """
     import onnx
     from onnx import compose
@@ -174,7 +180,7 @@ def stitch_int8(backbone_int8: Path, head: Any, features: int, out: Path) -> Non
         head_path = Path(scratch) / "head.onnx"
         export_graph(head, head_path, (features,), FEATURES_NAME)
         tail = onnx.load(str(head_path))
-    body = onnx.load(str(backbone_int8))
+    body = onnx.load(str(body_path))
     (ending,) = body.graph.output  # the backbone's pooled features, exported as OUTPUT_NAME
     for node in body.graph.node:
         node.output[:] = [FEATURES_NAME if name == ending.name else name for name in node.output]
@@ -291,20 +297,26 @@ def write_package(
     card: dict[str, Any],
     measure: Measure | None = None,
     int8: Callable[[Path], None] | None = None,
+    fp32: Callable[[Path], None] | None = None,
 ) -> ModelCard:
     """Write ``network`` (a torch module in eval mode) as a package at ``out_dir``, replacing it.
 
     ``card`` holds the fields only the caller knows (name, version, architecture, training);
     this function adds the input, classes, variants, creation time and the export check to its
     metrics. ExportCheckError when the exported graph's probabilities disagree with torch's.
-    ``int8`` writes the int8 graph to the path it is given (a retrain's :func:`stitch_int8`);
-    by default the fp32 graph is quantized whole, calibrated on ``calibration``.
+    ``int8`` writes the int8 graph to the path it is given (a retrain's :func:`stitch_head`);
+    by default the fp32 graph is quantized whole, calibrated on ``calibration``. ``fp32`` likewise
+    writes the fp32 graph (a frozen candidate's :func:`stitch_head`); by default ``network`` is
+    exported whole. Either way the fp32 graph is checked against ``network`` in torch.
     """
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the service may run as another user
     try:
-        export_onnx(network, staging / FP32_FILE, spec.size)
+        if fp32 is None:
+            export_onnx(network, staging / FP32_FILE, spec.size)
+        else:
+            fp32(staging / FP32_FILE)
         if int8 is None:
             quantize_int8(staging / FP32_FILE, staging / INT8_FILE, calibration)
         else:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,18 @@ def test_a_camera_flag_naming_no_folder_is_refused_before_anything_starts(tmp_pa
     with pytest.raises(ConfigurationError, match="folder") as refused:
         parse_camera_flag(flag.format(tmp=tmp_path))
     assert "--camera folder:DIR" in refused.value.one_line()
+
+
+def test_a_camera_flag_naming_an_empty_folder_starts_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Photos may be dropped in while it runs, so it starts; until then every request fails, so it says so."""
+    (tmp_path / "notes.txt").write_text("not an image")
+    with caplog.at_level(logging.WARNING, logger="fieldlens_core.camera.registry"):
+        assert parse_camera_flag(f"folder:{tmp_path}") == {"source": "folder", "folder": str(tmp_path)}
+    assert "has no images yet" in caplog.text and "CAMERA_UNAVAILABLE" in caplog.text
+    caplog.clear()
+    write_video(tmp_path / "photos", ["hen"])
+    with caplog.at_level(logging.WARNING, logger="fieldlens_core.camera.registry"):
+        parse_camera_flag(f"folder:{tmp_path / 'photos'}")
+    assert caplog.text == ""
