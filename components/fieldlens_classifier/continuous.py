@@ -1,8 +1,9 @@
 """Continuous mode: capture -> classify -> keep -> smooth -> events, on one thread of its own.
 
 One thread, one frame at a time: a frame is captured only when the previous one has been
-classified, so nothing ever queues. (Two or more frames in flight, for the service's batcher,
-measured no faster on 2 CPUs: README, "Continuous mode".) At ``fps`` the loop waits for the
+classified, so nothing ever queues. (Two frames in flight measured no faster on 2 CPUs, three
+10-15% faster with the service's runs side by side: components/fieldlens_bench/README.md,
+"Continuous mode".) At ``fps`` the loop waits for the
 next tick; when inference is slower than the rate, the ticks it missed are counted as
 ``dropped`` and the loop takes the next frame at once (a camera that streams, picamera2, hands
 over its newest frame). Without ``fps`` it runs as fast as inference allows.

@@ -35,7 +35,12 @@ class InferenceServiceConfig(ComponentSettings):
         "(ARM, x86 with AVX-512 VNNI or AVX-VNNI) and it times faster than fp32 at load, else fp32.",
     )
     intra_op_threads: int = Field(
-        default=0, ge=0, le=64, title="Threads", description="ONNX Runtime intra-op threads; 0 = one per core."
+        default=0,
+        ge=0,
+        le=64,
+        title="Threads",
+        description="ONNX Runtime threads of a request alone, and the lanes of requests run side by side (counted "
+        "at start); 0 = one per CPU the service may use.",
     )
     allow_spinning: bool = Field(
         default=True,
@@ -47,9 +52,10 @@ class InferenceServiceConfig(ComponentSettings):
         default=2,
         ge=1,
         le=64,
-        title="Max batch",
-        description="Requests waiting at the same moment run as one batch of up to this many; 1 turns batching "
-        "off. Each image in a batch holds its activations: fp32 RSS is ~160 MB at 2, ~200 MB at 8.",
+        title="Max batch (no longer used)",
+        description="No longer used: requests in flight together run side by side, one ONNX Runtime thread each, "
+        "instead of in batches (components/README.md, 'The inference service'). Accepted so that configurations "
+        "deployed with it stay valid.",
     )
     reload_interval_s: float = Field(
         default=2.0, gt=0, le=3600, title="Reload check", description="How often to look for a new model version."

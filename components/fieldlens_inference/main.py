@@ -15,8 +15,9 @@ import sys
 from fieldlens_core.bootstrap import given_flags, load_component_config, run_component
 from fieldlens_core.errors import FieldlensError, ModelPackageError
 from fieldlens_core.lifecycle import configure_logging, startup_failure
-from fieldlens_inference.batcher import BatchRunner
+from fieldlens_core.model import share_one_arena
 from fieldlens_inference.config import InferenceServiceConfig
+from fieldlens_inference.lanes import LaneRunner, lanes_for
 from fieldlens_inference.model_manager import ModelManager
 from fieldlens_inference.server import InferenceSocketServer, SocketInUseError
 from fieldlens_inference.service import InferenceService
@@ -33,7 +34,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--service-name", dest="service_name")
     parser.add_argument("--variant", dest="model_variant", choices=["auto", "fp32", "int8"])
     parser.add_argument("--threads", dest="intra_op_threads", type=int)
-    parser.add_argument("--max-batch", dest="max_batch", type=int)
     parser.add_argument("--no-spinning", dest="allow_spinning", action="store_const", const=False)
     parser.add_argument("--log-level", dest="log_level")
     return parser.parse_args(argv)
@@ -49,10 +49,17 @@ def main(argv: list[str] | None = None) -> int:
         return startup_failure(log, exc)
     config = setup.config
     logging.getLogger().setLevel(config.log_level)  # the file's logLevel (flags set it before the file was read)
-    manager = ModelManager(config.model_dir, config.model_variant, config.intra_op_threads, config.allow_spinning)
+    if "max_batch" in config.model_fields_set:
+        log.info("maxBatch is no longer used: requests in flight together run side by side instead of in batches")
+    lanes = lanes_for(config.intra_op_threads)  # counted once, at start
+    if lanes > 1:
+        share_one_arena()  # the wide and the narrow runs take turns with the same memory
+    manager = ModelManager(
+        config.model_dir, config.model_variant, config.intra_op_threads, config.allow_spinning, narrow=lanes > 1
+    )
     try:
         manager.load_initial()
-        service = InferenceService(manager, {config.service_name}, BatchRunner(config.max_batch))
+        service = InferenceService(manager, {config.service_name}, LaneRunner(lanes))
         server = InferenceSocketServer(config.socket_path, service, config.max_body_bytes)
     except (ModelPackageError, SocketInUseError, OSError) as exc:
         return startup_failure(log, exc)

@@ -28,7 +28,7 @@ import numpy as np
 
 from fieldlens_core.errors import ModelPackageError
 from fieldlens_core.int8_kernels import AUTO, choose_variant, int8_kernels
-from fieldlens_core.model import LoadedModel
+from fieldlens_core.model import LoadedModel, with_narrow_session
 from fieldlens_core.model_check import check_package
 from fieldlens_core.model_package import CARD_FILE, read_card, resolve_package_dir
 
@@ -63,11 +63,15 @@ def time_per_image_ms(models: Mapping[str, LoadedModel], runs: int = TIMING_RUNS
 
 
 class ModelManager:
-    def __init__(self, model_dir: Path, variant: str = AUTO, threads: int = 0, spinning: bool = True) -> None:
+    def __init__(
+        self, model_dir: Path, variant: str = AUTO, threads: int = 0, spinning: bool = True, narrow: bool = False
+    ) -> None:
+        """``narrow``: the served model also gets a one-thread session, for runs side by side (lanes.py)."""
         self._model_dir = model_dir
         self._variant = variant
         self._threads = threads
         self._spinning = spinning
+        self._narrow = narrow
         self._model: LoadedModel | None = None
         self._fingerprint: tuple[str, int, int] | None = None
         self._reload_lock = threading.Lock()
@@ -132,7 +136,8 @@ class ModelManager:
         choice = choose_variant(self._variant, checked.card.variants, kernels, timings)
         if self._variant == "int8" and not kernels.exact:
             log.warning("serving int8 as configured, although on this CPU (%s) it answers otherwise", kernels.reason)
-        return dataclasses.replace(checked.models[choice.variant], choice=choice.reason)
+        served = dataclasses.replace(checked.models[choice.variant], choice=choice.reason)
+        return with_narrow_session(served) if self._narrow else served
 
     def start_watching(self, interval_s: float) -> None:
         def watch() -> None:

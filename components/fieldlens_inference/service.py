@@ -1,4 +1,4 @@
-"""Answers one protocol request: checks it, then LoadedModel.classify through the batcher.
+"""Answers one protocol request: checks it, then LoadedModel.classify on the lanes (lanes.py).
 
 Kept apart from the socket server so that its behaviour is tested without a socket.
 """
@@ -11,7 +11,7 @@ from typing import Any
 from fieldlens_core.inference.protocol import CONTENT_TYPES, WireCode
 from fieldlens_core.model import BadImageError
 from fieldlens_core.model_package import OPERATING_POINT
-from fieldlens_inference.batcher import BatchRunner
+from fieldlens_inference.lanes import LaneRunner
 from fieldlens_inference.model_manager import ModelManager
 
 log = logging.getLogger(__name__)
@@ -24,10 +24,10 @@ def failure(code: WireCode, message: str) -> dict[str, Any]:
 
 
 class InferenceService:
-    def __init__(self, manager: ModelManager, service_names: set[str], runner: BatchRunner | None = None) -> None:
+    def __init__(self, manager: ModelManager, service_names: set[str], runner: LaneRunner | None = None) -> None:
         self._manager = manager
         self._services = service_names
-        self._runner = runner or BatchRunner(max_batch=1)
+        self._runner = runner or LaneRunner()
 
     def handle(self, header: dict[str, Any], body: bytes) -> dict[str, Any]:
         op = header.get("op")
@@ -60,7 +60,7 @@ class InferenceService:
             return failure(WireCode.BAD_FRAME, f"top_k must be an integer from 1 to {MAX_TOP_K}")
 
         try:
-            result = model.classify(body, k, content_type, predict=lambda tensor: self._runner.predict(model, tensor))
+            result = self._runner.classify(model, body, k, content_type)
         except BadImageError as exc:
             return failure(WireCode.BAD_IMAGE, str(exc))
         # the socket's JSON, the one conversion (by hand: model_dump costs several times more, per request)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from fieldlens_core import model as model_module
 from fieldlens_core.int8_kernels import Int8Kernels
-from fieldlens_core.model import BadImageError, load_model, preprocess, softmax, top_k
+from fieldlens_core.model import BadImageError, load_model, preprocess, softmax, top_k, with_narrow_session
 from fieldlens_core.model_package import InputSpec
 from tests.helpers.images import solid_jpeg, solid_png
 from tests.helpers.tiny_model import make_tiny_package
@@ -125,6 +125,29 @@ def test_sessions_spin_only_within_a_run(tmp_path: Path) -> None:
         options = load_model(tmp_path, "fp32", spinning=spinning).session.get_session_options()
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == entry
         assert options.get_session_config_entry("session.force_spinning_stop") == "1"
+
+
+def test_a_narrow_session_is_the_same_graph_on_one_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The inference service's runs side by side (fieldlens_inference/lanes.py) answer as its wide ones;
+    the unfused int8 of a CPU whose kernels saturate stays unfused in it."""
+    import onnxruntime as ort
+
+    make_tiny_package(tmp_path, int8=True)
+    model = load_model(tmp_path, "fp32", threads=2)
+    assert model.narrow_session is None
+    narrow = with_narrow_session(model)
+    options = narrow.narrow_session.get_session_options()  # type: ignore[union-attr]
+    assert options.intra_op_num_threads == 1 and options.get_session_config_entry("session.disable_prepacking") == "1"
+    for colour in ((240, 10, 10), (10, 240, 10), (10, 10, 240)):
+        tensor = preprocess(solid_jpeg(colour), model.spec)
+        np.testing.assert_allclose(narrow.predict(tensor, narrow=True), model.predict(tensor), rtol=1e-4, atol=1e-5)
+    assert narrow.session is model.session  # a wide run is still the served session's
+    monkeypatch.setattr(model_module, "int8_kernels", lambda: Int8Kernels(False, "a CPU"))
+    unfused = with_narrow_session(load_model(tmp_path, "int8", as_written=True)).narrow_session
+    assert unfused is not None
+    assert unfused.get_session_options().graph_optimization_level == ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    with pytest.raises(RuntimeError, match="does not have"):  # int8's kernels need their weights prepacked
+        unfused.get_session_options().get_session_config_entry("session.disable_prepacking")
 
 
 @pytest.mark.parametrize(
