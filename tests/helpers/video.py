@@ -9,6 +9,7 @@ answers that label with ``confidence``, the rest spread over the other labels.
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,6 +65,7 @@ class ColourModel:
     def __init__(self, confidence: float = 0.85) -> None:
         self.confidence = confidence
         self.calls = 0
+        self._counting = threading.Lock()  # continuous mode classifies several frames at once
 
     def label_of(self, jpeg: bytes) -> str:
         with Image.open(io.BytesIO(jpeg)) as image:
@@ -72,5 +74,6 @@ class ColourModel:
         return min(COLOURS, key=lambda name: sum((a - b) ** 2 for a, b in zip(COLOURS[name], pixel, strict=False)))
 
     def classify(self, body: bytes, content_type: str = "image/jpeg", top_k: int = 5) -> InferenceResult:
-        self.calls += 1
+        with self._counting:
+            self.calls += 1
         return InferenceResult(predictions=predictions(self.label_of(body), self.confidence)[:top_k], model=self.MODEL)

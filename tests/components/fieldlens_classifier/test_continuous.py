@@ -3,8 +3,10 @@ that reads each frame's colour, the in-memory bus and the real field store."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +15,13 @@ import pytest
 
 from fieldlens_classifier.build import assemble_classifier
 from fieldlens_classifier.config import ClassifierConfig
+from fieldlens_classifier.continuous import ContinuousLoop
+from fieldlens_classifier.frame import ClassifiedFrame
 from fieldlens_core.bus import Message
 from fieldlens_core.bus.memory import InMemoryBus
 from fieldlens_core.camera import Camera, Frame
 from fieldlens_core.camera.folder import FolderCamera
+from fieldlens_core.inference.client import InferenceResult
 from fieldlens_fielddata.directory import FieldDataDir
 from fieldlens_fielddata.store import FieldStore
 from tests.helpers.collector import ResponseCollector
@@ -33,7 +38,12 @@ ANSWERS = f"/response/continuous/{NAME}"
 
 class Rig:
     def __init__(
-        self, tmp_path: Path, camera: Camera, sampling: dict[str, Any] | None = None, **continuous: Any
+        self,
+        tmp_path: Path,
+        camera: Camera,
+        sampling: dict[str, Any] | None = None,
+        model: ColourModel | None = None,
+        **continuous: Any,
     ) -> None:
         self.config = ClassifierConfig.model_validate(
             {
@@ -51,7 +61,7 @@ class Rig:
         self.bus.subscribe("/response/continuous/#", self.answers)
         self.bus.subscribe("/event/frame/#", self.frames)
         self.store = FieldStore(self.config.field_data_dir, "belt-1", sync_interval_s=0)
-        self.model = ColourModel()
+        self.model = model or ColourModel()
         self.classifier = assemble_classifier(self.config, self.bus, camera, self.model, self.store)
         self.classifier.start()
 
@@ -69,8 +79,10 @@ class Rig:
 def rig_of(tmp_path: Path) -> Iterator[Callable[..., Rig]]:
     rigs: list[Rig] = []
 
-    def make(camera: Camera, sampling: dict[str, Any] | None = None, **continuous: Any) -> Rig:
-        rigs.append(Rig(tmp_path, camera, sampling, **continuous))
+    def make(
+        camera: Camera, sampling: dict[str, Any] | None = None, model: ColourModel | None = None, **continuous: Any
+    ) -> Rig:
+        rigs.append(Rig(tmp_path, camera, sampling, model, **continuous))
         return rigs[-1]
 
     yield make
@@ -315,3 +327,55 @@ def test_a_bug_stops_the_loop_with_its_reason_and_a_start_runs_it_again(
     assert status["running"] is False and "ZeroDivisionError: a bug in the camera adapter" in status["stopped_by"]
     assert rig.command({"action": "start"})["continuous"]["running"] is True  # the thread is still there
     wait_until(lambda: rig.classifier.continuous.status().stopped_by is not None, 10, "the second failure")
+
+
+class HeldFirst(ColourModel):
+    """Holds the first frame's answer until two more frames have been captured, classified and
+    answered (or ``hold_s`` passes): only a loop with three frames at the service gets them."""
+
+    def __init__(self, hold_s: float) -> None:
+        super().__init__()
+        self.hold_s = hold_s
+        self.third_answered = threading.Event()
+        self.first_saw_the_third: bool | None = None  # False: the hold ran out first
+        self._arrivals = itertools.count(1)
+
+    def classify(self, body: bytes, content_type: str = "image/jpeg", top_k: int = 5) -> InferenceResult:
+        arrival = next(self._arrivals)
+        if arrival == 1:
+            self.first_saw_the_third = self.third_answered.wait(self.hold_s)
+        try:
+            return super().classify(body, content_type, top_k)
+        finally:
+            if arrival == 3:
+                self.third_answered.set()
+
+
+def test_without_a_rate_three_frames_are_at_the_service_at_once_and_settle_in_capture_order(
+    tmp_path: Path, rig_of: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first frame is answered last; the loop still keeps, smooths and counts frames in the order
+    the camera took them."""
+    settled: list[tuple[int, str]] = []
+    settle = ContinuousLoop._settle
+
+    def recording(loop: ContinuousLoop, index: int, started: float, frame: ClassifiedFrame, *rest: Any) -> None:
+        settled.append((frame.frame.metadata["frame"], frame.predictions[0].label))
+        settle(loop, index, started, frame, *rest)
+
+    monkeypatch.setattr(ContinuousLoop, "_settle", recording)
+    video = ["hen", "egg", "fox", "blank"] * 3
+    model = HeldFirst(hold_s=10)
+    rig = rig_of(FolderCamera(write_video(tmp_path / "video", video), repeat=False), model=model, enabled=True)
+    wait_until(lambda: len(settled) == len(video), 10, "the whole video")
+    assert model.first_saw_the_third is True
+    assert settled == list(enumerate(video))
+    assert rig.classifier.continuous.status().frames == len(video)
+
+
+def test_at_a_rate_one_frame_is_at_the_service_at_a_time(tmp_path: Path, rig_of: Callable[..., Rig]) -> None:
+    model = HeldFirst(hold_s=0.3)  # the rate's own pace: the first answer comes when the hold runs out
+    rig = rig_of(FolderCamera(write_video(tmp_path / "video", ["hen", "egg", "fox"] * 2)), model=model, fps=60)
+    assert rig.command({"action": "start"})["continuous"]["running"] is True
+    wait_until(lambda: rig.classifier.continuous.status().frames >= 3, 10, "three frames")
+    assert model.first_saw_the_third is False  # the second frame was taken after the first was answered
