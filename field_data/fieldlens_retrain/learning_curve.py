@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,20 @@ def fit_curve(points: tuple[CurvePoint, ...]) -> tuple[float, float, float] | No
     return float(found[0]), float(found[1]), float(found[2])
 
 
+def curve_subsets(targets: np.ndarray, seed: int = 0) -> list[tuple[float, np.ndarray]]:
+    """The training images each point of the curve trains on: (fraction, image indices) for each of
+    :data:`FRACTIONS` that differs from the one before (the last is every image); none where the
+    smallest class has under :data:`MIN_PER_CLASS` images (a quarter of under four is one image)."""
+    if min(np.bincount(targets)[np.unique(targets)], default=0) < MIN_PER_CLASS:
+        return []
+    subsets: list[tuple[float, np.ndarray]] = []
+    for fraction in FRACTIONS:
+        chosen = subset(targets, fraction, seed)
+        if not subsets or len(chosen) > len(subsets[-1][1]):  # else too few a class for this share to differ
+            subsets.append((fraction, chosen))
+    return subsets
+
+
 def learning_curve(
     features: np.ndarray,
     targets: np.ndarray,
@@ -120,21 +135,20 @@ def learning_curve(
     val_targets: np.ndarray,
     score_head: Any,
     seed: int = 0,
+    trained: Sequence[Any] | None = None,
 ) -> LearningCurve:
     """Validation accuracy of heads trained on :data:`FRACTIONS` of the training images.
 
     ``features`` is (images, views, dim) with ``targets`` per image; ``score_head(features,
     targets)`` trains a head on them the way the retrain does and returns a function giving
-    predicted class indices for (n, dim) queries."""
-    points: list[CurvePoint] = []
+    predicted class indices for (n, dim) queries. ``trained``: those functions for the heads of
+    :func:`curve_subsets`, in order, where the caller has trained them already (a retrain trains
+    them with its own head, whose the last one is: train.train_heads); ``score_head`` is then unused."""
+    subsets = curve_subsets(targets, seed)
     classes = max(1, len(np.unique(targets)))
-    if min(np.bincount(targets)[np.unique(targets)], default=0) < MIN_PER_CLASS:
-        return LearningCurve((), None, len(val_targets))  # a quarter of under four is one image: no curve
-    for fraction in FRACTIONS:
-        chosen = subset(targets, fraction, seed)
-        if points and len(chosen) / classes <= points[-1].labels_per_class:
-            continue  # too few images a class for this share to differ from the last
-        predict = score_head(features[chosen], targets[chosen])
+    points: list[CurvePoint] = []
+    for n, (fraction, chosen) in enumerate(subsets):
+        predict = trained[n] if trained is not None else score_head(features[chosen], targets[chosen])
         accuracy = float((predict(val_features) == val_targets).mean()) if len(val_targets) else 0.0
         points.append(CurvePoint(fraction, len(chosen) / classes, round(accuracy, 4)))
     measured = tuple(points)

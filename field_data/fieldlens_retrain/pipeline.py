@@ -24,7 +24,7 @@ from fieldlens_core.model_package import ModelCard, ModelPackage, current_packag
 from fieldlens_retrain.dataset import Manifest, read_manifest
 from fieldlens_retrain.decisions import append_decision
 from fieldlens_retrain.embeddings import EmbeddingCache
-from fieldlens_retrain.evaluate import PredictionCache, as_loaded, confusion_png, score
+from fieldlens_retrain.evaluate import HeadAnswers, PredictionCache, as_loaded, confusion_png, score
 from fieldlens_retrain.gate import DEFAULT_RULES, GateDecision, GateRules, gate, paired_outcomes
 from fieldlens_retrain.learning_curve import LearningCurve, curve_png
 from fieldlens_retrain.packaging import finish_fetched_package
@@ -108,11 +108,12 @@ def run_retrain(
     predictions = PredictionCache(cache_dir)
     evaluations: list[Evaluation] = []
 
-    def measure(loaded: Callable[[str], LoadedModel]) -> dict[str, Any]:  # the staged candidate, before its card
+    def measure(loaded: Callable[[str], LoadedModel], answers: HeadAnswers | None) -> dict[str, Any]:
+        """The staged candidate's evaluation and int8 check, before its card."""
         if on_stage is not None:
             on_stage("evaluating")
         started = time.perf_counter()
-        evaluations.append(evaluate(manifest, loaded("fp32"), parent, rules, predictions))
+        evaluations.append(evaluate(manifest, loaded("fp32"), parent, rules, predictions, answers))
         metrics = {**evaluations[-1].card_metrics(), **int8_agreement(manifest, evaluations[-1], loaded("int8"))}
         evaluating.append(time.perf_counter() - started)
         return metrics
@@ -222,8 +223,12 @@ def evaluate(
     parent: ModelPackage | None,
     rules: GateRules,
     predictions: PredictionCache | None,
+    answers: HeadAnswers | None = None,
 ) -> Evaluation:
-    """Score the candidate and the current model on the same held-out field images and gate the candidate."""
+    """Score the candidate and the current model on the same held-out field images and gate the candidate.
+
+    ``answers``: a local frozen candidate's, from its head on the cached embeddings; ``candidate`` runs
+    only on the images they are unsure of, and the prediction cache keeps them as its answers."""
     holdout = manifest.holdout()
     images, truth = [(e.sha256, Path(e.path)) for e in holdout], [e.label for e in holdout]
     evaluated_on = {
@@ -237,7 +242,12 @@ def evaluate(
             return predictions.top1(model, images)
         return as_loaded(model).top1([path.read_bytes() for _, path in images])
 
-    candidate_top1 = top1(candidate)
+    if answers is None:
+        candidate_top1 = top1(candidate)
+    else:
+        candidate_top1 = answers.resolve(candidate, [path for _, path in images])
+        if predictions is not None:
+            predictions.record(candidate, [sha for sha, _ in images], candidate_top1)
     scored = score(truth, candidate_top1, manifest.labels)
     current, paired = None, None
     if parent and holdout:

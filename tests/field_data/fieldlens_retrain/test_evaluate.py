@@ -3,11 +3,21 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from fieldlens_core.model_package import load_package
-from fieldlens_retrain.evaluate import OTHER, PredictionCache, confusion_png, predict_files, score
-from tests.helpers.images import solid_jpeg
+from fieldlens_core.model_package import InputSpec, load_package
+from fieldlens_retrain.evaluate import (
+    OTHER,
+    TIE_MARGIN,
+    PredictionCache,
+    confusion_png,
+    decoded_as_embedded,
+    head_answers,
+    predict_files,
+    score,
+)
+from tests.helpers.images import solid_jpeg, solid_png
 from tests.helpers.tiny_model import make_tiny_package
 
 
@@ -92,3 +102,44 @@ def test_an_unreadable_cache_file_is_started_again(tmp_path: Path, tiny_package:
         stored.write_text("{not json")
     cache = PredictionCache(tmp_path / "cache")
     assert cache.top1(load_package(tiny_package), images) == ["red"] and cache.computed == 1
+
+
+def test_a_recorded_answer_is_the_next_retrains_and_runs_nothing(tmp_path: Path, tiny_package: Path) -> None:
+    """A local candidate's answers come from its head (HeadAnswers); recorded, they spare the next
+    retrain, where the candidate is the current model, from running it on those images."""
+    images = photos(tmp_path / "photos", {"red": (240, 10, 10), "green": (10, 240, 10)})
+    PredictionCache(tmp_path / "cache").record(load_package(tiny_package), [sha for sha, _ in images], ["red", "blue"])
+    cache = PredictionCache(tmp_path / "cache")
+    assert cache.top1(load_package(tiny_package), images) == ["red", "blue"]  # as recorded, not re-run
+    assert (cache.computed, cache.reused) == (0, 2)
+
+
+class Counting:
+    """A stand-in for the candidate's fp32 graph: answers "graph" and counts the images it ran on."""
+
+    def __init__(self) -> None:
+        self.images = 0
+
+    def top1(self, images: list[bytes]) -> list[str]:
+        self.images += len(images)
+        return ["graph"] * len(images)
+
+
+def test_the_graph_answers_near_ties_and_images_not_decoded_as_embedded(tmp_path: Path) -> None:
+    """The head on an image's cached embedding answers for the graph only where both see the same
+    pixels (a small JPEG, a PNG; not a JPEG the service decodes at a reduced scale) and the top-1
+    leads by more than float16 rounding could move."""
+    small, png, large = tmp_path / "small.jpg", tmp_path / "p.png", tmp_path / "large.jpg"
+    small.write_bytes(solid_jpeg((200, 10, 10)))
+    png.write_bytes(solid_png((10, 200, 10)))
+    large.write_bytes(solid_jpeg((10, 10, 200), size=(1200, 900)))  # drafted at 1/2 by the service
+    spec = InputSpec(size=224, resize=256, mean=(127.0,) * 3, std=(128.0,) * 3)
+    assert decoded_as_embedded(small, spec) and decoded_as_embedded(png, spec)
+    assert not decoded_as_embedded(large, spec)
+    outputs = np.array([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0 - TIE_MARGIN / 2], [3.0, 0.0]], np.float32)
+    paths = [small, png, small, large]
+    answers = head_answers(outputs, ["a", "b"], paths, spec)
+    assert answers.top1 == ["a", "b", "a", "a"] and answers.unsure == [2, 3]
+    graph = Counting()
+    assert answers.resolve(graph, paths) == ["a", "b", "graph", "graph"]  # type: ignore[arg-type]
+    assert graph.images == 2

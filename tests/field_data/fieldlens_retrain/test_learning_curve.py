@@ -5,7 +5,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fieldlens_retrain.learning_curve import CurvePoint, LearningCurve, curve_png, fit_curve, learning_curve, subset
+from fieldlens_retrain.learning_curve import (
+    CurvePoint,
+    LearningCurve,
+    curve_png,
+    curve_subsets,
+    fit_curve,
+    learning_curve,
+    subset,
+)
 
 
 def centroid_head(features: np.ndarray, targets: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
@@ -62,3 +70,24 @@ def test_too_few_labels_say_so_and_the_picture_is_drawn(tmp_path: Path) -> None:
     assert curve.points == () and "Too few labels" in curve.sentence()
     curve_png(curve, tmp_path / "curve.png", "candidate")
     assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_heads_trained_beforehand_are_scored_in_place_of_training_them() -> None:
+    """A retrain trains the curve's heads with its own (train.train_heads) and hands them over: the
+    curve scores each on the validation images and trains none."""
+    train, targets = blobs(40, 2.5, 0)
+    val, val_targets = blobs(50, 2.5, 1)
+    subsets = curve_subsets(targets, 0)
+    assert [fraction for fraction, _ in subsets] == [0.25, 0.5, 0.75, 1.0] and len(subsets[-1][1]) == len(targets)
+    trained = [centroid_head(train[chosen][:, None], targets[chosen]) for _, chosen in subsets]
+    wrong = [lambda queries: (val_targets + 1) % 4 for _ in subsets]  # every answer wrong: 0% at each point
+
+    def never(features: np.ndarray, targets: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        raise AssertionError("a head trained beforehand was trained again")
+
+    assert learning_curve(train[:, None], targets, val, val_targets, never, 0, trained) == learning_curve(
+        train[:, None], targets, val, val_targets, centroid_head
+    )
+    assert [p.accuracy for p in learning_curve(train[:, None], targets, val, val_targets, never, 0, wrong).points] == [
+        0.0
+    ] * 4

@@ -13,6 +13,8 @@ from fieldlens_retrain.train import (
     head_module,
     linear_share_for,
     prototypes,
+    train_head,
+    train_heads,
 )
 
 
@@ -86,3 +88,17 @@ def test_an_even_blend_from_enough_labels_on_without_folds() -> None:
     few = many[::5]
     share, folds = linear_share_for(few, np.repeat([0, 1], len(few) // 2), 2, FAST)
     assert folds is not None and set(folds) == {"0", "0.25", "0.5", "0.75", "1"} and share in FAST.linear_shares
+
+
+def test_heads_trained_together_are_the_heads_trained_alone() -> None:
+    """The learning curve's heads share the candidate's epochs (train_heads): each must still be the
+    head train_head gives its own rows, with its own standardisation, seed and loss."""
+    rng = np.random.default_rng(3)
+    features = (rng.normal(size=(90, 6)) * rng.uniform(0.1, 4, 6) + rng.uniform(-2, 2, 6)).astype(np.float32)
+    targets = rng.integers(0, 3, 90)
+    subsets = [np.arange(0, 90, 3), np.arange(45), np.arange(90)]
+    together = train_heads(features, targets, subsets, 3, FAST)
+    for rows, (weight, bias) in zip(subsets, together, strict=True):
+        alone_weight, alone_bias = train_head(features[rows], targets[rows], 3, FAST)
+        assert torch.allclose(weight, alone_weight, atol=1e-4) and torch.allclose(bias, alone_bias, atol=1e-4)
+    assert not torch.allclose(together[0][0], together[2][0], atol=1e-2)  # other rows, another head
