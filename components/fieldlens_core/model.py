@@ -197,7 +197,9 @@ class LoadedModel:
         return labels
 
     def logits(self, tensors: Sequence[np.ndarray], batch: int = BATCH) -> np.ndarray:
-        """Logits of many ready tensors, ``batch`` images per run: memory stays that of one batch."""
+        """Logits of many ready tensors, ``batch`` images per run (fewer where the graph's batch axis
+        is fixed): memory stays that of one batch."""
+        batch = min(batch, self.max_batch)
         runs = [self.predict_batch(np.concatenate(tensors[s : s + batch])) for s in range(0, len(tensors), batch)]
         return np.concatenate(runs) if runs else np.empty((0, len(self.labels)), dtype=np.float32)
 

@@ -28,8 +28,9 @@ SIZE = 32
 REFERENCE_COLOUR = (230, 40, 30)
 
 
-def tiny_onnx(path: Path, swap: bool = False, classes: int = 3, size: int = SIZE) -> None:
-    """The mean-colour graph; ``classes`` other than 3 repeats the colours (a graph that disagrees with its card)."""
+def tiny_onnx(path: Path, swap: bool = False, classes: int = 3, size: int = SIZE, batch: int | str = "batch") -> None:
+    """The mean-colour graph; ``classes`` other than 3 repeats the colours (a graph that disagrees with its card);
+    ``batch`` a number: a graph whose batch axis is fixed."""
     weights = np.eye(3, dtype=np.float32) * 10.0
     if swap:
         weights = weights[:, ::-1].copy()  # red image -> "blue", blue -> "red"
@@ -40,8 +41,8 @@ def tiny_onnx(path: Path, swap: bool = False, classes: int = 3, size: int = SIZE
             helper.make_node("MatMul", ["mean", "w"], ["logits"]),
         ],
         "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 3, size, size])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, classes])],
         initializer=[numpy_helper.from_array(weights, "w")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

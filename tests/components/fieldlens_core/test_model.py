@@ -12,7 +12,7 @@ from fieldlens_core.int8_kernels import Int8Kernels
 from fieldlens_core.model import BadImageError, load_model, preprocess, softmax, top_k, with_narrow_session
 from fieldlens_core.model_package import InputSpec
 from tests.helpers.images import solid_jpeg, solid_png
-from tests.helpers.tiny_model import make_tiny_package
+from tests.helpers.tiny_model import make_tiny_package, recard, tiny_onnx
 
 SPEC = InputSpec(size=32, resize=36, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
 
@@ -115,6 +115,17 @@ def test_classify_takes_the_callers_predict(tmp_path: Path) -> None:
 
     model.classify(solid_jpeg((240, 10, 10)), 1, predict=predict)
     assert shapes == [(1, 3, model.spec.size, model.spec.size)]
+
+
+def test_a_graph_whose_batch_axis_is_fixed_runs_one_image_at_a_time(tmp_path: Path) -> None:
+    """The gate's and the checks' batches of 16 would not fit a graph exported with a batch of 1."""
+    make_tiny_package(tmp_path)
+    tiny_onnx(tmp_path / "model.onnx", batch=1)
+    recard(tmp_path)
+    model = load_model(tmp_path, "fp32")
+    assert model.max_batch == 1
+    colours = [(240, 10, 10), (10, 240, 10), (10, 10, 240)] * 6
+    assert model.top1([solid_jpeg(colour) for colour in colours]) == ["red", "green", "blue"] * 6
 
 
 def test_sessions_spin_only_within_a_run(tmp_path: Path) -> None:
