@@ -128,11 +128,12 @@ class ContinuousLoop:
     # -- control: called on the bus's or the configuration's thread; never blocks on a frame --
 
     def start(self, fps: float | None = None) -> None:
-        """Run (again) at ``fps``, else at the configured rate; a running loop takes the new rate."""
+        """Run (again) at ``fps`` (0: as fast as inference allows), else at the configured rate; a
+        running loop takes the new rate."""
         with self._wake:
             if not self._active:
                 self._reset_counters()
-            self._fps = fps if fps is not None else self._settings.fps
+            self._fps = (fps or None) if fps is not None else self._settings.fps
             self._active = True
             self._stopped_by = None
             self._rate_changed = True  # a loop waiting out the old rate's tick takes the new one now

@@ -147,6 +147,12 @@ def serve(args: argparse.Namespace) -> int:
         default_socket=private_socket(f"serve-{os.getpid()}"),
         default_model_dir=DATA_DIR / "model",
     )
+    if args.fps is not None and not configs.classifier.continuous.enabled:
+        log.warning(
+            "--fps sets continuous mode's rate, and continuous mode is off: add --continuous, or start it with "
+            '{"action": "start"} on /request/continuous/%s',
+            configs.classifier.name,
+        )
     model_dir = configs.inference.model_dir
     if not (resolve_package_dir(model_dir) / CARD_FILE).exists():
         raise NotFoundError(

@@ -331,7 +331,17 @@ def configure(
             _put(raw[component], path, socket)
     if default_model_dir is not None:
         raw[INFERENCE].setdefault("model_dir", default_model_dir)
-    validated = {name: validate_config(models[name], raw[name], f"{where}, {name}") for name in running}
+    validated: dict[str, Any] = {}
+    problems: list[ConfigurationError] = []
+    for name in running:  # every section's mistakes at once, not one section a try
+        try:
+            validated[name] = validate_config(models[name], raw[name], f"{where}, {name}")
+        except ConfigurationError as exc:
+            problems.append(exc)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise ConfigurationError("; ".join(p.message for p in problems), problems[0].hint)
     inference, classifier = validated[INFERENCE], validated[CLASSIFIER]
     uploader = validated.get(UPLOADER)
     assert isinstance(inference, InferenceServiceConfig) and isinstance(classifier, ClassifierConfig)

@@ -17,7 +17,16 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+)
 
 from fieldlens_core.errors import BadRequestError, ErrorCode, PayloadTooLargeError
 from fieldlens_core.topics import validate_publish_topic
@@ -230,13 +239,22 @@ class ContinuousCommand(BaseModel):
     action: Literal["start", "stop", "status"] = Field(default="status", description="What to do.")
     fps: float | None = Field(
         default=None,
-        ge=MIN_FPS,
         le=MAX_FPS,
         strict=True,  # "5" and true are not rates
-        description="With start: frames per second, at least one frame a minute (default: the configuration's).",
+        description="With start: frames per second, at least one frame a minute; 0: as fast as inference allows, "
+        "as `fieldlens serve --fps 0` (default: the configuration's).",
     )
     reply_topic: ReplyTopic | None = Field(default=None, description="Publish the response here instead.")
     message: Note | None = Field(default=None, description="A free-text note, echoed in the response.")
+
+    @field_validator("fps")
+    @classmethod
+    def _a_rate(cls, fps: float | None) -> float | None:
+        if fps is not None and fps != 0 and fps < MIN_FPS:
+            raise ValueError(
+                f"fps must be 0 (as fast as inference allows) or from one frame a minute (1/60) to {MAX_FPS:g}"
+            )
+        return fps
 
 
 SettingSource = Literal["configuration", "model", "default"]

@@ -49,8 +49,6 @@ def main(argv: list[str] | None = None) -> int:
         return startup_failure(log, exc)
     config = setup.config
     logging.getLogger().setLevel(config.log_level)  # the file's logLevel (flags set it before the file was read)
-    if "max_batch" in config.model_fields_set:
-        log.info("maxBatch is no longer used: requests in flight together run side by side instead of in batches")
     lanes = lanes_for(config.intra_op_threads)  # counted once, at start
     if lanes > 1:
         share_one_arena()  # the wide and the narrow runs take turns with the same memory
@@ -60,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         manager.load_initial()
         service = InferenceService(manager, {config.service_name}, LaneRunner(lanes))
+        log.info("%d lane(s): a request alone runs on all of them, requests in flight together on one each", lanes)
         server = InferenceSocketServer(config.socket_path, service, config.max_body_bytes)
     except (ModelPackageError, SocketInUseError, OSError) as exc:
         return startup_failure(log, exc)

@@ -164,7 +164,7 @@ def test_commands_start_stop_and_report_and_the_console_default_asks_for_the_sta
     ("payload", "complaint"),
     [
         (b'{"action": "go"}', "action"),
-        (b'{"action": "start", "fps": 0}', "fps"),
+        (b'{"action": "start", "fps": -1}', "fps"),
         (b'{"action": "start", "speed": 3}', "unknown field(s): speed"),
         (b"[1, 2]", "JSON object"),
         (b'{"action": "start", "reply_topic": "/response/continuous/other"}', "another device"),
@@ -287,7 +287,13 @@ def test_requests_and_the_loop_keep_through_one_keeper(
 
 @pytest.mark.parametrize(
     ("fps", "complaint"),
-    [(1e-11, "greater than or equal"), (1e9, "less than or equal"), ("5", "valid number"), (True, "valid number")],
+    [
+        (1e-11, "one frame a minute"),
+        (-5, "0 (as fast as inference allows)"),
+        (1e9, "less than or equal"),
+        ("5", "valid number"),
+        (True, "valid number"),
+    ],  # fmt: skip
 )
 def test_every_rate_is_bounded_and_typed(
     tmp_path: Path, rig_of: Callable[..., Rig], fps: object, complaint: str
@@ -297,6 +303,14 @@ def test_every_rate_is_bounded_and_typed(
     answer = rig.command({"action": "start", "fps": fps})
     assert answer["error"]["code"] == "BAD_REQUEST" and complaint in answer["error"]["message"]
     assert rig.classifier.continuous.running is False
+
+
+def test_a_rate_of_0_runs_as_fast_as_inference_allows(tmp_path: Path, rig_of: Callable[..., Rig]) -> None:
+    """As `fieldlens serve --fps 0` does; a configured rate is not how fast a conveyor wants it."""
+    rig = rig_of(FolderCamera(write_video(tmp_path / "video", ["hen"])), fps=1 / 60)
+    answer = rig.command({"action": "start", "fps": 0})
+    assert answer["continuous"]["running"] is True and answer["continuous"].get("fps") is None
+    wait_until(lambda: rig.classifier.continuous.status().frames >= 10, 10, "frames without a minute's wait")
 
 
 def test_a_new_rate_takes_effect_at_once(tmp_path: Path, rig_of: Callable[..., Rig]) -> None:

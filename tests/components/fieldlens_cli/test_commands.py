@@ -124,6 +124,7 @@ def test_serve_refuses_a_bad_file_before_anything_starts(tmp_path: Path, capsys:
     assert cli.main(["serve", "--config", str(config)]) == ExitCode.INVALID_INPUT
     line = one_error_line(capsys, "serve", ExitCode.INVALID_INPUT)
     assert f"configuration {config}, fieldlens.Classifier: camera: unknown key 'sorce'; allowed: source," in line
+    assert f"configuration {config}, fieldlens.Uploader: unknown key 'buket'" in line  # both sections at once
     config.write_text('{"fieldlens.Inference": {}}')
     assert cli.main(["serve", "--config", str(config)]) == ExitCode.INVALID_INPUT
     line = one_error_line(capsys, "serve", ExitCode.INVALID_INPUT)
@@ -148,3 +149,17 @@ def test_the_timeout_bounds_connecting_too(capsys: pytest.CaptureFixture[str]) -
         url = f"mqtt://127.0.0.1:{silent.getsockname()[1]}"
         assert cli.main(["classify", "--broker", url, "--timeout", "0.5"]) == ExitCode.CANNOT_CONNECT
     assert "no CONNACK within 0.5s" in one_error_line(capsys, "classify", ExitCode.CANNOT_CONNECT)
+
+
+def test_serve_says_that_a_rate_without_continuous_mode_does_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING", logger="fieldlens_cli.commands"):
+        assert cli.main(["serve", "--fps", "5", "--model", str(tmp_path / "none")]) == ExitCode.NOT_FOUND
+    assert "continuous mode is off: add --continuous" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="fieldlens_cli.commands"):
+        assert (
+            cli.main(["serve", "--continuous", "--fps", "5", "--model", str(tmp_path / "none")]) == ExitCode.NOT_FOUND
+        )
+    assert "continuous mode is off" not in caplog.text
