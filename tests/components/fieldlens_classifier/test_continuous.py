@@ -293,7 +293,7 @@ def test_requests_and_the_loop_keep_through_one_keeper(
         (1e9, "less than or equal"),
         ("5", "valid number"),
         (True, "valid number"),
-    ],  # fmt: skip
+    ],
 )
 def test_every_rate_is_bounded_and_typed(
     tmp_path: Path, rig_of: Callable[..., Rig], fps: object, complaint: str
