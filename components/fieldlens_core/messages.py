@@ -295,7 +295,7 @@ class ContinuousStatus(BaseModel):
     dropped: int = Field(description="Frames the rate asked for that inference was too slow to take.")
     events: int = Field(description="Events started since the loop started.")
     in_view: str | None = Field(default=None, description="The label of the event in progress.")
-    measured_fps: float | None = Field(default=None, description="Frames per second over the last few seconds.")
+    measured_fps: float | None = Field(default=None, description="Frames per second over the last 20 frames settled.")
     failing: str | None = Field(default=None, description="Why frames fail, while they do (camera, inference).")
     stopped_by: str | None = Field(
         default=None, description="Why the loop stopped by itself (an internal error); null: it did not."
