@@ -79,6 +79,9 @@ class Manifest(BaseModel):
     untrained_classes: list[str] = Field(
         default=[], description="Labels with validation images only: left out, the candidate cannot learn them."
     )
+    merged_copies: int = Field(
+        default=0, description="Labelled copies with the bytes of another, each counted once in its entry."
+    )
 
     def digest(self) -> str:
         """The dataset's name: a hash of the label set and every (sha256, label, split, source)."""
@@ -190,13 +193,14 @@ def manifest_of(found: list[Found], parent_labels: list[str] | None, val_percent
     copies: dict[str, list[Found]] = {}
     for item in found:
         copies.setdefault(item.sha256, []).append(replace(item, label=check_label_text(item.label)))
-    entries, conflicts = [], []
+    entries, conflicts, merged = [], [], 0
     for sha256, group in copies.items():
         given = [item for item in group if item.source != "pseudo"] or group
         if len({item.label for item in given}) > 1:
             keys = sorted(item.key for item in given)
             conflicts.append(Conflict(sha256=sha256, keys=keys, labels=sorted({item.label for item in given})))
             continue
+        merged += len(given) - 1
         first = given[0]
         entry = ManifestEntry(
             key=first.key,
@@ -225,6 +229,7 @@ def manifest_of(found: list[Found], parent_labels: list[str] | None, val_percent
         parent_labels=len(parent_labels) if parent_labels else 0,
         dropped_classes=dropped,
         untrained_classes=untrained,
+        merged_copies=merged,
     )
     manifest.sha256 = manifest.digest()
     return manifest
@@ -265,4 +270,8 @@ def balance_report(manifest: Manifest) -> list[str]:
         f"{len(manifest.entries)} images ({', '.join(f'{n} {s}' for s, n in sorted(sources.items()))}); "
         f"dataset {manifest.sha256[:12]}"
     )
+    if manifest.merged_copies:  # a camera that sees the same photos keeps the same bytes again and again
+        lines.append(
+            f"{manifest.merged_copies} labelled images are byte-for-byte copies of others: each photo counts once"
+        )
     return lines

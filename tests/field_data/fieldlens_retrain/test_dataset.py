@@ -8,7 +8,7 @@ import boto3
 import pytest
 
 from fieldlens_fielddata.bucket_labels import download_field_data
-from fieldlens_retrain.dataset import build_manifest, read_manifest, write_manifest
+from fieldlens_retrain.dataset import balance_report, build_manifest, read_manifest, write_manifest
 from fieldlens_retrain.labels import LabelError, import_labels
 from tests.helpers.colour_photos import write_class_folders
 from tests.helpers.field_data import keep_images
@@ -134,6 +134,8 @@ def test_copies_with_one_label_are_one_image_in_one_split(tmp_path: Path) -> Non
     manifest = build_manifest(None, {}, tmp_path / "base", None)
     assert len(manifest.entries) == 30 and not manifest.conflicts
     assert len({e.sha256 for e in manifest.entries}) == 30  # never one copy in train and one in val
+    assert manifest.merged_copies == 10
+    assert "10 labelled images are byte-for-byte copies of others" in balance_report(manifest)[-1]
 
 
 def test_the_classes_are_the_labelled_ones_from_a_big_model_and_grow_from_a_small_one(tmp_path: Path) -> None:
