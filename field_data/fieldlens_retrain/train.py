@@ -372,12 +372,10 @@ def retrain(
     validation_targets = np.array([index[e.label] for e in validation], dtype=int)
     classes = len(manifest.labels)
 
-    def curve_head(rows: np.ndarray, weight: Any, bias: Any) -> Callable[[np.ndarray], np.ndarray]:
-        """A curve point's head, as head_trainer makes it on these rows (its weights trained above)."""
-        centres = prototypes(features[rows], targets[rows], classes) if settings.head == "blend" else None
-        return predictor(head_module(weight, bias, centres, settings.prototype_scale, share))
-
-    trained = [curve_head(rows, *found) for rows, found in zip(views, subset_heads, strict=False)]
+    trained = [  # each curve point's head on its rows, its weights trained above (the last rows: the candidate's)
+        head_predictor(w, b, features[rows], targets[rows], classes, settings, share)
+        for rows, (w, b) in zip(views, subset_heads, strict=False)
+    ]
     curve = learning_curve(
         by_image, per_image, validation_features, validation_targets, None, settings.seed, [*trained, predictor(head)]
     )
@@ -609,11 +607,24 @@ def head_trainer(
     features: np.ndarray, targets: np.ndarray, classes: int, settings: TrainSettings, share: float
 ) -> Callable[[np.ndarray], np.ndarray]:
     """Train a head as :func:`retrain` does on (images, views, dim) features, with a fixed linear share;
-    returns its top-1 class index for (n, dim) queries (the learning curve's measure)."""
+    returns its top-1 class index for (n, dim) queries (head_accuracy's measure)."""
     flat = features.reshape(-1, features.shape[-1])
     repeated = np.repeat(targets, features.shape[1])
-    weight, bias = train_head(flat, repeated, classes, settings)
-    centres = prototypes(flat, repeated, classes) if settings.head == "blend" else None
+    return head_predictor(*train_head(flat, repeated, classes, settings), flat, repeated, classes, settings, share)
+
+
+def head_predictor(
+    weight: Any,
+    bias: Any,
+    features: np.ndarray,
+    targets: np.ndarray,
+    classes: int,
+    settings: TrainSettings,
+    share: float,
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The top-1 of the head :func:`retrain` makes from a linear layer trained on (n, dim) ``features``:
+    blended with their class prototypes (``settings.head`` "blend") in the linear ``share``."""
+    centres = prototypes(features, targets, classes) if settings.head == "blend" else None
     return predictor(head_module(weight, bias, centres, settings.prototype_scale, share))
 
 

@@ -26,6 +26,11 @@ from fieldlens_core.errors import CameraUnavailableError
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 
 
+def folder_images(folder: Path) -> list[Path]:
+    """The images a folder camera shows from ``folder``, in name order (OSError if it cannot be read)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 class FolderCamera:
     def __init__(
         self,
@@ -50,8 +55,7 @@ class FolderCamera:
         try:
             modified = self._folder.stat().st_mtime_ns
             if modified != self._listing[0]:
-                images = sorted(p for p in self._folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-                self._listing = (modified, images)
+                self._listing = (modified, folder_images(self._folder))
         except OSError as exc:
             raise CameraUnavailableError(f"image folder {self._folder} cannot be read: {exc}") from None
         return self._listing[1]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fieldlens_core.camera import Camera
-from fieldlens_core.camera.folder import IMAGE_SUFFIXES, FolderCamera
+from fieldlens_core.camera.folder import IMAGE_SUFFIXES, FolderCamera, folder_images
 from fieldlens_core.camera.picamera2_source import Picamera2Camera
 from fieldlens_core.camera.test_pattern import TestPatternCamera
 from fieldlens_core.config import CameraConfig
@@ -51,7 +51,7 @@ def parse_camera_flag(flag: str) -> dict[str, str]:
         raise ConfigurationError(
             f"camera {flag!r} {problem}", "Give a folder of JPEG or PNG images: --camera folder:DIR"
         )
-    if source == "folder" and not any(p.suffix.lower() in IMAGE_SUFFIXES for p in Path(argument).iterdir()):
+    if source == "folder" and not folder_images(Path(argument)):
         log.warning(
             "camera folder %s has no images yet (%s): each request answers CAMERA_UNAVAILABLE until some are added",
             argument,
