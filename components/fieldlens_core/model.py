@@ -87,10 +87,18 @@ def resize_and_crop(image: Image.Image, spec: InputSpec) -> Image.Image:
 
 
 def to_tensor(image: Image.Image, spec: InputSpec) -> np.ndarray:
-    pixels = np.asarray(image).transpose(2, 0, 1)  # HWC uint8 -> CHW view
-    tensor = np.empty((1, *pixels.shape), dtype=np.float32)
-    np.subtract(pixels, np.asarray(spec.mean, dtype=np.float32)[:, None, None], out=tensor[0])
-    tensor[0] /= np.asarray(spec.std, dtype=np.float32)[:, None, None]
+    return to_tensors([image], spec)
+
+
+def to_tensors(images: Sequence[Image.Image], spec: InputSpec) -> np.ndarray:
+    """RGB images of the model's size as one (n, 3, size, size) batch, scaled in one pass (the
+    embeddings' views: six per image)."""
+    arrays = [np.asarray(image) for image in images]
+    stacked = arrays[0][None] if len(arrays) == 1 else np.stack(arrays)  # a request's one image: no copy
+    pixels = stacked.transpose(0, 3, 1, 2)  # NHWC uint8 -> NCHW view
+    tensor = np.empty(pixels.shape, dtype=np.float32)
+    np.subtract(pixels, np.asarray(spec.mean, dtype=np.float32)[:, None, None], out=tensor)
+    tensor /= np.asarray(spec.std, dtype=np.float32)[:, None, None]
     return tensor
 
 
@@ -236,9 +244,7 @@ def load_model(
     package = model_dir if isinstance(model_dir, ModelPackage) else load_package(model_dir, variant)
     if package.variant != variant:
         raise ValueError(f"asked for the {variant} variant of a package loaded as {package.variant}")
-    unfused = as_written and variant == "int8" and not int8_kernels().exact
-    optimization = ort.GraphOptimizationLevel.ORT_DISABLE_ALL if unfused else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options = _options(threads, optimization)
+    options = graph_options(variant, threads, as_written)
     options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     options.add_session_config_entry("session.force_spinning_stop", "1")  # never spin between runs
     session = _session(package, options)
@@ -282,6 +288,15 @@ def share_one_arena() -> None:
             cpu = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
             ort.create_and_register_allocator(cpu, ort.OrtArenaCfg(0, -1, -1, -1))
             _one_arena = True
+
+
+def graph_options(variant: str, threads: int = 0, as_written: bool = False) -> ort.SessionOptions:
+    """Session options for a graph of ``variant``; ``as_written``: unfused where this CPU's int8 kernels
+    are not exact (:func:`load_model`), for any graph whose answers are checked rather than served."""
+    unfused = as_written and variant == "int8" and not int8_kernels().exact
+    return _options(
+        threads, ort.GraphOptimizationLevel.ORT_DISABLE_ALL if unfused else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    )
 
 
 def _options(threads: int, optimization: ort.GraphOptimizationLevel) -> ort.SessionOptions:

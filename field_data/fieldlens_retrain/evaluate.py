@@ -107,29 +107,37 @@ class HeadAnswers:
     wherever the service decodes the image to the pixels the embedding was made from and the answer
     does not hang on float16 rounding. Running the graph over every validation image again cost a
     fifth of an incremental retrain (1.1 s for 190 images on two cores); the images it must still
-    see are few or none. The int8 graph runs on real images (pipeline.int8_agreement)."""
+    see are few or none. Its int8 graph is the shared int8 backbone with the same head after it, so
+    its int8 answers come the same way, from the head on the int8 backbone's cached features
+    (EmbeddingCache.int8_features; pipeline.int8_agreement)."""
 
     top1: list[str]
     unsure: list[int]
 
-    def resolve(self, fp32: LoadedModel, paths: Sequence[Path]) -> list[str]:
-        """The top-1 of every validation image (``paths``, in order), ``fp32`` run on the unsure ones."""
+    def resolve(self, graph: LoadedModel, paths: Sequence[Path]) -> list[str]:
+        """The top-1 of every image (``paths``, in order), ``graph`` (the candidate's graph of the
+        variant these answers stand in for) run on the unsure ones."""
         if len(paths) != len(self.top1):
             raise ValueError(f"answers for {len(self.top1)} images, asked for {len(paths)}")
         answers = list(self.top1)
-        found = fp32.top1([paths[i].read_bytes() for i in self.unsure]) if self.unsure else []
+        found = graph.top1([paths[i].read_bytes() for i in self.unsure]) if self.unsure else []
         for i, label in zip(self.unsure, found, strict=True):
             answers[i] = label
         return answers
 
 
-def head_answers(outputs: np.ndarray, labels: Sequence[str], paths: Sequence[Path], spec: InputSpec) -> HeadAnswers:
-    """HeadAnswers from the head's (images, classes) ``outputs`` on the embeddings of ``paths``: unsure
-    where the top-1 leads by under :data:`TIE_MARGIN` or the image does not decode as it was embedded."""
+def head_answers(outputs: np.ndarray, labels: Sequence[str], as_served: Sequence[bool]) -> HeadAnswers:
+    """HeadAnswers from the head's (images, classes) ``outputs`` on the cached features of some images:
+    unsure where the top-1 leads by under :data:`TIE_MARGIN` or where the features were not made
+    from the pixels the service decodes (``as_served[i]`` false; :func:`decoded_as_embedded`)."""
     ranked = np.sort(outputs, axis=1)
     leads = ranked[:, -1] - ranked[:, -2] if outputs.shape[1] > 1 else np.full(len(outputs), np.inf)
-    unsure = [i for i, path in enumerate(paths) if leads[i] < TIE_MARGIN or not decoded_as_embedded(path, spec)]
+    unsure = [i for i, served in enumerate(as_served) if leads[i] < TIE_MARGIN or not served]
     return HeadAnswers([labels[int(i)] for i in outputs.argmax(axis=1)], unsure)
+
+
+INT8_CHECKED = 64
+"""Validation images the candidate's int8 answers are compared with its fp32 answers on (at most)."""
 
 
 def decoded_as_embedded(path: Path, spec: InputSpec) -> bool:

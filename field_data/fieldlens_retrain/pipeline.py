@@ -24,7 +24,7 @@ from fieldlens_core.model_package import ModelCard, ModelPackage, current_packag
 from fieldlens_retrain.dataset import Manifest, read_manifest
 from fieldlens_retrain.decisions import append_decision
 from fieldlens_retrain.embeddings import EmbeddingCache
-from fieldlens_retrain.evaluate import HeadAnswers, PredictionCache, as_loaded, confusion_png, score
+from fieldlens_retrain.evaluate import INT8_CHECKED, HeadAnswers, PredictionCache, as_loaded, confusion_png, score
 from fieldlens_retrain.gate import DEFAULT_RULES, GateDecision, GateRules, gate, paired_outcomes
 from fieldlens_retrain.learning_curve import LearningCurve, curve_png
 from fieldlens_retrain.packaging import finish_fetched_package
@@ -108,13 +108,15 @@ def run_retrain(
     predictions = PredictionCache(cache_dir)
     evaluations: list[Evaluation] = []
 
-    def measure(loaded: Callable[[str], LoadedModel], answers: HeadAnswers | None) -> dict[str, Any]:
+    def measure(loaded: Callable[[str], LoadedModel], answers: dict[str, HeadAnswers] | None) -> dict[str, Any]:
         """The staged candidate's evaluation and int8 check, before its card."""
         if on_stage is not None:
             on_stage("evaluating")
         started = time.perf_counter()
-        evaluations.append(evaluate(manifest, loaded("fp32"), parent, rules, predictions, answers))
-        metrics = {**evaluations[-1].card_metrics(), **int8_agreement(manifest, evaluations[-1], loaded("int8"))}
+        known = answers or {}
+        evaluations.append(evaluate(manifest, loaded("fp32"), parent, rules, predictions, known.get("fp32")))
+        int8 = int8_agreement(manifest, evaluations[-1], loaded("int8"), known.get("int8"))
+        metrics = {**evaluations[-1].card_metrics(), **int8}
         evaluating.append(time.perf_counter() - started)
         return metrics
 
@@ -125,18 +127,19 @@ def run_retrain(
     return publish(manifest, result.package_dir, result.card, evaluations[-1], out_dir, parent, result)
 
 
-INT8_CHECKED = 64
-"""Validation images the candidate's int8 graph is compared with its fp32 graph on (at most)."""
-
-
-def int8_agreement(manifest: Manifest, evaluation: Evaluation, int8: LoadedModel) -> dict[str, Any]:
+def int8_agreement(
+    manifest: Manifest, evaluation: Evaluation, int8: LoadedModel, answers: HeadAnswers | None = None
+) -> dict[str, Any]:
     """How often the candidate's int8 graph (its head stitched on the shared int8 backbone, or on its
-    own quantized backbone when its last block was fine-tuned) gives
-    its fp32 graph's top-1 (the evaluation's) on validation images, run as written (as a Pi runs it)."""
-    images = [Path(e.path).read_bytes() for e in manifest.holdout()[:INT8_CHECKED]]
-    if not images:
+    own quantized backbone when its last block was fine-tuned) gives its fp32 graph's top-1 (the
+    evaluation's) on the first :data:`INT8_CHECKED` validation images, run as written (as a Pi runs
+    it). ``answers``: a frozen candidate's int8 answers from its head on the int8 backbone's cached
+    features; ``int8`` runs only on the images they are unsure of."""
+    paths = [Path(e.path) for e in manifest.holdout()[:INT8_CHECKED]]
+    if not paths:
         return {}
-    same = [a == b for a, b in zip(evaluation.candidate_top1[: len(images)], int8.top1(images), strict=True)]
+    found = answers.resolve(int8, paths) if answers is not None else int8.top1([p.read_bytes() for p in paths])
+    same = [a == b for a, b in zip(evaluation.candidate_top1[: len(paths)], found, strict=True)]
     return {"int8_top1_agreement_on_validation": round(sum(same) / len(same), 4), "int8_validation_images": len(same)}
 
 

@@ -50,7 +50,7 @@ from fieldlens_retrain.backbone import ARCHITECTURE, FEATURE_DIM, INPUT_SPEC, lo
 from fieldlens_retrain.calibration import operating_point, tempered
 from fieldlens_retrain.dataset import Manifest, ManifestEntry
 from fieldlens_retrain.embeddings import VIEWS, EmbeddingCache, stack
-from fieldlens_retrain.evaluate import HeadAnswers, head_answers
+from fieldlens_retrain.evaluate import INT8_CHECKED, HeadAnswers, decoded_as_embedded, head_answers
 from fieldlens_retrain.finetune import (
     MAX_BLOCKS,
     TAP_SHAPE,
@@ -121,9 +121,10 @@ class TrainResult:
     curve: LearningCurve | None = None
 
 
-CandidateMeasure = Callable[[Callable[[str], LoadedModel], HeadAnswers | None], dict[str, Any]]
-"""The packager's hook (packaging.Measure) given, too, the candidate's answers on the validation
-images from its head on their embeddings (None for a fine-tuned candidate: its graph answers)."""
+CandidateMeasure = Callable[[Callable[[str], LoadedModel], dict[str, HeadAnswers] | None], dict[str, Any]]
+"""The packager's hook (packaging.Measure) given, too, the candidate's answers by variant from its
+head on cached features: fp32 on every validation image (their embeddings), int8 on the first
+evaluate.INT8_CHECKED (the int8 backbone's features); None for a fine-tuned candidate: its graphs answer."""
 
 
 def pick_device() -> str:
@@ -397,10 +398,14 @@ def retrain(
         network = load_backbone(num_classes=len(manifest.labels))
     network._fc = head
     tuned = choice is not None and choice.chosen
-    answers = None
-    if not tuned:  # the fp32 graph is the embeddings' backbone with this head: it answers most images here
-        outputs = head_outputs(head, validation_features)
-        answers = head_answers(outputs, manifest.labels, [Path(e.path) for e in validation], INPUT_SPEC)
+    answers: dict[str, HeadAnswers] | None = None
+    if not tuned:  # each graph is a cached backbone with this head: the head answers most images here
+        served = [decoded_as_embedded(Path(e.path), INPUT_SPEC) for e in validation]
+        int8_features = cache.int8_features([(e.sha256, Path(e.path)) for e in validation[:INT8_CHECKED]])
+        answers = {
+            "fp32": head_answers(head_outputs(head, validation_features), manifest.labels, served),
+            "int8": head_answers(head_outputs(head, int8_features), manifest.labels, [True] * len(int8_features)),
+        }
     if choice is not None:
         metrics["fine_tune"] = choice.card()
     elif skipped is not None:

@@ -138,7 +138,7 @@ def test_the_graph_answers_near_ties_and_images_not_decoded_as_embedded(tmp_path
     assert not decoded_as_embedded(large, spec)
     outputs = np.array([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0 - TIE_MARGIN / 2], [3.0, 0.0]], np.float32)
     paths = [small, png, small, large]
-    answers = head_answers(outputs, ["a", "b"], paths, spec)
+    answers = head_answers(outputs, ["a", "b"], [decoded_as_embedded(path, spec) for path in paths])
     assert answers.top1 == ["a", "b", "a", "a"] and answers.unsure == [2, 3]
     graph = Counting()
     assert answers.resolve(graph, paths) == ["a", "b", "graph", "graph"]  # type: ignore[arg-type]

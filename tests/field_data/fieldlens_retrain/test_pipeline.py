@@ -8,11 +8,13 @@ from typing import Any
 
 import pytest
 
+from fieldlens_core.model import load_model
 from fieldlens_core.model_check import check_package
 from fieldlens_core.model_package import ModelCard, load_package, write_card
 from fieldlens_retrain import packaging
-from fieldlens_retrain.dataset import build_manifest, write_manifest
+from fieldlens_retrain.dataset import build_manifest, read_manifest, write_manifest
 from fieldlens_retrain.decisions import read_decisions
+from fieldlens_retrain.evaluate import INT8_CHECKED
 from fieldlens_retrain.gate import GateDecision, GateRules
 from fieldlens_retrain.pipeline import RetrainReport, run_retrain
 from fieldlens_retrain.train import TrainSettings
@@ -55,6 +57,9 @@ def test_a_first_model_then_a_retrain_that_embeds_only_the_new_images(
 
     assert card.training["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # the head trains on a GPU
 
+    features = {path: path.stat().st_ino for path in (tmp_path / "cache").rglob("int8-*/*/*.npy")}
+    assert features  # the int8 check's images: their int8 backbone features, kept for the next retrain
+
     write_class_folders(tmp_path / "base", 2, seed=5)  # six new photos
     second = run_retrain(
         manifest(tmp_path, "m2.json"),
@@ -89,6 +94,15 @@ def test_a_first_model_then_a_retrain_that_embeds_only_the_new_images(
     assert len(quantized) == 1 and quantized[0].name.startswith("backbone-")
     assert published.metrics["int8_validation_images"] == report["candidate"]["images"]
     assert published.metrics["int8_top1_agreement_on_validation"] >= 0.8  # exact kernels or as written: any CPU
+
+    # the int8 check's answers came from the head on those features, kept from the first retrain
+    # (not written again) and made for the new images only; they are what the int8 graph answers
+    assert all(path.stat().st_ino == inode for path, inode in features.items())
+    checked = [Path(e.path).read_bytes() for e in read_manifest(tmp_path / "m2.json").holdout()[:INT8_CHECKED]]
+    fp32 = load_model(second.package or Path(), "fp32").top1(checked)
+    int8 = load_model(second.package or Path(), "int8", as_written=True).top1(checked)
+    same = sum(a == b for a, b in zip(fp32, int8, strict=True)) / len(checked)
+    assert published.metrics["int8_top1_agreement_on_validation"] == round(same, 4)
 
 
 def test_the_gate_keeps_the_current_model_unless_forced(tmp_path: Path) -> None:
