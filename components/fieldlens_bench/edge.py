@@ -319,7 +319,7 @@ def report(r: EdgeResult) -> None:
             ),
         ]
     emit("")
-    emit(f"| measure: median (min-max) over {r.repeats} runs | result | target |")
+    emit(f"| measure: median (min-max) over {r.repeats} run{'s' if r.repeats != 1 else ''} | result | target |")
     emit("| --- | --- | --- |")
     for name, value, target in rows:
         emit(f"| {name} | {value} | {target} |")

@@ -19,16 +19,21 @@ from fieldlens_cli.arguments import DATA_DIR, Subcommands
 
 def register(commands: Subcommands) -> None:
     parser = commands.add_parser("bench", help="measure latency, throughput, memory and cold start")
-    parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
+    parser.add_argument(
+        "--data-dir", type=Path, default=DATA_DIR, help="where the default model is (built there if missing)"
+    )
     parser.add_argument("--requests", type=int, default=200, help="sequential end-to-end requests")
     parser.add_argument("--burst", type=int, default=200, help="requests in the concurrent burst")
-    parser.add_argument("--variant", default="fp32", choices=["fp32", "int8"])
+    parser.add_argument(
+        "--variant", default="fp32", choices=["fp32", "int8"], help="edge and continuous: the graph the service runs"
+    )
     parser.add_argument("--workers", type=int, help="classifier workers (default: the component's)")
     parser.add_argument(
         "--no-spinning",
         dest="spinning",
         action="store_false",
-        help="edge: the inference service's ORT threads sleep between the steps of a run (allowSpinning false)",
+        help="edge: the inference service's ORT threads sleep between the steps of a run (allowSpinning false; "
+        "default: they spin within a run)",
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs of the edge and retrain parts (min / median / max)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file (default: only print them)")

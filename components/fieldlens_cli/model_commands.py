@@ -42,7 +42,7 @@ def ensure_default_model(model_dir: Path) -> None:
         return
     from fieldlens_retrain.default_model import build_default_model
 
-    emit(f"Building the default model into {model_dir} (EfficientNet-Lite0, ImageNet; once, ~15 s) ...")
+    emit(f"Building the default model into {model_dir} (EfficientNet-Lite0, ImageNet; once, 15-60 s) ...")
     card = build_default_model(model_dir)
     emit(f"  done: {card.name} {card.version}; coffee photo check: {card.metrics['coffee_photo_top1']}")
 

@@ -188,18 +188,24 @@ class EmbeddingCache:
         run as written (as a Pi runs it), computed once per image. A frozen candidate's int8 graph is
         this backbone with the candidate's head after it, so its int8 answers are its head on these
         (evaluate.HeadAnswers): on an x86 CPU without VNNI the graph runs op by op in float, 37 ms an
-        image on two AMD EPYC cores, which the int8 check of every retrain paid again for 64 images."""
+        image on two AMD EPYC cores, which the int8 check of every retrain paid again for 64 images.
+
+        Kept by what decides them: the int8 graph's bytes (rebuilt, it is another graph), ONNX
+        Runtime's version and whether this CPU's int8 kernels are exact (both decide the arithmetic)."""
         import onnxruntime as ort
 
+        from fieldlens_core.int8_kernels import int8_kernels
         from fieldlens_core.model import graph_options, preprocess
 
-        backbone = self._ensure_backbone()
-        folder = self._cache_dir / backbone.identity / f"int8-{INT8_CALIBRATION}"
+        graph = self.int8_backbone()
+        decided_by = [hashlib.sha256(graph.read_bytes()).hexdigest()[:16], ort.__version__, str(int8_kernels().exact)]
+        key = hashlib.sha256("/".join(decided_by).encode()).hexdigest()[:16]
+        folder = self._cache_dir / self._ensure_backbone().identity / f"int8-{key}"
         paths = [folder / sha256[:2] / f"{sha256}.npy" for sha256, _ in items]
         missing = [i for i, path in enumerate(paths) if not path.exists()]
         if missing:
             options = graph_options("int8", as_written=True)
-            session = ort.InferenceSession(str(self.int8_backbone()), options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
             for start in range(0, len(missing), BATCH):
                 chosen = missing[start : start + BATCH]
                 batch = np.concatenate([preprocess(items[i][1].read_bytes(), INPUT_SPEC) for i in chosen])

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,11 @@ import numpy as np
 from PIL import Image
 
 from fieldlens_core.atomic import atomic_write
+from fieldlens_core.errors import TrainingError
 from fieldlens_core.model import MAX_DECODED_PIXELS, LoadedModel, load_model
 from fieldlens_core.model_package import LABELS_FILE, InputSpec, ModelPackage
+
+log = logging.getLogger(__name__)
 
 OTHER = "(other)"
 """The confusion matrix's column for predictions outside the classes in play."""
@@ -109,20 +113,40 @@ class HeadAnswers:
     fifth of an incremental retrain (1.1 s for 190 images on two cores); the images it must still
     see are few or none. Its int8 graph is the shared int8 backbone with the same head after it, so
     its int8 answers come the same way, from the head on the int8 backbone's cached features
-    (EmbeddingCache.int8_features; pipeline.int8_agreement)."""
+    (EmbeddingCache.int8_features; pipeline.int8_agreement).
+
+    That the head stands in for the graph is checked, not assumed: the graph also runs on one image
+    the head is sure of (``checked``), and its logits must be the head's within half the tie margin."""
 
     top1: list[str]
     unsure: list[int]
+    outputs: np.ndarray
+    """The head's (images, classes) outputs: the graph's logits, as far as the features are the graph's."""
+    checked: int | None
+    """The sure, as-served image the graph runs on to check the head against it (None: no such image)."""
 
     def resolve(self, graph: LoadedModel, paths: Sequence[Path]) -> list[str]:
         """The top-1 of every image (``paths``, in order), ``graph`` (the candidate's graph of the
-        variant these answers stand in for) run on the unsure ones."""
+        variant these answers stand in for) run on the unsure ones and the checked one. TrainingError
+        where the graph's logits on the checked image are not the head's."""
         if len(paths) != len(self.top1):
             raise ValueError(f"answers for {len(self.top1)} images, asked for {len(paths)}")
         answers = list(self.top1)
-        found = graph.top1([paths[i].read_bytes() for i in self.unsure]) if self.unsure else []
-        for i, label in zip(self.unsure, found, strict=True):
-            answers[i] = label
+        run = sorted({*self.unsure, *([] if self.checked is None else [self.checked])})
+        if not run:
+            return answers
+        logits = graph.logits([graph.tensor(paths[i].read_bytes()) for i in run])
+        for i, row in zip(run, logits, strict=True):
+            answers[i] = graph.labels[int(row.argmax())]
+        if self.checked is not None:
+            apart = float(np.abs(logits[run.index(self.checked)] - self.outputs[self.checked]).max())
+            log.info("the %s graph checked on one image: its logits %.2g from its head's", graph.package.variant, apart)
+            if apart > TIE_MARGIN / 2:
+                raise TrainingError(
+                    f"the candidate's {graph.package.variant} graph and its head on the cached features give "
+                    f"logits {apart:.3f} apart on {paths[self.checked].name}: the cache is not this graph's",
+                    "Retrain with an empty --cache folder; if it happens again, report it with the model card",
+                )
         return answers
 
 
@@ -133,7 +157,8 @@ def head_answers(outputs: np.ndarray, labels: Sequence[str], as_served: Sequence
     ranked = np.sort(outputs, axis=1)
     leads = ranked[:, -1] - ranked[:, -2] if outputs.shape[1] > 1 else np.full(len(outputs), np.inf)
     unsure = [i for i, served in enumerate(as_served) if leads[i] < TIE_MARGIN or not served]
-    return HeadAnswers([labels[int(i)] for i in outputs.argmax(axis=1)], unsure)
+    checked = next((i for i in range(len(outputs)) if i not in unsure), None)
+    return HeadAnswers([labels[int(i)] for i in outputs.argmax(axis=1)], unsure, outputs, checked)
 
 
 INT8_CHECKED = 64

@@ -399,7 +399,7 @@ def retrain(
     network._fc = head
     tuned = choice is not None and choice.chosen
     answers: dict[str, HeadAnswers] | None = None
-    if not tuned:  # each graph is a cached backbone with this head: the head answers most images here
+    if not tuned and measure is not None:  # each graph is a cached backbone with this head: it answers most images
         served = [decoded_as_embedded(Path(e.path), INPUT_SPEC) for e in validation]
         int8_features = cache.int8_features([(e.sha256, Path(e.path)) for e in validation[:INT8_CHECKED]])
         answers = {

@@ -9,7 +9,16 @@ from PIL import Image
 
 from fieldlens_core import model as model_module
 from fieldlens_core.int8_kernels import Int8Kernels
-from fieldlens_core.model import BadImageError, load_model, preprocess, softmax, top_k, with_narrow_session
+from fieldlens_core.model import (
+    BadImageError,
+    load_model,
+    preprocess,
+    softmax,
+    to_tensor,
+    to_tensors,
+    top_k,
+    with_narrow_session,
+)
 from fieldlens_core.model_package import InputSpec
 from tests.helpers.images import solid_jpeg, solid_png
 from tests.helpers.tiny_model import make_tiny_package, recard, tiny_onnx
@@ -38,6 +47,19 @@ def test_tensor_shape_scaling_and_channel_order() -> None:
     tensor = preprocess(solid_png((255, 0, 127)), SPEC)
     assert tensor.shape == (1, 3, 32, 32) and tensor.dtype == np.float32
     assert tensor[0, :, 5, 5] == pytest.approx([(255 - 127) / 128, -127 / 128, 0.0], abs=1e-6)
+
+
+def test_a_tensor_keeps_rows_columns_and_channels_where_they_were() -> None:
+    """On an image that no transpose leaves the same: each pixel (row, column) lands at [:, row, column]."""
+    rows, columns = np.mgrid[0 : SPEC.size, 0 : SPEC.size]
+    pixels = np.stack([rows * 7 % 256, columns * 3 % 256, (rows + 2 * columns) % 256], axis=-1).astype(np.uint8)
+    images = [Image.fromarray(pixels), Image.fromarray(pixels[::-1])]
+    mean, std = np.array(SPEC.mean, np.float32), np.array(SPEC.std, np.float32)
+    wanted = [((image_pixels - mean) / std).transpose(2, 0, 1) for image_pixels in (pixels, pixels[::-1])]
+    np.testing.assert_allclose(to_tensor(images[0], SPEC)[0], wanted[0], rtol=0, atol=1e-6)
+    batch = to_tensors(images, SPEC)
+    assert batch.shape == (2, 3, SPEC.size, SPEC.size) and batch.dtype == np.float32 and batch.flags.c_contiguous
+    np.testing.assert_allclose(batch, np.stack(wanted), rtol=0, atol=1e-6)
 
 
 def test_wide_images_are_center_cropped() -> None:

@@ -41,7 +41,8 @@ def astronaut(width: int, height: int) -> Image.Image:
     """scikit-image's sample photo at another size: edges, skin, sky and white highlights."""
     from skimage import data
 
-    return Image.fromarray(data.astronaut()).resize((width, height), Image.Resampling.LANCZOS)
+    pixels = data.astronaut()  # type: ignore[no-untyped-call]
+    return Image.fromarray(pixels).resize((width, height), Image.Resampling.LANCZOS)
 
 
 @pytest.mark.parametrize("size", [(160, 160), (400, 400), (333, 517), (161, 160)])

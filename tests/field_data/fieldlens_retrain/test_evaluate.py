@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from fieldlens_core.errors import TrainingError
 from fieldlens_core.model_package import InputSpec, load_package
 from fieldlens_retrain.evaluate import (
     OTHER,
@@ -114,32 +116,51 @@ def test_a_recorded_answer_is_the_next_retrains_and_runs_nothing(tmp_path: Path,
     assert (cache.computed, cache.reused) == (0, 2)
 
 
-class Counting:
-    """A stand-in for the candidate's fp32 graph: answers "graph" and counts the images it ran on."""
+class Graph:
+    """A stand-in for the candidate's graph: each image's logits (keyed by its bytes), counting the images it ran on."""
 
-    def __init__(self) -> None:
+    labels = ["a", "b"]
+    package = SimpleNamespace(variant="fp32")
+
+    def __init__(self, logits: dict[bytes, list[float]]) -> None:
+        self.by_image = logits
         self.images = 0
 
-    def top1(self, images: list[bytes]) -> list[str]:
-        self.images += len(images)
-        return ["graph"] * len(images)
+    def tensor(self, body: bytes) -> bytes:
+        return body
+
+    def logits(self, tensors: list[bytes]) -> np.ndarray:
+        self.images += len(tensors)
+        return np.array([self.by_image[body] for body in tensors], np.float32)
 
 
 def test_the_graph_answers_near_ties_and_images_not_decoded_as_embedded(tmp_path: Path) -> None:
     """The head on an image's cached embedding answers for the graph only where both see the same
     pixels (a small JPEG, a PNG; not a JPEG the service decodes at a reduced scale) and the top-1
-    leads by more than float16 rounding could move."""
-    small, png, large = tmp_path / "small.jpg", tmp_path / "p.png", tmp_path / "large.jpg"
+    leads by more than float16 rounding could move; the graph also runs on the first sure image."""
+    small, png, tie, large = (tmp_path / name for name in ("small.jpg", "p.png", "tie.jpg", "large.jpg"))
     small.write_bytes(solid_jpeg((200, 10, 10)))
     png.write_bytes(solid_png((10, 200, 10)))
+    tie.write_bytes(solid_jpeg((150, 10, 10)))
     large.write_bytes(solid_jpeg((10, 10, 200), size=(1200, 900)))  # drafted at 1/2 by the service
     spec = InputSpec(size=224, resize=256, mean=(127.0,) * 3, std=(128.0,) * 3)
     assert decoded_as_embedded(small, spec) and decoded_as_embedded(png, spec)
     assert not decoded_as_embedded(large, spec)
     outputs = np.array([[2.0, 0.0], [0.0, 2.0], [1.0, 1.0 - TIE_MARGIN / 2], [3.0, 0.0]], np.float32)
-    paths = [small, png, small, large]
+    paths = [small, png, tie, large]
     answers = head_answers(outputs, ["a", "b"], [decoded_as_embedded(path, spec) for path in paths])
-    assert answers.top1 == ["a", "b", "a", "a"] and answers.unsure == [2, 3]
-    graph = Counting()
-    assert answers.resolve(graph, paths) == ["a", "b", "graph", "graph"]  # type: ignore[arg-type]
-    assert graph.images == 2
+    assert answers.top1 == ["a", "b", "a", "a"] and answers.unsure == [2, 3] and answers.checked == 0
+    by_image = {small.read_bytes(): [2.01, 0.0], tie.read_bytes(): [0.9, 1.0], large.read_bytes(): [0.0, 1.0]}
+    graph = Graph(by_image)
+    assert answers.resolve(graph, paths) == ["a", "b", "b", "b"]  # type: ignore[arg-type]
+    assert graph.images == 3  # the unsure two and the checked one
+
+
+def test_a_graph_the_head_does_not_stand_for_stops_the_retrain(tmp_path: Path) -> None:
+    """Cached features of another graph (a rebuilt backbone, another ONNX Runtime) would otherwise
+    answer for this one unseen: its logits on the checked image give it away."""
+    photo = tmp_path / "a.jpg"
+    photo.write_bytes(solid_jpeg((200, 10, 10)))
+    answers = head_answers(np.array([[2.0, 0.0]], np.float32), ["a", "b"], [True])
+    with pytest.raises(TrainingError, match="logits 0.100 apart on a.jpg"):
+        answers.resolve(Graph({photo.read_bytes(): [2.1, 0.0]}), [photo])  # type: ignore[arg-type]

@@ -58,7 +58,8 @@ def test_a_first_model_then_a_retrain_that_embeds_only_the_new_images(
     assert card.training["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # the head trains on a GPU
 
     features = {path: path.stat().st_ino for path in (tmp_path / "cache").rglob("int8-*/*/*.npy")}
-    assert features  # the int8 check's images: their int8 backbone features, kept for the next retrain
+    checked = {e.sha256 for e in read_manifest(tmp_path / "m1.json").holdout()[:INT8_CHECKED]}
+    assert {path.stem for path in features} == checked  # the int8 check's images, kept for the next retrain
 
     write_class_folders(tmp_path / "base", 2, seed=5)  # six new photos
     second = run_retrain(
@@ -98,10 +99,13 @@ def test_a_first_model_then_a_retrain_that_embeds_only_the_new_images(
     # the int8 check's answers came from the head on those features, kept from the first retrain
     # (not written again) and made for the new images only; they are what the int8 graph answers
     assert all(path.stat().st_ino == inode for path, inode in features.items())
-    checked = [Path(e.path).read_bytes() for e in read_manifest(tmp_path / "m2.json").holdout()[:INT8_CHECKED]]
-    fp32 = load_model(second.package or Path(), "fp32").top1(checked)
-    int8 = load_model(second.package or Path(), "int8", as_written=True).top1(checked)
-    same = sum(a == b for a, b in zip(fp32, int8, strict=True)) / len(checked)
+    entries = read_manifest(tmp_path / "m2.json").holdout()[:INT8_CHECKED]
+    now = {path.stem for path in (tmp_path / "cache").rglob("int8-*/*/*.npy")}
+    assert now == checked | {e.sha256 for e in entries}
+    images = [Path(e.path).read_bytes() for e in entries]
+    fp32 = load_model(second.package or Path(), "fp32").top1(images)
+    int8 = load_model(second.package or Path(), "int8", as_written=True).top1(images)
+    same = sum(a == b for a, b in zip(fp32, int8, strict=True)) / len(images)
     assert published.metrics["int8_top1_agreement_on_validation"] == round(same, 4)
 
 
