@@ -14,6 +14,7 @@ import hashlib
 import io
 import logging
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -244,10 +245,14 @@ class EmbeddingCache:
         backbone = self._ensure_backbone()
         per_batch = max(1, BATCH // len(VIEWS))
         bar = tqdm(total=len(missing), desc="embedding", unit="image", disable=None if progress else True)
+        started, in_backbone = time.perf_counter(), 0.0
         for start in range(0, len(missing), per_batch):
             chunk = missing[start : start + per_batch]
             views = [view for _, path in chunk for view in views_of(Image.open(path).convert("RGB"))]
-            features, taps = backbone.both(to_tensors(views, INPUT_SPEC))
+            batch = to_tensors(views, INPUT_SPEC)
+            ran = time.perf_counter()
+            features, taps = backbone.both(batch)
+            in_backbone += time.perf_counter() - ran
             features = features.reshape(len(chunk), len(VIEWS), FEATURE_DIM)
             taps = taps.reshape(len(chunk), len(VIEWS), *TAP_SHAPE)
             for (sha256, _), vectors, tap in zip(chunk, features, taps, strict=True):
@@ -261,6 +266,15 @@ class EmbeddingCache:
         bar.close()
         if missing or self.reused:
             log.info("embedded %d new images, %d from the cache", len(missing), len(result) - len(missing))
+        if missing:  # where an embedding's time goes: the backbone, or decoding, views and the cache's files
+            seconds = time.perf_counter() - started
+            log.info(
+                "embedding took %.1f s: the backbone %.1f s (%.0f views/s), the rest %.1f s",
+                seconds,
+                in_backbone,
+                len(missing) * len(VIEWS) / max(in_backbone, 1e-9),
+                seconds - in_backbone,
+            )
         return result
 
 
