@@ -33,8 +33,8 @@ def test_the_retrain_table_gives_the_spread_and_each_stages_median(capsys: pytes
     retrain.report(RESULT)
     out = capsys.readouterr().out
     assert (
-        "(the backbone's graphs built) | 50.0 s (40.0-60.0) (embed 40.0, train 1.0, export 3.0, evaluate 6.0) | <= 45 s |"
-        in out
+        "(the backbone's graphs built) | 50.0 s (40.0-60.0) (embed 40.0, train 1.0, export 3.0, evaluate 6.0) "
+        "| <= 45 s |" in out
     )
     assert "50 new images (embedded: 50) | 10.0 s (9.0-12.0) (embed 5.0, train 1.0, export 3.0, evaluate 1.0) |" in out
 
