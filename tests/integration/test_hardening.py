@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -147,7 +148,7 @@ def test_a_thousand_fuzzed_continuous_commands_each_get_one_answer_and_the_loop_
         sender.publish("/request/continuous/belt", b'{"request_id": "first", "action": "start"}', qos=1)
         assert rig.answered("first") == ["first"]
         wait_until(lambda: rig.classifier.continuous.status().frames >= 1, 20, "a first frame")
-        threads = threading.active_count()  # the loop's thread and its inference connection are there now
+        threads = Counter(t.name for t in threading.enumerate())  # the loop's thread and its connection are there
         for sent, payload in enumerate(corpus, start=1):
             if sent >= 500:
                 rig.responses.wait_for(sent - 499, timeout_s=60)
@@ -162,8 +163,10 @@ def test_a_thousand_fuzzed_continuous_commands_each_get_one_answer_and_the_loop_
         wait_until(lambda: rig.classifier.continuous.status().frames >= before + 5, 20, "frames after the fuzz")
         status = rig.classifier.continuous.status()
         assert status.running and status.stopped_by is None and status.fps == 20
-        names = [t.name for t in threading.enumerate()]
-        assert threading.active_count() <= threads, names[5:]  # no thread per command
+        # no thread per command: a thousand would be here; a few may be pools growing to their bound
+        # (the uploader's, on a slow machine only after the count above), or other tests' ending
+        new = Counter(t.name for t in threading.enumerate()) - threads
+        assert sum(new.values()) <= 8, sorted(new.elements())
     finally:
         sender.loop_stop()
         sender.disconnect()
