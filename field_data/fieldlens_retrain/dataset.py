@@ -270,6 +270,11 @@ def balance_report(manifest: Manifest) -> list[str]:
         f"{len(manifest.entries)} images ({', '.join(f'{n} {s}' for s, n in sorted(sources.items()))}); "
         f"dataset {manifest.sha256[:12]}"
     )
+    if manifest.untrained_classes:  # else the labels given and the table above do not add up
+        lines.append(
+            "left out, not in the table: every labelled image of "
+            f"{', '.join(manifest.untrained_classes)} went to validation"
+        )
     if manifest.merged_copies:  # a camera that sees the same photos keeps the same bytes again and again
         lines.append(
             f"{manifest.merged_copies} labelled images are byte-for-byte copies of others: each photo counts once"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -152,3 +153,20 @@ def test_the_classes_are_the_labelled_ones_from_a_big_model_and_grow_from_a_smal
         (tmp_path / "base" / "teal" / f"{n}.jpg").write_bytes(solid_jpeg((0, 120 + 10 * n, 120)))
     grown = build_manifest(None, {}, tmp_path / "base", ["green", "red", "blue"])
     assert grown.labels[:3] == ["green", "red", "blue"] and grown.labels[3:] == ["teal"]
+
+
+def test_a_label_whose_images_all_went_to_validation_is_named_beside_the_table(tmp_path: Path) -> None:
+    """A walk labelled six photos and read a table of five: the sixth's label had no training image."""
+    write_class_folders(tmp_path / "base", 10)
+    lonely = tmp_path / "base" / "grey"
+    lonely.mkdir()
+    for shade in range(20, 240):  # a photo the split sends to validation at 20% (by its content)
+        body = solid_jpeg((shade, shade, shade))
+        if int(hashlib.sha256(body).hexdigest()[:8], 16) % 100 < 20:
+            (lonely / "only.jpg").write_bytes(body)
+            break
+    manifest = build_manifest(None, {}, tmp_path / "base", None, val_percent=20)
+    assert manifest.untrained_classes == ["grey"] and "grey" not in manifest.labels
+    report = balance_report(manifest)
+    assert not any(line.startswith("grey") for line in report)
+    assert "left out, not in the table: every labelled image of grey went to validation" in report
