@@ -122,8 +122,12 @@ class HeadAnswers:
     unsure: list[int]
     outputs: np.ndarray
     """The head's (images, classes) outputs: the graph's logits, as far as the features are the graph's."""
-    checked: int | None
-    """The sure, as-served image the graph runs on to check the head against it (None: no such image)."""
+
+    @property
+    def checked(self) -> int | None:
+        """The first sure (and as-served) image: the graph runs on it to check the head against it."""
+        unsure = set(self.unsure)
+        return next((i for i in range(len(self.top1)) if i not in unsure), None)
 
     def resolve(self, graph: LoadedModel, paths: Sequence[Path]) -> list[str]:
         """The top-1 of every image (``paths``, in order), ``graph`` (the candidate's graph of the
@@ -132,19 +136,20 @@ class HeadAnswers:
         if len(paths) != len(self.top1):
             raise ValueError(f"answers for {len(self.top1)} images, asked for {len(paths)}")
         answers = list(self.top1)
-        run = sorted({*self.unsure, *([] if self.checked is None else [self.checked])})
+        checked = self.checked
+        run = sorted({*self.unsure, *([] if checked is None else [checked])})
         if not run:
             return answers
         logits = graph.logits([graph.tensor(paths[i].read_bytes()) for i in run])
         for i, row in zip(run, logits, strict=True):
             answers[i] = graph.labels[int(row.argmax())]
-        if self.checked is not None:
-            apart = float(np.abs(logits[run.index(self.checked)] - self.outputs[self.checked]).max())
+        if checked is not None:
+            apart = float(np.abs(logits[run.index(checked)] - self.outputs[checked]).max())
             log.info("the %s graph checked on one image: its logits %.2g from its head's", graph.package.variant, apart)
             if apart > TIE_MARGIN / 2:
                 raise TrainingError(
                     f"the candidate's {graph.package.variant} graph and its head on the cached features give "
-                    f"logits {apart:.3f} apart on {paths[self.checked].name}: the cache is not this graph's",
+                    f"logits {apart:.3f} apart on {paths[checked].name}: the cache is not this graph's",
                     "Retrain with an empty --cache folder; if it happens again, report it with the model card",
                 )
         return answers
@@ -157,8 +162,7 @@ def head_answers(outputs: np.ndarray, labels: Sequence[str], as_served: Sequence
     ranked = np.sort(outputs, axis=1)
     leads = ranked[:, -1] - ranked[:, -2] if outputs.shape[1] > 1 else np.full(len(outputs), np.inf)
     unsure = [i for i, served in enumerate(as_served) if leads[i] < TIE_MARGIN or not served]
-    checked = next((i for i in range(len(outputs)) if i not in unsure), None)
-    return HeadAnswers([labels[int(i)] for i in outputs.argmax(axis=1)], unsure, outputs, checked)
+    return HeadAnswers([labels[int(i)] for i in outputs.argmax(axis=1)], unsure, outputs)
 
 
 INT8_CHECKED = 64
