@@ -26,7 +26,7 @@ from PIL import Image
 
 from fieldlens_core.errors import ExitCode, TrainingError
 from fieldlens_core.messages import utc_timestamp
-from fieldlens_core.model import LoadedModel, load_model
+from fieldlens_core.model import LoadedModel, decode, load_model
 from fieldlens_core.model_check import check_package, reference_answers, write_reference
 from fieldlens_core.model_package import (
     LABELS_FILE,
@@ -256,23 +256,28 @@ def view_png(tensor: np.ndarray, spec: InputSpec) -> bytes:
     return buffer.getvalue()
 
 
-def add_reference(
-    staging: Path, spec: InputSpec, calibration: Sequence[np.ndarray], loaded: Callable[[str], LoadedModel]
-) -> float:
+def served_png(photo: bytes, spec: InputSpec) -> bytes:
+    """``photo`` (JPEG or PNG) as a PNG of the pixels the service decodes from it
+    (fieldlens_core.model.decode): every graph answers the PNG as it answers the photo."""
+    buffer = io.BytesIO()
+    decode(photo, spec).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def add_reference(staging: Path, images: Sequence[bytes], loaded: Callable[[str], LoadedModel]) -> float:
     """Write the package's known answer (reference.png, reference.json) into ``staging``; its top-1 margin.
 
     Each device checks the package against it before serving it (fieldlens_core.model_check):
-    a replaced graph, or a runtime that computes this one differently, answers otherwise. The
-    image is a calibration view (a real photo, so the model answers it with some confidence),
-    the one whose top-1 leads its top-2 the most in every variant, so that another CPU's
-    rounding cannot swap them. Each graph runs as written (``load_model``'s ``as_written``), so that
-    a package written on a CPU whose int8 kernels saturate expects what a Pi computes: ``loaded``
-    gives each variant so (see :func:`write_package`).
+    a replaced graph, or a runtime that computes this one differently, answers otherwise. Of the
+    ``images`` (PNG, real photos, so the model answers with some confidence) the one whose top-1
+    leads its top-2 the most in every variant wins, so that another CPU's rounding cannot swap
+    them. Each graph runs as written (``load_model``'s ``as_written``), so that a package written
+    on a CPU whose int8 kernels saturate expects what a Pi computes: ``loaded`` gives each variant
+    so (see :func:`write_package`).
     """
     models = {variant: loaded(variant) for variant in VARIANTS}
     best: tuple[float, bytes, Reference] | None = None
-    for tensor in calibration[:: max(1, len(calibration) // REFERENCE_CANDIDATES)][:REFERENCE_CANDIDATES]:
-        image = view_png(tensor, spec)
+    for image in images:
         reference, margin = reference_answers(models, image, "image/png")
         if best is None or margin > best[0]:
             best = (margin, image, reference)
@@ -298,6 +303,7 @@ def write_package(
     measure: Measure | None = None,
     int8: Callable[[Path], None] | None = None,
     fp32: Callable[[Path], None] | None = None,
+    reference_images: Sequence[bytes] | None = None,
 ) -> ModelCard:
     """Write ``network`` (a torch module in eval mode) as a package at ``out_dir``, replacing it.
 
@@ -308,6 +314,8 @@ def write_package(
     by default the fp32 graph is quantized whole, calibrated on ``calibration``. ``fp32`` likewise
     writes the fp32 graph (a frozen candidate's :func:`stitch_head`); by default ``network`` is
     exported whole. Either way the fp32 graph is checked against ``network`` in torch.
+    ``reference_images`` (PNG) are the candidates for the reference answer (:func:`add_reference`);
+    by default :data:`REFERENCE_CANDIDATES` of the calibration views, each graph run on each.
     """
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out_dir.parent))
@@ -350,7 +358,10 @@ def write_package(
                 sessions[variant] = load_model(package_with_card(staging, staged, variant), variant, as_written=True)
             return sessions[variant]
 
-        add_reference(staging, spec, calibration, loaded)
+        if reference_images is None:
+            step = max(1, len(calibration) // REFERENCE_CANDIDATES)
+            reference_images = [view_png(tensor, spec) for tensor in calibration[::step][:REFERENCE_CANDIDATES]]
+        add_reference(staging, reference_images, loaded)
         if measure is not None:
             fields["metrics"].update(measure(loaded))
         written = write_card(staging, fields)  # once, complete: the only write of a package's card

@@ -50,7 +50,7 @@ from fieldlens_retrain.backbone import ARCHITECTURE, FEATURE_DIM, INPUT_SPEC, lo
 from fieldlens_retrain.calibration import operating_point, tempered
 from fieldlens_retrain.dataset import Manifest, ManifestEntry
 from fieldlens_retrain.embeddings import VIEWS, EmbeddingCache, stack
-from fieldlens_retrain.evaluate import INT8_CHECKED, HeadAnswers, decoded_as_embedded, head_answers
+from fieldlens_retrain.evaluate import INT8_CHECKED, HeadAnswers, decoded_as_embedded, head_answers, most_decided
 from fieldlens_retrain.finetune import (
     MAX_BLOCKS,
     TAP_SHAPE,
@@ -62,7 +62,7 @@ from fieldlens_retrain.finetune import (
     train_tail,
 )
 from fieldlens_retrain.learning_curve import LearningCurve, curve_subsets, learning_curve
-from fieldlens_retrain.packaging import stitch_head, write_package
+from fieldlens_retrain.packaging import served_png, stitch_head, write_package
 
 log = logging.getLogger(__name__)
 
@@ -399,6 +399,7 @@ def retrain(
     network._fc = head
     tuned = choice is not None and choice.chosen
     answers: dict[str, HeadAnswers] | None = None
+    reference_images = None  # write_package's default: calibration views, each run through each graph
     if not tuned and measure is not None:  # each graph is a cached backbone with this head: it answers most images
         served = [decoded_as_embedded(Path(e.path), INPUT_SPEC) for e in validation]
         int8_features = cache.int8_features([(e.sha256, Path(e.path)) for e in validation[:INT8_CHECKED]])
@@ -406,6 +407,9 @@ def retrain(
             "fp32": head_answers(head_outputs(head, validation_features), manifest.labels, served),
             "int8": head_answers(head_outputs(head, int8_features), manifest.labels, [True] * len(int8_features)),
         }
+        decided = most_decided(list(answers.values()))
+        if decided is not None:
+            reference_images = [served_png(Path(validation[decided].path).read_bytes(), INPUT_SPEC)]
     if choice is not None:
         metrics["fine_tune"] = choice.card()
     elif skipped is not None:
@@ -442,6 +446,7 @@ def retrain(
         if tuned
         else (lambda out: stitch_head(cache.int8_backbone(), network._fc, FEATURE_DIM, out)),
         None if tuned else (lambda out: stitch_head(cache.fp32_backbone(), network._fc, FEATURE_DIM, out)),
+        reference_images,
     )
     timings["export"] = time.perf_counter() - started
     return TrainResult(

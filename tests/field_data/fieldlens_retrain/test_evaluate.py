@@ -16,6 +16,7 @@ from fieldlens_retrain.evaluate import (
     confusion_png,
     decoded_as_embedded,
     head_answers,
+    most_decided,
     predict_files,
     score,
 )
@@ -164,3 +165,17 @@ def test_a_graph_the_head_does_not_stand_for_stops_the_retrain(tmp_path: Path) -
     answers = head_answers(np.array([[2.0, 0.0]], np.float32), ["a", "b"], [True])
     with pytest.raises(TrainingError, match="logits 0.100 apart on a.jpg"):
         answers.resolve(Graph({photo.read_bytes(): [2.1, 0.0]}), [photo])  # type: ignore[arg-type]
+
+
+def test_the_reference_image_is_the_one_every_variant_answers_most_decidedly() -> None:
+    """The widest smallest gap over the variants wins, among the images both cover (int8 answers
+    only the first INT8_CHECKED) and neither is unsure of (a near tie, a photo not decoded as embedded)."""
+    fp32 = head_answers(
+        np.array([[4.0, 0.0], [9.0, 0.0], [0.0, 6.0], [8.0, 0.0], [20.0, 0.0]], np.float32),
+        ["a", "b"],
+        [True, False, True, True, True],  # the second was not decoded as embedded
+    )
+    int8 = head_answers(np.array([[4.0, 0.0], [9.0, 0.0], [0.0, 6.0], [1.0, 0.0]], np.float32), ["a", "b"], [True] * 4)
+    assert most_decided([fp32, int8]) == 2  # not 1 (unsure), 3 (int8 undecided), 4 (int8 never saw it)
+    tie = head_answers(np.array([[1.0, 1.0]], np.float32), ["a", "b"], [True])
+    assert most_decided([tie]) is None and most_decided([]) is None

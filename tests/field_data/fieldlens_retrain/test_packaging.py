@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fieldlens_core.model import image_tensor
+from fieldlens_core.model import image_tensor, preprocess
 from fieldlens_core.model_check import check_package
 from fieldlens_core.model_package import REFERENCE_FILE, InputSpec, read_card
-from fieldlens_retrain.packaging import view_png, write_package
+from fieldlens_retrain.packaging import served_png, view_png, write_package
 
 SPEC = InputSpec(size=32, resize=36, mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0))
 COLOURS = [(230, 30, 30), (30, 200, 40), (40, 40, 220), (200, 200, 40), (120, 120, 120), (20, 20, 20)]
@@ -64,3 +64,16 @@ def test_a_view_goes_back_to_the_pixels_it_came_from() -> None:
     tensor = image_tensor(Image.new("RGB", (32, 32), (10, 128, 250)), SPEC)
     with Image.open(io.BytesIO(view_png(tensor, SPEC))) as image:
         assert np.asarray(image)[5, 5].tolist() == [10, 128, 250]
+
+
+@pytest.mark.parametrize("size", [(40, 36), (300, 200)])  # the larger JPEG is drafted at 1/2 by the service
+def test_a_photo_as_served_png_is_answered_as_the_photo(size: tuple[int, int]) -> None:
+    """A frozen candidate's reference image is a validation photo's served pixels, so the answers
+    its head gave on the photo's cached features are the ones the device gets from the PNG."""
+    pixels = np.random.default_rng(3).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    photo = buffer.getvalue()
+    png = served_png(photo, SPEC)
+    assert png[:4] == b"\x89PNG"
+    assert np.array_equal(preprocess(png, SPEC, "image/png"), preprocess(photo, SPEC))

@@ -6,12 +6,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
 
-from fieldlens_core.model import load_model
+from fieldlens_core.model import decode, load_model
 from fieldlens_core.model_check import check_package
 from fieldlens_core.model_package import ModelCard, load_package, write_card
 from fieldlens_retrain import packaging
+from fieldlens_retrain.backbone import INPUT_SPEC
 from fieldlens_retrain.dataset import build_manifest, read_manifest, write_manifest
 from fieldlens_retrain.decisions import read_decisions
 from fieldlens_retrain.evaluate import INT8_CHECKED
@@ -82,6 +85,10 @@ def test_a_first_model_then_a_retrain_that_embeds_only_the_new_images(
     assert len(cards) == 2 and len(set(cards)) == 2
     published = load_package(second.package or Path()).card
     check_package(second.package or Path(), require_reference=True)
+    holdout = read_manifest(tmp_path / "m2.json").holdout()
+    served = [np.asarray(decode(Path(e.path).read_bytes(), INPUT_SPEC)) for e in holdout]
+    with Image.open((second.package or Path()) / "reference.png") as reference:  # a photo the heads chose, as served
+        assert any(np.array_equal(np.asarray(reference), pixels) for pixels in served)
     decision = read_decisions(tmp_path / "models")[0]  # newest first
     assert published.version == report["version"] == decision["candidate"] == "1.1.0"
     assert published.parent_version == report["parent_version"] == decision["current"]
