@@ -304,6 +304,7 @@ def write_package(
     int8: Callable[[Path], None] | None = None,
     fp32: Callable[[Path], None] | None = None,
     reference_images: Sequence[bytes] | None = None,
+    torch_check: tuple[Sequence[np.ndarray], np.ndarray] | None = None,
 ) -> ModelCard:
     """Write ``network`` (a torch module in eval mode) as a package at ``out_dir``, replacing it.
 
@@ -313,7 +314,10 @@ def write_package(
     ``int8`` writes the int8 graph to the path it is given (a retrain's :func:`stitch_head`);
     by default the fp32 graph is quantized whole, calibrated on ``calibration``. ``fp32`` likewise
     writes the fp32 graph (a frozen candidate's :func:`stitch_head`); by default ``network`` is
-    exported whole. Either way the fp32 graph is checked against ``network`` in torch.
+    exported whole. Either way the fp32 graph is checked against ``network`` in torch: on
+    :data:`EXPORT_CHECKED` of the calibration inputs, or on ``torch_check``'s inputs against its
+    logits (a frozen candidate's head on the backbone's cached torch features, for which ``network``
+    need not be loaded: EmbeddingCache.torch_features).
     ``reference_images`` (PNG) are the candidates for the reference answer (:func:`add_reference`);
     by default :data:`REFERENCE_CANDIDATES` of the calibration views, each graph run on each.
     """
@@ -330,8 +334,11 @@ def write_package(
         else:
             int8(staging / INT8_FILE)
         (staging / LABELS_FILE).write_text(json.dumps(labels))
-        checked = list(calibration[:: max(1, len(calibration) // EXPORT_CHECKED)][:EXPORT_CHECKED])
-        agreement = export_agreement(torch_logits(network, checked), onnx_logits(staging / FP32_FILE, checked))
+        if torch_check is None:
+            checked = list(calibration[:: max(1, len(calibration) // EXPORT_CHECKED)][:EXPORT_CHECKED])
+            torch_check = checked, torch_logits(network, checked)
+        inputs, expected = torch_check
+        agreement = export_agreement(expected, onnx_logits(staging / FP32_FILE, inputs))
         difference = agreement["fp32_max_abs_probability_diff_vs_torch"]
         if difference > EXPORT_TOLERANCE:
             raise ExportCheckError(

@@ -40,11 +40,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from fieldlens_core.errors import TrainingError
-from fieldlens_core.model import LoadedModel, image_tensor
+from fieldlens_core.model import LoadedModel, preprocess
 from fieldlens_core.model_package import OPERATING_POINT, ModelCard, ModelPackage, OperatingPoint
 from fieldlens_retrain.backbone import ARCHITECTURE, FEATURE_DIM, INPUT_SPEC, load_backbone
 from fieldlens_retrain.calibration import operating_point, tempered
@@ -62,7 +61,7 @@ from fieldlens_retrain.finetune import (
     train_tail,
 )
 from fieldlens_retrain.learning_curve import LearningCurve, curve_subsets, learning_curve
-from fieldlens_retrain.packaging import served_png, stitch_head, write_package
+from fieldlens_retrain.packaging import EXPORT_CHECKED, served_png, stitch_head, write_package
 
 log = logging.getLogger(__name__)
 
@@ -394,10 +393,17 @@ def retrain(
 
     started = time.perf_counter()
     stage("exporting")
-    if network is None:
-        network = load_backbone(num_classes=len(manifest.labels))
-    network._fc = head
     tuned = choice is not None and choice.chosen
+    # the export check's inputs: the service's of the train images first by sha256 (few change
+    # between retrains, so a frozen candidate finds their torch features cached)
+    checked = sorted(train, key=lambda e: e.sha256)[:EXPORT_CHECKED]
+    inputs = [preprocess(Path(e.path).read_bytes(), INPUT_SPEC) for e in checked]
+    torch_check = None  # write_package's default: the network run in torch
+    if tuned:
+        assert network is not None  # fine-tuning chose it
+        network._fc = head
+    else:  # the network is the backbone with this head: the head on its torch features is the network
+        torch_check = inputs, head_outputs(head, cache.torch_features([(e.sha256, Path(e.path)) for e in checked]))
     answers: dict[str, HeadAnswers] | None = None
     reference_images = None  # write_package's default: calibration views, each run through each graph
     if not tuned and measure is not None:  # each graph is a cached backbone with this head: it answers most images
@@ -422,7 +428,7 @@ def retrain(
         network,
         manifest.labels,
         INPUT_SPEC,
-        [image_tensor(Image.open(e.path), INPUT_SPEC) for e in train[:: max(1, len(train) // 48)][:48]],
+        inputs,
         {
             "name": name,
             "version": version or next_version(parent_card, manifest.labels, parent.labels if parent else None),
@@ -444,9 +450,10 @@ def retrain(
         (lambda loaded: measure(loaded, answers)) if measure is not None else None,
         (lambda out: tuned_int8(network, out))
         if tuned
-        else (lambda out: stitch_head(cache.int8_backbone(), network._fc, FEATURE_DIM, out)),
-        None if tuned else (lambda out: stitch_head(cache.fp32_backbone(), network._fc, FEATURE_DIM, out)),
+        else (lambda out: stitch_head(cache.int8_backbone(), head, FEATURE_DIM, out)),
+        None if tuned else (lambda out: stitch_head(cache.fp32_backbone(), head, FEATURE_DIM, out)),
         reference_images,
+        torch_check,
     )
     timings["export"] = time.perf_counter() - started
     return TrainResult(

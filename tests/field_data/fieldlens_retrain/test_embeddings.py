@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -76,3 +77,29 @@ def test_a_batch_is_its_images_scaled_one_by_one() -> None:
     np.testing.assert_array_equal(
         to_tensors(views, INPUT_SPEC), np.concatenate([to_tensor(view, INPUT_SPEC) for view in views])
     )
+
+
+def test_the_torch_features_are_what_the_networks_head_reads_and_are_computed_once(tmp_path: Path) -> None:
+    """A frozen candidate's export check takes torch's logits from its head on these (train.py)."""
+    import hashlib
+
+    import torch
+
+    from fieldlens_retrain.backbone import load_backbone
+    from fieldlens_retrain.embeddings import EmbeddingCache
+    from tests.helpers.colour_photos import write_class_folders
+
+    write_class_folders(tmp_path / "photos", 1)
+    paths = sorted((tmp_path / "photos").glob("*/*.jpg"))[:2]
+    items = [(hashlib.sha256(p.read_bytes()).hexdigest(), p) for p in paths]
+    features = EmbeddingCache(tmp_path / "cache").torch_features(items)
+    network = load_backbone(num_classes=3)
+    with torch.no_grad():
+        whole = torch.cat([network(torch.from_numpy(preprocess(p.read_bytes(), INPUT_SPEC))) for p in paths])
+        from_features = network._fc(torch.from_numpy(features))
+    assert features.shape == (2, 1280) and features.dtype == np.float32
+    assert np.allclose(from_features.numpy(), whole.numpy(), atol=1e-4)
+    for path in paths:
+        path.unlink()  # computed again, they would have to be read
+    again = EmbeddingCache(tmp_path / "cache").torch_features(items)
+    assert np.array_equal(again, features)
