@@ -251,6 +251,7 @@ def confusion_png(metrics: dict[str, Any], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")  # files only: no display on a build machine or a device
     from matplotlib import pyplot as plt
+    from matplotlib.font_manager import FontProperties
 
     labels, matrix = metrics["labels"], np.asarray(metrics["confusion"])
     columns = metrics.get("columns", labels)
@@ -263,14 +264,18 @@ def confusion_png(metrics: dict[str, Any], path: Path, title: str) -> None:
         axes.set_yticks(range(len(labels)), labels, fontsize=font)
         if len(columns) <= CELL_TEXT_UP_TO:
             peak = max(1, int(matrix.max()))
+            cell_font = FontProperties(size=8)  # one for every cell: each looking up its own took 0.1 s a picture
             for (row, column), value in np.ndenumerate(matrix):
                 colour = "white" if value > peak / 2 else "black"
-                cell = axes.text(column, row, str(value), ha="center", va="center", color=colour, fontsize=8)
+                cell = axes.text(
+                    column, row, str(value), ha="center", va="center", color=colour, fontproperties=cell_font
+                )
                 cell.set_in_layout(False)  # inside the axes: the layout need not measure it
         axes.set_title(f"{title}: accuracy {metrics['accuracy']:.1%} on {metrics['images']} images")
         axes.set_xlabel("predicted")
         axes.set_ylabel("true")
         figure.tight_layout()
+        figure.set_layout_engine(None)  # laid out: savefig need not draw it once more to lay it out
         figure.savefig(path, dpi=100)
     finally:
         plt.close(figure)

@@ -175,6 +175,7 @@ def curve_png(curve: LearningCurve, path: Path, title: str) -> None:
         axes.grid(alpha=0.3)
         axes.legend()
         figure.tight_layout()
+        figure.set_layout_engine(None)  # laid out: savefig need not draw it once more to lay it out
         figure.savefig(path, dpi=100)
     finally:
         plt.close(figure)
