@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from fieldlens_bench import retrain
 from fieldlens_bench.common import Spread
+from fieldlens_retrain.gate import GateDecision
+from fieldlens_retrain.pipeline import RetrainReport
 
 
 def runs(images: int, seconds: list[float], embed: list[float], embedded: int) -> retrain.RetrainRuns:
@@ -15,7 +18,12 @@ def runs(images: int, seconds: list[float], embed: list[float], embedded: int) -
         images=images,
         seconds=Spread.of(seconds),
         embedded=Spread.of([embedded] * 3),
-        stages={"embed": Spread.of(embed), "train": Spread.of([1.0, 1.0, 1.0]), "export": Spread.of([2.0, 3.0, 4.0])},
+        stages={
+            "embed": Spread.of(embed),
+            "train": Spread.of([1.0, 1.0, 1.0]),
+            "export": Spread.of([2.0, 3.0, 4.0]),
+            retrain.REST: Spread.of([0.5, 0.6, 0.7]),
+        },
     )
 
 
@@ -33,15 +41,31 @@ def test_the_retrain_table_gives_the_spread_and_each_stages_median(capsys: pytes
     retrain.report(RESULT)
     out = capsys.readouterr().out
     assert (
-        "(the backbone's graphs built) | 50.0 s (40.0-60.0) (embed 40.0, train 1.0, export 3.0, evaluate 6.0) "
+        "(the backbone's graphs built) | 50.0 s (40.0-60.0) (embed 40.0, train 1.0, export 3.0, rest 0.6) "
         "| <= 45 s |" in out
     )
-    assert "50 new images (embedded: 50) | 10.0 s (9.0-12.0) (embed 5.0, train 1.0, export 3.0, evaluate 1.0) |" in out
+    assert "50 new images (embedded: 50) | 10.0 s (9.0-12.0) (embed 5.0, train 1.0, export 3.0, rest 0.6) |" in out
+
+
+def test_the_rest_is_each_runs_time_outside_its_stages_not_a_difference_of_medians() -> None:
+    """Medians of different runs need not add up: the total's median less the stages' once read
+    as a 3.2 s evaluation of a cold retrain whose evaluations each took 0.1 s."""
+    decision = GateDecision(publish=True, reason="forced")
+
+    def report(embed: float, evaluate: float) -> RetrainReport:
+        return RetrainReport(
+            "1.0.1", decision, {}, None, None, Path("."), timings_s={"embed": embed, "evaluate": evaluate}
+        )
+
+    measured = retrain._runs(1000, [(report(40.0, 0.1), 41.0), (report(50.0, 0.1), 50.5), (report(44.0, 0.1), 48.0)])
+    assert measured.stages["evaluate"].median == pytest.approx(0.1)
+    rest = measured.stages[retrain.REST]
+    assert (rest.min, rest.median, rest.max) == pytest.approx((0.4, 0.9, 3.9))
 
 
 def test_the_json_puts_each_stage_beside_the_totals() -> None:
     written = RESULT.as_json()
-    assert list(written["cold"]) == ["images", "floor_s", "seconds", "embedded", "embed", "train", "export"]
+    assert list(written["cold"]) == ["images", "floor_s", "seconds", "embedded", "embed", "train", "export", "rest"]
     assert written["warm"]["new_images"] == 50
     assert written["cold"]["embed"] == {"min": 30.0, "median": 40.0, "max": 50.0}
     assert written["scenario"] == {"holdout_images": 300, "field_images": 400, "before": 0.2, "after": 0.6}
@@ -78,5 +102,5 @@ def test_fine_tuning_counts_as_training_in_the_floor_and_is_shown_apart(capsys: 
     assert result.floor_s(tuned) == pytest.approx(50 * 6 / 200 + 1.0 + 80.0)
     retrain.report(result)
     out = capsys.readouterr().out
-    assert "(embed 2.0, fine_tune 80.0, train 1.0, export 3.0, evaluate 5.0)" in out
+    assert "(embed 2.0, train 1.0, export 3.0, rest 0.6, fine_tune 80.0)" in out
     assert "beyond embedding them (and fine-tuning, when chosen) | 9.0 s |" in out
