@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import PIL
 from PIL import Image, ImageEnhance, ImageOps
 from tqdm import tqdm
 
 from fieldlens_core.atomic import atomic_write
-from fieldlens_core.model import resize_and_crop, to_tensors
+from fieldlens_core.model import image_tensor, resize_and_crop, to_tensors
 from fieldlens_retrain.backbone import FEATURE_DIM, INPUT_SPEC, load_backbone, weights_path
 from fieldlens_retrain.finetune import TAP_BLOCK, TAP_NAME, TAP_SHAPE
 
@@ -192,67 +193,72 @@ class EmbeddingCache:
         image on two AMD EPYC cores, which the int8 check of every retrain paid again for 64 images.
 
         Kept by what decides them: the int8 graph's bytes (rebuilt, it is another graph), ONNX
-        Runtime's version and whether this CPU's int8 kernels are exact (both decide the arithmetic)."""
+        Runtime's version and whether this CPU's int8 kernels are exact (both decide the arithmetic),
+        and Pillow's (the decode)."""
         import onnxruntime as ort
 
         from fieldlens_core.int8_kernels import int8_kernels
         from fieldlens_core.model import graph_options, preprocess
 
         graph = self.int8_backbone()
-        decided_by = [hashlib.sha256(graph.read_bytes()).hexdigest()[:16], ort.__version__, str(int8_kernels().exact)]
+        decided_by = [
+            hashlib.sha256(graph.read_bytes()).hexdigest()[:16],
+            ort.__version__,
+            str(int8_kernels().exact),
+            PIL.__version__,
+        ]
         sessions: list[Any] = []  # made at the first image not cached, once
 
-        def run(paths: list[Path]) -> np.ndarray:
+        def run(chosen: list[int]) -> np.ndarray:
             if not sessions:
                 options = graph_options("int8", as_written=True)
                 sessions.append(ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"]))
-            batch = np.concatenate([preprocess(path.read_bytes(), INPUT_SPEC) for path in paths])
+            batch = np.concatenate([preprocess(items[i][1].read_bytes(), INPUT_SPEC) for i in chosen])
             features: np.ndarray = sessions[0].run(None, {"input": batch})[0]
             return features
 
         return self._cached_rows("int8", decided_by, items, run)
 
-    def torch_features(self, items: Sequence[tuple[str, Path]]) -> np.ndarray:
-        """(n, 1280) float32: the pretrained backbone's pooled features in torch (what the network's
-        head reads) of each (sha256, path) image as the inference service decodes it, computed once
-        per image. A frozen candidate's network is this backbone with the candidate's head after it,
-        so the export check's torch logits are its head on these (packaging.write_package's
-        ``torch_check``): loading the network and running it on the check's images took 0.4 s of
-        every incremental retrain on two AMD EPYC cores. Kept by torch's version (the backbone's
-        weights already name the folder)."""
+    def torch_features(self, items: Sequence[tuple[str, Path]]) -> tuple[list[np.ndarray], np.ndarray]:
+        """Each (sha256, path) image's model input as the embedding decodes it (Image.open: any image
+        a dataset holds), and (n, 1280) float32, the pretrained backbone's pooled features of it in
+        torch (what the network's head reads), computed once per image. A frozen candidate's network
+        is this backbone with the candidate's head after it, so the export check's torch logits are
+        its head on these (packaging.write_package's ``torch_check``): loading the network and
+        running it on the check's images took 0.4 s of every incremental retrain on two AMD EPYC
+        cores. Kept by torch's and Pillow's versions (the backbone's weights name the folder)."""
         import torch
 
-        from fieldlens_core.model import preprocess
-
+        inputs = [image_tensor(Image.open(path), INPUT_SPEC) for _, path in items]
         networks: list[Any] = []  # loaded at the first image not cached, once
 
-        def run(paths: list[Path]) -> np.ndarray:
+        def run(chosen: list[int]) -> np.ndarray:
             if not networks:
                 networks.append(load_backbone())
             net = networks[0]
-            batch = torch.from_numpy(np.concatenate([preprocess(path.read_bytes(), INPUT_SPEC) for path in paths]))
+            batch = torch.from_numpy(np.concatenate([inputs[i] for i in chosen]))
             with torch.no_grad():  # EfficientNet.forward up to its classifier (dropout is off in eval)
                 return np.asarray(net._avg_pooling(net.extract_features(batch)).flatten(1).numpy())
 
-        return self._cached_rows("torch", [torch.__version__], items, run)
+        return inputs, self._cached_rows("torch", [torch.__version__, PIL.__version__], items, run)
 
     def _cached_rows(
         self,
         kind: str,
         decided_by: Sequence[str],
         items: Sequence[tuple[str, Path]],
-        compute: Callable[[list[Path]], np.ndarray],
+        compute: Callable[[list[int]], np.ndarray],
     ) -> np.ndarray:
         """(n, 1280) float32 rows of the (sha256, path) ``items``, each computed once: kept under a
         folder named by ``kind`` and a key of ``decided_by`` (what decides the rows besides the
-        backbone); ``compute`` gives the missing images' rows, :data:`BATCH` paths at a time."""
+        backbone); ``compute`` gives the rows of the missing ones (their indices), :data:`BATCH` at a time."""
         key = hashlib.sha256("/".join(decided_by).encode()).hexdigest()[:16]
         folder = self._cache_dir / self._ensure_backbone().identity / f"{kind}-{key}"
         paths = [folder / sha256[:2] / f"{sha256}.npy" for sha256, _ in items]
         missing = [i for i, path in enumerate(paths) if not path.exists()]
         for start in range(0, len(missing), BATCH):
             chosen = missing[start : start + BATCH]
-            for i, row in zip(chosen, compute([items[i][1] for i in chosen]), strict=True):
+            for i, row in zip(chosen, compute(chosen), strict=True):
                 _save(paths[i], row.astype(np.float32))
         if not paths:
             return np.zeros((0, FEATURE_DIM), np.float32)

@@ -40,10 +40,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from fieldlens_core.errors import TrainingError
-from fieldlens_core.model import LoadedModel, preprocess
+from fieldlens_core.model import LoadedModel, image_tensor
 from fieldlens_core.model_package import OPERATING_POINT, ModelCard, ModelPackage, OperatingPoint
 from fieldlens_retrain.backbone import ARCHITECTURE, FEATURE_DIM, INPUT_SPEC, load_backbone
 from fieldlens_retrain.calibration import operating_point, tempered
@@ -394,16 +395,17 @@ def retrain(
     started = time.perf_counter()
     stage("exporting")
     tuned = choice is not None and choice.chosen
-    # the export check's inputs: the service's of the train images first by sha256 (few change
-    # between retrains, so a frozen candidate finds their torch features cached)
-    checked = sorted(train, key=lambda e: e.sha256)[:EXPORT_CHECKED]
-    inputs = [preprocess(Path(e.path).read_bytes(), INPUT_SPEC) for e in checked]
-    torch_check = None  # write_package's default: the network run in torch
-    if tuned:
+    # the export check's images: the train images first by sha256 (few change between retrains, so
+    # a frozen candidate finds their torch features cached)
+    checked = [(e.sha256, Path(e.path)) for e in sorted(train, key=lambda e: e.sha256)[:EXPORT_CHECKED]]
+    torch_check: tuple[list[np.ndarray], np.ndarray] | None
+    if tuned:  # write_package runs the fine-tuned network in torch on the calibration inputs
         assert network is not None  # fine-tuning chose it
         network._fc = head
-    else:  # the network is the backbone with this head: the head on its torch features is the network
-        torch_check = inputs, head_outputs(head, cache.torch_features([(e.sha256, Path(e.path)) for e in checked]))
+        inputs, torch_check = [image_tensor(Image.open(path), INPUT_SPEC) for _, path in checked], None
+    else:  # the network is the backbone with this head: torch's logits are the head on its features
+        inputs, pooled = cache.torch_features(checked)
+        torch_check = inputs, head_outputs(head, pooled)
     answers: dict[str, HeadAnswers] | None = None
     reference_images = None  # write_package's default: calibration views, each run through each graph
     if not tuned and measure is not None:  # each graph is a cached backbone with this head: it answers most images

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageEnhance, ImageOps
 
-from fieldlens_core.model import preprocess, resize_and_crop, to_tensor, to_tensors
+from fieldlens_core.model import image_tensor, preprocess, resize_and_crop, to_tensor, to_tensors
 from fieldlens_retrain.backbone import INPUT_SPEC
 from fieldlens_retrain.embeddings import VIEWS, views_of
 
@@ -91,15 +91,20 @@ def test_the_torch_features_are_what_the_networks_head_reads_and_are_computed_on
 
     write_class_folders(tmp_path / "photos", 1)
     paths = sorted((tmp_path / "photos").glob("*/*.jpg"))[:2]
+    Image.open(paths[1]).save(paths[1].with_suffix(".webp"))  # a dataset may hold what the service refuses
+    paths[1] = paths[1].with_suffix(".webp")
     items = [(hashlib.sha256(p.read_bytes()).hexdigest(), p) for p in paths]
-    features = EmbeddingCache(tmp_path / "cache").torch_features(items)
+    inputs, features = EmbeddingCache(tmp_path / "cache").torch_features(items)
     network = load_backbone(num_classes=3)
     with torch.no_grad():
-        whole = torch.cat([network(torch.from_numpy(preprocess(p.read_bytes(), INPUT_SPEC))) for p in paths])
+        whole = torch.cat([network(torch.from_numpy(image_tensor(Image.open(p), INPUT_SPEC))) for p in paths])
         from_features = network._fc(torch.from_numpy(features))
     assert features.shape == (2, 1280) and features.dtype == np.float32
     assert np.allclose(from_features.numpy(), whole.numpy(), atol=1e-4)
-    for path in paths:
-        path.unlink()  # computed again, they would have to be read
-    again = EmbeddingCache(tmp_path / "cache").torch_features(items)
+    assert all(np.array_equal(i, image_tensor(Image.open(p), INPUT_SPEC)) for i, p in zip(inputs, paths, strict=True))
+    kept = sorted((tmp_path / "cache").rglob("torch-*/*/*.npy"))
+    assert len(kept) == 2
+    written = [(f.stat().st_ino, f.stat().st_mtime_ns) for f in kept]
+    again = EmbeddingCache(tmp_path / "cache").torch_features(items)[1]
+    assert [(f.stat().st_ino, f.stat().st_mtime_ns) for f in kept] == written  # read, not computed and written again
     assert np.array_equal(again, features)
